@@ -1,0 +1,49 @@
+# The README's two commands are `make repro` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+# Stages run `python`: the virtualenv's must come first.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help install repro test lint lock params insurance-data bench clean-venv
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv from the lock file (idempotent)
+
+repro: install  ## install, then run the whole DVC pipeline on params.yaml
+	$(BIN)/dvc repro
+
+test: install  ## install, then run the test suite
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
+	$(BIN)/python -m medcast.config $(O)
+
+insurance-data: install  ## copy the insurance table into data/raw and track it: make insurance-data CSV=path/to/insurance.csv
+	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
+	cp "$(CSV)" data/raw/insurance.csv
+	$(BIN)/dvc add data/raw/insurance.csv
+
+bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
+	$(BIN)/python bench/quality.py
+
+lint: install  ## ruff
+	$(BIN)/ruff check src serve tests bench
+
+lock:  ## re-resolve requirements.lock from pyproject.toml
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean-venv:  ## remove the virtualenv
+	rm -rf $(VENV)

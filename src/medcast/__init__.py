@@ -1,0 +1,1 @@
+"""medcast: reproducible medical regression."""

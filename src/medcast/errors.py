@@ -1,0 +1,50 @@
+"""Errors a user can fix, and the CLI wrapper that prints them without a traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+log = logging.getLogger("medcast")
+
+
+class MedcastError(Exception):
+    """A problem with user input (params, data, artifacts): printed as one message, exit 2."""
+
+
+class ConfigError(MedcastError):
+    """params.yaml does not match what the stages expect."""
+
+
+class DataValidationError(MedcastError):
+    """A raw data file breaks the dataset's declared schema."""
+
+
+class ArtifactError(MedcastError):
+    """A model or report artifact is missing, unsafe or does not match dvc.lock."""
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def cli(func: F) -> F:
+    """Run a stage's main(): configure logging, turn MedcastError into a message and exit 2."""
+
+    @wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
+        try:
+            return func(*args, **kwargs)
+        except MedcastError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,99 @@
+"""Stage evaluate: score the tuned model on the held-out test set → reports/metrics.json and
+reports/predictions.csv; log and register it in MLflow (alias `champion`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medcast import tracking
+from medcast.config import load_params
+from medcast.errors import cli
+from medcast.features import load_schema, read_split
+from medcast.metrics import scores
+from medcast.models.io import load_meta, load_model
+
+log = logging.getLogger("medcast.evaluate")
+
+PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def predictions_frame(y_true: pd.Series, y_pred: Any) -> pd.DataFrame:
+    frame = pd.DataFrame({"actual": y_true.to_numpy(), "predicted": y_pred})
+    frame["residual"] = frame["actual"] - frame["predicted"]
+    return frame.round(6)
+
+
+def metrics_report(meta: dict[str, Any], test: dict[str, float], target: str,
+                   n_train: int, n_test: int) -> dict[str, Any]:
+    """The metrics.json document: model, dataset, test scores and the tuned CV summary."""
+    return {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "target": target,
+        "n_train": n_train,
+        "n_test": n_test,
+        "test": {k: round(v, 6) for k, v in test.items()},
+        "cv": {k: round(v, 6) for k, v in meta["cv"].items()},
+        "params": meta["params"],
+    }
+
+
+def register(report: dict[str, Any], model_dir: Path, schema_path: Path,
+             example: pd.DataFrame, predicted: Any) -> str | None:
+    """Log the tuned model (code-based pyfunc over the skops/.keras files: nothing pickled) and
+    register it as `<dataset>`; the new version, having passed evaluation, becomes `champion`."""
+    mlflow = tracking.start(report["dataset"])
+    name = f"medcast-{report['dataset']}"
+    tags = tracking.run_tags("evaluate", candidate=report["model"])
+    with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
+        mlflow.log_params({"model": report["model"],
+                           **{f"hp_{k}": v for k, v in report["params"].items()}})
+        mlflow.log_metrics({**tracking.flat("test_", report["test"]),
+                            **tracking.flat("cv_", report["cv"])})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"model_dir": str(model_dir), "schema": str(schema_path)},
+            registered_model_name=name,
+            signature=mlflow.models.infer_signature(example, predicted),
+            input_example=example,
+        )
+    client = mlflow.MlflowClient()
+    version = info.registered_model_version
+    if version is None:
+        return None
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+    client.set_model_version_tag(name, str(version), "validated", "true")
+    client.set_registered_model_alias(name, "champion", str(version))
+    log.info("registered %s version %s as champion", name, version)
+    return str(version)
+
+
+@cli
+def main() -> None:
+    params = load_params()
+    paths = params.paths
+    schema = load_schema(Path(paths.schema))
+    X_train, _ = read_split(Path(paths.train), schema)
+    X, y = read_split(Path(paths.test), schema)
+    model_dir = Path(paths.model_dir)
+    meta = load_meta(model_dir)
+    estimator = load_model(model_dir)
+    predicted = estimator.predict(X)
+    report = metrics_report(meta, scores(y, predicted), schema.target, len(X_train), len(X))
+    Path(paths.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths.metrics).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    predictions_frame(y, predicted).to_csv(paths.predictions, index=False)
+    log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], meta["dataset"],
+             report["test"]["r2"], report["test"]["rmse"], report["test"]["mae"])
+    register(report, model_dir, Path(paths.schema), X.head(5), predicted[:5])
+
+
+if __name__ == "__main__":
+    main()

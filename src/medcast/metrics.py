@@ -1,0 +1,55 @@
+"""Regression scores (r2, rmse, mae) and the seeded K-fold cross-validation every stage shares."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("r2", "rmse", "mae")
+
+
+def scores(y_true: Any, y_pred: Any) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    return {
+        "r2": float(r2_score(y_true, y_pred)),
+        "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+    }
+
+
+def summarize(folds: list[dict[str, float]]) -> dict[str, float]:
+    """Mean and (population) standard deviation of each metric over folds: r2_mean, r2_std, …"""
+    out: dict[str, float] = {}
+    for m in METRICS:
+        values = np.array([f[m] for f in folds], dtype=float)
+        out[f"{m}_mean"] = float(values.mean())
+        out[f"{m}_std"] = float(values.std())
+    return out
+
+
+def cross_validate(
+    estimator: Any,
+    X: pd.DataFrame,
+    y: pd.Series,
+    n_folds: int,
+    seed: int,
+    on_fold: Callable[[int, list[dict[str, float]]], None] | None = None,
+) -> list[dict[str, float]]:
+    """Fit a fresh clone per fold (shuffled KFold, seeded); return each fold's validation scores.
+    `on_fold(k, scores_so_far)` may raise (e.g. Optuna pruning) to stop early."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold
+
+    folds: list[dict[str, float]] = []
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (fit_idx, val_idx) in enumerate(splitter.split(X)):
+        model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
+        folds.append(scores(y.iloc[val_idx], model.predict(X.iloc[val_idx])))
+        if on_fold is not None:
+            on_fold(k, folds)
+    return folds

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medcast.metrics import cross_validate, scores, summarize
+
+
+def test_scores_match_definitions():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    p = np.array([1.0, 2.0, 3.0, 6.0])
+    s = scores(y, p)
+    assert s["rmse"] == pytest.approx(1.0)
+    assert s["mae"] == pytest.approx(0.5)
+    assert s["r2"] == pytest.approx(1 - 4 / 5)
+
+
+def test_summarize_mean_and_std():
+    out = summarize([{"r2": 0.4, "rmse": 2.0, "mae": 1.0}, {"r2": 0.6, "rmse": 4.0, "mae": 3.0}])
+    assert out["r2_mean"] == pytest.approx(0.5)
+    assert out["rmse_std"] == pytest.approx(1.0)
+    assert set(out) == {f"{m}_{s}" for m in ("r2", "rmse", "mae") for s in ("mean", "std")}
+
+
+def test_cross_validate_is_seeded_and_uses_every_fold():
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(60, 3)), columns=list("abc"))
+    y = pd.Series(X["a"] * 2 + rng.normal(size=60))
+    seen = []
+    a = cross_validate(LinearRegression(), X, y, 5, seed=1, on_fold=lambda k, f: seen.append(k))
+    b = cross_validate(LinearRegression(), X, y, 5, seed=1)
+    c = cross_validate(LinearRegression(), X, y, 5, seed=2)
+    assert seen == [0, 1, 2, 3, 4]
+    assert a == b
+    assert a != c
+    assert all(math.isfinite(f["rmse"]) for f in a)

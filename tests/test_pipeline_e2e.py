@@ -1,0 +1,125 @@
+"""End-to-end flows on tiny params in throwaway copies: `dvc repro`, its determinism, and
+experiments (`dvc exp run -S`, queued runs) landing in DVC and MLflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.factories import write_insurance_csv
+from tests.repo_copy import GIT_ID, make_copy, run
+from tests.conftest import venv_env
+
+pytestmark = pytest.mark.e2e
+
+# A small but complete study: linear + forest + the MLP, MLP forced so tune/evaluate use Keras.
+TINY = {
+    "train.candidates": "[ridge,random_forest,mlp]",
+    "train.select": "mlp",
+    "train.cv_folds": "3",
+    "tune.n_trials": "2",
+}
+OUTPUTS = [
+    "data/processed/train.csv", "data/processed/test.csv", "data/processed/schema.json",
+    "reports/leaderboard.json", "reports/leaderboard.csv", "reports/cv_scores.csv",
+    "models/selection.json", "models/tuned/pipeline.skops", "models/tuned/mlp.keras",
+    "reports/metrics.json", "reports/predictions.csv", "reports/report.md",
+    "reports/figures/feature_importance.png", "reports/figures/training_history.png",
+    "reports/figures/predicted_vs_actual.png", "reports/figures/residuals.png",
+]
+
+
+def test_repro_builds_every_artifact_then_runs_nothing(tmp_path):
+    repo = make_copy(tmp_path / "repo", **TINY)
+    mlflow_uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
+    for rel in OUTPUTS:
+        assert (repo / rel).exists(), rel
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["model"] == "mlp" and metrics["dataset"] == "diabetes"
+    assert set(metrics["test"]) == {"r2", "rmse", "mae"}
+    assert {"r2_mean", "r2_std", "rmse_mean", "rmse_std", "mae_mean", "mae_std"} <= set(metrics["cv"])
+
+    again = run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
+    assert "Running stage" not in again.stdout
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    assert "reports/metrics.json" in json.dumps(shown)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    champion = client.get_model_version_by_alias("medcast-diabetes", "champion")
+    assert champion.tags["validated"] == "true"
+    assert champion.tags["dvc_experiment"] == "workspace"
+    exp = client.get_experiment_by_name("diabetes")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    names = {r.info.run_name for r in runs}
+    assert {"cv-ridge", "cv-random_forest", "cv-mlp", "tune-mlp", "trial-0", "trial-1",
+            "final-mlp"} <= names
+
+
+def test_repro_twice_from_clean_copies_is_byte_identical(tmp_path):
+    repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
+    procs = [subprocess.Popen(["dvc", "repro"], cwd=r, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=venv_env(**GIT_ID, MLFLOW_TRACKING_URI=f"sqlite:///{r}.db"))
+             for r in repos]
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out
+    for rel in ("reports/metrics.json", "reports/predictions.csv"):
+        a, b = (r / rel for r in repos)
+        assert a.read_bytes() == b.read_bytes(), rel
+    boards = [json.loads((r / "reports/leaderboard.json").read_text()) for r in repos]
+    for board in boards:
+        for row in board:
+            row.pop("fit_seconds")  # wall-clock time: the one field allowed to differ
+    assert boards[0] == boards[1]
+
+
+def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
+    repo = make_copy(tmp_path / "repo", **{**TINY, "train.select": "null",
+                                            "train.candidates": "[ridge,knn]"})
+    write_insurance_csv(repo / "data/raw/insurance.csv", n=150)
+    run(["dvc", "add", "data/raw/insurance.csv"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "insurance pointer"], repo)
+    # No MLFLOW_TRACKING_URI: the default store at the repository root must collect the
+    # workspace run and the queued runs (which execute in temporary copies).
+    mlflow_uri = f"sqlite:///{repo}/mlflow.db"
+    no_uri = ("MLFLOW_TRACKING_URI",)
+
+    run(["dvc", "exp", "run", "-n", "ins", "-S", "dataset=insurance"], repo, unset=no_uri)
+    run(["dvc", "exp", "run", "--queue", "-S", "dataset=diabetes,insurance"], repo, unset=no_uri)
+    start = time.monotonic()
+    run(["dvc", "queue", "start"], repo, unset=no_uri)
+    while time.monotonic() - start < 600:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert "Failed" not in status, run(["dvc", "queue", "logs", status.split()[-1]], repo,
+                                       check=False).stdout
+
+    table = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    text = json.dumps(table)
+    assert '"ins"' in text
+    assert text.count('"charges"') >= 2 and '"progression"' in text  # params: both datasets
+    assert text.count('"r2"') >= 3  # metrics column for every run
+
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    for dataset in ("diabetes", "insurance"):
+        exp = client.get_experiment_by_name(dataset)
+        assert exp is not None, f"queued {dataset} run did not reach {mlflow_uri}"
+        tags = {r.data.tags.get("dvc_experiment") for r in client.search_runs([exp.experiment_id])}
+        assert "workspace" not in tags
+    ins = client.search_runs([client.get_experiment_by_name("insurance").experiment_id],
+                             filter_string="tags.dvc_experiment = 'ins'")
+    assert ins, "the named experiment's runs are tagged with its name"

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from medcast.config import parse_params
+from medcast.datasets import validate
+from medcast.errors import ConfigError
+from medcast.features import infer_schema, split_xy
+from medcast.tune import run_study, trial_records
+from tests.conftest import tiny_params
+from tests.factories import insurance_frame
+
+
+def _setup(tmp_path, *overrides):
+    p = parse_params(tiny_params("dataset=insurance", f"tune.storage=sqlite:///{tmp_path}/optuna.db",
+                                 *overrides))
+    frame = validate(insurance_frame(120, seed=2).astype(str), p.dataset)
+    schema = infer_schema(frame, p.dataset)
+    return p, schema, *split_xy(frame, schema)
+
+
+def test_study_is_seeded_and_rerun_replaces_it(tmp_path):
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=6")
+    first = run_study(p, "knn", schema, X, y)
+    second = run_study(p, "knn", schema, X, y)  # same name: replaced, not appended
+    assert len(second.trials) == 6
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    assert first.best_value == second.best_value
+    assert {"n_neighbors", "weights"} == set(second.best_params)
+    records = trial_records(second)
+    assert all(r["value"] is None or r["state"] == "COMPLETE" for r in records)
+
+
+def test_model_without_search_space_runs_one_trial(tmp_path):
+    p, schema, X, y = _setup(tmp_path)
+    assert len(run_study(p, "linear", schema, X, y).trials) == 1
+
+
+def test_bad_search_space_value_is_a_config_error(tmp_path):
+    p, schema, X, y = _setup(tmp_path, "tune.search_spaces.knn.weights.choices=[uniform,bogus]",
+                             "tune.n_trials=8")
+    with pytest.raises(ConfigError, match="tune.search_spaces.knn"):
+        run_study(p, "knn", schema, X, y)
+
+
+def test_unreachable_storage_is_a_config_error(tmp_path):
+    p, schema, X, y = _setup(tmp_path, "tune.storage=nosuchdb://x")
+    with pytest.raises(ConfigError, match="tune.storage: cannot open"):
+        run_study(p, "ridge", schema, X, y)
