@@ -46,7 +46,13 @@ def evaluate_candidate(
     params = dict(cfg.models.get(name, {}))
     estimator = models.build(name, params, schema, cfg.seed)
     start = time.perf_counter()
-    folds = cross_validate(estimator, X, y, cfg.cv_folds, cfg.seed)
+
+    def progress(k: int, folds: list[dict[str, float]]) -> None:
+        # Only slow candidates (the MLP) report each fold; fast ones would flood the log.
+        if time.perf_counter() - start > 5:
+            log.info("  %s fold %d/%d: RMSE %.4g", name, k + 1, cfg.cv_folds, folds[-1]["rmse"])
+
+    folds = cross_validate(estimator, X, y, cfg.cv_folds, cfg.seed, progress)
     fitted = estimator.fit(X, y)
     seconds = time.perf_counter() - start
     target = fitted.named_steps["model"]
