@@ -32,10 +32,20 @@ OUTPUTS = [
 ]
 
 
-def test_repro_builds_every_artifact_then_runs_nothing(tmp_path):
-    repo = make_copy(tmp_path / "repo", **TINY)
-    mlflow_uri = f"sqlite:///{tmp_path}/mlflow.db"
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory):
+    """One tiny `dvc repro` shared by the flows that inspect its results (same xdist group)."""
+    tmp = tmp_path_factory.mktemp("built")
+    repo = make_copy(tmp / "repo", **TINY)
+    write_insurance_csv(repo / "data/raw/insurance.csv", n=120)
+    mlflow_uri = f"sqlite:///{tmp}/mlflow.db"
     run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
+    return repo, mlflow_uri
+
+
+@pytest.mark.xdist_group("built_repo")
+def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
+    repo, mlflow_uri = built_repo
     for rel in OUTPUTS:
         assert (repo / rel).exists(), rel
     metrics = json.loads((repo / "reports/metrics.json").read_text())
@@ -123,3 +133,21 @@ def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     ins = client.search_runs([client.get_experiment_by_name("insurance").experiment_id],
                              filter_string="tags.dvc_experiment = 'ins'")
     assert ins, "the named experiment's runs are tagged with its name"
+
+
+@pytest.mark.xdist_group("built_repo")
+@pytest.mark.parametrize("notebook", ["01-eda.ipynb", "02-experiments.ipynb"])
+def test_notebook_runs_top_to_bottom(built_repo, notebook, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    repo, mlflow_uri = built_repo
+    for key, value in venv_env(MLFLOW_TRACKING_URI=mlflow_uri).items():
+        monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
+    nb = nbformat.read(repo / "notebooks" / notebook, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+    assert images >= 3
