@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params insurance-data bench clean-venv
+.PHONY: help install repro test lint lock params insurance-data notebooks bench clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ insurance-data: install  ## copy the insurance table into data/raw and track it:
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
 	cp "$(CSV)" data/raw/insurance.csv
 	$(BIN)/dvc add data/raw/insurance.csv
+
+notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/notebooks/ (after make repro)
+	$(BIN)/python -m medcast.notebooks
 
 bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
 	$(BIN)/python bench/quality.py

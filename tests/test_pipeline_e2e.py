@@ -138,15 +138,12 @@ def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
 @pytest.mark.xdist_group("built_repo")
 @pytest.mark.parametrize("notebook", ["01-eda.ipynb", "02-experiments.ipynb"])
 def test_notebook_runs_top_to_bottom(built_repo, notebook, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
+    from medcast.notebooks import execute
 
     repo, mlflow_uri = built_repo
     for key, value in venv_env(MLFLOW_TRACKING_URI=mlflow_uri).items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
-    nb = nbformat.read(repo / "notebooks" / notebook, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
+    nb = execute(repo / "notebooks" / notebook, timeout=300)
     errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
