@@ -27,6 +27,7 @@ OUTPUTS = [
     "reports/leaderboard.json", "reports/leaderboard.csv", "reports/cv_scores.csv",
     "models/selection.json", "models/tuned/pipeline.skops", "models/tuned/mlp.keras",
     "reports/metrics.json", "reports/predictions.csv", "reports/report.md",
+    "models/model.onnx", "models/model.json",
     "reports/figures/feature_importance.png", "reports/figures/training_history.png",
     "reports/figures/predicted_vs_actual.png", "reports/figures/residuals.png",
 ]

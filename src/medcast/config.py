@@ -53,6 +53,8 @@ class PathsConfig:
     model_dir: str
     tuning: str
     history: str
+    onnx: str
+    card: str
     metrics: str
     predictions: str
     importance: str
@@ -86,7 +88,8 @@ class TuneConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    pass
+    # ONNX and native predictions must agree to this relative difference on every test row.
+    parity_rtol: float = 1e-4
 
 
 @dataclass(frozen=True)

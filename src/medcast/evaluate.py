@@ -1,5 +1,6 @@
 """Stage evaluate: score the tuned model on the held-out test set → reports/metrics.json and
-reports/predictions.csv; log and register it in MLflow (alias `champion`)."""
+reports/predictions.csv; export it as one ONNX graph (models/model.onnx, checked for parity on
+the whole test set) with its model card (models/model.json); register it in MLflow (`champion`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 from medcast import tracking
 from medcast.config import load_params
 from medcast.errors import cli
-from medcast.features import load_schema, read_split
+from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import scores
 from medcast.models.io import load_meta, load_model
 
@@ -43,8 +44,33 @@ def metrics_report(meta: dict[str, Any], test: dict[str, float], target: str,
     }
 
 
+def model_card(report: dict[str, Any], schema: FeatureSchema, onnx_bytes: bytes,
+               parity: dict[str, float]) -> dict[str, Any]:
+    """models/model.json: what the service validates requests against and shows at GET /model."""
+    import hashlib
+
+    return {
+        "name": f"medcast-{report['dataset']}",
+        "dataset": report["dataset"],
+        "target": schema.target,
+        "target_unit": schema.target_unit,
+        "model": report["model"],
+        "params": report["params"],
+        "features": [
+            {"name": f.name, "type": f.type, "unit": f.unit, "min": f.allowed_min,
+             "max": f.allowed_max, "observed_min": f.observed_min, "observed_max": f.observed_max,
+             "categories": list(f.categories) if f.categories else None}
+            for f in schema.features
+        ],
+        "metrics": {"test": report["test"], "cv": report["cv"]},
+        "training_revision": tracking.git_revision(),
+        "onnx_md5": hashlib.md5(onnx_bytes).hexdigest(),  # noqa: S324 (DVC's hash, not security)
+        "parity": parity,
+    }
+
+
 def register(report: dict[str, Any], model_dir: Path, schema_path: Path,
-             example: pd.DataFrame, predicted: Any) -> str | None:
+             example: pd.DataFrame, predicted: Any, served: list[Path]) -> str | None:
     """Log the tuned model (code-based pyfunc over the skops/.keras files: nothing pickled) and
     register it as `<dataset>`; the new version, having passed evaluation, becomes `champion`."""
     mlflow = tracking.start(report["dataset"])
@@ -63,6 +89,8 @@ def register(report: dict[str, Any], model_dir: Path, schema_path: Path,
             signature=mlflow.models.infer_signature(example, predicted),
             input_example=example,
         )
+        for path in served:  # the exact ONNX graph and card the service loads
+            mlflow.log_artifact(str(path), artifact_path="serving")
     client = mlflow.MlflowClient()
     version = info.registered_model_version
     if version is None:
@@ -92,7 +120,18 @@ def main() -> None:
     predictions_frame(y, predicted).to_csv(paths.predictions, index=False)
     log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], meta["dataset"],
              report["test"]["r2"], report["test"]["rmse"], report["test"]["mae"])
-    register(report, model_dir, Path(paths.schema), X.head(5), predicted[:5])
+
+    from medcast.export import check_parity, save_onnx, to_onnx
+
+    onnx_model = to_onnx(estimator, schema)
+    parity = check_parity(estimator, onnx_model, X, rtol=params.evaluate.parity_rtol)
+    log.info("ONNX parity on %d test rows: max relative difference %.2g (limit %.0e)",
+             parity["n"], parity["max_rel_diff"], params.evaluate.parity_rtol)
+    save_onnx(onnx_model, paths.onnx)
+    card = model_card(report, schema, Path(paths.onnx).read_bytes(), parity)
+    Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
+    register(report, model_dir, Path(paths.schema), X.head(5), predicted[:5],
+             [Path(paths.onnx), Path(paths.card)])
 
 
 if __name__ == "__main__":
