@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params insurance-data notebooks bench clean-venv
+.PHONY: help install repro test lint lock params insurance-data notebooks bench serve bench-serve clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -16,7 +16,7 @@ help:  ## list the targets
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
@@ -26,6 +26,7 @@ repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
 
 test: install  ## install, then run the test suite
+	$(BIN)/ruff check src serve tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
@@ -41,6 +42,12 @@ notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/noteb
 
 bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
 	$(BIN)/python bench/quality.py
+
+serve: install  ## run the prediction service on 127.0.0.1:8000 (MEDCAST_* settings: python -m serve --help)
+	$(BIN)/python -m serve
+
+bench-serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
+	$(BIN)/python bench/serve.py
 
 lint: install  ## ruff
 	$(BIN)/ruff check src serve tests bench

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from tests.conftest import venv_env
 from tests.factories import write_insurance_csv
 from tests.repo_copy import GIT_ID, make_copy, run
-from tests.conftest import venv_env
 
 pytestmark = pytest.mark.e2e
 

@@ -3,6 +3,7 @@ Nothing happens at import; stages call these from main()."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -66,10 +67,9 @@ def start(experiment: str) -> Any:
         if "MLFLOW_TRACKING_URI" not in os.environ:
             # Artifacts beside the store, not in the (possibly temporary) working directory.
             location = (repo_root() / ARTIFACT_DIR / experiment).as_uri()
-        try:
+        # A parallel queued experiment may create it first: that is fine.
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
             mlflow.create_experiment(experiment, artifact_location=location)
-        except mlflow.exceptions.MlflowException:
-            pass  # created concurrently by a parallel queued experiment
     mlflow.set_experiment(experiment)
     return mlflow
 

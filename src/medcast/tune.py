@@ -3,6 +3,7 @@ then refit the best on the whole training set and save it (skops / .keras)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,10 +72,8 @@ def run_study(
         storage = optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=None)
     except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
         raise ConfigError(f"tune.storage: cannot open '{cfg.storage}': {err}") from None
-    try:
+    with contextlib.suppress(KeyError):  # no leftover study of that name
         optuna.delete_study(study_name=name, storage=storage)
-    except KeyError:
-        pass
     study = optuna.create_study(
         study_name=name,
         storage=storage,

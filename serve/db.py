@@ -1,0 +1,253 @@
+"""The prediction log table, its engine, idempotent bulk inserts and the Alembic entry points.
+
+One table, `predictions`: one row per prediction (a batch request of n rows logs n rows sharing
+its request id, `item` 0..n-1; a single prediction has item 0). `(request_id, item)` is unique,
+so re-inserting a batch whose commit was already applied (a retry after a lost acknowledgement)
+skips the rows that exist instead of duplicating them.
+
+Migrations live in `serve/migrations/` (Alembic). `ensure_schema()` runs `alembic upgrade head`
+unless the database already records `HEAD` (so a warm start does not import Alembic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+HEAD = "0001"  # the newest revision in serve/migrations/versions (a test checks it)
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("request_id", sa.String(36), nullable=False),
+    sa.Column("item", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model_md5", sa.String(32), nullable=False),
+    sa.Column("model_revision", sa.String(100), nullable=False),
+    sa.Column("dataset", sa.String(100), nullable=False),
+    sa.Column("features", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    sa.Column("prediction", sa.Float(), nullable=False),
+    sa.Column("latency_ms", sa.Float(), nullable=False),
+    sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
+    sa.Index("ix_predictions_created_at", "created_at"),
+    sa.Index("ix_predictions_model_md5", "model_md5"),
+)
+
+COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
+
+
+def _json_dumps(obj: Any) -> str:
+    # msgspec encodes the request's Struct directly (feature names as keys), and fast.
+    return msgspec.json.encode(obj).decode()
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine that never prints bound parameters (patient data) in its error messages."""
+    kwargs: dict[str, Any] = {"hide_parameters": True, "json_serializer": _json_dumps}
+    if url.startswith("postgresql"):
+        kwargs.update(pool_size=4, max_overflow=4, pool_pre_ping=False)
+    engine = sa.create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the flusher
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=5000")
+            cur.close()
+
+    return engine
+
+
+# ---- migrations -----------------------------------------------------------------------------
+
+
+def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    if url is not None:
+        cfg.attributes["url"] = url  # not via set_main_option: '%' in passwords
+    return cfg
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(engine: sa.Engine, target: str = "head") -> None:
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), target)
+
+
+def downgrade(engine: sa.Engine, target: str = "base") -> None:
+    from alembic import command
+
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), target)
+
+
+def ensure_schema(engine: sa.Engine) -> str:
+    """`alembic upgrade head` unless already there; returns what was done (for the log)."""
+    current = current_revision(engine)
+    if current == HEAD:
+        return f"schema at {HEAD}"
+    upgrade(engine, "head")
+    return f"schema migrated {current or 'base'} → {HEAD}"
+
+
+# ---- rows -----------------------------------------------------------------------------------
+
+
+_INSERT_COLS = ", ".join(COLUMNS)
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS predictions_incoming (request_id text, item integer, "
+    "created_at timestamptz, model_md5 text, model_revision text, dataset text, features jsonb, "
+    "prediction double precision, latency_ms double precision) ON COMMIT DELETE ROWS"
+)
+_PG_MERGE = (
+    f"INSERT INTO predictions ({_INSERT_COLS}) SELECT {_INSERT_COLS} FROM predictions_incoming "
+    "ON CONFLICT (request_id, item) DO NOTHING"
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (request_id, item) DO NOTHING"
+)
+
+
+def _tuples(rows: Sequence[dict[str, Any]], sqlite: bool) -> list[tuple[Any, ...]]:
+    enc = msgspec.json.encode
+    out = []
+    for r in rows:
+        ts = r["created_at"]
+        if sqlite:  # SQLAlchemy's SQLite DateTime storage format (UTC, naive), readable by it
+            ts = ts.strftime("%Y-%m-%d %H:%M:%S.%f")
+        out.append((r["request_id"], r["item"], ts, r["model_md5"], r["model_revision"],
+                    r["dataset"], enc(r["features"]).decode(), r["prediction"], r["latency_ms"]))
+    return out
+
+
+def insert_rows(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert rows in one transaction, skipping (request_id, item) pairs already present.
+
+    The hot path bypasses SQLAlchemy's per-row processing (it costs the request path CPU through
+    the GIL): PostgreSQL gets a COPY into a temp table and one INSERT … SELECT … ON CONFLICT DO
+    NOTHING; SQLite one executemany of INSERT … ON CONFLICT DO NOTHING.
+    """
+    if not rows:
+        return 0
+    name, driver = engine.dialect.name, engine.dialect.driver
+    if name == "postgresql" and driver == "psycopg":
+        data = _tuples(rows, sqlite=False)
+        with engine.begin() as conn:
+            info = conn.connection.info  # lives as long as the pooled DBAPI connection
+            try:
+                with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                    if not info.get("medcast_staging"):
+                        cur.execute(_PG_STAGE)
+                        info["medcast_staging"] = True
+                    with cur.copy(f"COPY predictions_incoming ({_INSERT_COLS}) FROM STDIN") as cp:
+                        for t in data:
+                            cp.write_row(t)
+                    cur.execute(_PG_MERGE)
+            except BaseException:
+                info.pop("medcast_staging", None)  # the CREATE may have been rolled back
+                raise
+        return len(rows)
+    if name == "sqlite":
+        data = _tuples(rows, sqlite=True)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(_SQLITE_INSERT, data)  # type: ignore[arg-type]
+        return len(rows)
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        stmt = insert(predictions).on_conflict_do_nothing(index_elements=["request_id", "item"])
+        with engine.begin() as conn:
+            conn.execute(stmt, list(rows))
+        return len(rows)
+    # Other dialects: look the keys up first (same transaction), insert the rest.
+    with engine.begin() as conn:
+        ids = {r["request_id"] for r in rows}
+        existing = set(
+            conn.execute(
+                sa.select(predictions.c.request_id, predictions.c.item).where(
+                    predictions.c.request_id.in_(ids)
+                )
+            ).tuples()
+        )
+        fresh = [r for r in rows if (r["request_id"], r["item"]) not in existing]
+        if fresh:
+            conn.execute(predictions.insert(), fresh)
+    return len(rows)
+
+
+def count_rows(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
+
+
+def fetch_page(engine: sa.Engine, after: int, limit: int) -> list[dict[str, Any]]:
+    """Rows with id > after, oldest first (keyset paging: stable while rows are appended)."""
+    query = (
+        sa.select(predictions)
+        .where(predictions.c.id > after)
+        .order_by(predictions.c.id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(query).mappings()]
+    for r in rows:
+        ts = r["created_at"]
+        if isinstance(ts, datetime):
+            r["created_at"] = ts.isoformat() if ts.tzinfo else ts.isoformat() + "+00:00"
+    return rows
+
+
+class Database:
+    """The engine (created lazily: a bad URL is a readiness reason, not a crash) and its schema."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: sa.Engine | None = None
+        self.schema_status: str | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return sa.engine.make_url(self.url).get_backend_name()
+
+    def prepare(self) -> None:
+        """Migrate to head (raises while the database is unreachable)."""
+        self.schema_status = ensure_schema(self.engine)
+
+    def write(self, rows: list[dict[str, Any]]) -> int:
+        return insert_rows(self.engine, rows)
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()

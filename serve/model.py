@@ -1,0 +1,226 @@
+"""Load the ONNX model and its card, verified against `dvc.lock`, into one ONNX Runtime session.
+
+Reads `<model_dir>/model.onnx` and `<model_dir>/model.json` either from the workspace (md5s from
+`<repo>/dvc.lock`, read here with PyYAML: no DVC in the serving process) or, when a git revision
+is asked for, through `medcast.artifacts` (DVC cache or remote; imported only then). Any
+mismatch — bytes vs. lock, card vs. bytes, graph inputs vs. card features — is a `ModelError`
+whose message says what is wrong; the service then stays unready and says so.
+
+Only ONNX Runtime runs the model: no TensorFlow, scikit-learn or pickle in this process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+import numpy as np
+
+from serve.schemas import CardError, ModelCard, RequestSchema, example_patient, parse_card
+from serve.settings import Settings
+
+OUTPUT = "prediction"
+_ORT_TYPES = {"int": "tensor(float)", "float": "tensor(float)", "category": "tensor(string)"}
+
+
+class ModelError(RuntimeError):
+    """The model cannot be served; the message is the reason shown by /health/ready."""
+
+
+class Artifacts(Protocol):
+    """What by-revision loading needs (`medcast.artifacts` or a test double)."""
+
+    def read_bytes(
+        self, path: str, rev: str | None = None, remote: str | None = None, repo: str = "."
+    ) -> bytes: ...
+
+    def locked_md5(self, path: str, rev: str | None = None, repo: str = ".") -> str: ...
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    session: Any  # onnxruntime.InferenceSession
+    card: ModelCard
+    card_dict: dict[str, Any]
+    md5: str
+    revision: str  # the git revision asked for, or "workspace"
+    schema: RequestSchema
+    load_seconds: float = 0.0
+    _kinds: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        self._kinds = tuple(
+            (f.name, object if f.type == "category" else np.float32) for f in self.card.features
+        )
+
+    @property
+    def version(self) -> str:
+        return self.md5
+
+    def predict_rows(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
+        """One ORT call for all rows (tuples in card feature order) → float32 array (n,)."""
+        n = len(rows)
+        if n == 1:
+            row = rows[0]
+            feeds = {
+                name: np.array([[row[i]]], dtype=kind) for i, (name, kind) in enumerate(self._kinds)
+            }
+        else:
+            columns = list(zip(*rows, strict=True))
+            feeds = {
+                name: np.array(columns[i], dtype=kind).reshape(n, 1)
+                for i, (name, kind) in enumerate(self._kinds)
+            }
+        (out,) = self.session.run([OUTPUT], feeds)
+        return np.asarray(out, dtype=np.float32).reshape(n)
+
+
+def _lock_md5s(lock_path: Path, paths: list[str]) -> dict[str, str]:
+    """md5 of each path among the outs of any stage in a dvc.lock (paths relative to its folder)."""
+    import yaml
+
+    try:
+        text = lock_path.read_text()
+    except OSError as exc:
+        raise ModelError(f"cannot read {lock_path}: {exc.strerror}") from None
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        raise ModelError(f"{lock_path} is not valid YAML: {exc}") from None
+    found: dict[str, str] = {}
+    stages = (doc or {}).get("stages") or {} if isinstance(doc, dict) else {}
+    for stage in stages.values():
+        for out in (stage or {}).get("outs") or []:
+            p = str(out.get("path", "")).removeprefix("./")
+            if p in paths and out.get("md5"):
+                found[p] = str(out["md5"])
+    return found
+
+
+def _read_workspace(settings: Settings) -> tuple[bytes, bytes, dict[str, str]]:
+    repo = settings.repo
+    wanted = [settings.model_path, settings.card_path]
+    locked = _lock_md5s(repo / "dvc.lock", wanted)
+    blobs = []
+    for rel in wanted:
+        if rel not in locked:
+            raise ModelError(f"{rel} has no md5 in {repo / 'dvc.lock'} (not a DVC output?)")
+        try:
+            blobs.append((repo / rel).read_bytes())
+        except OSError as exc:
+            raise ModelError(f"cannot read {repo / rel}: {exc.strerror}") from None
+    return blobs[0], blobs[1], locked
+
+
+def _read_revision(
+    settings: Settings, rev: str, artifacts: Artifacts | None
+) -> tuple[bytes, bytes, dict[str, str]]:
+    if artifacts is None:
+        artifacts = importlib.import_module("medcast.artifacts")  # type: ignore[assignment]
+    assert artifacts is not None
+    repo = str(settings.repo)
+    locked, blobs = {}, []
+    for rel in (settings.model_path, settings.card_path):
+        try:
+            locked[rel] = artifacts.locked_md5(rel, rev=rev, repo=repo)
+            blobs.append(artifacts.read_bytes(rel, rev=rev, remote=settings.dvc_remote, repo=repo))
+        except Exception as exc:  # noqa: BLE001 - any failure is a reason not to serve
+            raise ModelError(f"cannot fetch {rel} at revision {rev!r}: {exc}") from None
+    return blobs[0], blobs[1], locked
+
+
+def verify(model_bytes: bytes, card_bytes: bytes, locked: dict[str, str], settings: Settings,
+           where: str) -> tuple[str, ModelCard, dict[str, Any]]:
+    """Check both files against the lock and the card against the model; return md5 + card."""
+    md5 = md5_hex(model_bytes)
+    if md5 != locked[settings.model_path]:
+        raise ModelError(
+            f"{settings.model_path} ({where}) has md5 {md5} but dvc.lock records "
+            f"{locked[settings.model_path]}: refusing to serve a model that is not the locked one"
+        )
+    card_md5 = md5_hex(card_bytes)
+    if card_md5 != locked[settings.card_path]:
+        raise ModelError(
+            f"{settings.card_path} ({where}) has md5 {card_md5} but dvc.lock records "
+            f"{locked[settings.card_path]}: refusing to serve with a card that is not the "
+            "locked one"
+        )
+    try:
+        card, card_dict = parse_card(card_bytes)
+    except CardError as exc:
+        raise ModelError(str(exc)) from None
+    if card.onnx_md5 != md5:
+        raise ModelError(
+            f"{settings.card_path} describes a model with md5 {card.onnx_md5}, "
+            f"but {settings.model_path} has md5 {md5}"
+        )
+    return md5, card, card_dict
+
+
+def _session(model_bytes: bytes, card: ModelCard) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise ModelError(f"ONNX Runtime cannot load the model: {exc}") from None
+    inputs = {i.name: i for i in session.get_inputs()}
+    expected = {f.name: f for f in card.features}
+    if set(inputs) != set(expected):
+        raise ModelError(
+            f"the model's inputs {sorted(inputs)} differ from the card's features "
+            f"{sorted(expected)}"
+        )
+    for name, f in expected.items():
+        i = inputs[name]
+        if i.type != _ORT_TYPES[f.type]:
+            raise ModelError(f"input {name!r} is {i.type}, but the card says {f.type!r}")
+        if len(i.shape) != 2 or i.shape[1] not in (1, "1"):
+            raise ModelError(f"input {name!r} has shape {i.shape}, expected [None, 1]")
+    outputs = [o.name for o in session.get_outputs()]
+    if OUTPUT not in outputs:
+        raise ModelError(f"the model has no output named {OUTPUT!r} (outputs: {outputs})")
+    return session
+
+
+def load_model(settings: Settings, artifacts: Artifacts | None = None) -> LoadedModel:
+    """Read, verify, open and warm up the model; raise ModelError with the reason otherwise."""
+    start = time.perf_counter()
+    rev = settings.model_rev
+    if rev is None:
+        model_bytes, card_bytes, locked = _read_workspace(settings)
+        where = "workspace"
+    else:
+        model_bytes, card_bytes, locked = _read_revision(settings, rev, artifacts)
+        where = f"revision {rev}"
+    md5, card, card_dict = verify(model_bytes, card_bytes, locked, settings, where)
+    session = _session(model_bytes, card)
+    schema = RequestSchema.from_card(card, settings.max_batch)
+    model = LoadedModel(session, card, card_dict, md5, rev or "workspace", schema)
+    # Warm-up: the first run allocates; also proves the graph runs on a valid row.
+    example = msgspec.convert(example_patient(card.features), schema.patient_type)
+    try:
+        value = model.predict_rows([msgspec.structs.astuple(example)])[0]
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"the model fails on a valid example row: {exc}") from None
+    if not np.isfinite(value):
+        raise ModelError("the model predicts a non-finite value for a valid example row")
+    model.load_seconds = time.perf_counter() - start
+    return model

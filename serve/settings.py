@@ -1,0 +1,146 @@
+"""Service settings from the environment (`MEDCAST_*`; every variable also as `MEDCAST_*_FILE`).
+
+A `*_FILE` variable names a file holding the value (Docker/Kubernetes secrets); its content is
+stripped of surrounding whitespace. Setting both forms of one variable is an error, as is any
+value that does not parse: the service refuses to start and says which variable is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+RateUnit = Literal["second", "minute", "hour", "day"]
+_UNITS = ("second", "minute", "hour", "day")
+
+
+class SettingsError(ValueError):
+    """A `MEDCAST_*` variable is missing, unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path = field(default_factory=Path.cwd)
+    # None: the workspace model (models/model.onnx + card, md5 checked against ./dvc.lock).
+    model_rev: str | None = None
+    model_dir: str = "models"  # relative to the repo, as in dvc.lock
+    dvc_remote: str | None = None  # DVC remote name for by-revision loading (default remote)
+    database_url: str = ""  # "" → sqlite:///<repo>/serve.db
+    api_key: str | None = None  # None: GET /predictions is disabled
+    max_batch: int = 1000
+    max_body_bytes: int = 2 * 1024 * 1024
+    # Per client IP and process; None disables the limiter.
+    rate_limit: tuple[RateUnit, int] | None = ("second", 1000)
+    log_buffer_max: int = 10_000  # rows waiting for the database; beyond: 503
+    log_flush_ms: float = 20.0
+    log_chunk_rows: int = 5_000  # rows per INSERT transaction
+    log_retry_max_s: float = 2.0  # cap of the exponential backoff while the database is down
+    log_drain_s: float = 10.0  # bounded wait for the buffer at shutdown
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.repo / 'serve.db').resolve()}"
+
+    @property
+    def model_path(self) -> str:
+        return f"{self.model_dir.strip('/')}/model.onnx"
+
+    @property
+    def card_path(self) -> str:
+        return f"{self.model_dir.strip('/')}/model.json"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        d = cls()
+        repo = Path(env.get("REPO") or Path.cwd()).resolve()
+        return cls(
+            repo=repo,
+            model_rev=env.get("MODEL_REV") or None,
+            model_dir=env.get("MODEL_DIR") or d.model_dir,
+            dvc_remote=env.get("DVC_REMOTE") or None,
+            database_url=env.get("DATABASE_URL") or "",
+            api_key=env.get("API_KEY") or None,
+            max_batch=env.integer("MAX_BATCH", d.max_batch, minimum=1),
+            max_body_bytes=env.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
+            rate_limit=env.rate("RATE_LIMIT", d.rate_limit),
+            log_buffer_max=env.integer("LOG_BUFFER_MAX", d.log_buffer_max, minimum=1),
+            log_flush_ms=env.number("LOG_FLUSH_MS", d.log_flush_ms, minimum=1),
+            log_chunk_rows=env.integer("LOG_CHUNK_ROWS", d.log_chunk_rows, minimum=1),
+            log_retry_max_s=env.number("LOG_RETRY_MAX_S", d.log_retry_max_s, minimum=0.01),
+            log_drain_s=env.number("LOG_DRAIN_S", d.log_drain_s, minimum=0),
+            host=env.get("HOST") or d.host,
+            port=env.integer("PORT", d.port, minimum=0),
+            log_level=(env.get("LOG_LEVEL") or d.log_level).upper(),
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def get(self, name: str) -> str | None:
+        key, file_key = f"MEDCAST_{name}", f"MEDCAST_{name}_FILE"
+        value, path = self.environ.get(key), self.environ.get(file_key)
+        if value is not None and path is not None:
+            raise SettingsError(f"set {key} or {file_key}, not both")
+        if path is not None:
+            try:
+                return Path(path).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(f"{file_key}={path!r}: cannot read ({exc.strerror})") from exc
+        return value.strip() if value is not None else None
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        raw = self.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: expected an integer") from None
+        if value < minimum:
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: must be ≥ {minimum}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        raw = self.get(name)
+        if raw in (None, ""):
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: expected a number") from None
+        if not value >= minimum or value == float("inf"):
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: must be a finite number ≥ {minimum}")
+        return value
+
+    def rate(
+        self, name: str, default: tuple[RateUnit, int] | None
+    ) -> tuple[RateUnit, int] | None:
+        """`"<n>/<second|minute|hour|day>"`, or `off`."""
+        raw = self.get(name)
+        if raw in (None, ""):
+            return default
+        if raw.lower() in ("off", "none", "0", "false"):
+            return None
+        count, _, unit = raw.partition("/")
+        unit = unit.strip().lower().removesuffix("s")
+        try:
+            n = int(count.strip())
+        except ValueError:
+            n = 0
+        if unit not in _UNITS or n < 1:
+            raise SettingsError(
+                f"MEDCAST_{name}={raw!r}: expected '<n>/<second|minute|hour|day>' or 'off'"
+            )
+        return unit, n  # type: ignore[return-value]
