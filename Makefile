@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params insurance-data notebooks bench serve bench-serve clean-venv
+.PHONY: help install repro test lint lock params insurance-data notebooks bench serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,10 +43,34 @@ notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/noteb
 bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
 	$(BIN)/python bench/quality.py
 
+s3: install  ## start the local S3 server (SeaweedFS in .s3/), create the bucket, point DVC at it
+	$(BIN)/python scripts/s3.py start
+
+s3-stop:  ## stop the local S3 server by its pid (data stays in .s3/data)
+	$(BIN)/python scripts/s3.py stop
+
+s3-status:  ## is the local S3 server running?
+	$(BIN)/python scripts/s3.py status
+
+bench-storage: install  ## push/pull MB/s and fresh-clone restore time against a fresh local S3 (ARGS="--dummy-mb 64")
+	$(BIN)/python bench/storage.py $(ARGS)
+
 serve: install  ## run the prediction service on 127.0.0.1:8000 (MEDCAST_* settings: python -m serve --help)
 	$(BIN)/python -m serve
 
-bench-serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
+bench-s3: install  ## start the local S3 server (SeaweedFS in .s3/), create the bucket, point DVC at it
+	$(BIN)/python scripts/s3.py start
+
+s3-stop:  ## stop the local S3 server by its pid (data stays in .s3/data)
+	$(BIN)/python scripts/s3.py stop
+
+s3-status:  ## is the local S3 server running?
+	$(BIN)/python scripts/s3.py status
+
+bench-storage: install  ## push/pull MB/s and fresh-clone restore time against a fresh local S3 (ARGS="--dummy-mb 64")
+	$(BIN)/python bench/storage.py $(ARGS)
+
+serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
 	$(BIN)/python bench/serve.py
 
 lint: install  ## ruff
