@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--keep", help="run in this directory and keep it")
     args = ap.parse_args()
 
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="medcast-bench-"))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="medcast-quality-"))
     repo = work / "repo"
     if repo.exists():
         shutil.rmtree(repo)
