@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help install repro test lint lock params insurance-data notebooks bench serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
 
 test: install  ## install, then run the test suite
-	$(BIN)/ruff check src serve tests bench
+	$(BIN)/ruff check src serve tests bench scripts
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
@@ -58,23 +58,11 @@ bench-storage: install  ## push/pull MB/s and fresh-clone restore time against a
 serve: install  ## run the prediction service on 127.0.0.1:8000 (MEDCAST_* settings: python -m serve --help)
 	$(BIN)/python -m serve
 
-bench-s3: install  ## start the local S3 server (SeaweedFS in .s3/), create the bucket, point DVC at it
-	$(BIN)/python scripts/s3.py start
-
-s3-stop:  ## stop the local S3 server by its pid (data stays in .s3/data)
-	$(BIN)/python scripts/s3.py stop
-
-s3-status:  ## is the local S3 server running?
-	$(BIN)/python scripts/s3.py status
-
-bench-storage: install  ## push/pull MB/s and fresh-clone restore time against a fresh local S3 (ARGS="--dummy-mb 64")
-	$(BIN)/python bench/storage.py $(ARGS)
-
-serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
+bench-serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
 	$(BIN)/python bench/serve.py
 
 lint: install  ## ruff
-	$(BIN)/ruff check src serve tests bench
+	$(BIN)/ruff check src serve tests bench scripts
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
