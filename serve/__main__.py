@@ -20,6 +20,7 @@ settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_DATABASE_URL    SQLAlchemy URL of the prediction log  default: sqlite:///<repo>/serve.db
   MEDCAST_API_KEY         key for GET /predictions (header X-API-Key)       default: disabled
   MEDCAST_MAX_BATCH       rows per POST /predict/batch                      default: 1000
+  MEDCAST_FIGURES_DIR     the dashboard's figures (relative to the repo)   default: reports/figures
   MEDCAST_MAX_BODY_BYTES  request body limit (413 above)                    default: 2 MiB
   MEDCAST_RATE_LIMIT      per client IP: '<n>/<second|minute|hour|day>', off  default: 1000/second
   MEDCAST_LOG_BUFFER_MAX  prediction-log rows held while the db is slow/down  default: 10000

@@ -37,6 +37,7 @@ from litestar.openapi.spec import (
 )
 from litestar.params import Parameter
 
+from serve.dashboard import dashboard_handlers
 from serve.db import Database, fetch_page
 from serve.log import PredictionLog
 from serve.metrics import Metrics, metrics_middleware
@@ -382,12 +383,15 @@ def create_app(
     middleware: list[Any] = [metrics_middleware(metrics)]
     if settings.rate_limit is not None:
         middleware.append(
-            rate_limit_config(settings.rate_limit, ["/health/", "/metrics", "/schema"]).middleware
+            rate_limit_config(
+                settings.rate_limit, ["/health/", "/metrics", "/schema", "/dashboard"]
+            ).middleware
         )
 
     app = Litestar(
         route_handlers=[
             predict, predict_batch, model_card, live, ready, metrics_endpoint, predictions_page,
+            *dashboard_handlers(settings),  # issue 7: GET / → /dashboard, page, assets, figures
         ],
         lifespan=[lifespan],
         middleware=middleware,

@@ -28,6 +28,7 @@ class Settings:
     model_rev: str | None = None
     model_dir: str = "models"  # relative to the repo, as in dvc.lock
     dvc_remote: str | None = None  # DVC remote name for by-revision loading (default remote)
+    figures_dir: str = "reports/figures"  # the dashboard's figures: relative to the repo
     database_url: str = ""  # "" → sqlite:///<repo>/serve.db
     api_key: str | None = None  # None: GET /predictions is disabled
     max_batch: int = 1000
@@ -46,6 +47,10 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.repo / 'serve.db').resolve()}"
+
+    @property
+    def figures_path(self) -> Path:
+        return self.repo / self.figures_dir  # an absolute figures_dir stays as it is
 
     @property
     def model_path(self) -> str:
@@ -68,6 +73,7 @@ class Settings:
             model_rev=env.get("MODEL_REV") or None,
             model_dir=env.get("MODEL_DIR") or d.model_dir,
             dvc_remote=env.get("DVC_REMOTE") or None,
+            figures_dir=env.get("FIGURES_DIR") or d.figures_dir,
             database_url=env.get("DATABASE_URL") or "",
             api_key=env.get("API_KEY") or None,
             max_batch=env.integer("MAX_BATCH", d.max_batch, minimum=1),

@@ -1,0 +1,489 @@
+// The medcast dashboard (served by serve/dashboard.py; no build step, no dependencies).
+// Reads GET /model (the card: facts, metrics, features, and the prediction form built from
+// them), GET /health/ready and GET /dashboard/figures; posts the form to POST /predict; with the
+// key the user types (kept in sessionStorage, sent as X-API-Key) reads GET /predictions.
+// Every string from the server goes into the page as text (textContent), never as HTML.
+
+const KEY_STORE = "medcast.apiKey";
+const LOG_SPAN = 1000; // ids read for "latest predictions": the largest page of GET /predictions
+const TABLE_ROWS = 20;
+const HOURS = 24;
+const HOUR_MS = 3600 * 1000;
+const SVG = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 3 });
+const twoDecimals = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const fmt = (v) => (typeof v === "number" ? number.format(v) : v == null ? "—" : String(v));
+
+let card = null;
+const fields = new Map(); // feature name → {feature, input, error}
+let logRun = 0; // a newer log request makes the results of an older one stale
+
+function el(tag, props = {}, ...children) {
+  const node = tag.startsWith("svg:")
+    ? document.createElementNS(SVG, tag.slice(4))
+    : document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  node.append(...children);
+  return node;
+}
+
+function show(node, text) {
+  node.textContent = text || "";
+  node.hidden = !text;
+}
+
+async function fetchJSON(url, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const response = await fetch(url, { ...options, headers, cache: "no-store" });
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON (an empty body, a proxy's error page): the status says enough
+  }
+  return { response, body };
+}
+
+const detailOf = (response, body) =>
+  (body && typeof body.detail === "string" && body.detail) || `${response.status} ${response.statusText}`;
+
+// ---- status and card ---------------------------------------------------------------------
+
+async function loadStatus() {
+  const pill = $("status");
+  try {
+    const { response, body } = await fetchJSON("/health/ready");
+    pill.textContent = response.ok ? "ready" : `not ready: ${(body && body.reason) || response.status}`;
+    pill.className = `pill ${response.ok ? "ok" : "bad"}`;
+  } catch (error) {
+    pill.textContent = `unreachable: ${error.message}`;
+    pill.className = "pill bad";
+  }
+}
+
+async function loadCard() {
+  let response, body;
+  try {
+    ({ response, body } = await fetchJSON("/model"));
+  } catch (error) {
+    show($("card-error"), `The service is unreachable (${error.message}); retrying…`);
+    setTimeout(loadCard, 3000);
+    return;
+  }
+  if (!response.ok) {
+    show($("card-error"), `No model yet: ${detailOf(response, body)}. Retrying…`);
+    loadStatus();
+    setTimeout(loadCard, 3000);
+    return;
+  }
+  show($("card-error"), "");
+  card = body;
+  renderCard(card);
+  renderForm(card);
+  loadStatus();
+}
+
+function paramsText(params) {
+  const entries = Object.entries(params || {});
+  return entries.length ? entries.map(([k, v]) => `${k}=${fmt(v)}`).join(", ") : "—";
+}
+
+function renderCard(c) {
+  $("model-name").textContent = c.name;
+  document.title = `${c.name} · medcast`;
+  const facts = [
+    ["dataset", c.dataset],
+    ["target", c.target_unit ? `${c.target} (${c.target_unit})` : c.target],
+    ["model", c.model || "—"],
+    ["parameters", paramsText(c.params)],
+    ["training revision", c.training_revision ? c.training_revision.slice(0, 12) : "—"],
+    ["served", c.serving ? `${c.serving.revision}, md5 ${c.serving.md5}` : "—"],
+  ];
+  $("card-facts").replaceChildren(
+    ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
+  );
+  renderMetrics(c.metrics || {});
+  renderFeatures(c.features);
+}
+
+const METRIC_LABELS = { r2: "R²", rmse: "RMSE", mae: "MAE" };
+const SPLIT_LABELS = { test: "test (held out)", cv: "CV (mean ± sd)" };
+
+function renderMetrics(metrics) {
+  // {test: {r2, rmse, mae}, cv: {r2_mean, r2_std, …}} → one row per split, one column per metric
+  const splits = Object.entries(metrics).filter(([, v]) => v && typeof v === "object");
+  const names = [];
+  for (const [, values] of splits) {
+    for (const key of Object.keys(values)) {
+      const base = key.replace(/_(mean|std)$/, "");
+      if (!names.includes(base)) names.push(base);
+    }
+  }
+  const table = $("metrics");
+  table.hidden = splits.length === 0;
+  table.tHead.replaceChildren(
+    el("tr", {}, el("th", { scope: "col", text: "split" }),
+      ...names.map((n) => el("th", { scope: "col", text: METRIC_LABELS[n] || n }))),
+  );
+  table.tBodies[0].replaceChildren(
+    ...splits.map(([split, values]) => el("tr", {},
+      el("th", { scope: "row", text: SPLIT_LABELS[split] || split }),
+      ...names.map((n) => {
+        let text = "—";
+        if (typeof values[n] === "number") text = fmt(values[n]);
+        else if (typeof values[`${n}_mean`] === "number") {
+          text = fmt(values[`${n}_mean`]);
+          if (typeof values[`${n}_std`] === "number") text += ` ± ${fmt(values[`${n}_std`])}`;
+        }
+        return el("td", { class: "num", text });
+      }))),
+  );
+}
+
+function rangeText(lo, hi) {
+  if (lo == null && hi == null) return "any";
+  if (lo == null) return `≤ ${fmt(hi)}`;
+  if (hi == null) return `≥ ${fmt(lo)}`;
+  return `${fmt(lo)} – ${fmt(hi)}`;
+}
+
+function renderFeatures(features) {
+  $("features").tBodies[0].replaceChildren(...features.map((f) => {
+    const isCategory = f.type === "category";
+    const allowed = isCategory ? f.categories.join(", ") : rangeText(f.min, f.max);
+    const seen = isCategory || (f.observed_min == null && f.observed_max == null)
+      ? "—" : rangeText(f.observed_min, f.observed_max);
+    return el("tr", {},
+      el("th", { scope: "row" }, el("code", { text: f.name })),
+      el("td", { text: f.type }),
+      el("td", { text: f.unit || "—" }),
+      el("td", { text: allowed }),
+      el("td", { text: seen }));
+  }));
+}
+
+// ---- the prediction form ------------------------------------------------------------------
+
+function bounds(f) {
+  const isInt = f.type === "int";
+  return {
+    lo: f.min == null ? null : isInt ? Math.ceil(f.min) : f.min,
+    hi: f.max == null ? null : isInt ? Math.floor(f.max) : f.max,
+  };
+}
+
+function initialValue(f) {
+  // mid of the training range (else of the allowed range): a valid, typical patient to start from
+  const { lo, hi } = bounds(f);
+  const a = f.observed_min != null ? f.observed_min : lo;
+  const b = f.observed_max != null ? f.observed_max : hi;
+  let v = a != null && b != null ? (a + b) / 2 : a != null ? a : b != null ? b : 0;
+  v = f.type === "int" ? Math.round(v) : Math.round(v * 100) / 100;
+  if (lo != null) v = Math.max(v, lo);
+  if (hi != null) v = Math.min(v, hi);
+  return v;
+}
+
+function hintText(f) {
+  if (f.type === "category") return `one of ${f.categories.length}`;
+  const { lo, hi } = bounds(f);
+  let text = `${f.type === "int" ? "whole number" : "number"}, ${rangeText(lo, hi)}`;
+  if (f.observed_min != null && f.observed_max != null) {
+    text += `; training: ${rangeText(f.observed_min, f.observed_max)}`;
+  }
+  return text;
+}
+
+function setFieldError(entry, message, source) {
+  show(entry.error, message);
+  entry.error.dataset.source = message ? source : "";
+  if (message) entry.input.setAttribute("aria-invalid", "true");
+  else entry.input.removeAttribute("aria-invalid");
+}
+
+function renderForm(c) {
+  fields.clear();
+  $("fields").replaceChildren(...c.features.map((f, i) => {
+    const id = `f-${i}`;
+    let input;
+    if (f.type === "category") {
+      input = el("select", { id, required: true },
+        ...f.categories.map((v) => el("option", { value: v, text: v })));
+    } else {
+      const { lo, hi } = bounds(f);
+      const isInt = f.type === "int";
+      input = el("input", {
+        id, type: "number", required: true, min: lo, max: hi, step: isInt ? 1 : "any",
+        inputmode: isInt ? "numeric" : "decimal", value: initialValue(f),
+      });
+    }
+    input.dataset.feature = f.name;
+    input.setAttribute("aria-describedby", `${id}-hint ${id}-error`);
+    const error = el("p", { id: `${id}-error`, class: "field-error", "data-error-for": f.name, hidden: true });
+    const entry = { feature: f, input, error };
+    fields.set(f.name, entry);
+    input.addEventListener("input", () => {
+      input.setCustomValidity(""); // a server message holds until the value changes
+      if (!error.hidden) setFieldError(entry, input.checkValidity() ? "" : input.validationMessage, "client");
+    });
+    const label = el("label", { for: id }, el("code", { text: f.name }),
+      f.unit ? el("span", { class: "unit", text: ` ${f.unit}` }) : "");
+    return el("div", { class: "field" }, label, input,
+      el("small", { id: `${id}-hint`, class: "hint", text: hintText(f) }), error);
+  }));
+  $("predict-button").disabled = false;
+}
+
+async function onPredict(event) {
+  event.preventDefault();
+  if (!card) return;
+  show($("form-error"), "");
+  // Client side first (the Constraint Validation API: required, min, max, step), each message
+  // next to its field; the browser's own wording, in the user's language.
+  let firstInvalid = null;
+  for (const entry of fields.values()) {
+    entry.input.setCustomValidity("");
+    const message = entry.input.checkValidity() ? "" : entry.input.validationMessage;
+    setFieldError(entry, message, "client");
+    if (message && !firstInvalid) firstInvalid = entry.input;
+  }
+  if (firstInvalid) {
+    firstInvalid.focus();
+    return;
+  }
+  const patient = {};
+  for (const [name, { feature, input }] of fields) {
+    patient[name] = feature.type === "category" ? input.value : input.valueAsNumber;
+  }
+  const button = $("predict-button");
+  button.disabled = true;
+  const started = performance.now();
+  try {
+    const { response, body } = await fetchJSON("/predict", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(patient),
+    });
+    if (response.ok) renderResult(body, performance.now() - started);
+    else showServerError(response, body);
+  } catch (error) {
+    show($("form-error"), `The request failed: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showServerError(response, body) {
+  // The service names the offending field ({"detail", "field"}) on a 4xx: say it next to it.
+  $("result").hidden = true;
+  const detail = detailOf(response, body);
+  const entry = response.status < 500 && body && body.field != null ? fields.get(body.field) : undefined;
+  if (entry) {
+    entry.input.setCustomValidity(detail);
+    setFieldError(entry, detail, "server");
+    entry.input.focus();
+  } else if (response.status === 429) {
+    show($("form-error"), `Too many requests; try again in a moment (${detail}).`);
+  } else {
+    show($("form-error"), `The service refused the request: ${detail}`);
+  }
+}
+
+function renderResult(out, ms) {
+  $("result-label").textContent = `${card.target} =`;
+  $("result-value").textContent = twoDecimals.format(out.prediction);
+  $("result-unit").textContent = card.target_unit || "";
+  $("result-version").textContent = out.model_version;
+  $("result-request").textContent = out.request_id;
+  $("result-latency").textContent = `${ms.toFixed(0)} ms`;
+  $("result").hidden = false;
+  if (sessionStorage.getItem(KEY_STORE)) setTimeout(loadLog, 300); // the log is written in the background
+}
+
+// ---- the prediction log (needs the API key) -------------------------------------------------
+
+class LogError extends Error {
+  constructor(response, body) {
+    super(detailOf(response, body));
+    this.status = response.status;
+  }
+}
+
+async function getPage(key, after, limit) {
+  const { response, body } = await fetchJSON(`/predictions?after=${after}&limit=${limit}`, {
+    headers: { "X-API-Key": key },
+  });
+  if (!response.ok) throw new LogError(response, body);
+  return body.items;
+}
+
+async function latestRows(key) {
+  // GET /predictions pages forward from an id, oldest first: reading the whole log to show its
+  // end would cost a request per 1000 rows. Instead find the newest id with an exponential, then
+  // a binary search over `after` (limit=1 probes, O(log n), correct with gaps in the ids), then
+  // read the last LOG_SPAN ids in one page.
+  const probe = async (after) => {
+    const items = await getPage(key, after, 1);
+    return items.length ? items[0].id : null;
+  };
+  const first = await probe(0);
+  if (first === null) return [];
+  let lo = first; // invariant: the id lo exists and no id is above hi
+  let hi = null;
+  for (let step = LOG_SPAN; hi === null; step *= 2) {
+    const id = await probe(lo + step);
+    if (id === null) hi = lo + step;
+    else lo = id;
+  }
+  while (hi - lo > LOG_SPAN / 2) {
+    const mid = Math.floor((lo + hi) / 2);
+    const id = await probe(mid);
+    if (id === null) hi = mid;
+    else lo = id;
+  }
+  return getPage(key, Math.max(hi - LOG_SPAN, 0), LOG_SPAN);
+}
+
+async function loadLog() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  if (!key) return;
+  const run = ++logRun;
+  let rows;
+  try {
+    rows = await latestRows(key);
+  } catch (error) {
+    if (run !== logRun) return;
+    $("log-body").hidden = true;
+    if (error.status === 401) {
+      sessionStorage.removeItem(KEY_STORE);
+      show($("log-error"), "The key was refused (401 Unauthorized): enter it again.");
+    } else {
+      show($("log-error"), `Cannot read the prediction log: ${error.message}`);
+    }
+    return;
+  }
+  if (run !== logRun) return;
+  show($("log-error"), "");
+  renderHourly(rows);
+  renderLogTable(rows);
+  $("log-body").hidden = false;
+}
+
+function onKey(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) {
+    show($("log-error"), "Enter the API key (MEDCAST_API_KEY of the service).");
+    return;
+  }
+  sessionStorage.setItem(KEY_STORE, key);
+  loadLog();
+}
+
+function forgetKey() {
+  sessionStorage.removeItem(KEY_STORE);
+  logRun++;
+  $("api-key").value = "";
+  $("log-body").hidden = true;
+  show($("log-error"), "");
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+const localTime = (d) =>
+  `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+
+function featuresText(features) {
+  return Object.entries(features || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(", ");
+}
+
+function renderLogTable(rows) {
+  const newest = rows.slice(-TABLE_ROWS).reverse();
+  $("log-caption").textContent = rows.length
+    ? `The newest ${newest.length} of the last ${rows.length} logged rows (a batch logs one row per patient).`
+    : "No predictions logged yet.";
+  $("log-table").tBodies[0].replaceChildren(...newest.map((r) => {
+    const rid = r.item ? `${r.request_id.slice(0, 12)}… #${r.item}` : `${r.request_id.slice(0, 12)}…`;
+    return el("tr", { "data-request-id": r.request_id },
+      el("td", { class: "nowrap", text: localTime(new Date(r.created_at)) }),
+      el("td", { class: "num", text: twoDecimals.format(r.prediction) }),
+      el("td", {}, el("code", { title: r.model_md5, text: r.model_md5.slice(0, 8) })),
+      el("td", {}, el("code", { title: r.request_id, text: rid })),
+      el("td", { class: "num nowrap", text: `${fmt(r.latency_ms)} ms` }),
+      el("td", { class: "small", text: featuresText(r.features) }));
+  }));
+}
+
+function renderHourly(rows) {
+  const box = $("hourly");
+  if (!rows.length) {
+    box.replaceChildren();
+    return;
+  }
+  // HOURS hourly buckets ending with the hour of the newest row
+  const hours = rows.map((r) => Math.floor(Date.parse(r.created_at) / HOUR_MS));
+  const last = Math.max(...hours);
+  const counts = new Array(HOURS).fill(0);
+  for (const h of hours) {
+    const i = h - last + HOURS - 1;
+    if (i >= 0) counts[i] += 1;
+  }
+  const width = 720, height = 150, top = 16, bottom = 22, gap = 3;
+  const barWidth = width / HOURS;
+  const peak = Math.max(...counts, 1);
+  const scale = (height - top - bottom) / peak;
+  const svg = el("svg:svg", {
+    viewBox: `0 0 ${width} ${height}`, class: "bars", role: "img",
+    "aria-label": `Predictions per hour over ${HOURS} hours; ${counts[HOURS - 1]} in the newest hour, at most ${peak} in one hour.`,
+  });
+  counts.forEach((n, i) => {
+    const start = new Date((last - HOURS + 1 + i) * HOUR_MS);
+    const x = i * barWidth + gap / 2;
+    const h = n * scale;
+    const y = height - bottom - h;
+    svg.append(el("svg:rect", { x, y, width: barWidth - gap, height: Math.max(h, n ? 1 : 0), class: "bar" },
+      el("svg:title", { text: `${pad(start.getHours())}:00–${pad((start.getHours() + 1) % 24)}:00: ${n}` })));
+    if (n) svg.append(el("svg:text", { x: x + (barWidth - gap) / 2, y: y - 4, class: "count", text: n }));
+    if (i % 3 === 2 || i === HOURS - 1) {
+      svg.append(el("svg:text", { x: x + (barWidth - gap) / 2, y: height - 6, class: "axis", text: `${pad(start.getHours())}h` }));
+    }
+  });
+  svg.append(el("svg:line", { x1: 0, x2: width, y1: height - bottom, y2: height - bottom, class: "baseline" }));
+  box.replaceChildren(svg);
+}
+
+// ---- figures --------------------------------------------------------------------------------
+
+async function loadFigures() {
+  let list = [];
+  try {
+    const { response, body } = await fetchJSON("/dashboard/figures");
+    if (response.ok) list = body.figures;
+  } catch {
+    // the figures are optional
+  }
+  $("figures-empty").hidden = list.length > 0;
+  $("figure-list").replaceChildren(...list.map((f) => {
+    const caption = f.name.replace(/\.png$/, "").replaceAll("_", " ");
+    return el("figure", {},
+      el("a", { href: f.url }, el("img", { src: f.url, alt: caption, loading: "lazy" })),
+      el("figcaption", { text: caption }));
+  }));
+}
+
+// ---- start ----------------------------------------------------------------------------------
+
+$("predict-form").addEventListener("submit", onPredict);
+$("key-form").addEventListener("submit", onKey);
+$("forget-key").addEventListener("click", forgetKey);
+loadCard();
+loadFigures();
+if (sessionStorage.getItem(KEY_STORE)) {
+  $("api-key").value = sessionStorage.getItem(KEY_STORE);
+  loadLog();
+}

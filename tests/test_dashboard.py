@@ -1,0 +1,417 @@
+"""The dashboard (serve/dashboard.py, serve/static/): the page, its assets and the figures over
+HTTP with Litestar's TestClient, and one end-to-end test in a real browser: the real service
+(`python -m serve` on a free loopback port, the tiny model of tests/serve_fixtures.py, a temp
+SQLite log) driven by headless Debian Chromium through Playwright — card, form, prediction,
+client- and server-side validation messages, and the prediction log behind the API key.
+Every wait is bounded; the server and the browser are always stopped.
+"""
+
+from __future__ import annotations
+
+import http.client
+import math
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from serve.app import create_app
+from serve.settings import Settings
+from tests.serve_fixtures import TinyModel, build_tiny_model
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "dashboard-key-7"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+INSTALL = "apt-get install chromium chromium-driver"
+SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
+
+
+def png(width: int = 8, height: int = 6) -> bytes:
+    """A valid RGB PNG, drawn without any imaging library."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(c for x in range(width) for c in (40 * x % 256, 90, 160))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * height))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def figures(tmp_path: Path) -> Path:
+    """One figure, plus files that must never be served: not PNG, hidden, a symlink out."""
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "fig_a.png").write_bytes(png())
+    (folder / "notes.txt").write_text("not a figure")
+    (folder / ".hidden.png").write_bytes(png())
+    (tmp_path / "secret.png").write_bytes(png())
+    (folder / "escape.png").symlink_to(tmp_path / "secret.png")
+    return folder
+
+
+def settings_for(repo: Path, figures: Path | str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = dict(repo=repo, database_url=f"sqlite:///{repo / 'serve.db'}",
+                                api_key=KEY, rate_limit=None, figures_dir=str(figures),
+                                log_flush_ms=5, log_drain_s=5)
+    base.update(overrides)
+    return Settings(**base)
+
+
+@contextmanager
+def client_for(settings: Settings) -> Iterator[TestClient]:
+    # No model in these repos: the service stays unready, and the dashboard must still be served.
+    with TestClient(create_app(settings), timeout=10) as client:
+        yield client
+
+
+# ---- the page and its assets over HTTP ------------------------------------------------------
+
+
+def test_root_redirects_to_the_dashboard_page(tmp_path: Path, figures: Path) -> None:
+    with client_for(settings_for(tmp_path, figures)) as client:
+        r = client.get("/", follow_redirects=False)
+        assert r.status_code in (302, 307) and r.headers["location"] == "/dashboard"
+        page = client.get("/")
+        assert page.status_code == 200 and page.url.path == "/dashboard"
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        html = page.text
+        assert '<script type="module" src="/dashboard/static/app.js"></script>' in html
+        assert 'href="/dashboard/static/style.css"' in html
+        assert client.get("/health/ready").status_code == 503  # no model: unready, page served
+
+
+def test_page_has_a_strict_content_security_policy(tmp_path: Path, figures: Path) -> None:
+    with client_for(settings_for(tmp_path, figures)) as client:
+        r = client.get("/dashboard")
+    csp = r.headers["content-security-policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert "unsafe" not in csp and "script-src" not in directives  # scripts: 'self' only
+    assert r.headers["x-content-type-options"] == "nosniff"
+    # nothing inline for the policy to block: no script body, no <style>, no style attributes,
+    # no event-handler attributes, and nothing loaded from another origin
+    html = r.text
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
+    assert "<style" not in html and " style=" not in html
+    assert not re.search(r"\son[a-z]+=", html)
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", html)
+
+
+@pytest.mark.parametrize(("name", "content_type"), [
+    ("app.js", "text/javascript; charset=utf-8"),
+    ("style.css", "text/css; charset=utf-8"),
+    ("icon.svg", "image/svg+xml"),
+])
+def test_static_assets_are_served_with_their_content_types(
+    tmp_path: Path, figures: Path, name: str, content_type: str
+) -> None:
+    with client_for(settings_for(tmp_path, figures)) as client:
+        r = client.get(f"/dashboard/static/{name}")
+        assert r.status_code == 200 and r.headers["content-type"] == content_type
+        assert r.content == (ROOT / "serve" / "static" / name).read_bytes()
+        assert r.headers["x-content-type-options"] == "nosniff"
+        for other in ("index.html", "missing.js", "..%2Fdashboard.py", "%2e%2e%2fapp.py"):
+            assert client.get(f"/dashboard/static/{other}").status_code == 404
+
+
+def test_figures_are_listed_and_served(tmp_path: Path, figures: Path) -> None:
+    with client_for(settings_for(tmp_path, figures)) as client:
+        listing = client.get("/dashboard/figures")
+        assert listing.status_code == 200
+        assert listing.json() == {"figures": [{"name": "fig_a.png",
+                                               "url": "/dashboard/figures/fig_a.png"}]}
+        r = client.get("/dashboard/figures/fig_a.png")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content == (figures / "fig_a.png").read_bytes()
+        assert r.headers["content-disposition"].startswith("inline")
+        # figures drawn after the start show up: the folder is read per request
+        (figures / "fig_b.png").write_bytes(png())
+        names = [f["name"] for f in client.get("/dashboard/figures").json()["figures"]]
+        assert names == ["fig_a.png", "fig_b.png"]
+
+
+@pytest.mark.parametrize("path", [
+    "../../dvc.lock",  # normalised by the client to /dvc.lock
+    "..%2F..%2Fdvc.lock",
+    "%2e%2e%2f%2e%2e%2fdvc.lock",
+    "%2e%2e/%2e%2e/dvc.lock",
+    "..%5c..%5cdvc.lock",
+    ".hidden.png",
+    "escape.png",  # a symlink out of the folder
+    "notes.txt",
+    "missing.png",
+])
+def test_figure_paths_cannot_leave_the_folder(tmp_path: Path, figures: Path, path: str) -> None:
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    with client_for(settings_for(tmp_path, figures)) as client:
+        r = client.get(f"/dashboard/figures/{path}")
+    assert r.status_code == 404, (path, r.status_code, r.text)
+
+
+def test_missing_figures_folder_lists_nothing(tmp_path: Path) -> None:
+    with client_for(settings_for(tmp_path, "reports/figures")) as client:
+        assert client.get("/dashboard/figures").json() == {"figures": []}
+        assert client.get("/dashboard/figures/cv_scores.png").status_code == 404
+
+
+def test_dashboard_stays_out_of_the_openapi_schema(tmp_path: Path, figures: Path) -> None:
+    with client_for(settings_for(tmp_path, figures)) as client:
+        spec = client.get("/schema/openapi.json")
+    assert spec.status_code == 200
+    assert not [p for p in spec.json()["paths"] if p == "/" or p.startswith("/dashboard")]
+
+
+def test_figures_dir_setting_defaults_to_reports_figures(tmp_path: Path) -> None:
+    d = Settings.from_env({"MEDCAST_REPO": str(tmp_path)})
+    assert d.figures_dir == "reports/figures"
+    assert d.figures_path == tmp_path.resolve() / "reports" / "figures"
+    s = Settings.from_env({"MEDCAST_REPO": str(tmp_path), "MEDCAST_FIGURES_DIR": "/srv/figs"})
+    assert s.figures_path == Path("/srv/figs")
+
+
+# ---- the real service in a real browser ------------------------------------------------------
+
+
+def require_browser() -> Any:
+    """Playwright's sync API, or skip (fail on CI) with how to get the missing piece."""
+    if not CHROMIUM.exists():
+        message = (f"{CHROMIUM} is missing: the dashboard's browser test drives Debian's "
+                   f"Chromium; install it with `{INSTALL}`")
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        from playwright import sync_api
+    except ImportError:
+        message = "playwright is not installed: `make install` installs the locked dev dependencies"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return sync_api
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def real_service(repo: Path, figures: Path, tmp_path: Path, pycache: Path) -> Iterator[str]:
+    """`python -m serve` on a free loopback port; yields its base URL; always stopped."""
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # share compiled modules with tests/test_serve.py
+    env.update(
+        PYTHONPYCACHEPREFIX=str(pycache), PYTHONPATH=str(ROOT),
+        MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}",
+        MEDCAST_API_KEY=KEY, MEDCAST_FIGURES_DIR=str(figures), MEDCAST_PORT=str(port),
+        MEDCAST_HOST="127.0.0.1", MEDCAST_LOG_FLUSH_MS="5", MEDCAST_LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate(timeout=10)[1][-3000:]
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the service was not ready within 30 s"
+            time.sleep(0.05)
+        yield base
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def wait_for_log_row(base: str, request_id: str, timeout: float = 10.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = httpx.get(f"{base}/predictions?limit=1000", headers={"X-API-Key": KEY}, timeout=2)
+        if any(r["request_id"] == request_id for r in page.json()["items"]):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"request {request_id} not in the prediction log after {timeout} s")
+
+
+def raw_get(base: str, path: str) -> int:
+    """GET with the path sent as is (http.client normalises nothing)."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def test_dashboard_in_a_browser(
+    tiny: TinyModel, figures: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sync_api = require_browser()
+    expect = sync_api.expect
+    expect.set_options(timeout=10_000)
+    patient = tiny.examples[0]
+    pycache = tmp_path_factory.getbasetemp().parent / "medcast-pycache"  # as tests/test_serve.py
+    with real_service(tiny.root, figures, tmp_path, pycache) as base, \
+            sync_api.sync_playwright() as pw:
+        for path in ("/dashboard/figures/../../dvc.lock", "/dashboard/figures/..%2f..%2fdvc.lock",
+                     "/dashboard/static/../app.py"):
+            assert raw_get(base, path) == 404, path
+
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     timeout=30_000)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(10_000)
+            problems: list[str] = []  # CSP violations and uncaught script errors
+            page.on("console", lambda m: problems.append(m.text)
+                    if m.type == "error" and "Content Security Policy" in m.text else None)
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            requests: list[Any] = []
+            page.on("request", lambda r: requests.append(r))
+
+            # the card
+            page.goto(f"{base}/", timeout=15_000)
+            assert page.url == f"{base}/dashboard"
+            expect(page.locator("#model-name")).to_have_text(tiny.card["name"], timeout=10_000)
+            expect(page.locator("#card-facts")).to_contain_text("charges (USD per year)")
+            expect(page.locator("#card-facts")).to_contain_text("insurance")
+            expect(page.locator("#card-facts")).to_contain_text("ridge")
+            expect(page.locator("#metrics")).to_contain_text("R²")
+            expect(page.locator("#features tbody tr")).to_have_count(len(tiny.card["features"]))
+            expect(page.locator("#features")).to_contain_text("kg/m2")
+            expect(page.locator("#features")).to_contain_text("northeast, northwest, southeast")
+            expect(page.locator("#status")).to_have_text("ready")
+            figure = page.locator('#figure-list img[alt="fig a"]')
+            expect(figure).to_be_visible()
+            page.wait_for_function("img => img.complete && img.naturalWidth === 8",
+                                   arg=figure.element_handle(), timeout=10_000)
+
+            # the form follows the card: numbers with bounds and step, selects for categories,
+            # a <label for> for every control
+            button = page.locator("#predict-button")
+            expect(button).to_be_enabled()
+            field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')
+                     for f in tiny.card["features"]}
+            age, bmi = field["age"], field["bmi"]
+            assert (age.get_attribute("type"), age.get_attribute("min"), age.get_attribute("max"),
+                    age.get_attribute("step")) == ("number", "0", "120", "1")
+            assert (bmi.get_attribute("min"), bmi.get_attribute("max"),
+                    bmi.get_attribute("step")) == ("10", "80", "any")
+            assert field["region"].evaluate("e => e.tagName") == "SELECT"
+            for f in tiny.card["features"]:
+                control = field[f["name"]]
+                assert control.get_attribute("required") is not None
+                label = page.locator(f'label[for="{control.get_attribute("id")}"]')
+                expect(label).to_contain_text(f["name"])
+            expect(page.get_by_label(re.compile(r"^bmi\b"))).to_have_attribute("max", "80")
+
+            # a valid patient → a prediction with the model version and the request id
+            for f in tiny.card["features"]:
+                name, value = f["name"], patient[f["name"]]
+                if f["type"] == "category":
+                    field[name].select_option(value)
+                else:
+                    field[name].fill(str(value))
+            button.click()
+            expect(page.locator("#result")).to_be_visible()
+            expect(page.locator("#result-version")).to_have_text(tiny.md5)
+            request_id = page.locator("#result-request").inner_text()
+            assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+            shown = float(page.locator("#result-value").inner_text().replace(",", ""))
+            assert math.isclose(shown, tiny.expected[0], rel_tol=1e-4, abs_tol=0.01)
+
+            # client side: above max → the browser's own message next to the field, no request
+            posts = sum(r.method == "POST" for r in requests)
+            bmi_error = page.locator('[data-error-for="bmi"]')
+            bmi.fill("95")
+            button.click()
+            expect(bmi_error).to_be_visible()
+            expect(bmi_error).to_have_attribute("data-source", "client")
+            browser_message = bmi.evaluate("e => e.validationMessage")
+            assert browser_message and "80" in browser_message
+            expect(bmi_error).to_have_text(browser_message)
+            expect(bmi).to_have_attribute("aria-invalid", "true")
+            expect(page.locator('[data-error-for="age"]')).to_be_hidden()
+            assert sum(r.method == "POST" for r in requests) == posts
+
+            # server side: without the max attribute the client lets 95 through; the service's
+            # 422 names the field and its message is shown next to it
+            bmi.evaluate("e => e.removeAttribute('max')")
+            button.click()
+            expect(bmi_error).to_have_attribute("data-source", "server")
+            expect(bmi_error).to_contain_text("<= 80")
+            expect(bmi_error).to_contain_text("bmi")
+            expect(page.locator("#result")).to_be_hidden()
+            assert sum(r.method == "POST" for r in requests) == posts + 1
+            bmi.fill(str(patient["bmi"]))  # editing clears the server's verdict
+            expect(bmi_error).to_be_hidden()
+            expect(bmi).not_to_have_attribute("aria-invalid", "true")
+            button.click()
+            expect(page.locator("#result")).to_be_visible()
+            expect(page.locator("#result-request")).not_to_have_text(request_id)
+
+            # the log: a wrong key is refused; the right one shows the predictions just made
+            wait_for_log_row(base, page.locator("#result-request").inner_text())
+            page.locator("#api-key").fill("wrong-key")
+            page.get_by_role("button", name="Show").click()
+            expect(page.locator("#log-error")).to_contain_text("401")
+            page.locator("#api-key").fill(KEY)
+            page.get_by_role("button", name="Show").click()
+            row = page.locator(f'#log-table tr[data-request-id="{request_id}"]')
+            expect(row).to_be_visible()
+            expect(row).to_contain_text(tiny.md5[:8])
+            expect(page.locator("#log-error")).to_be_hidden()
+            expect(page.locator("#hourly svg rect.bar")).to_have_count(24)
+            counts = page.locator("#hourly svg text.count").all_text_contents()
+            assert sum(map(int, counts)) == 2, counts  # one hour, or two if it just turned
+            assert page.evaluate("sessionStorage.getItem('medcast.apiKey')") == KEY
+            log_requests = [r for r in requests if "/predictions" in r.url]
+            assert log_requests and all(KEY not in r.url and "wrong-key" not in r.url
+                                        for r in requests)
+            assert log_requests[-1].headers.get("x-api-key") == KEY
+
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+            # the key lives as long as the tab: a reload shows the log again
+            page.reload()
+            expect(row).to_be_visible()
+            assert not problems, problems
+        finally:
+            browser.close()
