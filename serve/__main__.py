@@ -8,8 +8,10 @@ neither is required. Access logs are off: request ids and latencies are logged a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 ENVIRONMENT = """\
 settings (environment; each also as NAME_FILE, read from that file):
@@ -70,7 +72,17 @@ def main(argv: list[str] | None = None) -> int:
 
     from serve.app import create_app
 
-    uvicorn.run(
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after a clean shutdown, so the process would die
+        by the signal (exit -15) although everything drained: a clean stop should exit 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                self._captured_signals.clear()  # before uvicorn's exit re-raises them
+
+    server = Server(uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -79,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         log_config=None,  # keep the root config above
         lifespan="on",
         timeout_graceful_shutdown=int(settings.log_drain_s) + 5,
-    )
+    ))
+    with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run() does
+        server.run()
     return 0
 
 

@@ -43,7 +43,7 @@ from serve.log import PredictionLog
 from serve.metrics import Metrics, metrics_middleware
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
 from serve.ratelimit import rate_limit_config
-from serve.schemas import BatchOut, InputError, PredictionOut
+from serve.schemas import BatchOut, ErrorOut, InputError, PredictionOut
 from serve.settings import Settings
 
 logger = logging.getLogger("medcast.serve")
@@ -146,6 +146,23 @@ class Service:
         return not reasons, body
 
 
+PROMETHEUS = "text/plain; version=0.0.4"
+
+
+def _error_spec(description: str) -> ResponseSpec:
+    return ResponseSpec(ErrorOut, description=description)
+
+
+# The errors any prediction request may get; each names the field when there is one.
+ERRORS = {
+    400: _error_spec("not JSON, or an empty body"),
+    413: _error_spec("body larger than MEDCAST_MAX_BODY_BYTES"),
+    422: _error_spec("a feature is missing, extra, of the wrong type, out of range or unknown"),
+    429: _error_spec("rate limit exceeded (see the RateLimit-* and Retry-After headers)"),
+    503: _error_spec("model not ready, or the prediction log buffer is full"),
+}
+
+
 def _error(status: int, detail: str, field: str | None = None, **headers: str) -> Response:
     body: dict[str, Any] = {"status_code": status, "detail": detail}
     if field is not None:
@@ -227,7 +244,7 @@ def create_app(
         summary="Predict for one patient",
         description="Body: one JSON object, one property per model feature (see GET /model).",
         operation_class=_operation_with_body(svc, "one"),
-        responses={200: ResponseSpec(PredictionOut, description="the prediction")},
+        responses={200: ResponseSpec(PredictionOut, description="the prediction"), **ERRORS},
     )
     async def predict(request: Request) -> Response:
         start = time.perf_counter()
@@ -260,7 +277,7 @@ def create_app(
         summary="Predict for many patients (one model call)",
         description=f'Body: {{"instances": [...]}}, at most {settings.max_batch} objects.',
         operation_class=_operation_with_body(svc, "batch"),
-        responses={200: ResponseSpec(BatchOut, description="predictions in input order")},
+        responses={200: ResponseSpec(BatchOut, description="predictions in input order"), **ERRORS},
     )
     async def predict_batch(request: Request) -> Response:
         start = time.perf_counter()
@@ -315,7 +332,7 @@ def create_app(
         ok, body = svc.readiness()
         return Response(_encode(body), status_code=200 if ok else 503, media_type=JSON)
 
-    @get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+    @get("/metrics", summary="Prometheus metrics", include_in_schema=True, media_type=PROMETHEUS)
     async def metrics_endpoint() -> Response:
         text = metrics.render(
             {
@@ -331,7 +348,7 @@ def create_app(
                     "gauge", "1 when a verified model is loaded.", float(svc.model is not None)),
             }
         )
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(text, media_type=PROMETHEUS)  # Litestar appends the charset
 
     def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         if settings.api_key is None:
@@ -348,9 +365,13 @@ def create_app(
         guards=[require_api_key],
         summary="The prediction log, oldest first, paged by id (needs X-API-Key)",
         security=[{"ApiKey": []}],
+        responses={k: v for k, v in ERRORS.items() if k not in (413, 422)}
+        | {401: _error_spec("missing or wrong X-API-Key"),
+           403: _error_spec("no API key configured: the log is disabled")},
     )
     async def predictions_page(
-        after: Annotated[int, Parameter(ge=0, description="return rows with id > after")] = 0,
+        after: Annotated[int, Parameter(ge=0, le=2**53,  # exact in JSON (a double)
+                                        description="return rows with id > after")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     ) -> Response:
         try:

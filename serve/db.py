@@ -124,12 +124,13 @@ _PG_STAGE = (
     "created_at timestamptz, model_md5 text, model_revision text, dataset text, features jsonb, "
     "prediction double precision, latency_ms double precision) ON COMMIT DELETE ROWS"
 )
+# Column names are module constants; values are bound parameters or COPY'd, never formatted in.
 _PG_MERGE = (
-    f"INSERT INTO predictions ({_INSERT_COLS}) SELECT {_INSERT_COLS} FROM predictions_incoming "
+    f"INSERT INTO predictions ({_INSERT_COLS}) SELECT {_INSERT_COLS} FROM predictions_incoming "  # nosec B608
     "ON CONFLICT (request_id, item) DO NOTHING"
 )
 _SQLITE_INSERT = (
-    f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # nosec B608
     "ON CONFLICT (request_id, item) DO NOTHING"
 )
 

@@ -94,7 +94,7 @@ def _lock_md5s(lock_path: Path, paths: list[str]) -> dict[str, str]:
         raise ModelError(f"cannot read {lock_path}: {exc.strerror}") from None
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        doc = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        doc = yaml.load(text, Loader=loader)  # nosec B506 - CSafeLoader/SafeLoader only
     except yaml.YAMLError as exc:
         raise ModelError(f"{lock_path} is not valid YAML: {exc}") from None
     found: dict[str, str] = {}

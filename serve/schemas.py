@@ -96,6 +96,14 @@ def _input_error(exc: msgspec.DecodeError, what: str) -> InputError:
     return InputError(422, f"invalid {what}: {message}", field)
 
 
+class ErrorOut(msgspec.Struct):
+    """Every 4xx/5xx body: the status, what is wrong, and the offending field when there is one."""
+
+    status_code: int
+    detail: str
+    field: str | None = None
+
+
 class PredictionOut(msgspec.Struct):
     prediction: float
     model_version: str
@@ -193,9 +201,10 @@ def _field_type(f: Feature) -> Any:
     if f.type == "category":
         return Literal[tuple(f.categories or ())]  # type: ignore[misc]
     if f.type == "int":
+        # JSON Schema's "integer" includes 50.0: accept any whole number, refuse fractions.
         lo = None if f.min is None else math.ceil(f.min)
         hi = None if f.max is None else math.floor(f.max)
-        return Annotated[int, msgspec.Meta(ge=lo, le=hi)] if (lo, hi) != (None, None) else int
+        return Annotated[float, msgspec.Meta(ge=lo, le=hi, multiple_of=1)]
     if (f.min, f.max) != (None, None):
         return Annotated[float, msgspec.Meta(ge=f.min, le=f.max)]
     return float
