@@ -122,3 +122,23 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     expected = [float(v) for v in pipe.predict(xs)]
     return TinyModel(root, card, md5, examples, expected)
 
+
+
+def wait_ready(base_url: str, proc: Any, seconds: float = 30,
+               output: Any = None) -> None:
+    """Poll GET /health/ready until 200; fail early (with `output()`, e.g. the server's stderr)
+    if the process exits, and after `seconds` at most."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, output() if output else f"exit code {proc.returncode}"
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready in {seconds:g} s"
+        time.sleep(0.05)

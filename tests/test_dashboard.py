@@ -29,7 +29,7 @@ from litestar.testing import TestClient
 
 from serve.app import create_app
 from serve.settings import Settings
-from tests.serve_fixtures import TinyModel, build_tiny_model
+from tests.serve_fixtures import TinyModel, build_tiny_model, wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,7 +216,6 @@ def free_port() -> int:
 @contextmanager
 def real_service(repo: Path, figures: Path, tmp_path: Path, pycache: Path) -> Iterator[str]:
     """`python -m serve` on a free loopback port; yields its base URL; always stopped."""
-    import httpx
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
@@ -231,16 +230,7 @@ def real_service(repo: Path, figures: Path, tmp_path: Path, pycache: Path) -> It
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate(timeout=10)[1][-3000:]
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service was not ready within 30 s"
-            time.sleep(0.05)
+        wait_ready(base, proc, 30, lambda: proc.communicate(timeout=10)[1][-3000:])
         yield base
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import venv_env
 from tests.factories import write_insurance_csv
 from tests.repo_copy import GIT_ID, make_copy, run
+from tests.serve_fixtures import wait_ready
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.s3_fixtures"]
@@ -175,7 +176,7 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, proc, 120)
+        wait_ready(base, proc, 120, proc.stdout.read)
         card = httpx.get(f"{base}/model", timeout=5).json()
         assert card["onnx_md5"] in lock
         row = __import__("pandas").read_csv(repo / "data/processed/test.csv").iloc[0]
@@ -185,21 +186,6 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
         proc.terminate()
         proc.wait(timeout=30)
     assert not (served / "models" / "model.onnx").exists()
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, seconds: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.2)
-    raise AssertionError(f"service not ready within {seconds} s")
 
 
 def _free_port() -> int:
@@ -221,7 +207,7 @@ def served(built_repo, tmp_path_factory):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, 60)
+        wait_ready(url, proc, 60, proc.stdout.read)
         yield url, db
     finally:
         proc.terminate()

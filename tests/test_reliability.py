@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.serve_fixtures import TinyModel
+from tests.serve_fixtures import TinyModel, wait_ready
 from tests.test_serve import free_port, subprocess_env
 from tests.test_serve import pycache as pycache  # noqa: F401  (fixture)
 from tests.test_serve import tiny as tiny  # noqa: F401  (fixture)
@@ -42,7 +42,6 @@ def launch(repo: Path, db_url: str, pycache: Path, cwd: Path, **env: str
     Unlike tests.test_serve.real_server it does not stop the server itself: the fault tests
     send their own signals.
     """
-    import httpx
 
     port = free_port()
     base = dict(MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url, MEDCAST_PORT=str(port),
@@ -55,16 +54,7 @@ def launch(repo: Path, db_url: str, pycache: Path, cwd: Path, **env: str
                                 stderr=err, text=True)
     proc.stderr_path = err_path  # type: ignore[attr-defined]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, err_path.read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 30 s"
-            time.sleep(0.05)
+        wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: err_path.read_text()[-3000:])
         yield port, proc
     finally:
         if proc.poll() is None:

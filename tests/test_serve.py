@@ -32,7 +32,7 @@ from litestar.testing import TestClient
 from serve import db as servedb
 from serve.app import create_app
 from serve.settings import Settings, SettingsError
-from tests.serve_fixtures import TinyModel, build_tiny_model, md5_file, write_lock
+from tests.serve_fixtures import TinyModel, build_tiny_model, md5_file, wait_ready, write_lock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -758,7 +758,6 @@ def free_port() -> int:
 @contextmanager
 def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path
                 ) -> Iterator[tuple[int, Any]]:
-    import httpx
 
     port = free_port()
     env = subprocess_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
@@ -767,16 +766,7 @@ def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path
     proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 30 s"
-            time.sleep(0.05)
+        wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: proc.communicate()[1][-3000:])
         yield port, proc
         proc.send_signal(signal.SIGINT)  # graceful: uvicorn runs the lifespan shutdown (drain)
         _, err = proc.communicate(timeout=20)
