@@ -818,3 +818,49 @@ def test_log_rows_equal_2xx_under_a_concurrent_burst(
     ok = sum(n for s, n in statuses.items() if 200 <= s < 300)
     assert ok == 200 - len(range(0, 200, 17)) and statuses.get(422) == len(range(0, 200, 17))
     assert log_count(db_url) == ok
+
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that nothing was executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def _unsafe_bytes(kind: str, marker: Path) -> bytes:
+    import io
+    import pickle  # nosec B403 - builds the hostile file the service must refuse
+    import zipfile
+
+    if kind == "pickle":
+        return pickle.dumps(_Payload(marker))
+    if kind == "h5":  # an HDF5 signature, as Keras 2 wrote models
+        return b"\x89HDF\r\n\x1a\n" + b"\0" * 512
+    buffer = io.BytesIO()  # a .keras archive with a Lambda layer (stored code)
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Lambda", "config": {
+            "function": {"class_name": "__lambda__", "config": {"code": "touch marker"}}}}))
+        archive.writestr("metadata.json", "{}")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "h5", "keras"])
+def test_unsafe_artifact_in_place_of_the_model_is_refused_unexecuted(
+        repo: Path, tmp_path: Path, kind: str) -> None:
+    """Even a file DVC has locked (someone committed it) is only ever parsed as ONNX."""
+    marker = tmp_path / "executed"
+    (repo / "models" / "model.onnx").write_bytes(_unsafe_bytes(kind, marker))
+    card_path = repo / "models" / "model.json"
+    card = json.loads(card_path.read_text())
+    card["onnx_md5"] = md5_file(repo / "models" / "model.onnx")
+    card_path.write_text(json.dumps(card))
+    write_lock(repo)
+    with serving(make_settings(repo)) as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503, ready.json()
+        assert "ONNX Runtime cannot load the model" in ready.json()["reason"]
+        assert client.post("/predict", json={"age": 30}).status_code == 503
+    assert not marker.exists()
