@@ -111,7 +111,7 @@ def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     run(["dvc", "exp", "run", "-n", "ins", "-S", "dataset=insurance"], repo, unset=no_uri)
     run(["dvc", "exp", "run", "--queue", "-S", "dataset=diabetes,insurance"], repo, unset=no_uri)
     start = time.monotonic()
-    run(["dvc", "queue", "start"], repo, unset=no_uri)
+    run(["dvc", "queue", "start", "-j", "2"], repo, unset=no_uri)  # two at once: one store
     while time.monotonic() - start < 600:
         status = run(["dvc", "queue", "status"], repo).stdout
         if "Queued" not in status and "Running" not in status:
