@@ -43,12 +43,6 @@ def tiny_params(*extra: str) -> dict[str, Any]:
     return compose([*TINY_OVERRIDES, *extra], config_dir=ROOT / "conf")
 
 
-@pytest.fixture
-def chdir_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def venv_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: the virtualenv's bin first (stages run `python`)."""
     import sys
