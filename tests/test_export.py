@@ -175,6 +175,21 @@ def test_float32_inputs_are_read_as_the_decimals_they_came_from():
     np.testing.assert_allclose(run(long), long, rtol=2**-23)
 
 
+@pytest.mark.parametrize("name", ["ridge", "poly_elastic_net", "decision_tree"])
+def test_cutoff_indicator_at_the_threshold_follows_sklearn(insurance, name):
+    """The insurance schema's "bmi>30" indicator: 30.0 itself is not above the cut-off (skl2onnx
+    1.20's Binarizer says it is), just above and below are decided as scikit-learn does."""
+    p, schema, X, y, X_test = insurance
+    assert [f.cutoffs for f in schema.features if f.name == "bmi"] == [(30.0,)]
+    est = models.build(name, p.train.models[name], schema, seed=0).fit(X, y)
+    names = est.named_steps["preprocess"].get_feature_names_out()
+    assert "bmi>30__bmi" in names
+    probe = pd.concat([X_test.head(1)] * 5, ignore_index=True)
+    probe["bmi"] = [29.99, 30.0, 30.01, 18.5, 45.0]
+    probe["smoker"] = "yes"
+    check_parity(est, to_onnx(est, schema), probe, rtol=RTOL)
+
+
 @pytest.mark.parametrize("weights", ["uniform", "distance"])
 def test_knn_weights_and_exact_matches_follow_sklearn(insurance, weights):
     """skl2onnx 1.20 exports weights="distance" as uniform; our converter must not, and a row
@@ -184,7 +199,14 @@ def test_knn_weights_and_exact_matches_follow_sklearn(insurance, weights):
     est = models.build("knn", params, schema, seed=0).fit(pd.concat([X, X.head(10)]),
                                                          pd.concat([y, y.head(10) + 1000.0]))
     model = to_onnx(est, schema)
-    check_parity(est, model, pd.concat([X_test, X.head(10)]), rtol=RTOL)
+    probe = pd.concat([X_test, X.head(10)])
+    # A tie between the k-th and the next neighbour is broken arbitrarily by scikit-learn's tree
+    # search (the duplicated rows make such ties): those rows have no single right answer.
+    encoded = est.named_steps["preprocess"].transform(probe)
+    dist, _ = est.named_steps["model"].regressor_.kneighbors(encoded, n_neighbors=6)
+    unambiguous = ~np.isclose(dist[:, 4], dist[:, 5], rtol=1e-12, atol=0)
+    assert unambiguous[-10:].all() and unambiguous.sum() > 60
+    check_parity(est, model, probe[unambiguous], rtol=RTOL)
     if weights == "distance":
         uniform = models.build("knn", {**params, "weights": "uniform"}, schema, seed=0)
         uniform.fit(X, y)

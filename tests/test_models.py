@@ -57,7 +57,8 @@ def test_mlp_is_a_sklearn_regressor_and_deterministic(insurance):
     b = twin.fit(X, y).predict(X)
     np.testing.assert_array_equal(a, b)
     mlp = est.named_steps["model"].regressor_
-    assert mlp.first_layer_weights().shape == (X.shape[1] + 3, 64)  # one-hot widens inputs
+    # one-hot widens inputs (+3), and the "bmi>30" cut-off adds one
+    assert mlp.first_layer_weights().shape == (X.shape[1] + 3 + 1, 64)
     assert set(mlp.history_) >= {"loss", "val_loss", "mae", "val_mae", "learning_rate"}
 
 

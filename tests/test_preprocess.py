@@ -60,3 +60,18 @@ def test_main_with_typo_in_params_exits_2(tmp_path):
     out = _run_stage(tmp_path, params)
     assert out.returncode == 2
     assert "preprocess.tests_size: unknown key (did you mean 'test_size'?)" in out.stderr
+
+
+def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
+    from medcast.features import encoded_name, load_schema, save_schema
+    from tests.factories import insurance_frame
+
+    p = parse_params(tiny_params("dataset=insurance"))
+    _, _, schema = split(validate(insurance_frame(100, seed=4).astype(str), p.dataset), p.dataset,
+                         p.preprocess)
+    save_schema(schema, tmp_path / "schema.json")
+    again = load_schema(tmp_path / "schema.json")
+    assert again == schema
+    assert {f.name: f.cutoffs for f in again.features if f.cutoffs} == {"bmi": (30.0,)}
+    assert [encoded_name(n) for n in ("num__age", "cat__smoker_yes", "bmi>30__bmi")] == [
+        "age", "smoker_yes", "bmi>30"]

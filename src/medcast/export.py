@@ -21,6 +21,8 @@ Converters skl2onnx lacks or gets wrong, registered on the first `to_onnx` call:
   mean (Mul, Add);
 * `SplineTransformer` (constant extrapolation): the Cox–de Boor recursion in ONNX ops;
 * `KNeighborsRegressor`: skl2onnx 1.20 exports weights="distance" as uniform;
+* `Binarizer` (clinical cut-offs): skl2onnx 1.20 maps x == threshold to 1 on doubles, where
+  scikit-learn gives 0 (x > threshold);
 * `KerasMLPRegressor`: Keras exports the network (tf2onnx), and its nodes and initializers are
   inlined, renamed, into the scikit-learn graph. TensorFlow is imported only here.
 """
@@ -53,6 +55,7 @@ _TTR_ALIAS = "MedcastTransformedTargetRegressor"
 _SPLINE_ALIAS = "MedcastSplineTransformer"
 _MLP_ALIAS = "MedcastKerasMLPRegressor"
 _KNN_ALIAS = "MedcastKNeighborsRegressor"
+_BINARIZER_ALIAS = "MedcastBinarizer"
 _DOUBLE_SUFFIX = "__f64"
 _registered = False
 
@@ -389,7 +392,7 @@ def _register_converters() -> None:
     from skl2onnx import update_registered_converter
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.neighbors import KNeighborsRegressor
-    from sklearn.preprocessing import SplineTransformer
+    from sklearn.preprocessing import Binarizer, SplineTransformer
 
     from medcast.models.mlp import KerasMLPRegressor  # sklearn only; TF loads in fit/export
 
@@ -402,6 +405,8 @@ def _register_converters() -> None:
     # Replaces skl2onnx's own converter, which silently treats weights="distance" as uniform
     # (it negates the TopK distances before clamping them at 1e-6: measured here, 1.20.0).
     update_registered_converter(KNeighborsRegressor, _KNN_ALIAS, _column_shape, _convert_knn)
+    # Replaces skl2onnx's, which computes `not (x < threshold)`: 1 at the threshold itself.
+    update_registered_converter(Binarizer, _BINARIZER_ALIAS, _same_shape, _convert_binarizer)
     _registered = True
 
 
@@ -626,6 +631,22 @@ def _convert_knn(scope: Any, operator: Any, container: Any) -> None:
                       keepdims=1)
     norm = emit.node("ReduceSum", [weights, emit.ints([1])], keepdims=1)
     emit.node("Div", [total, norm], outputs=out)
+
+
+def _same_shape(operator: Any) -> None:
+    n = operator.inputs[0].get_first_dimension()
+    width = sum(i.get_second_dimension() for i in operator.inputs)
+    operator.outputs[0].type = operator.inputs[0].type.__class__([n, width])
+
+
+def _convert_binarizer(scope: Any, operator: Any, container: Any) -> None:
+    """1.0 where x > threshold, else 0.0 (scikit-learn's rule), in the input's float type."""
+    from skl2onnx.operator_converters.common import concatenate_variables
+
+    emit = _Emitter(scope, container, operator.inputs[0])
+    x = concatenate_variables(scope, operator.inputs, container)
+    above = emit.node("Greater", [x, emit.const("threshold", operator.raw_operator.threshold)])
+    emit.node("Cast", [above], outputs=[operator.outputs[0].full_name], to=emit.proto)
 
 
 # KerasMLPRegressor: export the network with Keras (tf2onnx), then inline it.

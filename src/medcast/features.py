@@ -24,6 +24,7 @@ class Feature:
     observed_min: float | None = None
     observed_max: float | None = None
     categories: tuple[str, ...] | None = None
+    cutoffs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class FeatureSchema:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureSchema:
         feats = tuple(
-            Feature(**{**f, "categories": tuple(f["categories"]) if f.get("categories") else None})
+            Feature(**{**f, **{key: tuple(f[key]) if f.get(key) else None
+                               for key in ("categories", "cutoffs")}})
             for f in data["features"]
         )
         return cls(data["dataset"], data["target"], data["target_unit"], feats)
@@ -70,6 +72,7 @@ def infer_schema(train: pd.DataFrame, ds: DatasetConfig) -> FeatureSchema:
                 Feature(
                     name, spec.type, spec.unit, spec.min, spec.max,
                     float(col.min()), float(col.max()),
+                    cutoffs=tuple(float(c) for c in spec.cutoffs) if spec.cutoffs else None,
                 )
             )
     return FeatureSchema(ds.name, ds.target, ds.target_unit, tuple(feats))
@@ -106,12 +109,19 @@ def read_split(path: Path, schema: FeatureSchema) -> tuple[pd.DataFrame, pd.Seri
     return split_xy(frame, schema)
 
 
+def encoded_name(name: str) -> str:
+    """Readable name of one encoded column ("num__age" → "age", "bmi>30__bmi" → "bmi>30")."""
+    transformer, _, feature = name.partition("__")
+    return feature if transformer in ("num", "cat") else transformer
+
+
 def make_preprocessor(schema: FeatureSchema, numeric_steps: list[Any] | None = None) -> Any:
-    """Scale numeric columns (then any extra steps, e.g. splines) and one-hot encode
-    categories; fitted inside each model's pipeline, so on training folds only."""
+    """Scale numeric columns (then any extra steps, e.g. splines), add one indicator per
+    clinical cut-off ("bmi>30") and one-hot encode categories; fitted inside each model's
+    pipeline, so on training folds only."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import Binarizer, OneHotEncoder, StandardScaler
 
     transformers: list[tuple[str, Any, list[str]]] = []
     if schema.numeric:
@@ -124,4 +134,9 @@ def make_preprocessor(schema: FeatureSchema, numeric_steps: list[Any] | None = N
             ("cat", OneHotEncoder(categories=cats, drop="if_binary", sparse_output=False),
              schema.categorical)
         )
-    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    for f in schema.features:
+        for cut in f.cutoffs or ():
+            transformers.append((f"{f.name}>{cut:g}", Binarizer(threshold=cut), [f.name]))
+    # Output names are "<transformer>__<column>" (cut-offs share their column's name);
+    # encoded_name() turns them back into readable ones.
+    return ColumnTransformer(transformers, remainder="drop")

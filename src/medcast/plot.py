@@ -12,7 +12,7 @@ import pandas as pd
 
 from medcast.config import load_params
 from medcast.errors import cli
-from medcast.features import FeatureSchema, load_schema, read_split
+from medcast.features import FeatureSchema, encoded_name, load_schema, read_split
 from medcast.models.io import find_mlp, load_meta, load_model
 
 log = logging.getLogger("medcast.plot")
@@ -37,7 +37,7 @@ def mlp_weight_table(estimator: Any) -> pd.DataFrame | None:
     mlp = find_mlp(estimator)
     if mlp is None:
         return None
-    names = estimator.named_steps["preprocess"].get_feature_names_out()
+    names = [encoded_name(n) for n in estimator.named_steps["preprocess"].get_feature_names_out()]
     weights = mlp.first_layer_weights().mean(axis=1)
     return (pd.DataFrame({"feature": names, "mean_abs_weight": weights})
             .sort_values("mean_abs_weight", ascending=False).reset_index(drop=True))

@@ -39,7 +39,16 @@ def _elastic_net(p: dict[str, Any], seed: int) -> Any:
 def _spline_ridge(p: dict[str, Any], seed: int) -> Any:
     from sklearn.linear_model import Ridge
 
-    return Ridge(alpha=p.get("alpha", 1.0))
+    # n_knots configures the SplineTransformer (see build); anything unknown is a TypeError.
+    return Ridge(**{k: v for k, v in p.items() if k != "n_knots"})
+
+
+def _poly_elastic_net(p: dict[str, Any], seed: int) -> Any:
+    from sklearn.linear_model import ElasticNet
+
+    # degree configures the PolynomialFeatures step (see build).
+    return ElasticNet(max_iter=50_000, random_state=seed,
+                      **{k: v for k, v in p.items() if k != "degree"})
 
 
 def _knn(p: dict[str, Any], seed: int) -> Any:
@@ -85,6 +94,7 @@ CANDIDATES: dict[str, Builder] = {
     "lasso": _lasso,
     "elastic_net": _elastic_net,
     "spline_ridge": _spline_ridge,
+    "poly_elastic_net": _poly_elastic_net,
     "knn": _knn,
     "decision_tree": _decision_tree,
     "random_forest": _random_forest,
@@ -98,7 +108,7 @@ def build(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -
     """The full pipeline of candidate `name`: preprocessing → regressor on a standardised target."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import SplineTransformer, StandardScaler
+    from sklearn.preprocessing import PolynomialFeatures, SplineTransformer, StandardScaler
 
     from medcast.errors import ConfigError
     from medcast.features import make_preprocessor
@@ -108,6 +118,13 @@ def build(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -
     numeric_steps = []
     if name == "spline_ridge":
         numeric_steps = [SplineTransformer(n_knots=int(params.get("n_knots", 3)), degree=3)]
+    # Pairwise products and squares of every encoded input (e.g. smoker × bmi>30), rescaled
+    # so one penalty fits all of them; the elastic net keeps the few that matter.
+    interactions = []
+    if name == "poly_elastic_net":
+        degree = int(params.get("degree", 2))
+        interactions = [("interactions", PolynomialFeatures(degree, include_bias=False)),
+                        ("scale", StandardScaler())]
     try:
         regressor = CANDIDATES[name](dict(params), seed)
     except TypeError as err:  # an unknown hyperparameter in params.yaml
@@ -115,6 +132,7 @@ def build(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -
     return Pipeline(
         [
             ("preprocess", make_preprocessor(schema, numeric_steps)),
+            *interactions,
             ("model", TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())),
         ]
     )
