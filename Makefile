@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params insurance-data notebooks bench serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test lint lock params insurance-data notebooks bench tune-worker bench-tune serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ insurance-data: install  ## copy the insurance table into data/raw and track it:
 
 notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/notebooks/ (after make repro)
 	$(BIN)/python -m medcast.notebooks
+
+tune-worker: install  ## join the running tune stage's study (tune.storage on PostgreSQL) from this machine
+	$(BIN)/python -m medcast.tune --worker
+
+bench-tune: install  ## trials/s of distributed tuning with 1, 2, 3 processes (PostgreSQL on 127.0.0.1)
+	$(BIN)/python bench/tune_workers.py $(ARGS)
 
 bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
 	$(BIN)/python bench/quality.py

@@ -60,3 +60,11 @@ def test_parse_params_reports_missing_section(base_params):
 def test_load_params_missing_file_is_clear(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("column", ["sex", "charges"])
+def test_cutoffs_need_a_numeric_feature_column(column):
+    raw = compose(["dataset=insurance"], config_dir=ROOT / "conf")
+    raw["dataset"]["columns"][column]["cutoffs"] = [1]
+    with pytest.raises(ConfigError, match=f"dataset.columns.{column}: cutoffs need a numeric feature"):
+        parse_params(raw)

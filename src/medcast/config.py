@@ -25,6 +25,9 @@ class ColumnSpec:
     max: float | None = None
     categories: tuple[str, ...] | None = None
     unit: str | None = None
+    # Clinical cut-offs of a numeric column (e.g. BMI 30, obesity): each adds the indicator
+    # "value > cut-off" to every model's inputs, computed inside the model's pipeline.
+    cutoffs: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,13 @@ class TuneConfig:
     timeout: float | None
     storage: str
     search_spaces: dict[str, dict[str, dict[str, Any]]]
+    # Distributed tuning (workers joining through a shared storage): a running trial records a
+    # heartbeat every heartbeat_interval s; one silent for grace_period s is failed and retried
+    # (at most max_retry times); a worker waits up to worker_wait s for the stage's study.
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 2
+    worker_wait: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -200,6 +210,14 @@ def _check_consistency(p: Params) -> None:
             raise ConfigError(f"dataset.columns.{name}: a category column needs 'categories'")
         if spec.min is not None and spec.max is not None and spec.min > spec.max:
             raise ConfigError(f"dataset.columns.{name}: min {spec.min} > max {spec.max}")
+        if spec.cutoffs and (spec.type == "category" or name == ds.target):
+            raise ConfigError(f"dataset.columns.{name}: cutoffs need a numeric feature column")
+    t = p.tune
+    if t.heartbeat_interval < 1 or t.grace_period <= t.heartbeat_interval or t.max_retry < 0:
+        raise ConfigError(
+            f"tune: need heartbeat_interval ≥ 1 s < grace_period and max_retry ≥ 0, got "
+            f"{t.heartbeat_interval}, {t.grace_period}, {t.max_retry}"
+        )
     if not 0.0 < p.preprocess.test_size < 1.0:
         raise ConfigError(f"preprocess.test_size: {p.preprocess.test_size} is not in (0, 1)")
     if p.train.cv_folds < 2:

@@ -3,18 +3,23 @@ then refit the best on the whole training set and save it (skops / .keras)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
 import logging
+import os
+import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from medcast import models, tracking
-from medcast.config import Params, load_params
-from medcast.errors import ConfigError, cli
+from medcast.config import Params, TuneConfig, load_params
+from medcast.errors import ArtifactError, ConfigError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import cross_validate, summarize
 from medcast.models.io import save_model
@@ -55,34 +60,82 @@ def study_name(params: Params, model: str, X: pd.DataFrame) -> str:
     return f"{params.dataset.name}-{model}-{digest}"
 
 
-def run_study(
-    params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, y: pd.Series,
-    on_trial: Any = None,
-) -> Any:
-    """A fresh seeded study (a leftover one of the same name is replaced, so reruns match)."""
+# A study's budget is n_trials "tickets": WAITING trials the stage enqueues. Every process
+# (the stage and any worker) runs only ticketed trials, so finished trials == n_trials however
+# many workers join; a trial Optuna creates once the tickets are gone fails as surplus.
+TICKET = "ticket"
+CLOSED = "closed"  # study attribute the stage sets when it is done: workers stop
+_POLL_S = 0.5
+
+
+class SurplusTrial(Exception):
+    """The budget was claimed by other processes between the check and this trial."""
+
+
+def open_storage(cfg: TuneConfig, attempts: int = 20) -> Any:
+    """RDBStorage with heartbeats and retry of stale trials. Concurrent first opens of a new
+    database race on creating Optuna's tables: database errors are retried for a few seconds."""
+    import optuna
+    import sqlalchemy.exc
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry)
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    cfg.storage, heartbeat_interval=cfg.heartbeat_interval,
+                    grace_period=cfg.grace_period, heartbeat_stale_trial_callback=retry,
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                sqlalchemy.exc.OperationalError) as err:
+            # Concurrent DDL: duplicate type/table (PostgreSQL), "database is locked" (SQLite).
+            racing = not isinstance(err, sqlalchemy.exc.OperationalError) or "locked" in str(err)
+            if not racing or attempt == attempts - 1:
+                raise ConfigError(f"tune.storage: cannot open '{cfg.storage}': {err}") from None
+            time.sleep(_POLL_S)
+        except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
+            raise ConfigError(f"tune.storage: cannot open '{cfg.storage}': {err}") from None
+    raise AssertionError("unreachable")
+
+
+def _sampler(seed: int) -> Any:
+    import optuna
+
+    # constant_liar: trials running elsewhere count as bad, so workers do not all sample the
+    # same point; with one process nothing runs elsewhere and the sequence stays seeded.
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def _pruner() -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+
+
+def count(study: Any, *states: str) -> int:
+    import optuna
+
+    wanted = tuple(optuna.trial.TrialState[s] for s in states)
+    return len(study.get_trials(deepcopy=False, states=wanted))
+
+
+def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame,
+                   y: pd.Series) -> Any:
     import optuna
     from sklearn.utils._param_validation import InvalidParameterError
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg, train_cfg = params.tune, params.train
-    base = dict(train_cfg.models.get(model, {}))
-    space = cfg.search_spaces.get(model, {})
-    name = study_name(params, model, X)
-    try:
-        storage = optuna.storages.RDBStorage(cfg.storage, heartbeat_interval=None)
-    except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
-        raise ConfigError(f"tune.storage: cannot open '{cfg.storage}': {err}") from None
-    with contextlib.suppress(KeyError):  # no leftover study of that name
-        optuna.delete_study(study_name=name, storage=storage)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-    )
+    base = dict(params.train.models.get(model, {}))
+    space = params.tune.search_spaces.get(model, {})
+    train_cfg = params.train
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
+        if trial.user_attrs.get(TICKET) is None:
+            raise SurplusTrial("no ticket left: the budget was claimed by other workers")
+        trial.set_user_attr("worker", worker)
         hp = {**base, **suggest(trial, space)}
         estimator = models.build(model, hp, schema, train_cfg.seed)
 
@@ -98,58 +151,178 @@ def run_study(
             raise ConfigError(f"tune.search_spaces.{model} or train.models.{model}: {err}") from None
         return summarize(folds)["rmse_mean"]
 
+    return objective
+
+
+def work(study: Any, objective: Any, on_trial: Any = None, deadline: float | None = None) -> None:
+    """Run ticketed trials until none is left, the study is closed or the deadline passes."""
+
+    def stop_when_done(study: Any, trial: Any) -> None:
+        if on_trial is not None and trial.user_attrs.get(TICKET) is not None:
+            on_trial(study, trial)
+        if not count(study, "WAITING") or study.user_attrs.get(CLOSED):
+            study.stop()
+
+    while count(study, "WAITING") and not study.user_attrs.get(CLOSED):
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        study.optimize(objective, timeout=left, callbacks=[stop_when_done],
+                       catch=(SurplusTrial,))
+
+
+def run_study(
+    params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, y: pd.Series,
+    on_trial: Any = None,
+) -> Any:
+    """The stage's study: a fresh seeded one (a leftover of the same name is replaced, so reruns
+    match) with n_trials tickets, run here and by any worker that joins; returns once every
+    ticket is finished (a killed worker's trial is failed after grace_period and retried)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are raised or logged here
+    cfg = params.tune
+    space = cfg.search_spaces.get(model, {})
+    name = study_name(params, model, X)
+    storage = open_storage(cfg)
+    with contextlib.suppress(KeyError):  # no leftover study of that name
+        optuna.delete_study(study_name=name, storage=storage)
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                                sampler=_sampler(cfg.seed), pruner=_pruner())
+    study.set_user_attr("model", model)
     # Without a search space there is nothing to tune: one trial scores the defaults.
     n_trials = cfg.n_trials if space else 1
-    study.optimize(objective, n_trials=n_trials, timeout=cfg.timeout,
-                   callbacks=[on_trial] if on_trial else None)
+    for k in range(n_trials):
+        study.enqueue_trial({}, user_attrs={TICKET: k})
+    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+    objective = make_objective(params, model, schema, X, y)
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if count(study, "WAITING"):
+                work(study, objective, on_trial, deadline)
+            elif count(study, "RUNNING"):  # trials of workers: wait, failing stale ones
+                optuna.storages.fail_stale_trials(study)
+                time.sleep(_POLL_S)
+            else:
+                break
+    finally:
+        study.set_user_attr(CLOSED, True)
     return study
 
 
+def join_study(params: Params, model: str, X: pd.DataFrame) -> Any:
+    """A worker's view of the stage's open study, waiting up to tune.worker_wait for it."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are raised or logged here
+    cfg = params.tune
+    name = study_name(params, model, X)
+    storage = open_storage(cfg)
+    deadline = time.monotonic() + cfg.worker_wait
+    while True:
+        with contextlib.suppress(KeyError):
+            # Its own seed: workers sharing the stage's would draw the same startup points.
+            study = optuna.load_study(study_name=name, storage=storage,
+                                      sampler=_sampler(cfg.seed + 1 + os.getpid()),
+                                      pruner=_pruner())
+            if not study.user_attrs.get(CLOSED):
+                return study
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"no open study '{name}' in {cfg.storage} after {cfg.worker_wait:g} s: start "
+                "`dvc repro tune` (same params.yaml and data) with this tune.storage"
+            )
+        time.sleep(_POLL_S)
+
+
+def budget_trials(study: Any) -> list[Any]:
+    """The study's ticketed trials that ran (surplus trials and unused tickets left out)."""
+    return [t for t in study.trials
+            if t.user_attrs.get(TICKET) is not None and t.state.name != "WAITING"]
+
+
 def trial_records(study: Any) -> list[dict[str, Any]]:
-    """One JSON-ready row per trial (pruned trials have value null)."""
-    return [{"number": t.number, "state": t.state.name,
+    """One JSON-ready row per trial that ran (pruned/failed trials have value null; a trial
+    failed by a lost worker appears with its retry, which has the same ticket)."""
+    return [{"number": t.number, "ticket": t.user_attrs[TICKET], "state": t.state.name,
              "value": t.value if t.state.name == "COMPLETE" else None, "params": t.params}
-            for t in study.trials]
+            for t in budget_trials(study)]
 
 
-@cli
-def main() -> None:
-    import mlflow  # noqa: F401  (fail early if missing, before minutes of tuning)
+def log_trials(mlflow_: Any, study: Any, model: str) -> None:
+    """Every trial that ran, wherever it ran, as a nested MLflow run (after the study, from its
+    storage: workers on other machines need no MLflow access)."""
+    for trial in budget_trials(study):
+        tags = tracking.run_tags("tune", candidate=model, trial_state=trial.state.name,
+                                 worker=str(trial.user_attrs.get("worker", "")))
+        with mlflow_.start_run(run_name=f"trial-{trial.number}", nested=True, tags=tags):
+            mlflow_.log_params(trial.params)
+            for k, fold in enumerate(trial.user_attrs.get("folds", [])):
+                mlflow_.log_metrics(tracking.flat("fold_", fold), step=k)
+            if trial.state.name == "COMPLETE":
+                mlflow_.log_metrics(tracking.flat("cv_", summarize(trial.user_attrs["folds"])))
 
-    params = load_params()
+
+def _inputs(params: Params) -> tuple[str, FeatureSchema, pd.DataFrame, pd.Series]:
     paths = params.paths
-    selection = json.loads(Path(paths.selection).read_text())
-    model = selection["model"]
+    try:
+        model = json.loads(Path(paths.selection).read_text())["model"]
+    except FileNotFoundError:
+        raise ArtifactError(f"{paths.selection}: not found; run `dvc repro train` "
+                            "(or `dvc pull train`) first") from None
     schema = load_schema(Path(paths.schema))
     X, y = read_split(Path(paths.train), schema)
+    return model, schema, X, y
+
+
+def worker(params: Params) -> int:
+    """Join the stage's study from any machine with the same params.yaml and data; run trials
+    until the budget is used. Returns the number of trials run here."""
+    model, schema, X, y = _inputs(params)
+    study = join_study(params, model, X)
+    ran = 0
+
+    def on_trial(study: Any, trial: Any) -> None:
+        nonlocal ran
+        ran += 1
+        log.info("worker: trial %d (%s) %s", trial.number, trial.state.name.lower(),
+                 f"CV RMSE {trial.value:.4g}" if trial.value is not None else "")
+
+    log.info("worker %s:%d joined study %s", socket.gethostname(), os.getpid(), study.study_name)
+    work(study, make_objective(params, model, schema, X, y), on_trial)
+    log.info("worker: ran %d trials; no ticket left", ran)
+    return ran
+
+
+def stage(params: Params) -> None:
+    import mlflow  # noqa: F401  (fail early if missing, before minutes of tuning)
+
+    paths = params.paths
+    model, schema, X, y = _inputs(params)
+    n_budget = params.tune.n_trials if params.tune.search_spaces.get(model) else 1
+
+    def on_trial(study: Any, trial: Any) -> None:
+        value = f"{trial.value:.4g}" if trial.value is not None else trial.state.name.lower()
+        best = count(study, "COMPLETE") and f"{study.best_value:.4g}"
+        log.info("trial %d (%d/%d finished): CV RMSE %s (best %s)", trial.number,
+                 count(study, "COMPLETE", "PRUNED"), n_budget, value, best or "-")
 
     mlflow_ = tracking.start(schema.dataset)
     with mlflow_.start_run(run_name=f"tune-{model}",
                            tags=tracking.run_tags("tune", candidate=model)):
-        def on_trial(study: Any, trial: Any) -> None:
-            import optuna
-
-            done = trial.state == optuna.trial.TrialState.COMPLETE
-            value = f"{trial.value:.4g}" if done else trial.state.name.lower()
-            log.info("trial %d/%d: CV RMSE %s (best %.4g)", trial.number + 1,
-                     params.tune.n_trials, value, study.best_value)
-            with mlflow_.start_run(run_name=f"trial-{trial.number}", nested=True,
-                                   tags=tracking.run_tags("tune", candidate=model,
-                                                          trial_state=trial.state.name)):
-                mlflow_.log_params(trial.params)
-                for k, fold in enumerate(trial.user_attrs.get("folds", [])):
-                    mlflow_.log_metrics(tracking.flat("fold_", fold), step=k)
-                if done:
-                    mlflow_.log_metrics(tracking.flat("cv_", summarize(trial.user_attrs["folds"])))
-
         study = run_study(params, model, schema, X, y, on_trial)
+        log_trials(mlflow_, study, model)
+        finished = count(study, "COMPLETE", "PRUNED")
+        if not count(study, "COMPLETE"):
+            raise ArtifactError(f"study {study.study_name}: no trial completed ({finished} "
+                                "finished); see the log above")
         best = study.best_trial
         hp = {**params.train.models.get(model, {}), **best.params}
         cv = summarize(best.user_attrs["folds"])
-        log.info("best trial %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
-                 best.number, best.params, cv["rmse_mean"], cv["r2_mean"], len(X))
+        log.info("best trial %d of %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
+                 best.number, finished, best.params, cv["rmse_mean"], cv["r2_mean"], len(X))
         estimator = models.build(model, hp, schema, params.train.seed).fit(X, y)
-        mlflow_.log_params({"model": model, "n_trials": len(study.trials),
+        mlflow_.log_params({"model": model, "n_trials": finished,
                             "study": study.study_name, **{f"best_{k}": v for k, v in hp.items()}})
         mlflow_.log_metrics(tracking.flat("cv_", cv))
 
@@ -157,11 +330,26 @@ def main() -> None:
             "folds": best.user_attrs["folds"], "study": study.study_name,
             "best_trial": best.number}
     save_model(estimator, Path(paths.model_dir), meta)
+    Path(paths.tuning).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.tuning).write_text(json.dumps({
-        "model": model, "study": study.study_name, "n_trials": len(study.trials),
+        "model": model, "study": study.study_name, "n_trials": finished,
         "best_trial": best.number, "best_params": best.params, "cv": cv,
         "trials": trial_records(study),
     }, indent=2, default=str) + "\n")
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m medcast.tune", description=(
+        "Stage tune. With --worker: join the running stage's Optuna study through "
+        "tune.storage (PostgreSQL) from another machine or process, run trials, exit."))
+    ap.add_argument("--worker", action="store_true", help="join the stage's study as a worker")
+    args = ap.parse_args(argv)
+    params = load_params()
+    if args.worker:
+        worker(params)
+    else:
+        stage(params)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,180 @@
+"""Distributed tuning: `python -m medcast.tune` (the stage) plus `python -m medcast.tune --worker`
+processes share one Optuna study through PostgreSQL; the budget is exactly tune.n_trials
+finished trials, a killed worker's trial is failed by its silent heartbeat and retried, and the
+stage refits the best trial whoever ran it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medcast.config import parse_params
+from medcast.errors import ArtifactError, ConfigError
+from medcast.tune import CLOSED, TICKET, join_study, open_storage, study_name, worker
+from tests.conftest import tiny_params, venv_env
+from tests.factories import write_insurance_csv
+from tests.test_serve import pg_url as pg_url  # noqa: F401  (fixture: a throwaway PG schema)
+
+N_TRIALS = 10
+
+
+def workspace(root: Path, storage: str, *overrides: str) -> Path:
+    """params.yaml, the processed insurance split and a selection, as after `dvc repro train`."""
+    root.mkdir(parents=True, exist_ok=True)
+    raw = tiny_params("dataset=insurance", f"tune.storage='{storage}'", f"tune.n_trials={N_TRIALS}",
+                      "train.cv_folds=3", "tune.heartbeat_interval=1", "tune.grace_period=3",
+                      "tune.worker_wait=60", *overrides)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    write_insurance_csv(root / "data/raw/insurance.csv", n=150)
+    subprocess.run([sys.executable, "-m", "medcast.preprocess"], cwd=root, env=venv_env(),
+                   check=True, capture_output=True, timeout=60)
+    (root / "models").mkdir(exist_ok=True)
+    (root / "models/selection.json").write_text(json.dumps({"model": "random_forest"}))
+    return root
+
+
+def spawn(root: Path, *args: str, log: str) -> subprocess.Popen[str]:
+    out = (root / log).open("w")
+    return subprocess.Popen([sys.executable, "-m", "medcast.tune", *args], cwd=root,
+                            env=venv_env(MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db"),
+                            stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def load(root: Path):  # the study, as any process sees it
+    import optuna
+
+    from medcast.features import load_schema, read_split
+
+    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    X, _ = read_split(root / p.paths.train, load_schema(root / p.paths.schema))
+    name = study_name(p, "random_forest", X)
+    return optuna.load_study(study_name=name, storage=open_storage(p.tune))
+
+
+@pytest.mark.timeout(240)
+def test_stage_and_two_workers_share_the_budget_and_survive_a_killed_worker(
+    tmp_path: Path, pg_url: str  # noqa: F811
+) -> None:
+    root = workspace(tmp_path / "ws", pg_url,
+                     "tune.search_spaces.random_forest.n_estimators.low=60",
+                     "tune.search_spaces.random_forest.n_estimators.high=120")
+    procs = {"stage": spawn(root, log="stage.log"),
+             "w1": spawn(root, "--worker", log="w1.log"),
+             "w2": spawn(root, "--worker", log="w2.log")}
+    victim = procs["w1"]
+    try:
+        # Kill worker 1 in the middle of a trial it is running (parameters drawn, CV under way).
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, (root / "w1.log").read_text()[-3000:]
+            assert victim.poll() is None, (root / "w1.log").read_text()[-3000:]
+            try:
+                study = load(root)
+                running = [t for t in study.get_trials(deepcopy=False)
+                           if t.state.name == "RUNNING" and t.params
+                           and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+            except (KeyError, ConfigError):  # the stage has not created the study yet
+                running = []
+            if running:
+                break
+            time.sleep(0.1)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        killed_trial = running[0].number
+        assert procs["stage"].wait(timeout=180) == 0, (root / "stage.log").read_text()[-5000:]
+        assert procs["w2"].wait(timeout=60) == 0, (root / "w2.log").read_text()[-3000:]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    study = load(root)
+    states = [t.state.name for t in study.trials]
+    ticketed = [t for t in study.trials if t.user_attrs.get(TICKET) is not None]
+    finished = [t for t in ticketed if t.state.name in ("COMPLETE", "PRUNED")]
+    failed = [t for t in ticketed if t.state.name == "FAIL"]
+    workers = {t.user_attrs.get("worker", "").rsplit(":", 1)[-1] for t in finished}
+    print(f"distributed: {len(finished)} finished, states {states}, killed trial {killed_trial}, "
+          f"workers {sorted(workers)}")
+    # Exactly the budget, every ticket once; the killed trial failed and its retry finished.
+    assert len(finished) == N_TRIALS
+    assert sorted(t.user_attrs[TICKET] for t in finished) == list(range(N_TRIALS))
+    assert [t.number for t in failed] == [killed_trial]
+    (retry,) = [t for t in finished if t.system_attrs.get("failed_trial") == killed_trial]
+    assert retry.user_attrs[TICKET] == failed[0].user_attrs[TICKET]
+    assert retry.params == failed[0].params
+    assert "RUNNING" not in states and "WAITING" not in states
+    assert study.user_attrs[CLOSED] is True
+    # The stage and the surviving worker both ran trials.
+    assert {str(procs["stage"].pid), str(procs["w2"].pid)} <= workers
+
+    tuning = json.loads((root / "reports/tuning.json").read_text())
+    meta = json.loads((root / "models/tuned/meta.json").read_text())
+    assert tuning["n_trials"] == N_TRIALS
+    assert tuning["best_trial"] == meta["best_trial"] == study.best_trial.number
+    assert {k: meta["params"][k] for k in study.best_params} == study.best_params
+
+
+def test_a_single_process_runs_exactly_the_budget_with_sqlite(tmp_path: Path) -> None:
+    root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.n_trials=4")
+    subprocess.run([sys.executable, "-m", "medcast.tune"], cwd=root, env=venv_env(), check=True,
+                   capture_output=True, timeout=120)
+    tuning = json.loads((root / "reports/tuning.json").read_text())
+    assert tuning["n_trials"] == 4 and [t["ticket"] for t in tuning["trials"]] == [0, 1, 2, 3]
+
+
+def test_a_worker_after_the_budget_is_used_runs_nothing(tmp_path: Path) -> None:
+    """A late worker sees the stage's closed study: it waits for a new one, then gives up
+    with a message saying what to start."""
+    root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.n_trials=2",
+                     "tune.worker_wait=1")
+    subprocess.run([sys.executable, "-m", "medcast.tune"], cwd=root, env=venv_env(), check=True,
+                   capture_output=True, timeout=120)
+    late = subprocess.run([sys.executable, "-m", "medcast.tune", "--worker"], cwd=root,
+                          env=venv_env(), capture_output=True, text=True, timeout=60)
+    assert late.returncode == 2
+    assert "no open study" in late.stderr and "dvc repro tune" in late.stderr
+    assert "Traceback" not in late.stderr
+
+
+def test_worker_without_a_study_or_training_split_says_what_to_run(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=0.2")
+    monkeypatch.chdir(root)
+    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    with pytest.raises(ConfigError, match="no open study .* after 0.2 s"):
+        worker(p)
+    (root / "models/selection.json").unlink()
+    with pytest.raises(ArtifactError, match="models/selection.json: not found; run `dvc repro train`"):
+        worker(p)
+
+
+def test_join_study_skips_a_closed_study(tmp_path: Path) -> None:
+    import optuna
+
+    root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=0.3")
+    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    from medcast.features import load_schema, read_split
+
+    X, _ = read_split(root / p.paths.train, load_schema(root / p.paths.schema))
+    study = optuna.create_study(study_name=study_name(p, "knn", X), storage=open_storage(p.tune))
+    study.set_user_attr(CLOSED, True)
+    with pytest.raises(ConfigError, match="no open study"):
+        join_study(p, "knn", X)
+    study.set_user_attr(CLOSED, False)
+    assert join_study(p, "knn", X).study_name == study.study_name
+
+
+@pytest.mark.parametrize("bad", ["tune.heartbeat_interval=0", "tune.grace_period=1",
+                                 "tune.max_retry=-1"])
+def test_bad_heartbeat_settings_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError, match="tune: need heartbeat_interval"):
+        parse_params(tiny_params(bad))
