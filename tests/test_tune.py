@@ -47,3 +47,13 @@ def test_unreachable_storage_is_a_config_error(tmp_path):
     p, schema, X, y = _setup(tmp_path, "tune.storage=nosuchdb://x")
     with pytest.raises(ConfigError, match="tune.storage: cannot open"):
         run_study(p, "ridge", schema, X, y)
+
+
+def test_first_trial_scores_the_defaults_that_lie_in_the_space(tmp_path):
+    from medcast.tune import default_point
+
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3")
+    study = run_study(p, "knn", schema, X, y)
+    assert study.trials[0].params == {"n_neighbors": 15, "weights": "distance"}  # train.models.knn
+    space = {"a": {"low": 1, "high": 5}, "b": {"choices": ["x", "y"]}, "c": {"low": 0.1, "high": 1}}
+    assert default_point({"a": 9, "b": "y", "c": 0.5, "d": 1}, space) == {"b": "y", "c": 0.5}
