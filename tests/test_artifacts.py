@@ -30,6 +30,7 @@ from tests.s3_fixtures import (  # noqa: E402
     lock_outs,
     md5_file,
     remote_objects,
+    run,
     write_local_remote,
 )
 
@@ -228,6 +229,42 @@ def test_pull_fails_fast_while_server_is_down_then_succeeds_after_restart(
     for rel in OUT_FILES:
         assert (clone / rel).read_bytes() == repo.template.v2[rel], rel
     assert "up to date" in repo.dvc("status", cwd=clone, env=repo.env).stdout
+
+
+@pytest.mark.e2e
+def test_push_during_an_outage_fails_clearly_and_a_later_push_completes_the_remote(
+    dvc_template, s3_servers, tmp_path: Path
+) -> None:
+    """v1 is on the remote when the server goes down; pushing every revision then fails with a
+    clear error in bounded time, and after the restart the same push uploads what is missing:
+    the remote is complete (`dvc status -c` clean) and a fresh clone restores v2 exactly."""
+    server = s3_servers.start()
+    s3server.ensure_bucket(server, "outage")
+    repo = copy_repo(dvc_template, tmp_path / "repo", server, "outage")
+    run(["git", "checkout", "-q", "v1"], repo.path, repo.env)
+    repo.dvc("push")
+    partial = set(remote_objects(server, "outage"))
+    run(["git", "checkout", "-q", "v2"], repo.path, repo.env)
+
+    s3_servers.stop(server)
+    started = time.monotonic()
+    out = repo.dvc("push", "--all-tags", check=False)
+    elapsed = time.monotonic() - started
+    print(f"dvc push against a stopped server failed after {elapsed:.1f} s")
+    assert out.returncode != 0
+    assert elapsed < PULL_DEADLINE_S, f"dvc push took {elapsed:.1f} s against a stopped server"
+    assert "failed to connect to s3" in out.stderr or "Could not connect" in out.stderr, out.stderr
+
+    s3_servers.restart(server)
+    assert set(remote_objects(server, "outage")) == partial  # nothing half-written appeared
+    repo.dvc("push", "--all-tags")
+    assert set(remote_objects(server, "outage")) > partial
+    assert "in sync" in repo.dvc("status", "-c").stdout
+    clone = repo.clone(tmp_path / "clone")
+    write_local_remote(clone, repo.url, server)
+    repo.dvc("pull", cwd=clone, env=repo.env)
+    for rel in OUT_FILES:
+        assert (clone / rel).read_bytes() == repo.template.v2[rel], rel
 
 
 @pytest.mark.e2e
