@@ -57,3 +57,10 @@ def test_first_trial_scores_the_defaults_that_lie_in_the_space(tmp_path):
     assert study.trials[0].params == {"n_neighbors": 15, "weights": "distance"}  # train.models.knn
     space = {"a": {"low": 1, "high": 5}, "b": {"choices": ["x", "y"]}, "c": {"low": 0.1, "high": 1}}
     assert default_point({"a": 9, "b": "y", "c": 0.5, "d": 1}, space) == {"b": "y", "c": 0.5}
+
+
+def test_storage_passwords_never_reach_messages(tmp_path):
+    p, schema, X, y = _setup(tmp_path, "tune.storage='nosuchdb://ann:s3cret@db.example.org/x'")
+    with pytest.raises(ConfigError) as info:
+        run_study(p, "ridge", schema, X, y)
+    assert "s3cret" not in str(info.value) and "ann:***@db.example.org" in str(info.value)

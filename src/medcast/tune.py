@@ -110,11 +110,21 @@ def open_storage(cfg: TuneConfig, attempts: int = 20) -> Any:
             # Concurrent DDL: duplicate type/table (PostgreSQL), "database is locked" (SQLite).
             racing = not isinstance(err, sqlalchemy.exc.OperationalError) or "locked" in str(err)
             if not racing or attempt == attempts - 1:
-                raise ConfigError(f"tune.storage: cannot open '{cfg.storage}': {err}") from None
+                raise ConfigError(f"tune.storage: cannot open '{shown_url(cfg.storage)}': {err}") from None
             time.sleep(_POLL_S)
         except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
-            raise ConfigError(f"tune.storage: cannot open '{cfg.storage}': {err}") from None
+            raise ConfigError(f"tune.storage: cannot open '{shown_url(cfg.storage)}': {err}") from None
     raise AssertionError("unreachable")
+
+
+def shown_url(url: str) -> str:
+    """The storage URL for messages, with any password masked."""
+    import sqlalchemy.engine
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: nothing to hide in what we can parse
+        return url.split("@")[-1] if "@" in url else url
 
 
 def _sampler(seed: int) -> Any:
@@ -246,7 +256,7 @@ def join_study(params: Params, model: str, X: pd.DataFrame) -> Any:
                 return study
         if time.monotonic() > deadline:
             raise ConfigError(
-                f"no open study '{name}' in {cfg.storage} after {cfg.worker_wait:g} s: start "
+                f"no open study '{name}' in {shown_url(cfg.storage)} after {cfg.worker_wait:g} s: start "
                 "`dvc repro tune` (same params.yaml and data) with this tune.storage"
             )
         time.sleep(_POLL_S)
