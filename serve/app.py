@@ -238,6 +238,38 @@ def create_app(
             "latency_ms": latency_ms,
         }
 
+    async def answer(request: Request, batch: bool) -> Response:
+        """Both prediction routes: decode, one model call, rows offered to the log before the
+        2xx (a full buffer answers 503 instead)."""
+        start = time.perf_counter()
+        model = svc.model
+        if model is None:
+            return _error(503, f"model not ready: {svc.model_error}")
+        body = await request.body()
+        try:
+            patients = (model.schema.decode_batch(body) if batch
+                        else [model.schema.decode_one(body)])
+        except InputError as exc:
+            return _error(exc.status, exc.detail, exc.field)
+        astuple = msgspec.structs.astuple
+        values = model.predict_rows([astuple(p) for p in patients]).tolist()
+        rid = uuid.uuid4().hex
+        latency = (time.perf_counter() - start) * 1000
+        now = datetime.now(UTC)
+        rows = [
+            _row(rid, i, now, model, p, v, latency)
+            for i, (p, v) in enumerate(zip(patients, values, strict=True))
+        ]
+        if not plog.offer(rows):
+            return _error(503, "prediction log buffer is full; retry later", **{"Retry-After": "1"})
+        metrics.predictions += len(rows)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",
+                         rid, len(rows), latency)
+        out = (BatchOut(values, model.md5, rid, len(values)) if batch
+               else PredictionOut(values[0], model.md5, rid))
+        return Response(_encode(out), media_type=JSON, headers={"X-Request-ID": rid})
+
     @post(
         "/predict",
         status_code=200,
@@ -247,29 +279,7 @@ def create_app(
         responses={200: ResponseSpec(PredictionOut, description="the prediction"), **ERRORS},
     )
     async def predict(request: Request) -> Response:
-        start = time.perf_counter()
-        model = svc.model
-        if model is None:
-            return _error(503, f"model not ready: {svc.model_error}")
-        body = await request.body()
-        try:
-            patient = model.schema.decode_one(body)
-        except InputError as exc:
-            return _error(exc.status, exc.detail, exc.field)
-        value = float(model.predict_rows([msgspec.structs.astuple(patient)])[0])
-        rid = uuid.uuid4().hex
-        latency = (time.perf_counter() - start) * 1000
-        row = _row(rid, 0, datetime.now(UTC), model, patient, value, latency)
-        if not plog.offer([row]):
-            return _error(503, "prediction log buffer is full; retry later", **{"Retry-After": "1"})
-        metrics.predictions += 1
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("predict request_id=%s latency_ms=%.2f", rid, latency)
-        return Response(
-            _encode(PredictionOut(value, model.md5, rid)),
-            media_type=JSON,
-            headers={"X-Request-ID": rid},
-        )
+        return await answer(request, batch=False)
 
     @post(
         "/predict/batch",
@@ -280,34 +290,7 @@ def create_app(
         responses={200: ResponseSpec(BatchOut, description="predictions in input order"), **ERRORS},
     )
     async def predict_batch(request: Request) -> Response:
-        start = time.perf_counter()
-        model = svc.model
-        if model is None:
-            return _error(503, f"model not ready: {svc.model_error}")
-        body = await request.body()
-        try:
-            instances = model.schema.decode_batch(body)
-        except InputError as exc:
-            return _error(exc.status, exc.detail, exc.field)
-        astuple = msgspec.structs.astuple
-        values = model.predict_rows([astuple(p) for p in instances]).tolist()
-        rid = uuid.uuid4().hex
-        latency = (time.perf_counter() - start) * 1000
-        now = datetime.now(UTC)
-        rows = [
-            _row(rid, i, now, model, p, v, latency)
-            for i, (p, v) in enumerate(zip(instances, values, strict=True))
-        ]
-        if not plog.offer(rows):
-            return _error(503, "prediction log buffer is full; retry later", **{"Retry-After": "1"})
-        metrics.predictions += len(rows)
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("batch request_id=%s n=%d latency_ms=%.2f", rid, len(rows), latency)
-        return Response(
-            _encode(BatchOut(values, model.md5, rid, len(values))),
-            media_type=JSON,
-            headers={"X-Request-ID": rid},
-        )
+        return await answer(request, batch=True)
 
     @get("/model", summary="The model card of the served model")
     async def model_card() -> Response:
