@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params insurance-data notebooks bench tune-worker bench-tune serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -32,10 +32,19 @@ test: install  ## install, then run the test suite
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
 	$(BIN)/python -m medcast.config $(O)
 
-insurance-data: install  ## copy the insurance table into data/raw and track it: make insurance-data CSV=path/to/insurance.csv
+data: install  ## copy a table into data/raw/NAME.<ext> and track it with DVC: make data NAME=trial FILE=path/to/table.csv
+	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make data NAME=<dataset name> FILE=<path to a .csv/.tsv/.parquet table>"; exit 2; }
+	@test -f "$(FILE)" || { echo "make data: $(FILE): no such file"; exit 2; }
+	@ext=$$(echo "$(suffix $(FILE))" | tr A-Z a-z); dest="data/raw/$(NAME)$${ext:-.csv}"; \
+	  cp "$(FILE)" "$$dest" && $(BIN)/dvc add -q "$$dest" && \
+	  echo "$$dest tracked by DVC: git add $$dest.dvc data/raw/.gitignore"
+
+insurance-data: install  ## the insurance table: make insurance-data CSV=path/to/insurance.csv (= make data NAME=insurance)
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
-	cp "$(CSV)" data/raw/insurance.csv
-	$(BIN)/dvc add data/raw/insurance.csv
+	$(MAKE) --no-print-directory data NAME=insurance FILE="$(CSV)"
+
+params-reset:  ## restore the committed params.yaml (a failed `dvc exp run -S ...` leaves it switched)
+	git checkout HEAD -- params.yaml
 
 notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/notebooks/ (after make repro)
 	$(BIN)/python -m medcast.notebooks

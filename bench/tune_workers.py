@@ -27,12 +27,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from medcast.config import compose, parse_params  # noqa: E402
+from medcast.config import compose, load_params  # noqa: E402
 from medcast.tune import TICKET, open_storage  # noqa: E402
 
 
 def workspace(root: Path, storage: str, trials: int, model: str) -> None:
-    raw = compose([f"tune.n_trials={trials}"], config_dir=ROOT / "conf")
+    import shutil
+
+    shutil.copytree(ROOT / "conf", root / "conf")
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    raw = compose([f"tune.n_trials={trials}"], config_dir=ROOT / "conf/params")
     raw["tune"]["storage"] = storage
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     subprocess.run([sys.executable, "-m", "medcast.preprocess"], cwd=root, check=True,
@@ -66,7 +70,7 @@ def one_run(pg: str, processes: int, trials: int, model: str) -> dict:
                     sys.exit(f"tune process failed ({p.returncode}):\n{err[-3000:]}")
             import optuna
 
-            params = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+            params = load_params(root / "params.yaml")
 
             (summary,) = optuna.get_all_study_summaries(open_storage(params.tune))
             study = optuna.load_study(study_name=summary.study_name, storage=open_storage(params.tune))

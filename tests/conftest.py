@@ -10,16 +10,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Small enough for seconds, large enough to exercise every code path (pruning, MLP callbacks).
+# Small enough for seconds, large enough to exercise every code path (pruning, MLP callbacks):
+# params.yaml overrides, and model defaults (conf/model/<name>.yaml) overrides.
 TINY_OVERRIDES = [
-    "train.models.mlp.epochs=4",
-    "train.models.mlp.patience=2",
-    "train.models.mlp.lr_patience=1",
-    "train.models.random_forest.n_estimators=20",
-    "train.models.gradient_boosting.n_estimators=20",
     "tune.n_trials=3",
     "plot.permutation_repeats=2",
 ]
+TINY_MODELS: dict[str, dict[str, Any]] = {
+    "mlp": {"epochs": 4, "patience": 2, "lr_patience": 1},
+    "random_forest": {"n_estimators": 20},
+    "gradient_boosting": {"n_estimators": 20},
+    "hist_boosting": {"max_iter": 20},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -34,13 +36,33 @@ def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 def base_params() -> dict[str, Any]:
     from medcast.config import compose
 
-    return compose(config_dir=ROOT / "conf")
+    return compose(config_dir=ROOT / "conf/params")
 
 
 def tiny_params(*extra: str) -> dict[str, Any]:
+    """params.yaml as composed with the tiny overrides (and any `key=value` in extra)."""
     from medcast.config import compose
 
-    return compose([*TINY_OVERRIDES, *extra], config_dir=ROOT / "conf")
+    return compose([*TINY_OVERRIDES, *extra], config_dir=ROOT / "conf/params")
+
+
+def tiny_models(**extra: dict[str, Any]) -> dict[str, Any]:
+    """conf/model/ with the tiny model defaults (and any per-model `name={key: value}`)."""
+    from dataclasses import replace
+
+    from medcast.config import load_models
+
+    models = load_models(ROOT)
+    changes = {name: {**TINY_MODELS.get(name, {}), **extra.get(name, {})} for name in models}
+    return {name: replace(cfg, defaults={**cfg.defaults, **changes[name]})
+            for name, cfg in models.items()}
+
+
+def tiny(*extra: str, **models: dict[str, Any]) -> Any:
+    """The typed Params of the tiny study (repository conf files, tiny overrides)."""
+    from medcast.config import parse_params
+
+    return parse_params(tiny_params(*extra), ROOT, models=tiny_models(**models))
 
 
 def venv_env(**extra: str) -> dict[str, str]:

@@ -33,3 +33,68 @@ def write_insurance_csv(path, n: int = 200, seed: int = 0) -> pd.DataFrame:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return frame
+
+
+def messy_clinical_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """A clinical table as it comes: an id column, two columns nobody wants (free text, a date),
+    a dotted column name, 30% missing in two numbers and one category, categories padded with
+    spaces, and a few rows without the target. The outcome rises with age, smoking and blood
+    pressure, and with hypertension."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(20, 80, n)
+    cig = np.round(rng.gamma(2.0, 6.0, n), 1)
+    sbp = np.round(rng.normal(135, 18, n).clip(90, 200), 1)
+    hyper = np.where(sbp + rng.normal(0, 10, n) > 140, " Yes", "No ")
+    sex = rng.choice(["F", "M"], n)
+    outcome = (0.8 * age + 0.5 * cig + 0.3 * (sbp - 135) + np.where(hyper == " Yes", 12.0, 0.0)
+               + np.where(sex == "M", 3.0, 0.0) + rng.normal(0, 6, n))
+    frame = pd.DataFrame({
+        "record id": [f"P{i:05d}" for i in rng.permutation(n)],
+        "age": age,
+        "BL.Cig.Day": cig,
+        "sbp": sbp,
+        "Hypertension": hyper,
+        "sex": sex,
+        "notes": rng.choice(["seen", "phoned", "no show", ""], n),
+        "visit date": pd.date_range("2024-01-01", periods=n, freq="D").strftime("%Y-%m-%d"),
+        "outcome": np.round(outcome, 3),
+    })
+    frame["BL.Cig.Day"] = frame["BL.Cig.Day"].astype(object)
+    for column in ("BL.Cig.Day", "sbp", "Hypertension"):
+        frame.loc[rng.random(n) < 0.3, column] = None
+    frame.loc[rng.random(n) < 0.03, "outcome"] = None
+    return frame
+
+
+def messy_clinical_conf() -> dict:
+    """conf/dataset/trial.yaml for messy_clinical_frame written to data/raw/trial.csv."""
+    return {
+        "name": "trial",
+        "source": {"format": "csv", "path": "data/raw/trial.csv"},
+        "target": "outcome",
+        "target_unit": "score",
+        "id": "record id",
+        "ignore": ["notes", "visit date"],
+        "columns": {
+            "age": {"type": "int", "min": 0, "max": 120, "unit": "years"},
+            "BL.Cig.Day": {"type": "float", "min": 0, "max": 200, "unit": "cigarettes/day",
+                           "missing": True},
+            "sbp": {"type": "float", "min": 50, "max": 260, "unit": "mmHg", "missing": True},
+            "Hypertension": {"type": "category", "categories": ["No", "Yes"], "missing": True},
+            "sex": {"type": "category", "categories": ["F", "M"]},
+            "outcome": {"type": "float", "min": -100, "max": 400},
+        },
+    }
+
+
+def messy_clinical_spec():
+    from medcast.datasets.spec import parse_dataset
+
+    return parse_dataset(messy_clinical_conf(), "conf/dataset/trial.yaml", "trial")
+
+
+def write_messy_clinical_csv(path, n: int = 300, seed: int = 0) -> pd.DataFrame:
+    frame = messy_clinical_frame(n, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame

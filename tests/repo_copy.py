@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import ROOT, TINY_OVERRIDES, venv_env
+from tests.conftest import ROOT, TINY_MODELS, TINY_OVERRIDES, venv_env
 
 GIT_ID = {
     "GIT_AUTHOR_NAME": "medcast tests", "GIT_AUTHOR_EMAIL": "tests@medcast.invalid",
@@ -37,17 +37,29 @@ def tracked_files() -> list[str]:
 
 
 def tiny_conf(conf: Path, extra: dict[str, Any] | None = None) -> None:
-    """Rewrite conf/config.yaml with the tiny overrides baked in (so `dvc exp run -S` composes
-    tiny params too)."""
-    cfg = yaml.safe_load((conf / "config.yaml").read_text())
+    """Bake the tiny overrides into conf/ (so `dvc exp run -S` composes tiny params too):
+    dotted params keys into conf/params/config.yaml, `model.<name>.<key>` into the defaults of
+    conf/model/<name>.yaml."""
+    cfg_path = conf / "params/config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    models: dict[str, dict[str, Any]] = {k: dict(v) for k, v in TINY_MODELS.items()}
     for item in [*TINY_OVERRIDES, *[f"{k}={v}" for k, v in (extra or {}).items()]]:
         dotted, value = item.split("=", 1)
+        if dotted.startswith("model."):
+            _, name, key = dotted.split(".", 2)
+            models.setdefault(name, {})[key] = yaml.safe_load(value)
+            continue
         *parents, leaf = dotted.split(".")
         node = cfg
         for key in parents:
             node = node[key]
         node[leaf] = yaml.safe_load(value)
-    (conf / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for name, changes in models.items():
+        path = conf / "model" / f"{name}.yaml"
+        model = yaml.safe_load(path.read_text())
+        model["defaults"] = {**(model.get("defaults") or {}), **changes}
+        path.write_text(yaml.safe_dump(model, sort_keys=False))
 
 
 def make_copy(dest: Path, **conf_overrides: Any) -> Path:

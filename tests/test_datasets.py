@@ -1,23 +1,26 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from medcast.config import parse_params
-from medcast.datasets import load_raw, validate
-from medcast.errors import DataValidationError
-from tests.conftest import tiny_params
-from tests.factories import insurance_frame
+from medcast.datasets import drop_missing_target, load_raw, validate
+from medcast.datasets.spec import ColumnSpec, SourceConfig, parse_dataset
+from medcast.errors import ConfigError, DataValidationError
+from tests.conftest import tiny
+from tests.factories import insurance_frame, messy_clinical_frame, messy_clinical_spec
 
 
 @pytest.fixture(scope="module")
 def insurance_ds():
-    return parse_params(tiny_params("dataset=insurance")).dataset
+    return tiny("dataset=insurance").dataset
 
 
 @pytest.fixture(scope="module")
 def diabetes_ds():
-    return parse_params(tiny_params()).dataset
+    return tiny().dataset
 
 
 def as_text(frame):
@@ -25,12 +28,12 @@ def as_text(frame):
     return frame.astype(str)
 
 
-def test_diabetes_loads_unscaled_in_clinical_units(diabetes_ds):
+def test_diabetes_loads_unscaled_in_clinical_units_with_sex_as_a_code(diabetes_ds):
     frame = validate(load_raw(diabetes_ds), diabetes_ds)
     assert frame.shape == (442, 11)
     assert list(frame.columns) == [*diabetes_ds.features, "progression"]
     assert frame["age"].between(19, 79).all()
-    assert set(frame["sex"].unique()) == {1.0, 2.0}
+    assert set(frame["sex"].unique()) == {"1", "2"}  # a category: no sex 1.5
     assert frame["bmi"].between(18, 43).all()
 
 
@@ -51,11 +54,12 @@ def _broken(mutate):
     ("mutate", "message"),
     [
         (lambda f: f.drop(columns="bmi", inplace=True), r"missing column\(s\) \['bmi'\]"),
-        (lambda f: f.insert(0, "patient_id", "x"), r"unexpected column\(s\) \['patient_id'\]"),
+        (lambda f: f.insert(0, "patient_id", "x"),
+         r"unexpected column\(s\) \['patient_id'\]: list them under `ignore:` in conf/dataset/insurance.yaml"),
         (lambda f: f.loc.__setitem__((3, "age"), "forty"), r"column 'age': not a number \(\['forty'\]\) in row 4"),
-        (lambda f: f.loc.__setitem__((2, "bmi"), ""), r"column 'bmi': missing, NaN or infinite value in row 3"),
-        (lambda f: f.loc.__setitem__((5, "bmi"), "nan"), r"column 'bmi': missing, NaN or infinite value in row 6"),
-        (lambda f: f.loc.__setitem__((7, "charges"), "inf"), r"column 'charges': missing, NaN or infinite value in row 8"),
+        (lambda f: f.loc.__setitem__((2, "bmi"), ""), r"column 'bmi': missing value in row 3 \(if it may be missing, declare `missing: true`"),
+        (lambda f: f.loc.__setitem__((5, "bmi"), "NaN"), r"column 'bmi': missing value in row 6"),
+        (lambda f: f.loc.__setitem__((7, "charges"), "inf"), r"column 'charges': infinite value in row 8"),
         (lambda f: f.loc.__setitem__((1, "age"), "250"), r"column 'age': out of range \[0.0, 120.0\] years in row 2"),
         (lambda f: f.loc.__setitem__((0, "children"), "1.5"), r"column 'children': expected whole numbers.* in row 1"),
         (lambda f: f.loc.__setitem__((4, "smoker"), "sometimes"), r"column 'smoker': unknown category \['sometimes'\] in row 5"),
@@ -76,13 +80,152 @@ def test_validate_lists_many_rows_compactly(insurance_ds):
         validate(frame, insurance_ds)
 
 
+def test_validate_finds_every_problem_in_one_pass(insurance_ds):
+    frame = as_text(insurance_frame(20))
+    frame.loc[3, "age"] = "forty"
+    frame.loc[4, "smoker"] = "maybe"
+    with pytest.raises(DataValidationError) as err:
+        validate(frame, insurance_ds)
+    assert "column 'age'" in str(err.value) and "column 'smoker'" in str(err.value)
+
+
 def test_validate_numeric_frame_with_nan(diabetes_ds):
-    frame = load_raw(diabetes_ds)
-    frame.loc[10, "s5"] = np.nan
-    with pytest.raises(DataValidationError, match=r"column 's5': missing, NaN or infinite value in row 11"):
-        validate(frame, diabetes_ds)
+    raw = load_raw(diabetes_ds)
+    raw.frame.loc[10, "s5"] = None
+    with pytest.raises(DataValidationError, match=r"column 's5': missing value in row 11"):
+        validate(raw, diabetes_ds)
 
 
-def test_missing_csv_says_where_to_get_it(insurance_ds, tmp_path):
-    with pytest.raises(DataValidationError, match="file not found.*README"):
+def test_missing_file_says_which_and_the_command_that_gets_it(insurance_ds, tmp_path):
+    with pytest.raises(DataValidationError,
+                       match=r"data/raw/insurance.csv: file not found. Get the insurance table "
+                             r"with `make data NAME=insurance FILE="):
         load_raw(insurance_ds, root=tmp_path)
+
+
+def test_missing_target_is_allowed_then_dropped_and_counted(insurance_ds):
+    frame = as_text(insurance_frame(30))
+    frame.loc[[2, 7, 11], "charges"] = ["", "NA", "."]
+    clean = validate(frame, insurance_ds)
+    kept, dropped = drop_missing_target(clean, insurance_ds)
+    assert dropped == 3 and len(kept) == 27
+    assert kept["charges"].notna().all()
+
+
+# ---- a messy clinical table: chosen columns, ignored ones, an id, missing values, dots
+
+
+def test_messy_table_validates_with_nulls_where_declared(tmp_path):
+    frame = messy_clinical_frame(200, seed=3)
+    ds = messy_clinical_spec()
+    clean = validate(frame.astype(object).where(frame.notna(), ""), ds)
+    assert list(clean.columns) == ds.used  # id first, ignored columns gone
+    assert clean["BL.Cig.Day"].isna().mean() > 0.2
+    assert clean["Hypertension"].isna().mean() > 0.2
+    assert set(clean["Hypertension"].dropna()) <= {"No", "Yes"}  # "No " and " Yes" stripped
+    assert clean["record id"].is_unique
+
+
+def test_undeclared_missing_values_name_column_and_rows():
+    frame = messy_clinical_frame(60, seed=1).astype(object)
+    ds = messy_clinical_spec()
+    ds = dataclasses.replace(ds, columns={**ds.columns,
+                                          "BL.Cig.Day": ColumnSpec("float", 0, 200)})
+    with pytest.raises(DataValidationError, match=r"column 'BL.Cig.Day': missing value in rows"):
+        validate(frame.where(frame.notna(), "NA"), ds)
+
+
+def test_ignored_column_that_does_not_exist_is_reported():
+    frame = messy_clinical_frame(30, seed=1).astype(object)
+    ds = messy_clinical_spec()
+    ds = dataclasses.replace(ds, ignore=(*ds.ignore, "no_such_column"))
+    with pytest.raises(DataValidationError, match=r"`ignore:` names column\(s\) \['no_such_column'\]"):
+        validate(frame.where(frame.notna(), ""), ds)
+
+
+def test_id_must_be_unique_and_present():
+    frame = messy_clinical_frame(30, seed=1).astype(object)
+    frame = frame.where(frame.notna(), "")
+    frame.loc[5, "record id"] = frame.loc[4, "record id"]
+    with pytest.raises(DataValidationError, match=r"id column 'record id': repeated value"):
+        validate(frame, messy_clinical_spec())
+
+
+def test_custom_na_tokens_replace_the_defaults():
+    frame = messy_clinical_frame(40, seed=2).astype(object)
+    frame = frame.where(frame.notna(), "-999")
+    ds = dataclasses.replace(messy_clinical_spec(), na_values=("-999",))
+    clean = validate(frame, ds)
+    assert clean["BL.Cig.Day"].isna().any()
+
+
+def test_csv_with_semicolons_decimal_commas_and_latin1(tmp_path):
+    raw = tmp_path / "data/raw/t.csv"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes("pid;âge;poids;y\n1;40;70,5;1,25\n2;51;;2,5\n3;62;80,25;\n".encode("latin-1"))
+    ds = parse_dataset({
+        "name": "t", "source": {"format": "csv", "path": "data/raw/t.csv", "delimiter": ";",
+                                "decimal": ",", "encoding": "latin-1"},
+        "target": "y", "target_unit": "u", "id": "pid",
+        "columns": {"âge": {"type": "int"}, "poids": {"type": "float", "missing": True},
+                    "y": {"type": "float"}},
+    }, "t.yaml")
+    clean = validate(load_raw(ds, tmp_path), ds)
+    assert clean["poids"].tolist()[0] == 70.5 and np.isnan(clean["poids"].tolist()[1])
+    assert clean["y"].tolist()[:2] == [1.25, 2.5]
+    assert drop_missing_target(clean, ds)[1] == 1
+
+
+def test_wrong_encoding_is_one_clear_message(tmp_path):
+    raw = tmp_path / "data/raw/t.csv"
+    raw.parent.mkdir(parents=True)
+    raw.write_bytes("a,y\n\xe9,1\n".encode("latin-1"))
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t.csv"},
+                        "target": "y", "target_unit": "u",
+                        "columns": {"a": {"type": "category", "categories": ["x"]},
+                                    "y": {"type": "float"}}}, "t.yaml")
+    with pytest.raises(DataValidationError, match=r"not utf-8 text .* set source.encoding"):
+        validate(load_raw(ds, tmp_path), ds)
+
+
+def test_parquet_source_reads_only_the_used_columns(tmp_path):
+    frame = messy_clinical_frame(80, seed=5)
+    path = tmp_path / "data/raw/trial.parquet"
+    path.parent.mkdir(parents=True)
+    frame.to_parquet(path)
+    ds = dataclasses.replace(messy_clinical_spec(),
+                             source=SourceConfig("parquet", "data/raw/trial.parquet"))
+    raw = load_raw(ds, tmp_path)
+    assert set(raw.frame.columns) == set(ds.used)
+    assert set(raw.header) == set(frame.columns)
+    clean = validate(raw, ds)
+    assert clean["BL.Cig.Day"].isna().sum() == frame["BL.Cig.Day"].isna().sum()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"source": {"format": "csv", "path": "elsewhere/t.csv"}}, r"source.path: 'elsewhere/t.csv' is not under data/raw/"),
+        ({"id": "y"}, r"id: 'y' is also listed under columns"),
+        ({"ignore": ["a"]}, r"ignore: \['a'\] also used"),
+        ({"columns": {"a": {"type": "category", "categories": ["(missing)"]}, "y": {"type": "float"}}},
+         r"'\(missing\)' is reserved"),
+        ({"columns": {"a": {"type": "float"}, "y": {"type": "category", "categories": ["p"]}}},
+         r"the target must be a number"),
+    ],
+)
+def test_dataset_description_errors_name_the_key(change, message):
+    base = {"name": "t", "source": {"format": "csv", "path": "data/raw/t.csv"}, "target": "y",
+            "target_unit": "u", "columns": {"a": {"type": "float"}, "y": {"type": "float"}}}
+    with pytest.raises(ConfigError, match=message):
+        parse_dataset({**base, **change}, "conf/dataset/t.yaml")
+
+
+def test_categories_given_as_numbers_in_yaml_are_text():
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t.csv"},
+                        "target": "y", "target_unit": "u",
+                        "columns": {"sex": {"type": "category", "categories": [1, 2]},
+                                    "y": {"type": "float"}}}, "t.yaml")
+    assert ds.columns["sex"].categories == ("1", "2")
+    clean = validate(pd.DataFrame({"sex": ["1", " 2"], "y": ["3", "4"]}), ds)
+    assert clean["sex"].tolist() == ["1", "2"]

@@ -4,11 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medcast.config import parse_params
 from medcast.datasets import validate
 from medcast.drift import PSI_MAJOR, drift_table, level, psi_categorical, psi_numeric
 from medcast.features import infer_schema
-from tests.conftest import tiny_params
+from tests.conftest import tiny
 from tests.factories import insurance_frame
 
 
@@ -37,7 +36,7 @@ def test_psi_refuses_empty_samples():
 
 
 def test_drift_table_flags_the_shifted_feature_only():
-    p = parse_params(tiny_params("dataset=insurance"))
+    p = tiny("dataset=insurance")
     train = validate(insurance_frame(800, seed=0).astype(str), p.dataset)
     served = validate(insurance_frame(800, seed=1).astype(str), p.dataset)
     served["bmi"] = served["bmi"] + 8  # a heavier population arrives

@@ -8,13 +8,13 @@ SHOW = [
         "params": {"params.yaml": {"data": {"dataset": {"name": "diabetes"}, "tune": {"n_trials": 3}}}},
         "metrics": {"reports/metrics.json": {"data": {
             "model": "ridge", "test": {"r2": 0.45, "rmse": 53.0, "mae": 42.0},
-            "cv": {"r2_mean": 0.48, "r2_std": 0.04}}}}}},
+            "cv": {"r2": 0.48, "r2_std": 0.04}}}}}},
     {"rev": "abc123", "name": "main", "data": {"rev": "abc123", "params": {}, "metrics": {}},
      "experiments": [{"name": "ins", "revs": [{"rev": "def456", "name": "ins", "data": {
          "rev": "def456", "timestamp": "2026-11-22T04:00:00",
          "params": {"params.yaml": {"data": {"dataset": {"name": "insurance"}}}},
          "metrics": {"reports/metrics.json": {"data": {
-             "model": "gradient_boosting", "test": {"r2": 0.88}, "cv": {"r2_mean": 0.86}}}}}}]}]},
+             "model": "gradient_boosting", "test": {"r2": 0.88}, "cv": {"r2": 0.86}}}}}}]}]},
 ]
 
 

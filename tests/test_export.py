@@ -14,7 +14,6 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from medcast import models
-from medcast.config import parse_params
 from medcast.datasets import load_raw, validate
 from medcast.errors import ArtifactError, DataValidationError
 from medcast.export import (
@@ -31,7 +30,7 @@ from medcast.export import (
 from medcast.features import FeatureSchema
 from medcast.models.io import load_model, save_model
 from medcast.preprocess import split
-from tests.conftest import tiny_params
+from tests.conftest import tiny
 from tests.factories import insurance_frame
 
 DATASETS = ("diabetes", "insurance")
@@ -39,7 +38,7 @@ RTOL = 1e-4
 
 
 def _split(dataset: str) -> tuple[dict, FeatureSchema, pd.DataFrame, pd.Series, pd.DataFrame]:
-    p = parse_params(tiny_params(f"dataset={dataset}"))
+    p = tiny(f"dataset={dataset}")
     raw = load_raw(p.dataset) if dataset == "diabetes" else insurance_frame(300, seed=3).astype(str)
     train, test, schema = split(validate(raw, p.dataset), p.dataset, p.preprocess)
     return p, schema, train[schema.names], train[schema.target], test[schema.names]
@@ -90,10 +89,10 @@ def _run_with_onnxruntime_only(path: Path, feed: dict[str, np.ndarray]) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("name", list(models.CANDIDATES))
+@pytest.mark.parametrize("name", list(models.REGISTRY))
 def test_every_candidate_exports_one_graph_matching_sklearn(data, name, tmp_path):
     p, schema, X, y, X_test = data
-    est = models.build(name, p.train.models[name], schema, seed=0).fit(X, y)
+    est = models.build(name, p.models[name].defaults, schema, seed=0).fit(X, y)
     # Export what the evaluate stage will have: the pipeline as tune saved and load_model read
     # it (a reloaded Keras network has never been called, which export must cope with).
     save_model(est, tmp_path / "tuned", {"model": name})
@@ -181,7 +180,7 @@ def test_cutoff_indicator_at_the_threshold_follows_sklearn(insurance, name):
     1.20's Binarizer says it is), just above and below are decided as scikit-learn does."""
     p, schema, X, y, X_test = insurance
     assert [f.cutoffs for f in schema.features if f.name == "bmi"] == [(30.0,)]
-    est = models.build(name, p.train.models[name], schema, seed=0).fit(X, y)
+    est = models.build(name, p.models[name].defaults, schema, seed=0).fit(X, y)
     names = est.named_steps["preprocess"].get_feature_names_out()
     assert "bmi>30__bmi" in names
     probe = pd.concat([X_test.head(1)] * 5, ignore_index=True)
@@ -227,7 +226,7 @@ def test_onnx_inputs_gives_float32_and_string_columns(insurance):
 @pytest.fixture(scope="module")
 def ridge(insurance):
     p, schema, X, y, X_test = insurance
-    est = models.build("ridge", p.train.models["ridge"], schema, seed=0).fit(X, y)
+    est = models.build("ridge", p.models["ridge"].defaults, schema, seed=0).fit(X, y)
     return est, to_onnx(est, schema), schema, X_test
 
 

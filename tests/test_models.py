@@ -5,28 +5,27 @@ import pytest
 from sklearn.base import clone
 
 from medcast import models
-from medcast.config import parse_params
 from medcast.datasets import validate
 from medcast.errors import ArtifactError, ConfigError
 from medcast.features import infer_schema, split_xy
 from medcast.models.io import load_model, save_model
-from tests.conftest import tiny_params
+from tests.conftest import tiny
 from tests.factories import insurance_frame
 
 
 @pytest.fixture(scope="module")
 def insurance():
-    p = parse_params(tiny_params("dataset=insurance"))
+    p = tiny("dataset=insurance")
     frame = validate(insurance_frame(160, seed=3).astype(str), p.dataset)
     schema = infer_schema(frame, p.dataset)
     X, y = split_xy(frame, schema)
     return p, schema, X, y
 
 
-@pytest.mark.parametrize("name", [n for n in models.CANDIDATES if n != "mlp"])
+@pytest.mark.parametrize("name", [n for n in models.REGISTRY if n != "mlp"])
 def test_every_sklearn_candidate_fits_and_predicts_in_target_units(insurance, name):
     p, schema, X, y = insurance
-    est = models.build(name, p.train.models[name], schema, seed=0).fit(X, y)
+    est = models.build(name, p.models[name].defaults, schema, seed=0).fit(X, y)
     pred = est.predict(X)
     assert pred.shape == (len(X),)
     assert np.isfinite(pred).all()
@@ -36,7 +35,7 @@ def test_every_sklearn_candidate_fits_and_predicts_in_target_units(insurance, na
 def test_smokers_are_predicted_to_cost_more(insurance):
     """Behaviour that must hold for any sensible medical-cost model."""
     p, schema, X, y = insurance
-    est = models.build("ridge", p.train.models["ridge"], schema, seed=0).fit(X, y)
+    est = models.build("ridge", p.models["ridge"].defaults, schema, seed=0).fit(X, y)
     smokers, non_smokers = X.copy(), X.copy()
     smokers["smoker"], non_smokers["smoker"] = "yes", "no"
     assert (est.predict(smokers) > est.predict(non_smokers)).all()
@@ -44,13 +43,13 @@ def test_smokers_are_predicted_to_cost_more(insurance):
 
 def test_unknown_hyperparameter_is_a_config_error(insurance):
     _, schema, _, _ = insurance
-    with pytest.raises(ConfigError, match=r"train.models.ridge: .*alpah"):
+    with pytest.raises(ConfigError, match=r"conf/model/ridge.yaml: .*alpah"):
         models.build("ridge", {"alpah": 1.0}, schema, seed=0)
 
 
 def test_mlp_is_a_sklearn_regressor_and_deterministic(insurance):
     p, schema, X, y = insurance
-    est = models.build("mlp", p.train.models["mlp"], schema, seed=7)
+    est = models.build("mlp", p.models["mlp"].defaults, schema, seed=7)
     twin = clone(est)
     assert twin.get_params()["model__regressor__units"] == [64, 32]
     a = est.fit(X, y).predict(X)
@@ -65,7 +64,7 @@ def test_mlp_is_a_sklearn_regressor_and_deterministic(insurance):
 @pytest.mark.parametrize("name", ["spline_ridge", "gradient_boosting", "mlp"])
 def test_save_and_load_round_trip_predicts_identically(insurance, tmp_path, name):
     p, schema, X, y = insurance
-    est = models.build(name, p.train.models[name], schema, seed=0).fit(X, y)
+    est = models.build(name, p.models[name].defaults, schema, seed=0).fit(X, y)
     save_model(est, tmp_path, {"model": name})
     loaded = load_model(tmp_path)
     np.testing.assert_allclose(loaded.predict(X), est.predict(X), rtol=1e-6)
@@ -88,3 +87,80 @@ def test_load_refuses_garbage_file(tmp_path):
     (tmp_path / "pipeline.skops").write_bytes(b"\x80\x04not a zip")
     with pytest.raises(ArtifactError, match="not a valid skops file"):
         load_model(tmp_path)
+
+
+def test_every_model_record_has_its_conf_file_and_back():
+    from medcast.config import load_models
+    from tests.conftest import ROOT
+
+    models.check_configs(list(load_models(ROOT)))  # raises on any difference
+    with pytest.raises(ConfigError, match=r"files without a model \['rigde'\]"):
+        models.check_configs([*models.REGISTRY, "rigde"])
+
+
+@pytest.fixture(scope="module")
+def messy():
+    from medcast.features import infer_schema, split_xy
+    from tests.factories import messy_clinical_frame, messy_clinical_spec
+
+    ds = messy_clinical_spec()
+    frame = validate(messy_clinical_frame(240, seed=2).astype(object), ds)
+    frame = frame[frame["outcome"].notna()]
+    schema = infer_schema(frame, ds)
+    X, y = split_xy(frame, schema)
+    return schema, X, y
+
+
+@pytest.mark.parametrize("name", list(models.REGISTRY))
+def test_every_candidate_takes_missing_values(messy, name):
+    from tests.conftest import tiny_models
+
+    schema, X, y = messy
+    assert X.isna().any().sum() == 3
+    est = models.build(name, tiny_models()[name].defaults, schema, seed=0).fit(X, y)
+    pred = est.predict(X)
+    assert np.isfinite(pred).all()
+    blank = X.head(3).copy()
+    blank[schema.nullable] = None
+    assert np.isfinite(est.predict(blank)).all()
+
+
+def test_imputation_is_learned_from_the_rows_it_is_fitted_on(messy):
+    """A missing number becomes the median of the rows the pipeline was fitted on, not of the
+    rows it predicts: what makes imputation inside CV folds leak-free."""
+    schema, X, y = messy
+    est = models.build("ridge", {}, schema, seed=0).fit(X.iloc[:150], y.iloc[:150])
+    prep = est.named_steps["preprocess"]
+    shifted = X.iloc[150:].copy()
+    shifted["sbp"] = shifted["sbp"] + 500  # would move a median taken over these rows
+    row = shifted.head(1).copy()
+    row["sbp"] = None
+    as_median = row.copy()
+    as_median["sbp"] = float(X.iloc[:150]["sbp"].median())
+    names = list(prep.get_feature_names_out())
+    col = names.index("num__sbp")
+    np.testing.assert_allclose(prep.transform(row)[:, col], prep.transform(as_median)[:, col])
+
+
+def test_cross_validation_imputes_inside_each_fold(messy):
+    """medcast's CV scores equal a by-hand CV whose imputer sees only each training fold, and
+    differ from the leaky variant that imputes the whole table first."""
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold
+
+    from medcast.metrics import cross_validate, scores
+
+    schema, X, y = messy
+    est = models.build("ridge", {}, schema, seed=0)
+    ours = [f["rmse"] for f in cross_validate(est, X, y, 4, seed=1)]
+    in_fold, leaky = [], []
+    leaked = X.copy()
+    for name in ("BL.Cig.Day", "sbp"):
+        leaked[name] = leaked[name].fillna(leaked[name].median())
+    for fit, val in KFold(4, shuffle=True, random_state=1).split(X):
+        model = clone(est).fit(X.iloc[fit], y.iloc[fit])
+        in_fold.append(scores(y.iloc[val], model.predict(X.iloc[val]))["rmse"])
+        model = clone(est).fit(leaked.iloc[fit], y.iloc[fit])
+        leaky.append(scores(y.iloc[val], model.predict(leaked.iloc[val]))["rmse"])
+    np.testing.assert_allclose(ours, in_fold)
+    assert not np.allclose(ours, leaky)

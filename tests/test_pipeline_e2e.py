@@ -26,7 +26,7 @@ TINY = {
     "tune.n_trials": "2",
 }
 OUTPUTS = [
-    "data/processed/train.csv", "data/processed/test.csv", "data/processed/schema.json",
+    "data/processed/train.parquet", "data/processed/test.parquet", "data/processed/schema.json",
     "reports/leaderboard.json", "reports/leaderboard.csv", "reports/cv_scores.csv",
     "models/selection.json", "models/tuned/pipeline.skops", "models/tuned/mlp.keras",
     "reports/metrics.json", "reports/predictions.csv", "reports/report.md",
@@ -53,9 +53,9 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
     for rel in OUTPUTS:
         assert (repo / rel).exists(), rel
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["model"] == "mlp" and metrics["dataset"] == "diabetes"
+    assert metrics["model"] == "mlp" and metrics["dataset"] == {"name": "diabetes"}
     assert set(metrics["test"]) == {"r2", "rmse", "mae"}
-    assert {"r2_mean", "r2_std", "rmse_mean", "rmse_std", "mae_mean", "mae_std"} <= set(metrics["cv"])
+    assert {"r2", "r2_std", "rmse", "rmse_std", "mae", "mae_std"} <= set(metrics["cv"])
 
     again = run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
     assert "Running stage" not in again.stdout
@@ -123,8 +123,24 @@ def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     table = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     text = json.dumps(table)
     assert '"ins"' in text
-    assert text.count('"charges"') >= 2 and '"progression"' in text  # params: both datasets
+    runs = [e for row in table for e in [row, *[x for exp in row.get("experiments") or []
+                                               for x in exp.get("revs") or []]]]
+    datasets = [((r.get("data") or {}).get("params") or {}).get("params.yaml", {})
+                .get("data", {}).get("dataset") for r in runs]
+    assert datasets.count("insurance") >= 2 and "diabetes" in datasets  # params: both datasets
     assert text.count('"r2"') >= 3  # metrics column for every run
+
+    # What a researcher sees in a 120-column terminal: the headline first, nothing cut.
+    shown = run(["dvc", "exp", "show"], repo, COLUMNS="120").stdout.splitlines()
+    header = next(line for line in shown if "Experiment" in line)
+    assert "…" not in header
+    for name in ("Experiment", "dataset.name", "model", "test.r2", "test.rmse", "cv.r2"):
+        assert name in header[:120], (name, header[:120])
+    assert " dataset " in f"{header} "  # the dataset param too
+    sorted_rows = run(["dvc", "exp", "show", "--sort-by", "test.r2", "--csv"], repo).stdout
+    assert "test.r2" in sorted_rows.splitlines()[0]
+    diff = run(["dvc", "exp", "diff", "ins"], repo).stdout
+    assert "reports/metrics.json" in diff or "test.r2" in diff or diff.strip() == ""
 
     import mlflow
 
@@ -179,7 +195,7 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
         wait_ready(base, proc, 120, proc.stdout.read)
         card = httpx.get(f"{base}/model", timeout=5).json()
         assert card["onnx_md5"] in lock
-        row = __import__("pandas").read_csv(repo / "data/processed/test.csv").iloc[0]
+        row = __import__("pandas").read_parquet(repo / "data/processed/test.parquet").iloc[0]
         answer = httpx.post(f"{base}/predict", json=row.drop("progression").to_dict(), timeout=5)
         assert answer.status_code == 200, answer.text
     finally:
@@ -225,7 +241,7 @@ def test_notebook_runs_top_to_bottom(built_repo, served, notebook, monkeypatch):
     repo, mlflow_uri = built_repo
     url, db = served
     if notebook.startswith("03"):  # something to monitor: the test split, served in one batch
-        test = json.loads(json.dumps(__import__("pandas").read_csv(repo / "data/processed/test.csv")
+        test = json.loads(json.dumps(__import__("pandas").read_parquet(repo / "data/processed/test.parquet")
                                      .drop(columns="progression").to_dict(orient="records")))
         httpx.post(f"{url}/predict/batch", json={"instances": test}, timeout=10).raise_for_status()
         time.sleep(0.5)  # the log is flushed every ~20 ms

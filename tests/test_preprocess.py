@@ -7,15 +7,14 @@ import sys
 import pandas as pd
 import yaml
 
-from medcast.config import parse_params
 from medcast.datasets import load_raw, validate
 from medcast.preprocess import split
-from tests.conftest import tiny_params, venv_env
+from tests.conftest import tiny, tiny_params, venv_env
 from tests.factories import write_insurance_csv
 
 
 def test_split_is_seeded_and_sized():
-    p = parse_params(tiny_params())
+    p = tiny()
     frame = validate(load_raw(p.dataset), p.dataset)
     train, test, schema = split(frame, p.dataset, p.preprocess)
     again, _, _ = split(frame, p.dataset, p.preprocess)
@@ -27,6 +26,14 @@ def test_split_is_seeded_and_sized():
 
 
 def _run_stage(tmp_path, params):
+    """`python -m medcast.preprocess` in a folder holding params.yaml and the conf files."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    if not (tmp_path / "conf").exists():
+        shutil.copytree(ROOT / "conf", tmp_path / "conf")
+        shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return subprocess.run([sys.executable, "-m", "medcast.preprocess"], cwd=tmp_path,
                           capture_output=True, text=True, env=venv_env(), timeout=120)
@@ -36,7 +43,7 @@ def test_main_writes_splits_and_schema(tmp_path):
     write_insurance_csv(tmp_path / "data/raw/insurance.csv", n=100)
     out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
     assert out.returncode == 0, out.stderr
-    train = pd.read_csv(tmp_path / "data/processed/train.csv")
+    train = pd.read_parquet(tmp_path / "data/processed/train.parquet")
     assert len(train) == 80
     schema = json.loads((tmp_path / "data/processed/schema.json").read_text())
     smoker = next(f for f in schema["features"] if f["name"] == "smoker")
@@ -51,7 +58,7 @@ def test_main_on_bad_data_exits_2_with_one_message_and_no_traceback(tmp_path):
     assert out.returncode == 2
     assert "column 'smoker': unknown category ['maybe'] in row 7" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (tmp_path / "data/processed/train.csv").exists()
+    assert not (tmp_path / "data/processed/train.parquet").exists()
 
 
 def test_main_with_typo_in_params_exits_2(tmp_path):
@@ -66,7 +73,7 @@ def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
     from medcast.features import encoded_name, load_schema, save_schema
     from tests.factories import insurance_frame
 
-    p = parse_params(tiny_params("dataset=insurance"))
+    p = tiny("dataset=insurance")
     _, _, schema = split(validate(insurance_frame(100, seed=4).astype(str), p.dataset), p.dataset,
                          p.preprocess)
     save_schema(schema, tmp_path / "schema.json")
@@ -75,3 +82,43 @@ def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
     assert {f.name: f.cutoffs for f in again.features if f.cutoffs} == {"bmi": (30.0,)}
     assert [encoded_name(n) for n in ("num__age", "cat__smoker_yes", "bmi>30__bmi")] == [
         "age", "smoker_yes", "bmi>30"]
+
+
+def test_main_on_a_messy_table_drops_rows_without_target_and_keeps_the_id(tmp_path):
+    from tests.factories import messy_clinical_conf, write_messy_clinical_csv
+
+    frame = write_messy_clinical_csv(tmp_path / "data/raw/trial.csv", n=200, seed=4)
+    _run_stage(tmp_path, tiny_params())  # copies conf/ first
+    (tmp_path / "conf/dataset/trial.yaml").write_text(yaml.safe_dump(messy_clinical_conf(), sort_keys=False))
+    out = _run_stage(tmp_path, tiny_params("dataset=trial"))
+    assert out.returncode == 0, out.stderr
+    dropped = int(frame["outcome"].isna().sum())
+    assert dropped > 0
+    schema = json.loads((tmp_path / "data/processed/schema.json").read_text())
+    assert schema["n_dropped_missing_target"] == dropped
+    assert schema["id"] == "record id"
+    nullable = {f["name"] for f in schema["features"] if f["nullable"]}
+    assert nullable == {"BL.Cig.Day", "sbp", "Hypertension"}
+    train = pd.read_parquet(tmp_path / "data/processed/train.parquet")
+    test = pd.read_parquet(tmp_path / "data/processed/test.parquet")
+    assert len(train) + len(test) == len(frame) - dropped
+    assert list(train.columns) == ["record id", "age", "BL.Cig.Day", "sbp", "Hypertension",
+                                   "sex", "outcome"]
+    assert train["BL.Cig.Day"].isna().any() and train["Hypertension"].isna().any()
+    assert "dropped" in out.stderr
+
+
+def test_main_without_the_raw_file_says_which_and_how_to_get_it(tmp_path):
+    out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: data/raw/insurance.csv: file not found. Get the insurance table with `make data "
+        "NAME=insurance FILE=<your copy of it>` (or `dvc pull data/raw/insurance.csv.dvc` if a "
+        "colleague pushed it), then run again"]
+
+
+def test_main_with_an_unknown_dataset_lists_the_known_ones(tmp_path):
+    out = _run_stage(tmp_path, tiny_params("dataset=nosuch"))
+    assert out.returncode == 2
+    assert "dataset: no conf/dataset/nosuch.yaml (known: diabetes, insurance" in out.stderr
+    assert "python -m medcast.datasets init" in out.stderr and "Traceback" not in out.stderr

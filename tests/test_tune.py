@@ -1,19 +1,19 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from medcast.config import parse_params
 from medcast.datasets import validate
 from medcast.errors import ConfigError
 from medcast.features import infer_schema, split_xy
 from medcast.tune import run_study, trial_records
-from tests.conftest import tiny_params
+from tests.conftest import tiny
 from tests.factories import insurance_frame
 
 
 def _setup(tmp_path, *overrides):
-    p = parse_params(tiny_params("dataset=insurance", f"tune.storage=sqlite:///{tmp_path}/optuna.db",
-                                 *overrides))
+    p = tiny("dataset=insurance", f"tune.storage=sqlite:///{tmp_path}/optuna.db", *overrides)
     frame = validate(insurance_frame(120, seed=2).astype(str), p.dataset)
     schema = infer_schema(frame, p.dataset)
     return p, schema, *split_xy(frame, schema)
@@ -37,9 +37,12 @@ def test_model_without_search_space_runs_one_trial(tmp_path):
 
 
 def test_bad_search_space_value_is_a_config_error(tmp_path):
-    p, schema, X, y = _setup(tmp_path, "tune.search_spaces.knn.weights.choices=[uniform,bogus]",
-                             "tune.n_trials=8")
-    with pytest.raises(ConfigError, match="tune.search_spaces.knn"):
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=8")
+    knn = p.models["knn"]
+    bad = dataclasses.replace(knn, search_space={**knn.search_space,
+                                                 "weights": {"choices": ["uniform", "bogus"]}})
+    p = dataclasses.replace(p, models={**p.models, "knn": bad})
+    with pytest.raises(ConfigError, match="conf/model/knn.yaml"):
         run_study(p, "knn", schema, X, y)
 
 
@@ -54,7 +57,7 @@ def test_first_trial_scores_the_defaults_that_lie_in_the_space(tmp_path):
 
     p, schema, X, y = _setup(tmp_path, "tune.n_trials=3")
     study = run_study(p, "knn", schema, X, y)
-    assert study.trials[0].params == {"n_neighbors": 15, "weights": "distance"}  # train.models.knn
+    assert study.trials[0].params == {"n_neighbors": 15, "weights": "distance"}  # conf/model/knn.yaml defaults
     space = {"a": {"low": 1, "high": 5}, "b": {"choices": ["x", "y"]}, "c": {"low": 0.1, "high": 1}}
     assert default_point({"a": 9, "b": "y", "c": 0.5, "d": 1}, space) == {"b": "y", "c": 0.5}
 

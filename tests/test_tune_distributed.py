@@ -6,6 +6,7 @@ stage refits the best trial whoever ran it."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,19 +16,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medcast.config import parse_params
+from medcast.config import load_params
 from medcast.errors import ArtifactError, ConfigError
 from medcast.tune import CLOSED, TICKET, join_study, open_storage, study_name, worker
-from tests.conftest import tiny_params, venv_env
+from tests.conftest import ROOT, TINY_MODELS, tiny, tiny_params, venv_env
 from tests.factories import write_insurance_csv
 from tests.test_serve import pg_url as pg_url  # noqa: F401  (fixture: a throwaway PG schema)
 
 N_TRIALS = 10
 
 
-def workspace(root: Path, storage: str, *overrides: str) -> Path:
-    """params.yaml, the processed insurance split and a selection, as after `dvc repro train`."""
+def workspace(root: Path, storage: str, *overrides: str, space: dict | None = None) -> Path:
+    """params.yaml, conf/, the processed insurance split and a selection, as after
+    `dvc repro train`; `space` replaces the random forest's search space."""
     root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ROOT / "conf", root / "conf")
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    forest = root / "conf/model/random_forest.yaml"
+    conf = yaml.safe_load(forest.read_text())
+    conf["defaults"].update(TINY_MODELS["random_forest"])
+    if space is not None:
+        conf["search_space"] = space
+    forest.write_text(yaml.safe_dump(conf, sort_keys=False))
     raw = tiny_params("dataset=insurance", f"tune.storage='{storage}'", f"tune.n_trials={N_TRIALS}",
                       "train.cv_folds=3", "tune.heartbeat_interval=1", "tune.grace_period=3",
                       "tune.worker_wait=60", *overrides)
@@ -52,9 +62,9 @@ def load(root: Path):  # the study, as any process sees it
 
     from medcast.features import load_schema, read_split
 
-    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    p = load_params(root / "params.yaml")
     X, _ = read_split(root / p.paths.train, load_schema(root / p.paths.schema))
-    name = study_name(p, "random_forest", X)
+    name = study_name(p, "random_forest", "insurance", X)
     return optuna.load_study(study_name=name, storage=open_storage(p.tune))
 
 
@@ -62,9 +72,9 @@ def load(root: Path):  # the study, as any process sees it
 def test_stage_and_two_workers_share_the_budget_and_survive_a_killed_worker(
     tmp_path: Path, pg_url: str  # noqa: F811
 ) -> None:
-    root = workspace(tmp_path / "ws", pg_url,
-                     "tune.search_spaces.random_forest.n_estimators.low=60",
-                     "tune.search_spaces.random_forest.n_estimators.high=120")
+    space = yaml.safe_load((ROOT / "conf/model/random_forest.yaml").read_text())["search_space"]
+    space["n_estimators"] = {"low": 60, "high": 120}
+    root = workspace(tmp_path / "ws", pg_url, space=space)
     procs = {"stage": spawn(root, log="stage.log"),
              "w1": spawn(root, "--worker", log="w1.log"),
              "w2": spawn(root, "--worker", log="w2.log")}
@@ -149,7 +159,7 @@ def test_worker_without_a_study_or_training_split_says_what_to_run(tmp_path: Pat
                                                                     monkeypatch) -> None:
     root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=0.2")
     monkeypatch.chdir(root)
-    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    p = load_params(root / "params.yaml")
     with pytest.raises(ConfigError, match="no open study .* after 0.2 s"):
         worker(p)
     (root / "models/selection.json").unlink()
@@ -161,20 +171,21 @@ def test_join_study_skips_a_closed_study(tmp_path: Path) -> None:
     import optuna
 
     root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=0.3")
-    p = parse_params(yaml.safe_load((root / "params.yaml").read_text()))
+    p = load_params(root / "params.yaml")
     from medcast.features import load_schema, read_split
 
     X, _ = read_split(root / p.paths.train, load_schema(root / p.paths.schema))
-    study = optuna.create_study(study_name=study_name(p, "knn", X), storage=open_storage(p.tune))
+    study = optuna.create_study(study_name=study_name(p, "knn", "insurance", X),
+                                storage=open_storage(p.tune))
     study.set_user_attr(CLOSED, True)
     with pytest.raises(ConfigError, match="no open study"):
-        join_study(p, "knn", X)
+        join_study(p, "knn", "insurance", X)
     study.set_user_attr(CLOSED, False)
-    assert join_study(p, "knn", X).study_name == study.study_name
+    assert join_study(p, "knn", "insurance", X).study_name == study.study_name
 
 
 @pytest.mark.parametrize("bad", ["tune.heartbeat_interval=0", "tune.grace_period=1",
                                  "tune.max_retry=-1"])
 def test_bad_heartbeat_settings_are_config_errors(bad: str) -> None:
     with pytest.raises(ConfigError, match="tune: need heartbeat_interval"):
-        parse_params(tiny_params(bad))
+        tiny(bad)

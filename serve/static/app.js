@@ -116,7 +116,7 @@ const METRIC_LABELS = { r2: "R²", rmse: "RMSE", mae: "MAE" };
 const SPLIT_LABELS = { test: "test (held out)", cv: "CV (mean ± sd)" };
 
 function renderMetrics(metrics) {
-  // {test: {r2, rmse, mae}, cv: {r2_mean, r2_std, …}} → one row per split, one column per metric
+  // {test: {r2, rmse, mae}, cv: {r2, r2_std, …}} → one row per split, one column per metric
   const splits = Object.entries(metrics).filter(([, v]) => v && typeof v === "object");
   const names = [];
   for (const [, values] of splits) {

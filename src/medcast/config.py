@@ -1,47 +1,43 @@
-"""Typed, strict view of params.yaml: every stage reads its section through here."""
+"""Typed, strict view of a study's configuration, read from:
+
+* `params.yaml` — what an experimenter varies (composed by Hydra from `conf/params/`; DVC shows
+  each key as a column of `dvc exp show`): the dataset's name and one section per stage;
+* `conf/dataset/<name>.yaml` — the dataset named in params.yaml (medcast.datasets.spec);
+* `conf/model/<name>.yaml` — each candidate's default hyperparameters and search space;
+* `dvc.yaml` — the file locations, once (`vars: - paths: {...}`).
+
+The conf files are file dependencies of the stages in dvc.yaml, so editing one reruns what it
+feeds. Every stage reads its configuration through `load_params()`; a typo fails at start.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from medcast.datasets.spec import DatasetConfig, load_dataset
 from medcast.errors import ConfigError
+from medcast.typed import build
 
 PARAMS_FILE = "params.yaml"
+HYDRA_DIR = "conf/params"  # Hydra's config_dir (.dvc/config): composed into params.yaml
+MODEL_DIR = "conf/model"
+PIPELINE_FILE = "dvc.yaml"
 
 
 @dataclass(frozen=True)
-class ColumnSpec:
-    type: Literal["int", "float", "category"]
-    min: float | None = None
-    max: float | None = None
-    categories: tuple[str, ...] | None = None
-    unit: str | None = None
-    # Clinical cut-offs of a numeric column (e.g. BMI 30, obesity): each adds the indicator
-    # "value > cut-off" to every model's inputs, computed inside the model's pipeline.
-    cutoffs: tuple[float, ...] | None = None
+class ModelConfig:
+    """conf/model/<name>.yaml: defaults (what train scores) and the space tune searches."""
 
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    name: str
-    source: Literal["sklearn", "csv"]
-    raw: str
-    target: str
-    target_unit: str
-    columns: dict[str, ColumnSpec]
-
-    @property
-    def features(self) -> list[str]:
-        return [c for c in self.columns if c != self.target]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    # float/int {low, high, log}, or {choices: [...]}, per hyperparameter.
+    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,8 +72,8 @@ class TrainConfig:
     seed: int
     cv_folds: int
     select: str | None
-    candidates: list[str]
-    models: dict[str, dict[str, Any]]
+    # "all": every model with a conf/model/<name>.yaml (by name); or a list of names.
+    candidates: str | list[str] = "all"
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,6 @@ class TuneConfig:
     n_trials: int
     timeout: float | None
     storage: str
-    search_spaces: dict[str, dict[str, dict[str, Any]]]
     # Distributed tuning (workers joining through a shared storage): a running trial records a
     # heartbeat every heartbeat_interval s; one silent for grace_period s is failed and retried
     # (at most max_retry times); a worker waits up to worker_wait s for the stage's study.
@@ -104,114 +99,117 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class PlotConfig:
-    seed: int
-    permutation_repeats: int
+    seed: int = 42
+    permutation_repeats: int = 10
+
+
+@dataclass(frozen=True)
+class StudyParams:
+    """params.yaml itself: the knobs of an experiment."""
+
+    dataset: str
+    preprocess: PreprocessConfig
+    train: TrainConfig
+    tune: TuneConfig
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    plot: PlotConfig = field(default_factory=PlotConfig)
 
 
 @dataclass(frozen=True)
 class Params:
+    """Everything a stage may read: params.yaml plus the files it names."""
+
     dataset: DatasetConfig
+    models: dict[str, ModelConfig]
     paths: PathsConfig
     preprocess: PreprocessConfig
     train: TrainConfig
     tune: TuneConfig
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    plot: PlotConfig = field(default_factory=lambda: PlotConfig(seed=42, permutation_repeats=10))
+    plot: PlotConfig = field(default_factory=PlotConfig)
+
+    @property
+    def candidates(self) -> list[str]:
+        """The candidates train scores, in order."""
+        if isinstance(self.train.candidates, str):
+            return list(self.models)
+        return list(self.train.candidates)
 
 
-def _check_type(value: Any, hint: Any, where: str) -> Any:
-    """Convert/validate one value against a type hint; raise ConfigError naming the key."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {k: _check_type(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported type hint {hint!r}")  # a bug in this module, not user input
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found ({what})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, list(fields), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
-        raise ConfigError(f"{where}.{key}: unknown key{hint}".lstrip("."))
-    kwargs = {}
-    for name, f in fields.items():
-        key_where = f"{where}.{name}".lstrip(".")
-        if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"{key_where}: missing key")
-            continue
-        kwargs[name] = _check_type(data[name], hints[name], key_where)
-    return cls(**kwargs)
+def load_models(root: Path = Path(".")) -> dict[str, ModelConfig]:
+    """conf/model/*.yaml by name (sorted). That each name is a known model is checked against
+    the registry by the stages (medcast.models.check_configs)."""
+    folder = root / MODEL_DIR
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ConfigError(f"{folder}: no model configuration (conf/model/<name>.yaml)")
+    models = {}
+    for path in files:
+        raw = _read_yaml(path, "model configuration")
+        try:
+            models[path.stem] = build(ModelConfig, raw)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    return models
 
 
-def parse_params(raw: dict[str, Any]) -> Params:
-    """Validate a params mapping (as in params.yaml) into typed sections."""
-    params: Params = _build(Params, raw, "")
-    _check_consistency(params)
+def load_paths(root: Path = Path(".")) -> PathsConfig:
+    """File locations: `vars: - paths: {...}` in dvc.yaml, their one home."""
+    doc = _read_yaml(root / PIPELINE_FILE, "the DVC pipeline") or {}
+    found = [v["paths"] for v in doc.get("vars") or [] if isinstance(v, dict) and "paths" in v]
+    if len(found) != 1:
+        raise ConfigError(f"{root / PIPELINE_FILE}: expected one `vars: - paths: {{...}}` entry")
+    try:
+        return build(PathsConfig, found[0], "paths")
+    except ConfigError as err:
+        raise ConfigError(f"{root / PIPELINE_FILE}: vars: {err}") from None
+
+
+def parse_study(raw: Any, label: str = "") -> StudyParams:
+    """params.yaml's own keys, checked; `label` (the file) prefixes messages."""
+    try:
+        study = build(StudyParams, raw)
+        _check_study(study)
+    except ConfigError as err:
+        raise ConfigError(f"{label}: {err}" if label else str(err)) from None
+    return study
+
+
+def parse_params(raw: dict[str, Any], root: str | os.PathLike[str] = ".",
+                 models: dict[str, ModelConfig] | None = None, label: str = "") -> Params:
+    """Validate a params mapping (as in params.yaml) and read the files it names under `root`
+    (conf/dataset/<dataset>.yaml, conf/model/, dvc.yaml); `models` replaces conf/model/.
+    `label` (the params file) prefixes messages about params keys; conf files name themselves."""
+    root = Path(root)
+    study = parse_study(raw, label)
+    params = Params(
+        dataset=load_dataset(study.dataset, root),
+        models=load_models(root) if models is None else models,
+        paths=load_paths(root), preprocess=study.preprocess, train=study.train,
+        tune=study.tune, evaluate=study.evaluate, plot=study.plot,
+    )
+    for name in params.candidates:
+        if name not in params.models:
+            close = difflib.get_close_matches(name, list(params.models), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{label + ': ' if label else ''}train.candidates: unknown model "
+                              f"'{name}'{hint}")
+    if params.train.select is not None and params.train.select not in params.candidates:
+        raise ConfigError(f"{label + ': ' if label else ''}train.select: "
+                          f"'{params.train.select}' is not in train.candidates")
     return params
 
 
-def _check_consistency(p: Params) -> None:
-    ds = p.dataset
-    if ds.target not in ds.columns:
-        raise ConfigError(f"dataset.target: '{ds.target}' is not among dataset.columns")
-    for name, spec in ds.columns.items():
-        if spec.type == "category" and not spec.categories:
-            raise ConfigError(f"dataset.columns.{name}: a category column needs 'categories'")
-        if spec.min is not None and spec.max is not None and spec.min > spec.max:
-            raise ConfigError(f"dataset.columns.{name}: min {spec.min} > max {spec.max}")
-        if spec.cutoffs and (spec.type == "category" or name == ds.target):
-            raise ConfigError(f"dataset.columns.{name}: cutoffs need a numeric feature column")
+def _check_study(p: StudyParams) -> None:
     t = p.tune
     if t.heartbeat_interval < 1 or t.grace_period <= t.heartbeat_interval or t.max_retry < 0:
         raise ConfigError(
@@ -222,38 +220,30 @@ def _check_consistency(p: Params) -> None:
         raise ConfigError(f"preprocess.test_size: {p.preprocess.test_size} is not in (0, 1)")
     if p.train.cv_folds < 2:
         raise ConfigError(f"train.cv_folds: {p.train.cv_folds} must be at least 2")
-    if not p.train.candidates:
+    if isinstance(p.train.candidates, str) and p.train.candidates != "all":
+        raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
+                          f"{p.train.candidates!r}")
+    if p.train.candidates == []:
         raise ConfigError("train.candidates: empty; name at least one model")
-    from medcast.models import CANDIDATES  # cheap: no heavy imports at module level
-
-    for name in p.train.candidates:
-        if name not in CANDIDATES:
-            close = difflib.get_close_matches(name, list(CANDIDATES), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"train.candidates: unknown model '{name}'{hint}")
-    if p.train.select is not None and p.train.select not in p.train.candidates:
-        raise ConfigError(f"train.select: '{p.train.select}' is not in train.candidates")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
 
 
 def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:
-    """Read and validate params.yaml; a missing file or bad key is a ConfigError."""
+    """Read and validate params.yaml and the conf files it names (beside it)."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    try:
-        return parse_params(raw)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    return parse_params(raw, path.parent, label=str(path))
 
 
-def compose_yaml(overrides: list[str] | None = None, config_dir: str | Path = "conf") -> str:
-    """Compose conf/ with Hydra and render it byte-for-byte as `dvc exp run` writes params.yaml."""
+def compose_yaml(overrides: list[str] | None = None, config_dir: str | Path = HYDRA_DIR) -> str:
+    """Compose conf/params/ with Hydra and render it byte-for-byte as `dvc exp run` writes
+    params.yaml."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -264,13 +254,15 @@ def compose_yaml(overrides: list[str] | None = None, config_dir: str | Path = "c
     return OmegaConf.to_yaml(cfg)
 
 
-def compose(overrides: list[str] | None = None, config_dir: str | Path = "conf") -> dict[str, Any]:
+def compose(overrides: list[str] | None = None,
+            config_dir: str | Path = HYDRA_DIR) -> dict[str, Any]:
     """The composed params as a mapping (see compose_yaml)."""
     return yaml.safe_load(compose_yaml(overrides, config_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m medcast.config [override ...]`: rewrite params.yaml from conf/ (as dvc exp run)."""
+    """`python -m medcast.config [override ...]`: rewrite params.yaml from conf/params/ (as
+    `dvc exp run -S` does), after checking the result and the conf files it names."""
     import sys
 
     text = compose_yaml(sys.argv[1:] if argv is None else argv)

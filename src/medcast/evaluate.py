@@ -14,8 +14,8 @@ import pandas as pd
 from medcast import tracking
 from medcast.config import load_params
 from medcast.errors import cli
-from medcast.features import FeatureSchema, load_schema, read_split
-from medcast.metrics import scores
+from medcast.features import FeatureSchema, load_schema, read_frame, split_xy
+from medcast.metrics import SUMMARY_KEYS, scores
 from medcast.models.io import load_meta, load_model
 
 log = logging.getLogger("medcast.evaluate")
@@ -23,43 +23,50 @@ log = logging.getLogger("medcast.evaluate")
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
-def predictions_frame(y_true: pd.Series, y_pred: Any) -> pd.DataFrame:
+def predictions_frame(y_true: pd.Series, y_pred: Any, ids: pd.Series | None = None
+                      ) -> pd.DataFrame:
+    """reports/predictions.csv: [id,] actual, predicted, residual per test row."""
     frame = pd.DataFrame({"actual": y_true.to_numpy(), "predicted": y_pred})
     frame["residual"] = frame["actual"] - frame["predicted"]
-    return frame.round(6)
+    frame = frame.round(6)
+    if ids is not None:
+        frame.insert(0, str(ids.name), ids.to_numpy())
+    return frame
 
 
-def metrics_report(meta: dict[str, Any], test: dict[str, float], target: str,
+def metrics_report(meta: dict[str, Any], test: dict[str, float], schema: FeatureSchema,
                    n_train: int, n_test: int) -> dict[str, Any]:
-    """The metrics.json document: model, dataset, test scores and the tuned CV summary."""
+    """reports/metrics.json: what experiments are compared on. Key order is column order in
+    `dvc exp show`: the dataset and model, then the headline scores, then counts. The tuned
+    hyperparameters are in reports/tuning.json (and MLflow)."""
     return {
+        "dataset": {"name": schema.dataset},
         "model": meta["model"],
-        "dataset": meta["dataset"],
-        "target": target,
+        "test": {k: round(v, 6) for k, v in test.items()},
+        "cv": {k: round(meta["cv"][k], 6) for k in SUMMARY_KEYS},
         "n_train": n_train,
         "n_test": n_test,
-        "test": {k: round(v, 6) for k, v in test.items()},
-        "cv": {k: round(v, 6) for k, v in meta["cv"].items()},
-        "params": meta["params"],
+        "n_dropped_missing_target": schema.n_dropped_missing_target,
     }
 
 
-def model_card(report: dict[str, Any], schema: FeatureSchema, onnx_bytes: bytes,
-               parity: dict[str, float]) -> dict[str, Any]:
+def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSchema,
+               onnx_bytes: bytes, parity: dict[str, float]) -> dict[str, Any]:
     """models/model.json: what the service validates requests against and shows at GET /model."""
     import hashlib
 
     return {
-        "name": f"medcast-{report['dataset']}",
-        "dataset": report["dataset"],
+        "name": f"medcast-{schema.dataset}",
+        "dataset": schema.dataset,
         "target": schema.target,
         "target_unit": schema.target_unit,
         "model": report["model"],
-        "params": report["params"],
+        "params": meta["params"],
         "features": [
             {"name": f.name, "type": f.type, "unit": f.unit, "min": f.allowed_min,
              "max": f.allowed_max, "observed_min": f.observed_min, "observed_max": f.observed_max,
-             "categories": list(f.categories) if f.categories else None}
+             "categories": list(f.categories) if f.categories else None,
+             "nullable": f.nullable, "missing_rate": f.missing_rate}
             for f in schema.features
         ],
         "metrics": {"test": report["test"], "cv": report["cv"]},
@@ -69,18 +76,40 @@ def model_card(report: dict[str, Any], schema: FeatureSchema, onnx_bytes: bytes,
     }
 
 
-def register(report: dict[str, Any], model_dir: Path, schema_path: Path,
+def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) -> pd.DataFrame:
+    """The test rows, plus copies of a few of them with each nullable feature missing and with
+    all of them missing: the graph's imputation is checked even where the test split has no
+    gap."""
+    parts = [X]
+    head = X.head(per_feature)
+    for name in schema.nullable:
+        blank = head.copy()
+        blank[name] = None
+        parts.append(blank)
+    if len(schema.nullable) > 1:
+        blank = head.copy()
+        blank[schema.nullable] = None
+        parts.append(blank)
+    frame = pd.concat(parts, ignore_index=True)
+    for name in schema.numeric:
+        frame[name] = frame[name].astype("float64")
+    return frame
+
+
+def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir: Path,
+             schema_path: Path,
              example: pd.DataFrame, predicted: Any, served: list[Path]) -> str | None:
     """Log the tuned model (code-based pyfunc over the skops/.keras files: nothing pickled) and
     register it as `<dataset>`; the new version, having passed evaluation, becomes `champion`."""
-    mlflow = tracking.start(report["dataset"])
-    name = f"medcast-{report['dataset']}"
+    dataset = report["dataset"]["name"]
+    mlflow = tracking.start(dataset)
+    name = f"medcast-{dataset}"
     tags = tracking.run_tags("evaluate", candidate=report["model"])
     with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
-        mlflow.log_params({"model": report["model"],
-                           **{f"hp_{k}": v for k, v in report["params"].items()}})
-        mlflow.log_metrics({**tracking.flat("test_", report["test"]),
-                            **tracking.flat("cv_", report["cv"])})
+        mlflow.log_params({"dataset": dataset, "model": report["model"],
+                           **tracking.flat("hp", hyperparameters)})
+        mlflow.log_metrics({**tracking.flat("test", report["test"]),
+                            **tracking.flat("cv", report["cv"])})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
@@ -108,29 +137,33 @@ def main() -> None:
     params = load_params()
     paths = params.paths
     schema = load_schema(Path(paths.schema))
-    X_train, _ = read_split(Path(paths.train), schema)
-    X, y = read_split(Path(paths.test), schema)
+    n_train = len(read_frame(Path(paths.train), schema))
+    test = read_frame(Path(paths.test), schema)
+    X, y = split_xy(test, schema)
     model_dir = Path(paths.model_dir)
     meta = load_meta(model_dir)
     estimator = load_model(model_dir)
     predicted = estimator.predict(X)
-    report = metrics_report(meta, scores(y, predicted), schema.target, len(X_train), len(X))
+    report = metrics_report(meta, scores(y, predicted), schema, n_train, len(X))
     Path(paths.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(paths.metrics).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    predictions_frame(y, predicted).to_csv(paths.predictions, index=False)
-    log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], meta["dataset"],
+    Path(paths.metrics).write_text(json.dumps(report, indent=2) + "\n")
+    ids = test[schema.id] if schema.id else None
+    predictions_frame(y, predicted, ids).to_csv(paths.predictions, index=False)
+    log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], schema.dataset,
              report["test"]["r2"], report["test"]["rmse"], report["test"]["mae"])
 
     from medcast.export import check_parity, save_onnx, to_onnx
 
     onnx_model = to_onnx(estimator, schema)
-    parity = check_parity(estimator, onnx_model, X, rtol=params.evaluate.parity_rtol)
-    log.info("ONNX parity on %d test rows: max relative difference %.2g (limit %.0e)",
-             parity["n"], parity["max_rel_diff"], params.evaluate.parity_rtol)
+    rows = parity_rows(X, schema)
+    parity = check_parity(estimator, onnx_model, rows, rtol=params.evaluate.parity_rtol)
+    log.info("ONNX parity on %d rows (%d with a missing value): max relative difference %.2g "
+             "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
+             parity["max_rel_diff"], params.evaluate.parity_rtol)
     save_onnx(onnx_model, paths.onnx)
-    card = model_card(report, schema, Path(paths.onnx).read_bytes(), parity)
+    card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity)
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
-    register(report, model_dir, Path(paths.schema), X.head(5), predicted[:5],
+    register(report, meta["params"], model_dir, Path(paths.schema), X.head(5), predicted[:5],
              [Path(paths.onnx), Path(paths.card)])
 
 

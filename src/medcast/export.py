@@ -5,7 +5,8 @@ FeatureSchema; writes a `.onnx` file that needs ONNX Runtime only (no scikit-lea
 The graph's contract, shared with the service (see `onnx_inputs`):
 
 * one input per feature, named like the feature, shape [N, 1]: float32 for numeric features
-  (int ones included), string for categorical ones;
+  (int ones included), string for categorical ones; a missing value is NaN (numbers) or the
+  empty string (categories), and the graph imputes it as the pipeline does;
 * one output, `prediction`, shape [N, 1], float32, in target units.
 
 Inside, the graph computes in float64, as scikit-learn does. At the door each float32 input is
@@ -16,6 +17,14 @@ trees (scikit-learn casts X to float32 itself; skl2onnx adjusts thresholds so fl
 comparisons decide identically), SVR (ONNX Runtime has no double SVM kernel) and the MLP.
 
 Converters skl2onnx lacks or gets wrong, registered on the first `to_onnx` call:
+
+* `SimpleImputer`: ONNX Runtime has no double kernel for the ai.onnx.ml Imputer skl2onnx emits,
+  and skl2onnx refuses string imputation of missing values that are not strings: Where(IsNaN)
+  for numbers, Where(x == "") for categories;
+* `MissingIndicator` (features="all"): IsNaN, cast to the graph's float type;
+* `HistGradientBoostingRegressor`: skl2onnx 1.20 fails to build its TreeEnsembleRegressor node
+  (numpy integer attributes); exported here with double thresholds and the learned direction
+  of missing values (nodes_missing_value_tracks_true);
 
 * `TransformedTargetRegressor` with a `StandardScaler` target transformer: prediction × scale +
   mean (Mul, Add);
@@ -29,7 +38,6 @@ Converters skl2onnx lacks or gets wrong, registered on the first `to_onnx` call:
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -41,7 +49,7 @@ import pandas as pd
 from medcast.errors import ArtifactError, DataValidationError
 from medcast.features import FeatureSchema
 
-if TYPE_CHECKING:  # heavy imports stay out of module import (the service imports this module)
+if TYPE_CHECKING:  # heavy imports stay out of module import (evaluate imports this module)
     import onnx
     import onnxruntime
 
@@ -49,13 +57,15 @@ if TYPE_CHECKING:  # heavy imports stay out of module import (the service import
 # become: ONNX opset 17 (ONNX Runtime ≥ 1.14 runs it) and ai.onnx.ml 3.
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
 OUTPUT_NAME = "prediction"
-SCHEMA_METADATA_KEY = "medcast.schema"
 
 _TTR_ALIAS = "MedcastTransformedTargetRegressor"
 _SPLINE_ALIAS = "MedcastSplineTransformer"
 _MLP_ALIAS = "MedcastKerasMLPRegressor"
 _KNN_ALIAS = "MedcastKNeighborsRegressor"
 _BINARIZER_ALIAS = "MedcastBinarizer"
+_IMPUTER_ALIAS = "MedcastSimpleImputer"
+_INDICATOR_ALIAS = "MedcastMissingIndicator"
+_HGB_ALIAS = "MedcastHistGradientBoostingRegressor"
 _DOUBLE_SUFFIX = "__f64"
 _registered = False
 
@@ -65,10 +75,14 @@ _registered = False
 
 def _column(frame: pd.DataFrame, name: str, is_string: bool) -> np.ndarray:
     values = frame[name]
+    missing = values.isna().to_numpy()
     if is_string:
-        # ONNX Runtime takes numpy object arrays of str for tensor(string).
-        return values.astype(str).to_numpy(dtype=object).reshape(-1, 1)
-    return values.to_numpy(dtype=np.float32).reshape(-1, 1)
+        # ONNX Runtime takes numpy object arrays of str for tensor(string); "" is missing.
+        text = values.to_numpy(dtype=object)
+        out = np.array(["" if gone else str(v) for v, gone in zip(text, missing, strict=True)],
+                       dtype=object)
+        return out.reshape(-1, 1)
+    return pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
 
 
 def onnx_inputs(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, np.ndarray]:
@@ -112,9 +126,8 @@ def to_onnx(estimator: Any, schema: FeatureSchema) -> onnx.ModelProto:
         raise
     except Exception as err:  # skl2onnx raises many types (MissingShapeCalculator, RuntimeError…)
         raise ArtifactError(f"cannot export {_describe(estimator)} to ONNX: {err}") from err
+    _restore_input_names(model, schema)
     _float32_inputs(model, schema)
-    meta = model.metadata_props.add()
-    meta.key, meta.value = SCHEMA_METADATA_KEY, json.dumps(schema.to_dict(), sort_keys=True)
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:  # a converter bug, not user input: still report it cleanly
@@ -129,6 +142,30 @@ def _describe(estimator: Any) -> str:
     last = steps[-1][1]
     inner = getattr(last, "regressor_", None)
     return f"{type(estimator).__name__}(… {type(inner or last).__name__})"
+
+
+def _restore_input_names(model: onnx.ModelProto, schema: FeatureSchema) -> None:
+    """skl2onnx turns input names into identifiers ("BL.Cig.Day" → "BL_Cig_Day"); the contract
+    names each input exactly like its feature, so rename them back (inputs come in the order of
+    initial_types)."""
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if [v.name for v in inputs] == schema.names:
+        return
+    if len(inputs) != len(schema.features):
+        raise ArtifactError(f"the exported graph has inputs {[v.name for v in inputs]}, "
+                            f"expected one per feature {schema.names}")
+    rename = {v.name: f.name for v, f in zip(inputs, schema.features, strict=True)}
+    produced = {name for node in graph.node for name in node.output} | initializers
+    clash = (set(rename.values()) - set(rename)) & produced
+    if clash:
+        raise ArtifactError(f"feature names {sorted(clash)} clash with tensor names of the graph")
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    for value in inputs:
+        value.name = rename[value.name]
 
 
 def _float32_inputs(model: onnx.ModelProto, schema: FeatureSchema) -> None:
@@ -391,6 +428,8 @@ def _register_converters() -> None:
         return
     from skl2onnx import update_registered_converter
     from sklearn.compose import TransformedTargetRegressor
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.impute import MissingIndicator, SimpleImputer
     from sklearn.neighbors import KNeighborsRegressor
     from sklearn.preprocessing import Binarizer, SplineTransformer
 
@@ -407,6 +446,13 @@ def _register_converters() -> None:
     update_registered_converter(KNeighborsRegressor, _KNN_ALIAS, _column_shape, _convert_knn)
     # Replaces skl2onnx's, which computes `not (x < threshold)`: 1 at the threshold itself.
     update_registered_converter(Binarizer, _BINARIZER_ALIAS, _same_shape, _convert_binarizer)
+    # Replaces skl2onnx's, whose numeric path needs ai.onnx.ml Imputer (float only in ONNX
+    # Runtime) and whose string path refuses None/NaN as the missing marker.
+    update_registered_converter(SimpleImputer, _IMPUTER_ALIAS, _same_shape, _convert_imputer)
+    update_registered_converter(MissingIndicator, _INDICATOR_ALIAS, _same_shape,
+                                _convert_indicator)
+    update_registered_converter(HistGradientBoostingRegressor, _HGB_ALIAS, _column_shape,
+                                _convert_hist_boosting)
     _registered = True
 
 
@@ -428,6 +474,12 @@ class _Emitter:
 
         name = self.scope.get_unique_variable_name(hint)
         array = np.ascontiguousarray(np.asarray(value, dtype=dtype or self.dtype))
+        if array.dtype == object:  # skl2onnx copies raw_data only: strings go as a list
+            from onnx import TensorProto
+
+            self.container.add_initializer(name, TensorProto.STRING, list(array.shape),
+                                           [str(v).encode() for v in array.ravel()])
+            return name
         self.container.add_initializer(
             name, None, list(array.shape), numpy_helper.from_array(array, name)
         )
@@ -480,19 +532,19 @@ def _parse_target(
 
 
 def _float32_regressors() -> tuple[type, ...]:
-    """Regressors fed float32 features inside the double graph.
+    """Regressors fed float32 features inside the double graph (`onnx_float32` in the model
+    registry).
 
     Trees: scikit-learn itself casts X to float32 before walking a tree, and skl2onnx's float
     path rounds each threshold so that float32 comparisons decide as scikit-learn's do. Its
     double path is broken at ai.onnx.ml 3: thresholds end up as float32 attributes anyway and
     the declared double output is float (the graph fails validation).
     SVR: ONNX Runtime has no double kernel for SVMRegressor (measured: NOT_IMPLEMENTED).
+    The MLP: Keras computes in float32.
     """
-    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
-    from sklearn.svm import SVR
-    from sklearn.tree import DecisionTreeRegressor
+    from medcast.models import REGISTRY, regressor_class
 
-    return (DecisionTreeRegressor, RandomForestRegressor, GradientBoostingRegressor, SVR)
+    return tuple(regressor_class(c) for c in REGISTRY.values() if c.onnx_float32)
 
 
 def _cast(scope: Any, variable: Any, to_type: Any, hint: str) -> Any:
@@ -710,3 +762,132 @@ def _convert_mlp(scope: Any, operator: Any, container: Any) -> None:
             op_domain=node.domain, name=scope.get_unique_operator_name(node.op_type), **attrs,
         )
     emit.node("Cast", [network_out], outputs=[operator.outputs[0].full_name], to=emit.proto)
+
+
+# Missing values: the feed contract marks them NaN (numbers) or "" (categories).
+
+
+def _convert_imputer(scope: Any, operator: Any, container: Any) -> None:
+    """Where the input is missing, the fitted statistic (numbers) or the fill value (strings)."""
+    import numbers
+
+    from onnx import TensorProto
+    from skl2onnx.common.data_types import StringTensorType
+    from skl2onnx.operator_converters.common import concatenate_variables
+
+    imputer = operator.raw_operator
+    strategy, marker = imputer.strategy, imputer.missing_values
+    out = [operator.outputs[0].full_name]
+    x = concatenate_variables(scope, operator.inputs, container)
+    if isinstance(operator.inputs[0].type, StringTensorType):
+        if strategy != "constant" or not (marker is None or marker == "" or _is_nan(marker)):
+            raise ArtifactError("string SimpleImputer export supports strategy='constant' with "
+                                f"None/NaN/'' missing values, got {strategy!r}, {marker!r}")
+        emit = _Emitter(scope, container, operator.inputs[0])
+        # String Equal needs opset 19; ai.onnx.ml's LabelEncoder maps "" → 1, anything else → 0.
+        flag = emit.node("LabelEncoder", [x], "is_blank", op_domain="ai.onnx.ml", op_version=2,
+                         keys_strings=[""], values_int64s=[1], default_int64=0)
+        blank = emit.node("Cast", [flag], "blank", to=TensorProto.BOOL)
+        fill = emit.const("fill", np.array([str(imputer.fill_value)], dtype=object), dtype=object)
+        emit.node("Where", [blank, fill, x], outputs=out)
+        return
+    if not _is_nan(marker) or not isinstance(imputer.statistics_[0], numbers.Number):
+        raise ArtifactError(f"numeric SimpleImputer export supports NaN as the missing value, "
+                            f"got {marker!r}")
+    if imputer.add_indicator:
+        raise ArtifactError("SimpleImputer(add_indicator=True) is not exported: use a "
+                            "separate MissingIndicator")
+    emit = _Emitter(scope, container, operator.inputs[0])
+    # keep_empty_features: a column empty at fit time has a NaN statistic and is imputed as 0.
+    stats = np.nan_to_num(np.asarray(imputer.statistics_, dtype=np.float64), nan=0.0)
+    missing = emit.node("IsNaN", [x])
+    emit.node("Where", [missing, emit.const("impute", stats.reshape(1, -1)), x], outputs=out)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and np.isnan(value)
+
+
+def _convert_indicator(scope: Any, operator: Any, container: Any) -> None:
+    """1.0 where the input is NaN, per input column (features='all')."""
+    from skl2onnx.operator_converters.common import concatenate_variables
+
+    indicator = operator.raw_operator
+    if indicator.features != "all" or not _is_nan(indicator.missing_values):
+        raise ArtifactError("MissingIndicator export supports features='all' with NaN, got "
+                            f"features={indicator.features!r}")
+    emit = _Emitter(scope, container, operator.inputs[0])
+    x = concatenate_variables(scope, operator.inputs, container)
+    emit.node("Cast", [emit.node("IsNaN", [x])], outputs=[operator.outputs[0].full_name],
+              to=emit.proto)
+
+
+def _convert_hist_boosting(scope: Any, operator: Any, container: Any) -> None:
+    """TreeEnsembleRegressor with double thresholds (ai.onnx.ml 3): x <= threshold goes left;
+    a missing x goes where the split learned (missing_go_to_left)."""
+    from onnx import numpy_helper
+
+    hgb = operator.raw_operator
+    if type(hgb._loss.link).__name__ != "IdentityLink" or hgb.n_trees_per_iteration_ != 1:
+        raise ArtifactError("HistGradientBoostingRegressor export supports the squared-error "
+                            f"loss only, got loss={hgb.loss!r}")
+    nodes_t: list[int] = []
+    nodes_n: list[int] = []
+    feature: list[int] = []
+    modes: list[str] = []
+    values: list[float] = []
+    true_ids: list[int] = []
+    false_ids: list[int] = []
+    missing_true: list[int] = []
+    leaf_t: list[int] = []
+    leaf_n: list[int] = []
+    weights: list[float] = []
+    for t, (predictor,) in enumerate(hgb._predictors):
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any():
+            raise ArtifactError("HistGradientBoostingRegressor with categorical splits is not "
+                                "exported: medcast one-hot encodes categories before it")
+        for i, node in enumerate(nodes):
+            nodes_t.append(t)
+            nodes_n.append(i)
+            if node["is_leaf"]:
+                feature.append(0)
+                modes.append("LEAF")
+                values.append(0.0)
+                true_ids.append(0)
+                false_ids.append(0)
+                missing_true.append(0)
+                leaf_t.append(t)
+                leaf_n.append(i)
+                weights.append(float(node["value"]))
+            else:
+                feature.append(int(node["feature_idx"]))
+                modes.append("BRANCH_LEQ")
+                values.append(float(node["num_threshold"]))
+                true_ids.append(int(node["left"]))
+                false_ids.append(int(node["right"]))
+                missing_true.append(int(node["missing_go_to_left"]))
+    baseline = np.asarray(hgb._baseline_prediction, dtype=np.float64).reshape(-1)
+    emit = _Emitter(scope, container, operator.inputs[0])
+    if emit.dtype is not np.float64:
+        raise ArtifactError("HistGradientBoostingRegressor export expects double inputs")
+
+    def tensor(name: str, data: list[float] | np.ndarray) -> Any:
+        return numpy_helper.from_array(np.asarray(data, dtype=np.float64), name)
+
+    # TreeEnsembleRegressor (ai.onnx.ml 3) outputs float whatever its input: cast back.
+    summed = scope.get_unique_variable_name("hgb_sum")
+    container.add_node(
+        "TreeEnsembleRegressor", [operator.inputs[0].full_name],
+        [summed], op_domain="ai.onnx.ml", op_version=3,
+        name=scope.get_unique_operator_name("TreeEnsembleRegressor"),
+        n_targets=1, aggregate_function="SUM", post_transform="NONE",
+        nodes_treeids=nodes_t, nodes_nodeids=nodes_n, nodes_featureids=feature,
+        nodes_modes=modes, nodes_values_as_tensor=tensor("values", values),
+        nodes_truenodeids=true_ids, nodes_falsenodeids=false_ids,
+        nodes_missing_value_tracks_true=missing_true,
+        target_treeids=leaf_t, target_nodeids=leaf_n, target_ids=[0] * len(leaf_t),
+        target_weights_as_tensor=tensor("weights", weights),
+        base_values_as_tensor=tensor("base", baseline),
+    )
+    emit.node("Cast", [summed], outputs=[operator.outputs[0].full_name], to=emit.proto)

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 METRICS = ("r2", "rmse", "mae")
+# What summarize() returns, in this order (metrics.json and `dvc exp show` columns).
+SUMMARY_KEYS = (*METRICS, *(f"{m}_std" for m in METRICS))
 
 
 def scores(y_true: Any, y_pred: Any) -> dict[str, float]:
@@ -23,13 +25,12 @@ def scores(y_true: Any, y_pred: Any) -> dict[str, float]:
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, float]:
-    """Mean and (population) standard deviation of each metric over folds: r2_mean, r2_std, …"""
-    out: dict[str, float] = {}
-    for m in METRICS:
-        values = np.array([f[m] for f in folds], dtype=float)
-        out[f"{m}_mean"] = float(values.mean())
-        out[f"{m}_std"] = float(values.std())
-    return out
+    """Mean and (population) standard deviation of each metric over folds: r2, rmse, mae (the
+    means), then r2_std, rmse_std, mae_std. The same names in metrics.json and MLflow."""
+    values = {m: np.array([f[m] for f in folds], dtype=float) for m in METRICS}
+    means = {m: float(v.mean()) for m, v in values.items()}
+    stds = {f"{m}_std": float(v.std()) for m, v in values.items()}
+    return {**means, **stds}
 
 
 def cross_validate(

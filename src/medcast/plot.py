@@ -154,15 +154,17 @@ def markdown_table(frame: pd.DataFrame) -> str:
 def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.DataFrame,
                     tuning: dict[str, Any], figures: dict[str, str]) -> str:
     """reports/report.md: leaderboard, tuned model, figures (paths relative to reports/)."""
-    cols = ["rank", "model", "cv_r2_mean", "cv_r2_std", "cv_rmse_mean", "cv_rmse_std",
-            "cv_mae_mean", "test_r2", "test_rmse", "fit_seconds"]
+    cols = ["rank", "model", "cv_r2", "cv_r2_std", "cv_rmse", "cv_rmse_std",
+            "cv_mae", "test_r2", "test_rmse", "fit_seconds"]
     test, cv = metrics["test"], metrics["cv"]
     lines = [
         f"# medcast study: {schema.dataset} → {schema.target}",
         "",
         f"Target: {schema.target_unit}. Train rows {metrics['n_train']}, test rows "
-        f"{metrics['n_test']}.",
+        f"{metrics['n_test']}; rows without a target dropped (never imputed): "
+        f"{metrics.get('n_dropped_missing_target', 0)}.",
         "",
+        *_missing_lines(schema),
         "## Candidates (train stage, 5-fold CV on the training set, default hyperparameters)",
         "",
         markdown_table(board[[c for c in cols if c in board.columns]]),
@@ -174,8 +176,8 @@ def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.Da
         "",
         "| split | R² | RMSE | MAE |",
         "|---|---|---|---|",
-        f"| CV (mean ± std) | {cv['r2_mean']:.3f} ± {cv['r2_std']:.3f} | "
-        f"{cv['rmse_mean']:.4g} ± {cv['rmse_std']:.3g} | {cv['mae_mean']:.4g} ± "
+        f"| CV (mean ± std) | {cv['r2']:.3f} ± {cv['r2_std']:.3f} | "
+        f"{cv['rmse']:.4g} ± {cv['rmse_std']:.3g} | {cv['mae']:.4g} ± "
         f"{cv['mae_std']:.3g} |",
         f"| test | {test['r2']:.3f} | {test['rmse']:.4g} | {test['mae']:.4g} |",
         "",
@@ -185,6 +187,16 @@ def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.Da
     for title, rel in figures.items():
         lines += [f"### {title}", "", f"![{title}]({rel})", ""]
     return "\n".join(lines)
+
+
+def _missing_lines(schema: FeatureSchema) -> list[str]:
+    """Which features may be missing, and how often they are in the training split."""
+    nullable = [f for f in schema.features if f.nullable]
+    if not nullable:
+        return []
+    rates = ", ".join(f"`{f.name}` {f.missing_rate:.0%}" for f in nullable)
+    return [f"Missing values (imputed inside every model, fitted on training folds only): "
+            f"{rates} of training rows.", ""]
 
 
 @cli

@@ -1,5 +1,6 @@
-"""Stage preprocess: validate the raw table, split train/test (seeded), write
-data/processed/{train,test}.csv and the feature schema."""
+"""Stage preprocess: read and validate the raw table (conf/dataset/<name>.yaml), drop the rows
+without a target, split train/test (seeded), write data/processed/{train,test}.parquet and the
+feature schema."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcast.config import DatasetConfig, PreprocessConfig, load_params
-from medcast.datasets import load_raw, validate
-from medcast.errors import cli
+from medcast.config import PreprocessConfig, load_params
+from medcast.datasets import DatasetConfig, drop_missing_target, load_raw, validate
+from medcast.errors import DataValidationError, cli
 from medcast.features import FeatureSchema, infer_schema, save_schema
 
 log = logging.getLogger("medcast.preprocess")
@@ -19,11 +20,24 @@ log = logging.getLogger("medcast.preprocess")
 def split(
     frame: pd.DataFrame, ds: DatasetConfig, cfg: PreprocessConfig
 ) -> tuple[pd.DataFrame, pd.DataFrame, FeatureSchema]:
-    """Seeded train/test split of a validated table, and the schema of its training part."""
+    """Drop rows without a target, then a seeded train/test split of the rest, and the schema
+    of its training part (which records how many rows were dropped)."""
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(frame, test_size=cfg.test_size, random_state=cfg.seed)
-    return train, test, infer_schema(train, ds)
+    kept, dropped = drop_missing_target(frame, ds)
+    if len(kept) < 10:
+        raise DataValidationError(
+            f"{ds.raw}: only {len(kept)} rows have a target ('{ds.target}'); at least 10 are "
+            "needed to split and cross-validate"
+        )
+    train, test = train_test_split(kept, test_size=cfg.test_size, random_state=cfg.seed)
+    return train, test, infer_schema(train, ds, dropped)
+
+
+def write_split(part: pd.DataFrame, path: Path) -> None:
+    """Parquet keeps types and missing values exactly (no text round trip)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part.reset_index(drop=True).to_parquet(path, index=False)
 
 
 @cli
@@ -32,11 +46,13 @@ def main() -> None:
     ds, paths = params.dataset, params.paths
     frame = validate(load_raw(ds), ds)
     train, test, schema = split(frame, ds, params.preprocess)
-    for path, part in ((paths.train, train), (paths.test, test)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        part.to_csv(path, index=False)
+    write_split(train, Path(paths.train))
+    write_split(test, Path(paths.test))
     save_schema(schema, Path(paths.schema))
-    log.info("%s: %d rows valid → train %d, test %d", ds.name, len(frame), len(train), len(test))
+    dropped = f"; {schema.n_dropped_missing_target} without a target dropped" \
+        if schema.n_dropped_missing_target else ""
+    log.info("%s: %d rows valid%s → train %d, test %d", ds.name, len(frame), dropped, len(train),
+             len(test))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ def start(experiment: str) -> Any:
     return mlflow
 
 
-def flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    """{'r2': 1} -> {'prefix_r2': 1}; params with None become the string 'None'."""
-    return {f"{prefix}{k}": v for k, v in values.items()}
+def flat(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """{'r2': 1} -> {'section.r2': 1}: the dotted names `dvc exp show` gives the same numbers
+    in metrics.json (test.r2, cv.r2, cv.r2_std, …)."""
+    return {f"{section}.{k}": v for k, v in values.items()}

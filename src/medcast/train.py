@@ -35,6 +35,7 @@ class CandidateResult:
 
 def evaluate_candidate(
     name: str,
+    hp: dict[str, Any],
     cfg: TrainConfig,
     schema: FeatureSchema,
     X: pd.DataFrame,
@@ -43,7 +44,7 @@ def evaluate_candidate(
     y_test: pd.Series,
 ) -> CandidateResult:
     """K-fold CV on the training set, then one fit on all of it for train and test scores."""
-    params = dict(cfg.models.get(name, {}))
+    params = dict(hp)
     estimator = models.build(name, params, schema, cfg.seed)
     start = time.perf_counter()
 
@@ -80,12 +81,12 @@ def select(results: list[CandidateResult], forced: str | None) -> CandidateResul
     """The forced candidate, else the lowest mean CV RMSE (ties: listed order)."""
     if forced is not None:
         return next(r for r in results if r.model == forced)
-    return min(results, key=lambda r: r.cv["rmse_mean"])
+    return min(results, key=lambda r: r.cv["rmse"])
 
 
 def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
     rows = []
-    for r in sorted(results, key=lambda r: r.cv["rmse_mean"]):
+    for r in sorted(results, key=lambda r: r.cv["rmse"]):
         row: dict[str, Any] = {"model": r.model}
         row.update({f"cv_{k}": v for k, v in r.cv.items()})
         row.update({f"train_{m}": r.train[m] for m in METRICS})
@@ -119,12 +120,14 @@ def _log_mlflow(dataset: str, cfg: TrainConfig, results: list[CandidateResult], 
         with mlflow.start_run(
             run_name=f"cv-{r.model}", tags=tracking.run_tags("train", candidate=r.model)
         ):
-            mlflow.log_params({"model": r.model, "cv_folds": cfg.cv_folds, "seed": cfg.seed,
-                               **{f"hp_{k}": v for k, v in r.params.items()}})
+            # Named as in params.yaml (train.*) and conf/model (hp.*), as `dvc exp show` does.
+            mlflow.log_params({"dataset": dataset, "model": r.model,
+                               "train.cv_folds": cfg.cv_folds, "train.seed": cfg.seed,
+                               **tracking.flat("hp", r.params)})
             for k, fold in enumerate(r.folds):
-                mlflow.log_metrics(tracking.flat("fold_", fold), step=k)
-            mlflow.log_metrics({**tracking.flat("cv_", r.cv), **tracking.flat("train_", r.train),
-                                **tracking.flat("test_", r.test), "fit_seconds": r.seconds,
+                mlflow.log_metrics(tracking.flat("fold", fold), step=k)
+            mlflow.log_metrics({**tracking.flat("cv", r.cv), **tracking.flat("train", r.train),
+                                **tracking.flat("test", r.test), "fit_seconds": r.seconds,
                                 "selected": float(r.model == chosen)})
 
 
@@ -132,15 +135,18 @@ def _log_mlflow(dataset: str, cfg: TrainConfig, results: list[CandidateResult], 
 def main() -> None:
     params = load_params()
     cfg, paths = params.train, params.paths
+    models.check_configs(list(params.models))
     schema = load_schema(Path(paths.schema))
     X, y = read_split(Path(paths.train), schema)
     X_test, y_test = read_split(Path(paths.test), schema)
 
     results = []
-    for i, name in enumerate(cfg.candidates, 1):
-        r = evaluate_candidate(name, cfg, schema, X, y, X_test, y_test)
-        log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)", i, len(cfg.candidates),
-                 name, r.cv["rmse_mean"], r.cv["rmse_std"], r.cv["r2_mean"], r.seconds)
+    names = params.candidates
+    for i, name in enumerate(names, 1):
+        r = evaluate_candidate(name, params.models[name].defaults, cfg, schema, X, y, X_test,
+                               y_test)
+        log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)", i, len(names),
+                 name, r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds)
         results.append(r)
     chosen = select(results, cfg.select)
     log.info("selected %s (%s)", chosen.model, "forced" if cfg.select else "best mean CV RMSE")

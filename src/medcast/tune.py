@@ -38,7 +38,7 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
             low, high = spec["low"], spec["high"]
         except KeyError:
             raise ConfigError(
-                f"tune.search_spaces: '{name}' needs low/high or choices, got {spec}"
+                f"search_space: '{name}' needs low/high or choices, got {spec}"
             ) from None
         log_scale = bool(spec.get("log", False))
         if isinstance(low, int) and isinstance(high, int) and not log_scale:
@@ -64,16 +64,16 @@ def default_point(defaults: dict[str, Any], space: dict[str, dict[str, Any]]) ->
     return point
 
 
-def study_name(params: Params, model: str, X: pd.DataFrame) -> str:
+def study_name(params: Params, model: str, dataset: str, X: pd.DataFrame) -> str:
     """Deterministic per (dataset, data, model, search setup): workers can join it by name."""
+    cfg = params.models[model]
     digest = hashlib.sha256(
         json.dumps([
-            params.dataset.name, model, params.train.models.get(model, {}),
-            params.tune.search_spaces.get(model, {}), params.tune.seed, params.train.seed,
+            dataset, model, cfg.defaults, cfg.search_space, params.tune.seed, params.train.seed,
             params.train.cv_folds, pd.util.hash_pandas_object(X).sum().item(),
         ], sort_keys=True, default=str).encode()
     ).hexdigest()[:10]
-    return f"{params.dataset.name}-{model}-{digest}"
+    return f"{dataset}-{model}-{digest}"
 
 
 # A study's budget is n_trials "tickets": WAITING trials the stage enqueues. Every process
@@ -153,8 +153,8 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
     import optuna
     from sklearn.utils._param_validation import InvalidParameterError
 
-    base = dict(params.train.models.get(model, {}))
-    space = params.tune.search_spaces.get(model, {})
+    base = dict(params.models[model].defaults)
+    space = params.models[model].search_space
     train_cfg = params.train
     worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -174,8 +174,8 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
         try:
             folds = cross_validate(estimator, X, y, train_cfg.cv_folds, train_cfg.seed, report)
         except InvalidParameterError as err:
-            raise ConfigError(f"tune.search_spaces.{model} or train.models.{model}: {err}") from None
-        return summarize(folds)["rmse_mean"]
+            raise ConfigError(f"conf/model/{model}.yaml: {err}") from None
+        return summarize(folds)["rmse"]
 
     return objective
 
@@ -208,8 +208,8 @@ def run_study(
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are raised or logged here
     cfg = params.tune
-    space = cfg.search_spaces.get(model, {})
-    name = study_name(params, model, X)
+    space = params.models[model].search_space
+    name = study_name(params, model, schema.dataset, X)
     storage = open_storage(cfg)
     with contextlib.suppress(KeyError):  # no leftover study of that name
         optuna.delete_study(study_name=name, storage=storage)
@@ -218,7 +218,7 @@ def run_study(
     study.set_user_attr("model", model)
     # Without a search space there is nothing to tune: one trial scores the defaults.
     n_trials = cfg.n_trials if space else 1
-    first = default_point(params.train.models.get(model, {}), space)
+    first = default_point(params.models[model].defaults, space)
     for k in range(n_trials):
         study.enqueue_trial(first if k == 0 else {}, user_attrs={TICKET: k})
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
@@ -237,13 +237,13 @@ def run_study(
     return study
 
 
-def join_study(params: Params, model: str, X: pd.DataFrame) -> Any:
+def join_study(params: Params, model: str, dataset: str, X: pd.DataFrame) -> Any:
     """A worker's view of the stage's open study, waiting up to tune.worker_wait for it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are raised or logged here
     cfg = params.tune
-    name = study_name(params, model, X)
+    name = study_name(params, model, dataset, X)
     storage = open_storage(cfg)
     deadline = time.monotonic() + cfg.worker_wait
     while True:
@@ -283,11 +283,11 @@ def log_trials(mlflow_: Any, study: Any, model: str) -> None:
         tags = tracking.run_tags("tune", candidate=model, trial_state=trial.state.name,
                                  worker=str(trial.user_attrs.get("worker", "")))
         with mlflow_.start_run(run_name=f"trial-{trial.number}", nested=True, tags=tags):
-            mlflow_.log_params(trial.params)
+            mlflow_.log_params(tracking.flat("hp", trial.params))
             for k, fold in enumerate(trial.user_attrs.get("folds", [])):
-                mlflow_.log_metrics(tracking.flat("fold_", fold), step=k)
+                mlflow_.log_metrics(tracking.flat("fold", fold), step=k)
             if trial.state.name == "COMPLETE":
-                mlflow_.log_metrics(tracking.flat("cv_", summarize(trial.user_attrs["folds"])))
+                mlflow_.log_metrics(tracking.flat("cv", summarize(trial.user_attrs["folds"])))
 
 
 def _inputs(params: Params) -> tuple[str, FeatureSchema, pd.DataFrame, pd.Series]:
@@ -306,7 +306,7 @@ def worker(params: Params) -> int:
     """Join the stage's study from any machine with the same params.yaml and data; run trials
     until the budget is used. Returns the number of trials run here."""
     model, schema, X, y = _inputs(params)
-    study = join_study(params, model, X)
+    study = join_study(params, model, schema.dataset, X)
     ran = 0
 
     def on_trial(study: Any, trial: Any) -> None:
@@ -326,7 +326,7 @@ def stage(params: Params) -> None:
 
     paths = params.paths
     model, schema, X, y = _inputs(params)
-    n_budget = params.tune.n_trials if params.tune.search_spaces.get(model) else 1
+    n_budget = params.tune.n_trials if params.models[model].search_space else 1
 
     def on_trial(study: Any, trial: Any) -> None:
         value = f"{trial.value:.4g}" if trial.value is not None else trial.state.name.lower()
@@ -344,14 +344,14 @@ def stage(params: Params) -> None:
             raise ArtifactError(f"study {study.study_name}: no trial completed ({finished} "
                                 "finished); see the log above")
         best = study.best_trial
-        hp = {**params.train.models.get(model, {}), **best.params}
+        hp = {**params.models[model].defaults, **best.params}
         cv = summarize(best.user_attrs["folds"])
         log.info("best trial %d of %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
-                 best.number, finished, best.params, cv["rmse_mean"], cv["r2_mean"], len(X))
+                 best.number, finished, best.params, cv["rmse"], cv["r2"], len(X))
         estimator = models.build(model, hp, schema, params.train.seed).fit(X, y)
-        mlflow_.log_params({"model": model, "n_trials": finished,
-                            "study": study.study_name, **{f"best_{k}": v for k, v in hp.items()}})
-        mlflow_.log_metrics(tracking.flat("cv_", cv))
+        mlflow_.log_params({"dataset": schema.dataset, "model": model, "tune.n_trials": finished,
+                            "study": study.study_name, **tracking.flat("hp", hp)})
+        mlflow_.log_metrics(tracking.flat("cv", cv))
 
     meta = {"model": model, "dataset": schema.dataset, "params": hp, "cv": cv,
             "folds": best.user_attrs["folds"], "study": study.study_name,

@@ -1,138 +1,142 @@
-"""Candidate models. Every candidate is a scikit-learn Pipeline: preprocessing fitted on the
-training folds only, then a regressor whose target is standardised (so regularisation strengths
-mean the same on every dataset)."""
+"""Candidate models, one record each in REGISTRY. Every candidate is a scikit-learn Pipeline:
+preprocessing (imputation, scaling, one-hot, cut-offs) fitted on the training folds only, then a
+regressor whose target is standardised (so regularisation strengths mean the same on every
+dataset).
+
+Adding a candidate is one record here plus its `conf/model/<name>.yaml` (defaults and search
+space); the ONNX export and the safe loader read what they need from the record.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from medcast.features import FeatureSchema
-
-Builder = Callable[[dict[str, Any], int], Any]
-
-
-def _linear(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import LinearRegression
-
-    return LinearRegression(**p)
+from medcast.errors import ConfigError
+from medcast.features import FeatureSchema, make_preprocessor
 
 
-def _ridge(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import Ridge
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate model: how to build it, and what the export and the loader must know."""
 
-    return Ridge(**p)
-
-
-def _lasso(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import Lasso
-
-    return Lasso(max_iter=20_000, random_state=seed, **p)
-
-
-def _elastic_net(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import ElasticNet
-
-    return ElasticNet(max_iter=20_000, random_state=seed, **p)
-
-
-def _spline_ridge(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import Ridge
-
-    # n_knots configures the SplineTransformer (see build); anything unknown is a TypeError.
-    return Ridge(**{k: v for k, v in p.items() if k != "n_knots"})
-
-
-def _poly_elastic_net(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.linear_model import ElasticNet
-
-    # degree configures the PolynomialFeatures step (see build).
-    return ElasticNet(max_iter=50_000, random_state=seed,
-                      **{k: v for k, v in p.items() if k != "degree"})
+    # "module:Class" of the regressor; built with the conf/model defaults (minus `step_params`)
+    # plus `fixed` arguments.
+    regressor: str
+    fixed: dict[str, Any] = field(default_factory=dict)
+    # Pass the study's seed as this argument (None: the regressor is deterministic).
+    seed_arg: str | None = None
+    # Hyperparameters that configure pipeline steps (below), not the regressor.
+    step_params: tuple[str, ...] = ()
+    # Extra numeric steps after scaling (e.g. splines), and steps after the preprocessor.
+    numeric_steps: Callable[[dict[str, Any]], list[Any]] | None = None
+    after_steps: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None
+    # The regressor takes NaN itself: missing numbers are not imputed for it.
+    native_missing: bool = False
+    # Inside the ONNX graph the regressor is fed float32 features, as scikit-learn or Keras
+    # feed it (trees cast X to float32; ONNX Runtime's SVM has no double kernel).
+    onnx_float32: bool = False
+    # Fully qualified types besides sklearn/numpy/scipy.sparse that its saved pipeline holds
+    # (the skops allow-list, medcast.models.io).
+    safe_types: tuple[str, ...] = ()
 
 
-def _knn(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.neighbors import KNeighborsRegressor
+def _splines(p: dict[str, Any]) -> list[Any]:
+    from sklearn.preprocessing import SplineTransformer
 
-    return KNeighborsRegressor(**p)
-
-
-def _decision_tree(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.tree import DecisionTreeRegressor
-
-    return DecisionTreeRegressor(random_state=seed, **p)
+    return [SplineTransformer(n_knots=int(p.get("n_knots", 3)), degree=3)]
 
 
-def _random_forest(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.ensemble import RandomForestRegressor
+def _interactions(p: dict[str, Any]) -> list[tuple[str, Any]]:
+    # Pairwise products and squares of every encoded input (e.g. smoker × bmi>30), rescaled
+    # so one penalty fits all of them; the elastic net keeps the few that matter.
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
+    return [("interactions", PolynomialFeatures(int(p.get("degree", 2)), include_bias=False)),
+            ("scale", StandardScaler())]
+
+
+_TREE_FLOAT32 = {"onnx_float32": True}
+REGISTRY: dict[str, Candidate] = {
+    "linear": Candidate("sklearn.linear_model:LinearRegression"),
+    "ridge": Candidate("sklearn.linear_model:Ridge"),
+    "lasso": Candidate("sklearn.linear_model:Lasso", {"max_iter": 20_000}, "random_state"),
+    "elastic_net": Candidate("sklearn.linear_model:ElasticNet", {"max_iter": 20_000},
+                             "random_state"),
+    "spline_ridge": Candidate(
+        "sklearn.linear_model:Ridge", step_params=("n_knots",), numeric_steps=_splines,
+        # SplineTransformer keeps scipy B-splines.
+        safe_types=("scipy.interpolate._bsplines.BSpline",
+                    "scipy._lib.array_api_compat.numpy._aliases.asarray"),
+    ),
+    "poly_elastic_net": Candidate("sklearn.linear_model:ElasticNet", {"max_iter": 50_000},
+                                  "random_state", step_params=("degree",),
+                                  after_steps=_interactions),
+    "knn": Candidate("sklearn.neighbors:KNeighborsRegressor"),
+    "decision_tree": Candidate("sklearn.tree:DecisionTreeRegressor", seed_arg="random_state",
+                               **_TREE_FLOAT32),
     # One job: the stage is already busy on 2 cores, and results must not depend on threads.
-    return RandomForestRegressor(random_state=seed, n_jobs=1, **p)
-
-
-def _gradient_boosting(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.ensemble import GradientBoostingRegressor
-
-    return GradientBoostingRegressor(random_state=seed, **p)
-
-
-def _svr(p: dict[str, Any], seed: int) -> Any:
-    from sklearn.svm import SVR
-
-    return SVR(**p)
-
-
-def _mlp(p: dict[str, Any], seed: int) -> Any:
-    from medcast.models.mlp import KerasMLPRegressor
-
-    return KerasMLPRegressor(random_state=seed, **p)
-
-
-CANDIDATES: dict[str, Builder] = {
-    "linear": _linear,
-    "ridge": _ridge,
-    "lasso": _lasso,
-    "elastic_net": _elastic_net,
-    "spline_ridge": _spline_ridge,
-    "poly_elastic_net": _poly_elastic_net,
-    "knn": _knn,
-    "decision_tree": _decision_tree,
-    "random_forest": _random_forest,
-    "gradient_boosting": _gradient_boosting,
-    "svr": _svr,
-    "mlp": _mlp,
+    "random_forest": Candidate("sklearn.ensemble:RandomForestRegressor", {"n_jobs": 1},
+                               "random_state", **_TREE_FLOAT32),
+    "gradient_boosting": Candidate("sklearn.ensemble:GradientBoostingRegressor",
+                                   seed_arg="random_state", **_TREE_FLOAT32),
+    # Histogram boosting computes in float64 and learns where missing values go: no imputation.
+    "hist_boosting": Candidate("sklearn.ensemble:HistGradientBoostingRegressor",
+                               seed_arg="random_state", native_missing=True),
+    "svr": Candidate("sklearn.svm:SVR", onnx_float32=True),
+    "mlp": Candidate("medcast.models.mlp:KerasMLPRegressor", seed_arg="random_state",
+                     onnx_float32=True, safe_types=("medcast.models.mlp.KerasMLPRegressor",)),
 }
+
+
+def regressor_class(candidate: Candidate) -> type:
+    module, _, name = candidate.regressor.partition(":")
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def get(name: str) -> Candidate:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model '{name}' (known: {', '.join(REGISTRY)})") from None
+
+
+def check_configs(names: list[str] | tuple[str, ...]) -> None:
+    """Every conf/model/<name>.yaml has a record here, and every record has a file."""
+    unknown = [n for n in names if n not in REGISTRY]
+    absent = [n for n in REGISTRY if n not in names]
+    if unknown or absent:
+        raise ConfigError(
+            f"conf/model/ and medcast.models.REGISTRY differ: files without a model {unknown}, "
+            f"models without a file {absent}"
+        )
 
 
 def build(name: str, params: dict[str, Any], schema: FeatureSchema, seed: int) -> Any:
     """The full pipeline of candidate `name`: preprocessing → regressor on a standardised target."""
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import PolynomialFeatures, SplineTransformer, StandardScaler
+    from sklearn.preprocessing import StandardScaler
 
-    from medcast.errors import ConfigError
-    from medcast.features import make_preprocessor
-
-    if name not in CANDIDATES:
-        raise ConfigError(f"unknown model '{name}' (known: {', '.join(CANDIDATES)})")
-    numeric_steps = []
-    if name == "spline_ridge":
-        numeric_steps = [SplineTransformer(n_knots=int(params.get("n_knots", 3)), degree=3)]
-    # Pairwise products and squares of every encoded input (e.g. smoker × bmi>30), rescaled
-    # so one penalty fits all of them; the elastic net keeps the few that matter.
-    interactions = []
-    if name == "poly_elastic_net":
-        degree = int(params.get("degree", 2))
-        interactions = [("interactions", PolynomialFeatures(degree, include_bias=False)),
-                        ("scale", StandardScaler())]
+    candidate = get(name)
+    params = dict(params)
+    kwargs = {k: v for k, v in params.items() if k not in candidate.step_params}
+    if candidate.seed_arg:
+        kwargs[candidate.seed_arg] = seed
     try:
-        regressor = CANDIDATES[name](dict(params), seed)
-    except TypeError as err:  # an unknown hyperparameter in params.yaml
-        raise ConfigError(f"train.models.{name}: {err}") from None
+        regressor = regressor_class(candidate)(**{**candidate.fixed, **kwargs})
+    except TypeError as err:  # an unknown hyperparameter in conf/model/<name>.yaml
+        raise ConfigError(f"conf/model/{name}.yaml: {err}") from None
+    numeric_steps = candidate.numeric_steps(params) if candidate.numeric_steps else []
+    after = candidate.after_steps(params) if candidate.after_steps else []
     return Pipeline(
         [
-            ("preprocess", make_preprocessor(schema, numeric_steps)),
-            *interactions,
+            ("preprocess", make_preprocessor(schema, numeric_steps,
+                                             impute=not candidate.native_missing)),
+            *after,
             ("model", TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())),
         ]
     )

@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from medcast.errors import ArtifactError
+from medcast.models import REGISTRY
 
 PIPELINE_FILE = "pipeline.skops"
 KERAS_FILE = "mlp.keras"
 META_FILE = "meta.json"
 
-# Types a medcast pipeline may contain; anything else in a .skops file is refused.
+# Types a medcast pipeline may contain; anything else in a .skops file is refused. Beyond
+# scikit-learn, NumPy and SciPy sparse types, each candidate names its own (REGISTRY).
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.")
-_TRUSTED_EXACT = {
-    "medcast.models.mlp.KerasMLPRegressor",
-    "builtins.slice",
-    # SplineTransformer keeps scipy B-splines (spline_ridge).
-    "scipy.interpolate._bsplines.BSpline",
-    "scipy._lib.array_api_compat.numpy._aliases.asarray",
-}
+_TRUSTED_BASE = {"builtins.slice"}
+
+
+def _trusted_exact() -> set[str]:
+    return _TRUSTED_BASE.union(*(c.safe_types for c in REGISTRY.values()))
 
 
 def find_mlp(estimator: Any) -> Any | None:
@@ -77,8 +77,9 @@ def load_model(directory: Path) -> Any:
         types = sio.get_untrusted_types(file=path)
     except Exception as err:  # skops raises several types for a corrupt archive
         raise ArtifactError(f"{path}: not a valid skops file ({err})") from None
+    trusted = _trusted_exact()
     refused = [
-        t for t in types if not (t.startswith(_TRUSTED_PREFIXES) or t in _TRUSTED_EXACT)
+        t for t in types if not (t.startswith(_TRUSTED_PREFIXES) or t in trusted)
     ]
     if refused:
         raise ArtifactError(f"{path}: refusing to load untrusted types {refused}")

@@ -1,0 +1,11 @@
+"""Datasets: their description (`conf/dataset/<name>.yaml`, see spec), reading a raw table,
+validating it, and drafting a description from a new table (`python -m medcast.datasets init`)."""
+
+from __future__ import annotations
+
+from medcast.datasets.read import RawTable, load_raw
+from medcast.datasets.spec import DatasetConfig, load_dataset
+from medcast.datasets.validate import drop_missing_target, validate
+
+__all__ = ["DatasetConfig", "RawTable", "drop_missing_target", "load_dataset", "load_raw",
+           "validate"]

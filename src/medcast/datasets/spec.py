@@ -1,0 +1,180 @@
+"""The description of a dataset, `conf/dataset/<name>.yaml`: where the raw table is and how to
+read it, which columns are used (features and target), their types, allowed ranges, units and
+categories, which may be missing, an optional row id, and the columns deliberately ignored."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medcast.errors import ConfigError
+from medcast.typed import build
+
+DATASET_DIR = "conf/dataset"
+RAW_DIR = "data/raw"  # every raw table lives here: the preprocess stage depends on the folder
+
+# Tokens read as "no value" unless a dataset says otherwise (`na_values`); compared after
+# stripping whitespace, case-sensitively ("na" stays a value: it may be a real code).
+DEFAULT_NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".")
+# The explicit level a missing category becomes inside every model (its own one-hot column).
+MISSING_LEVEL = "(missing)"
+BUNDLED = ("diabetes",)  # format: sklearn → scikit-learn's bundled tables
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    type: Literal["int", "float", "category"]
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    unit: str | None = None
+    # Clinical cut-offs of a numeric column (e.g. BMI 30, obesity): each adds the indicator
+    # "value > cut-off" to every model's inputs, computed inside the model's pipeline.
+    cutoffs: tuple[float, ...] | None = None
+    # May the column have missing values? They are imputed inside each model's pipeline
+    # (fitted on training folds only); elsewhere a missing value is an error. A missing target
+    # is never imputed: the row is dropped (and counted).
+    missing: bool = False
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the raw table is and how to read it."""
+
+    format: Literal["csv", "parquet", "sklearn"]
+    path: str  # under data/raw/ (csv, parquet); the bundled table's name (sklearn)
+    delimiter: str = ","
+    decimal: str = "."
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    source: SourceConfig
+    target: str
+    target_unit: str
+    columns: dict[str, ColumnSpec]
+    # A row identifier: kept out of the features, carried into reports/predictions.csv.
+    id: str | None = None
+    # Other columns of the raw table, deliberately not used (never an error).
+    ignore: tuple[str, ...] = ()
+    na_values: tuple[str, ...] = DEFAULT_NA_VALUES
+    description: str | None = None
+
+    @property
+    def features(self) -> list[str]:
+        return [c for c in self.columns if c != self.target]
+
+    @property
+    def used(self) -> list[str]:
+        """Every column read from the raw table: the id first, then features and target."""
+        return ([self.id] if self.id else []) + list(self.columns)
+
+    @property
+    def raw(self) -> str:
+        """The raw file (what `dvc add` tracks), or the bundled table's name."""
+        return self.source.path
+
+
+def dataset_names(root: Path = Path(".")) -> list[str]:
+    return sorted(p.stem for p in (root / DATASET_DIR).glob("*.yaml"))
+
+
+def dataset_file(name: str, root: Path = Path(".")) -> Path:
+    return root / DATASET_DIR / f"{name}.yaml"
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"dataset: {name!r} is not a dataset name (letters, digits, _ . -)")
+    return name
+
+
+def load_dataset(name: str, root: Path = Path(".")) -> DatasetConfig:
+    """conf/dataset/<name>.yaml, validated; a missing file says how to draft one."""
+    path = dataset_file(check_name(name), root)
+    if not path.exists():
+        known = ", ".join(dataset_names(root)) or "none"
+        raise ConfigError(
+            f"dataset: no {DATASET_DIR}/{name}.yaml (known: {known}); draft one from your table "
+            f"with `python -m medcast.datasets init FILE --name {name} --target COLUMN`"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_dataset(raw, str(path), name)
+
+
+def parse_dataset(raw: Any, where: str, name: str | None = None) -> DatasetConfig:
+    try:
+        ds = build(DatasetConfig, raw)
+        check_dataset(ds, name)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return ds
+
+
+def check_dataset(ds: DatasetConfig, name: str | None = None) -> None:
+    """Consistency of one dataset description; raises ConfigError naming the key."""
+    if name is not None and ds.name != name:
+        raise ConfigError(f"name: {ds.name!r} differs from the file name {name!r}")
+    _check_source(ds)
+    if ds.target not in ds.columns:
+        raise ConfigError(f"target: '{ds.target}' is not among columns")
+    if ds.id is not None and ds.id in ds.columns:
+        raise ConfigError(f"id: '{ds.id}' is also listed under columns; an id is not a feature")
+    overlap = [c for c in ds.ignore if c in ds.columns or c == ds.id]
+    if overlap:
+        raise ConfigError(f"ignore: {overlap} also used as a column or id")
+    if not ds.features:
+        raise ConfigError("columns: no feature besides the target")
+    for name_, spec in ds.columns.items():
+        _check_column(name_, spec, is_target=name_ == ds.target)
+
+
+def _check_source(ds: DatasetConfig) -> None:
+    src = ds.source
+    if src.format == "sklearn":
+        if src.path not in BUNDLED:
+            raise ConfigError(f"source.path: bundled tables are {list(BUNDLED)}, got {src.path!r}")
+    elif Path(src.path).is_absolute() or Path(src.path).parts[:2] != tuple(RAW_DIR.split("/")):
+        raise ConfigError(
+            f"source.path: {src.path!r} is not under {RAW_DIR}/ (the preprocess stage depends on "
+            f"that folder): copy the table there with `make data NAME={ds.name} FILE={src.path}`"
+        )
+    if len(src.delimiter) != 1 or len(src.decimal) != 1 or src.delimiter == src.decimal:
+        raise ConfigError("source.delimiter and source.decimal: one character each, different")
+
+
+def _check_column(name: str, spec: ColumnSpec, is_target: bool) -> None:
+    where = f"columns.{name}"
+    if not name.strip() or name != name.strip():
+        raise ConfigError(f"{where}: a column name may not be blank or padded with spaces")
+    if spec.type == "category":
+        if is_target:
+            raise ConfigError(f"{where}: the target must be a number (int or float)")
+        if not spec.categories:
+            raise ConfigError(f"{where}: a category column needs 'categories'")
+        stripped = [c.strip() for c in spec.categories]
+        if len(set(stripped)) != len(stripped) or "" in stripped:
+            raise ConfigError(f"{where}: categories must be distinct and non-blank")
+        if MISSING_LEVEL in stripped:
+            raise ConfigError(f"{where}: {MISSING_LEVEL!r} is reserved for missing values")
+        if spec.min is not None or spec.max is not None or spec.cutoffs:
+            raise ConfigError(f"{where}: min, max and cutoffs are for numeric columns")
+    elif spec.categories:
+        raise ConfigError(f"{where}: categories are for type category, not {spec.type}")
+    for bound in (spec.min, spec.max):
+        if bound is not None and not math.isfinite(bound):
+            raise ConfigError(f"{where}: min and max must be finite numbers")
+    if spec.min is not None and spec.max is not None and spec.min > spec.max:
+        raise ConfigError(f"{where}: min {spec.min} > max {spec.max}")
+    if spec.cutoffs and is_target:
+        raise ConfigError(f"{where}: cutoffs need a numeric feature column")
