@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tomllib
@@ -22,8 +21,9 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.serve_fixtures import TinyModel, wait_ready
-from tests.test_serve import free_port
+from tests.serve_fixtures import TinyModel
+from tests.test_serve import pycache as pycache  # noqa: F401  (fixture)
+from tests.test_serve import real_server
 from tests.test_serve import tiny as tiny  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def index_reachable() -> bool:
 
 @pytest.mark.timeout(600)
 def test_serve_extra_alone_runs_the_service_without_the_pipeline_in_400_mb(
-    tiny: TinyModel, tmp_path: Path  # noqa: F811
+    tiny: TinyModel, tmp_path: Path, pycache: Path  # noqa: F811
 ) -> None:
     venv = tmp_path / "serve-venv"
     sync = subprocess.run(
@@ -215,26 +215,11 @@ def test_serve_extra_alone_runs_the_service_without_the_pipeline_in_400_mb(
         by_rev.stderr
     assert "pip install 'medcast[pipeline]'" in by_rev.stderr
 
-    # The service itself: migrations, the log, /metrics, one prediction.
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(python), "-m", "serve"], cwd=tmp_path, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-        env={**env, "MEDCAST_REPO": str(tiny.root), "MEDCAST_PORT": str(port),
-             "MEDCAST_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
-             "MEDCAST_LOG_LEVEL": "WARNING"},
-    )
-    try:
+    # The service itself: migrations, the log, /metrics, one prediction, a clean stop.
+    db_url = f"sqlite:///{tmp_path / 'serve.db'}"
+    with real_server(tmp_path, tiny.root, db_url, pycache, python=str(python)) as (port, _):
         base = f"http://127.0.0.1:{port}"
-        wait_ready(base, proc, 60, lambda: proc.communicate()[1][-3000:])
         r = httpx.post(f"{base}/predict", json=tiny.examples[0], timeout=10)
         assert r.status_code == 200, r.text
         assert r.json()["prediction"] == pytest.approx(tiny.expected[0], rel=1e-4)
         assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()

@@ -769,14 +769,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path
-                ) -> Iterator[tuple[int, Any]]:
+def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path,
+                python: str = sys.executable) -> Iterator[tuple[int, Any]]:
 
     port = free_port()
     env = subprocess_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
                          MEDCAST_PORT=str(port), MEDCAST_RATE_LIMIT="100000/minute",
                          MEDCAST_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([python, "-m", "serve"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: proc.communicate()[1][-3000:])
