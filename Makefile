@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -13,14 +14,22 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+# uv itself comes from PyPI, pinned, into the virtualenv (a fresh machine needs only Python 3.11);
+# the stamp is named after the version, so changing UV_VERSION installs that one.
+$(UV_STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --compile-bytecode --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+# Every extra (serve, pipeline, dev) exactly as locked, and the project in editable mode.
+# --locked: a uv.lock that no longer matches pyproject.toml stops here instead of being re-resolved.
+$(STAMP): $(UV_STAMP) uv.lock pyproject.toml
+	@$(BIN)/uv lock --check \
+		|| { echo "make: uv.lock is out of date with pyproject.toml: run 'make lock', then commit uv.lock" >&2; exit 1; }
+	$(BIN)/uv sync --locked --all-extras --compile-bytecode
 	@touch $(STAMP)
 
-install: $(STAMP)  ## create .venv from the lock file (idempotent)
+install: $(STAMP)  ## create .venv from uv.lock, every extra (idempotent)
 
 repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
@@ -79,8 +88,8 @@ bench-serve: install  ## service throughput/latency/cold start over loopback; as
 lint: install  ## ruff
 	$(BIN)/ruff check src serve tests bench scripts
 
-lock:  ## re-resolve requirements.lock from pyproject.toml
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+lock: $(UV_STAMP)  ## re-resolve uv.lock after editing pyproject.toml (keeps every other pin)
+	$(BIN)/uv lock
 
 clean-venv:  ## remove the virtualenv
 	rm -rf $(VENV)

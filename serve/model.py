@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +127,13 @@ def _read_revision(
     settings: Settings, rev: str, artifacts: Artifacts | None
 ) -> tuple[bytes, bytes, dict[str, str]]:
     if artifacts is None:
+        # `medcast.artifacts` reads through DVC, which the `serve` extra leaves out on purpose.
+        if importlib.util.find_spec("dvc") is None:
+            raise ModelError(
+                f"MEDCAST_MODEL_REV={rev!r} loads the model through DVC, which is not installed: "
+                "install the pipeline extra (pip install 'medcast[pipeline]'), or unset "
+                "MEDCAST_MODEL_REV to serve the workspace's model"
+            )
         artifacts = importlib.import_module("medcast.artifacts")  # type: ignore[assignment]
     assert artifacts is not None
     repo = str(settings.repo)

@@ -38,7 +38,7 @@ KEY = "dashboard-key-7"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-INSTALL = "apt-get install chromium chromium-driver"
+INSTALL = "apt-get install chromium"
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 
 

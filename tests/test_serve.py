@@ -530,6 +530,19 @@ def test_model_by_revision_with_a_wrong_md5_is_refused(tiny: TinyModel, tmp_path
                     artifacts=FakeArtifacts(files, fail="the DVC remote is unreachable"))
 
 
+def test_model_by_revision_without_dvc_installed_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serve-only install (`medcast[serve]`) has no DVC: say which extra brings it."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "dvc" else find_spec(name, *a))
+    _assert_refused(tmp_path, "install the pipeline extra (pip install 'medcast[pipeline]')",
+                    rev="v1.2")
+
+
 def test_serving_process_imports_no_tensorflow_sklearn_or_unpickling(
     tiny: TinyModel, tmp_path: Path, pycache: Path
 ) -> None:
@@ -756,14 +769,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path
-                ) -> Iterator[tuple[int, Any]]:
+def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path,
+                python: str = sys.executable) -> Iterator[tuple[int, Any]]:
 
     port = free_port()
     env = subprocess_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
                          MEDCAST_PORT=str(port), MEDCAST_RATE_LIMIT="100000/minute",
                          MEDCAST_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([python, "-m", "serve"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: proc.communicate()[1][-3000:])
