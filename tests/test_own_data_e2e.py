@@ -66,9 +66,9 @@ def test_repro_on_a_messy_table_reports_drops_and_traces_every_prediction(messy_
 def test_onnx_graph_matches_the_pipeline_on_rows_with_missing_values(messy_repo):
     import onnxruntime as ort
 
-    from medcast.export import onnx_inputs
     from medcast.features import load_schema, read_split
     from medcast.models.io import load_model
+    from medcast.onnx.export import onnx_inputs
 
     repo, _ = messy_repo
     schema = load_schema(repo / "data/processed/schema.json")

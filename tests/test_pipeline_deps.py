@@ -125,7 +125,7 @@ def test_the_check_catches_a_stage_that_lists_only_its_own_module():
     assert set(missing) == set(STAGES)
     assert "src/medcast/config.py" in missing["preprocess"]
     assert "src/medcast/models/mlp.py" in missing["train"]  # imported by string
-    assert "src/medcast/export.py" in missing["evaluate"]  # imported inside main()
+    assert "src/medcast/onnx/export.py" in missing["evaluate"]  # imported inside main()
     assert "src/medcast/tracking.py" in missing["tune"]
 
 

@@ -152,7 +152,8 @@ def main() -> None:
     log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], schema.dataset,
              report["test"]["r2"], report["test"]["rmse"], report["test"]["mae"])
 
-    from medcast.export import check_parity, save_onnx, to_onnx
+    from medcast.onnx.export import save_onnx, to_onnx
+    from medcast.onnx.parity import check_parity
 
     onnx_model = to_onnx(estimator, schema)
     rows = parity_rows(X, schema)

@@ -16,19 +16,11 @@ from onnx import TensorProto, numpy_helper
 from medcast import models
 from medcast.datasets import load_raw, validate
 from medcast.errors import ArtifactError, DataValidationError
-from medcast.export import (
-    OUTPUT_NAME,
-    check_parity,
-    check_signature,
-    inference_session,
-    load_onnx,
-    onnx_inputs,
-    predict_onnx,
-    save_onnx,
-    to_onnx,
-)
 from medcast.features import FeatureSchema
 from medcast.models.io import load_model, save_model
+from medcast.onnx.contract import OUTPUT_NAME
+from medcast.onnx.export import check_signature, load_onnx, onnx_inputs, save_onnx, to_onnx
+from medcast.onnx.parity import check_parity, inference_session, predict_onnx
 from medcast.preprocess import split
 from tests.conftest import tiny
 from tests.factories import insurance_frame
@@ -147,7 +139,7 @@ def test_float32_inputs_are_read_as_the_decimals_they_came_from():
     one float32 step."""
     from onnx import helper
 
-    from medcast.export import _decimal_nodes
+    from medcast.onnx.export import _decimal_nodes
 
     rng = np.random.default_rng(0)
     digits = rng.integers(1, 7, 5000)

@@ -1,0 +1,49 @@
+"""The feed contract of an exported medcast graph, shared by the export, its parity check and
+the service (serve/model.py). NumPy only, so that serving stays light.
+
+* one input per feature, named exactly like the feature (dots and spaces included), shape
+  [N, 1]: float32 for numeric features (int ones included), string for categorical ones;
+* a missing value is NaN (numbers) or the empty string (categories): the graph imputes it as
+  the pipeline does (median + indicator, the "(missing)" level);
+* one output, `prediction`, shape [N, 1], float32, in target units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+OUTPUT_NAME = "prediction"
+MISSING_TEXT = ""  # a missing category, as fed to the graph
+# ONNX Runtime's name of each feature type's input tensor.
+ORT_TYPES = {"int": "tensor(float)", "float": "tensor(float)", "category": "tensor(string)"}
+
+
+def is_text(feature_type: str) -> bool:
+    return feature_type == "category"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def column(values: Sequence[Any], feature_type: str) -> np.ndarray:
+    """The [N, 1] input of one feature from its values; None or NaN is a missing value."""
+    if is_text(feature_type):
+        text = [MISSING_TEXT if _missing(v) else str(v) for v in values]
+        return np.array(text, dtype=object).reshape(-1, 1)
+    return np.array(values, dtype=np.float32).reshape(-1, 1)  # None → NaN
+
+
+def feed(features: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+         ) -> dict[str, np.ndarray]:
+    """The graph's inputs for rows given as tuples in feature order; `features` is
+    [(name, type), ...] in that order."""
+    if len(rows) == 1:  # the service's common case: no transposition
+        row = rows[0]
+        return {name: column([row[i]], kind) for i, (name, kind) in enumerate(features)}
+    columns = list(zip(*rows, strict=True))
+    return {name: column(columns[i], kind) for i, (name, kind) in enumerate(features)}
