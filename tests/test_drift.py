@@ -47,3 +47,22 @@ def test_drift_table_flags_the_shifted_feature_only():
     assert table.loc["age", "drift"] == "stable"
     assert np.isnan(table.loc["region", "ks_statistic"])
     assert isinstance(table, pd.DataFrame)
+
+
+def test_missing_values_are_counted_apart_and_left_out_of_psi():
+    from medcast.drift import missing_rates
+    from tests.factories import messy_clinical_frame, messy_clinical_spec
+
+    ds = messy_clinical_spec()
+    frame = messy_clinical_frame(600, seed=3).astype(object)
+    train = validate(frame.where(frame.notna(), ""), ds)
+    served = train.copy()
+    served.loc[served.index[:300], "sbp"] = np.nan  # half the requests arrive without it
+    schema = infer_schema(train, ds)
+    rates = missing_rates(train, served, schema).set_index("feature")
+    assert rates.loc["sbp", "nullable"] and not rates.loc["age", "nullable"]
+    assert rates.loc["sbp", "missing_served"] > rates.loc["sbp", "missing_train"] + 0.2
+    assert rates.loc["age", "missing_served"] == 0.0
+    table = drift_table(train, served, schema).set_index("feature")
+    assert np.isfinite(table.loc["sbp", "psi"])  # on the values present
+    assert np.isfinite(table.loc["Hypertension", "psi"])  # missing is one more level

@@ -1,5 +1,6 @@
 """Input drift between the training data and what the service saw: PSI per feature (binned on
-training quantiles; categories as their own bins) and the two-sample KS test for numbers."""
+training quantiles; categories as their own bins, a missing category as one more), the
+two-sample KS test for numbers (on the values present), and the missing rate per feature."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medcast.datasets.spec import MISSING_LEVEL
 from medcast.features import FeatureSchema
 
 # Conventional PSI reading: < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 major shift.
@@ -35,8 +37,8 @@ def psi_numeric(expected: Any, actual: Any, bins: int = 10) -> float:
 
 
 def psi_categorical(expected: Any, actual: Any) -> float:
-    exp = pd.Series(expected, dtype=str)
-    act = pd.Series(actual, dtype=str)
+    exp = pd.Series(expected, dtype=object).fillna(MISSING_LEVEL).astype(str)
+    act = pd.Series(actual, dtype=object).fillna(MISSING_LEVEL).astype(str)
     levels = sorted(set(exp) | set(act))
     e = exp.value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy()
     a = act.value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy()
@@ -59,10 +61,35 @@ def drift_table(train: pd.DataFrame, served: pd.DataFrame, schema: FeatureSchema
             psi = psi_categorical(train[f.name], served[f.name])
             ks_stat, ks_p = float("nan"), float("nan")
         else:
-            psi = psi_numeric(train[f.name], served[f.name])
-            ks = ks_2samp(train[f.name].astype(float), served[f.name].astype(float))
+            seen = pd.to_numeric(train[f.name], errors="coerce").dropna()
+            now = pd.to_numeric(served[f.name], errors="coerce").dropna()
+            if seen.empty or now.empty:  # all missing on one side: nothing to compare
+                psi, ks_stat, ks_p = float("nan"), float("nan"), float("nan")
+                rows.append({"feature": f.name, "psi": psi, "drift": "n/a",
+                             "ks_statistic": ks_stat, "ks_pvalue": ks_p,
+                             "n_train": len(train), "n_served": len(served)})
+                continue
+            psi = psi_numeric(seen, now)
+            ks = ks_2samp(seen, now)
             ks_stat, ks_p = float(ks.statistic), float(ks.pvalue)
         rows.append({"feature": f.name, "psi": psi, "drift": level(psi),
                      "ks_statistic": ks_stat, "ks_pvalue": ks_p,
                      "n_train": len(train), "n_served": len(served)})
     return pd.DataFrame(rows)
+
+
+def missing_rates(train: pd.DataFrame, served: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame:
+    """Per feature: the share of missing values in training and in served requests (a field
+    sent as null or left out), and whether the feature may be missing at all."""
+    rows = []
+    for f in schema.features:
+        served_col = served[f.name] if f.name in served.columns else pd.Series([None] * len(served))
+        rows.append({
+            "feature": f.name,
+            "nullable": f.nullable,
+            "missing_train": float(train[f.name].isna().mean()) if len(train) else float("nan"),
+            "missing_served": float(served_col.isna().mean()) if len(served) else float("nan"),
+        })
+    table = pd.DataFrame(rows)
+    table["change"] = table["missing_served"] - table["missing_train"]
+    return table
