@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from devtools.factories import insurance_frame
 from medcast.config import parse_params
 from medcast.datasets import load_raw, validate
 from medcast.errors import DataValidationError
 from tests.conftest import tiny_params
-from tests.factories import insurance_frame
 
 
 @pytest.fixture(scope="module")

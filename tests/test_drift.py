@@ -4,12 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.factories import insurance_frame
 from medcast.config import parse_params
 from medcast.datasets import validate
 from medcast.drift import PSI_MAJOR, drift_table, level, psi_categorical, psi_numeric
 from medcast.features import infer_schema
 from tests.conftest import tiny_params
-from tests.factories import insurance_frame
 
 
 def test_psi_is_near_zero_for_the_same_distribution():

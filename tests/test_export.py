@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from devtools.factories import insurance_frame
 from medcast import models
 from medcast.config import parse_params
 from medcast.datasets import load_raw, validate
@@ -32,7 +33,6 @@ from medcast.features import FeatureSchema
 from medcast.models.io import load_model, save_model
 from medcast.preprocess import split
 from tests.conftest import tiny_params
-from tests.factories import insurance_frame
 
 DATASETS = ("diabetes", "insurance")
 RTOL = 1e-4

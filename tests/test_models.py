@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from devtools.factories import insurance_frame
 from medcast import models
 from medcast.config import parse_params
 from medcast.datasets import validate
@@ -11,7 +12,6 @@ from medcast.errors import ArtifactError, ConfigError
 from medcast.features import infer_schema, split_xy
 from medcast.models.io import load_model, save_model
 from tests.conftest import tiny_params
-from tests.factories import insurance_frame
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import sys
 import pandas as pd
 import yaml
 
+from devtools.factories import write_insurance_csv
 from medcast.config import parse_params
 from medcast.datasets import load_raw, validate
 from medcast.preprocess import split
 from tests.conftest import tiny_params, venv_env
-from tests.factories import write_insurance_csv
 
 
 def test_split_is_seeded_and_sized():
@@ -63,8 +63,8 @@ def test_main_with_typo_in_params_exits_2(tmp_path):
 
 
 def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
+    from devtools.factories import insurance_frame
     from medcast.features import encoded_name, load_schema, save_schema
-    from tests.factories import insurance_frame
 
     p = parse_params(tiny_params("dataset=insurance"))
     _, _, schema = split(validate(insurance_frame(100, seed=4).astype(str), p.dataset), p.dataset,

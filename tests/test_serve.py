@@ -2,8 +2,8 @@
 rate limit, metrics, the prediction log (SQLite and PostgreSQL) and its guarantees.
 
 Endpoint tests use Litestar's TestClient on a tiny ONNX model built once per worker
-(tests/serve_fixtures.py); two tests run the real server (`python -m serve`, uvicorn) on a free
-loopback port. Every wait is bounded.
+(devtools/tiny_model.py); two tests run the real server (`python -m serve`, uvicorn) on a free
+loopback port (devtools/service.py). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,32 +27,20 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
+from devtools.service import running, service_env
+from devtools.tiny_model import TinyModel, md5_file, write_lock
 from serve import db as servedb
 from serve.app import create_app
 from serve.settings import Settings, SettingsError
-from tests.serve_fixtures import TinyModel, build_tiny_model, md5_file, wait_ready, write_lock
+from tests.support.serving import PG_URL
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 KEY = "s3cret-key"
 
 
-# ---- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture
-def repo(tiny: TinyModel, tmp_path: Path) -> Path:
-    """A private copy of the model folder (tests may tamper with it)."""
-    dst = tmp_path / "repo"
-    shutil.copytree(tiny.root, dst)
-    return dst
+# ---- helpers --------------------------------------------------------------------------------
 
 
 def make_settings(repo: Path, **overrides: Any) -> Settings:
@@ -92,44 +78,6 @@ def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") ->
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway schema in the machine's PostgreSQL (search_path set through the URL)."""
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 2})
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError:
-        admin.dispose()
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 (database 'test')")
-    schema = f"medcast_serve_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:  # application_name = schema: lets a test find (and cut) only its own connections
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}&application_name={schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(scope="session")
-def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by xdist workers (pytest's run folder): subprocesses compile each module once."""
-    return tmp_path_factory.getbasetemp().parent / "medcast-pycache"
-
-
-def subprocess_env(pycache: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
-    # This machine sets PYTHONDONTWRITEBYTECODE and the venv holds no .pyc files: without a
-    # cache every subprocess would compile every module it imports from source.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 # ---- settings -------------------------------------------------------------------------------
@@ -174,7 +122,7 @@ def test_settings_reject_malformed_values(env: dict[str, str], message: str) -> 
 def test_main_exits_2_with_a_clear_message_on_bad_settings(pycache: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=30,
-        env=subprocess_env(pycache, MEDCAST_MAX_BATCH="lots"),
+        env=service_env(pycache, MEDCAST_MAX_BATCH="lots"),
     )
     assert out.returncode == 2 and "MEDCAST_MAX_BATCH" in out.stderr
     assert "Traceback" not in out.stderr
@@ -190,7 +138,7 @@ def test_main_check_verifies_the_model_without_serving(
     assert exit_.value.code == 0 and "MEDCAST_DATABASE_URL" in capsys.readouterr().out
     monkeypatch.setenv("MEDCAST_REPO", str(repo))
     assert main(["--check"]) == 0
-    assert "ok: medcast-insurance-tiny (workspace)" in capsys.readouterr().out
+    assert "ok: medcast-insurance (workspace)" in capsys.readouterr().out
     onnx = repo / "models" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-1])
     assert main(["--check"]) == 1
@@ -556,7 +504,7 @@ def test_serving_process_imports_no_tensorflow_sklearn_or_unpickling(
         print("clean")
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60, env=subprocess_env(pycache))
+                         text=True, timeout=60, env=service_env(pycache))
     assert out.returncode == 0 and "clean" in out.stdout, out.stderr[-3000:]
 
 
@@ -749,35 +697,20 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
 # ---- the real server ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path
                 ) -> Iterator[tuple[int, Any]]:
-
-    port = free_port()
-    env = subprocess_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
-                         MEDCAST_PORT=str(port), MEDCAST_RATE_LIMIT="100000/minute",
-                         MEDCAST_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: proc.communicate()[1][-3000:])
-        yield port, proc
-        proc.send_signal(signal.SIGINT)  # graceful: uvicorn runs the lifespan shutdown (drain)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err[-3000:]
-        assert "Traceback" not in err, err[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    """`python -m serve`, ready; stopped gracefully (SIGINT) at the end of the block, which
+    must exit 0 without a traceback and leave nothing listening."""
+    env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
+                      MEDCAST_RATE_LIMIT="100000/minute", MEDCAST_LOG_LEVEL="WARNING")
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
+        yield service.port, service.proc
+        # graceful: uvicorn runs the lifespan shutdown (drain)
+        assert service.stop(signal.SIGINT) == 0, service.output(3000)
+        assert "Traceback" not in service.output(), service.output(3000)
     with socket.socket() as s:  # nothing left listening
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+        assert s.connect_ex(("127.0.0.1", service.port)) != 0
 
 
 async def _burst(port: int, bodies: list[bytes], concurrency: int) -> dict[int, int]:
