@@ -38,7 +38,7 @@ from litestar.openapi.spec import (
 from litestar.params import Parameter
 
 from serve.dashboard import dashboard_handlers
-from serve.db import Database, fetch_page
+from serve.db import Database, LogRow, fetch_page
 from serve.log import PredictionLog
 from serve.metrics import Metrics, metrics_middleware
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
@@ -224,20 +224,6 @@ def create_app(
     svc = Service(settings, artifacts, database)
     metrics, plog = svc.metrics, svc.log
 
-    def _row(rid: str, item: int, now: datetime, model: LoadedModel, features: Any,
-             prediction: float, latency_ms: float) -> dict[str, Any]:
-        return {
-            "request_id": rid,
-            "item": item,
-            "created_at": now,
-            "model_md5": model.md5,
-            "model_revision": model.revision,
-            "dataset": model.card.dataset,
-            "features": features,
-            "prediction": prediction,
-            "latency_ms": latency_ms,
-        }
-
     async def answer(request: Request, batch: bool) -> Response:
         """Both prediction routes: decode, one model call, rows offered to the log before the
         2xx (a full buffer answers 503 instead)."""
@@ -256,10 +242,9 @@ def create_app(
         rid = uuid.uuid4().hex
         latency = (time.perf_counter() - start) * 1000
         now = datetime.now(UTC)
-        rows = [
-            _row(rid, i, now, model, p, v, latency)
-            for i, (p, v) in enumerate(zip(patients, values, strict=True))
-        ]
+        md5, revision, dataset = model.md5, model.revision, model.card.dataset
+        rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency)
+                for i, (p, v) in enumerate(zip(patients, values, strict=True))]
         if not plog.offer(rows):
             return _error(503, "prediction log buffer is full; retry later", **{"Retry-After": "1"})
         metrics.predictions += len(rows)

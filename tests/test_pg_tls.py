@@ -166,9 +166,9 @@ try:
     elif action == "prepare":
         database = servedb.Database(url)
         database.prepare()
-        row = dict(request_id="a" * 32, item=0, created_at=dt.datetime.now(dt.UTC),
-                   model_md5="0" * 32, model_revision="workspace", dataset="insurance",
-                   features={"age": 40}, prediction=1.5, latency_ms=0.1)
+        row = servedb.LogRow(request_id="a" * 32, item=0, created_at=dt.datetime.now(dt.UTC),
+                             model_md5="0" * 32, model_revision="workspace", dataset="insurance",
+                             features={"age": 40}, prediction=1.5, latency_ms=0.1)
         out["status"] = database.schema_status is not None
         out["written"] = [database.write([row]), database.write([row])]
         out["count"] = servedb.count_rows(database.engine)

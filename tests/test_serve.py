@@ -548,16 +548,46 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         engine.dispose()
 
 
-def _rows(n: int, rid: str | None = None) -> list[dict[str, Any]]:
+def _rows(n: int, rid: str | None = None) -> list[servedb.LogRow]:
     from datetime import UTC, datetime
 
     rid = rid or uuid.uuid4().hex
     return [
-        {"request_id": rid, "item": i, "created_at": datetime.now(UTC), "model_md5": "0" * 32,
-         "model_revision": "workspace", "dataset": "insurance",
-         "features": {"age": 30 + i, "smoker": "no"}, "prediction": float(i), "latency_ms": 0.1}
+        servedb.LogRow(request_id=rid, item=i, created_at=datetime.now(UTC), model_md5="0" * 32,
+                       model_revision="workspace", dataset="insurance",
+                       features={"age": 30 + i, "smoker": "no"}, prediction=float(i),
+                       latency_ms=0.1)
         for i in range(n)
     ]
+
+
+def test_log_row_is_the_tables_columns_in_order_with_their_types() -> None:
+    import typing
+
+    columns = servedb.LOG_COLUMNS
+    assert servedb.LogRow.__struct_fields__ == tuple(c.name for c in columns)
+    assert [c.name for c in servedb.predictions.columns] == ["id", *servedb.COLUMNS]
+    hints = typing.get_type_hints(servedb.LogRow)
+    for column in columns:
+        if not isinstance(column.type, sa.JSON):  # features: the request's own object
+            assert hints[column.name] is column.type.python_type, column.name
+
+
+def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: str) -> None:
+    engine = servedb.make_engine(pg_url)
+    query = sa.text("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(:rel) AND attnum > 0 AND NOT attisdropped "
+                    "ORDER BY attnum")
+    try:
+        servedb.ensure_schema(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(servedb.staging_ddl())
+            staged = conn.execute(query, {"rel": "predictions_incoming"}).all()
+            logged = conn.execute(query, {"rel": "predictions"}).all()
+    finally:
+        engine.dispose()
+    assert staged == [row for row in logged if row[0] != "id"]
+    assert [name for name, _ in staged] == list(servedb.COLUMNS)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -585,7 +615,7 @@ class LostAckDatabase(servedb.Database):
         super().__init__(url)
         self.failures = failures
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
+    def write(self, rows: list[servedb.LogRow]) -> int:
         n = super().write(rows)
         if self.failures:
             self.failures -= 1
