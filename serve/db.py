@@ -15,7 +15,10 @@ here imports Litestar: `medcast.monitoring` reads the log through this module.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -137,12 +140,34 @@ def downgrade(engine: sa.Engine, target: str = "base") -> None:
         command.downgrade(alembic_config(conn), target)
 
 
+_ALEMBIC_LEVEL = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines ("Context impl …", "Will assume …", "Running upgrade …") while the
+    service migrates say no more than the one line the service logs; its warnings stay. A
+    level configured for the `alembic` logger (alembic.ini, the user's logging) is kept."""
+    alembic_logger = logging.getLogger("alembic")
+    with _ALEMBIC_LEVEL:
+        if alembic_logger.level != logging.NOTSET:
+            yield
+            return
+        alembic_logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            alembic_logger.setLevel(logging.NOTSET)
+
+
 def ensure_schema(engine: sa.Engine) -> str:
-    """`alembic upgrade head` unless already there; returns what was done (for the log)."""
+    """`alembic upgrade head` unless already there, without Alembic's INFO lines; returns what
+    was done (the service logs it)."""
     current = current_revision(engine)
     if current == HEAD:
         return f"schema at {HEAD}"
-    upgrade(engine, "head")
+    with quiet_alembic():
+        upgrade(engine, "head")
     return f"schema migrated {current or 'base'} → {HEAD}"
 
 

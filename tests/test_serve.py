@@ -511,6 +511,45 @@ def test_serving_process_imports_no_tensorflow_sklearn_or_unpickling(
 # ---- the prediction log ---------------------------------------------------------------------
 
 
+def test_service_start_prints_no_alembic_info_line(repo: Path, tmp_path: Path, pycache: Path) -> None:
+    """The migration on a fresh database is one line of the service's own, not Alembic's
+    "Context impl …", "Will assume …" and "Running upgrade …" INFO lines."""
+    env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_LOG_LEVEL="INFO",
+                      MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
+        assert service.stop() == 0
+    lines = service.output().splitlines()
+    assert any("prediction log on sqlite: schema migrated base → 0001" in line for line in lines)
+    assert not [line for line in lines if " alembic" in line], lines
+
+
+def test_quiet_alembic_keeps_warnings_and_a_configured_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    alembic_logger = logging.getLogger("alembic")
+    migration = logging.getLogger("alembic.runtime.migration")
+    before = alembic_logger.level  # other libraries in this process may have set it
+    try:
+        alembic_logger.setLevel(logging.NOTSET)  # as in the service: nobody configured it
+        with caplog.at_level(logging.INFO), servedb.quiet_alembic():
+            migration.info("Running upgrade  -> 0001")
+            migration.warning("something real")
+        assert [r.getMessage() for r in caplog.records] == ["something real"]
+        assert alembic_logger.level == logging.NOTSET  # restored
+        caplog.clear()
+        alembic_logger.setLevel(logging.INFO)  # as alembic.ini configures the CLI
+        with caplog.at_level(logging.INFO), servedb.quiet_alembic():
+            migration.info("Running upgrade  -> 0001")
+        assert [r.getMessage() for r in caplog.records] == ["Running upgrade  -> 0001"]
+    finally:
+        alembic_logger.setLevel(before)
+
+
+
+
+
 def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 
