@@ -24,6 +24,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from serve.db import LogRow, fetch_page
+from serve.metrics import CONTENT_TYPE
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.schemas import BatchOut, InputError, PredictionOut
 from serve.service import service_of
@@ -31,7 +32,6 @@ from serve.service import service_of
 logger = logging.getLogger("medcast.serve")
 
 _encode = msgspec.json.encode
-PROMETHEUS = "text/plain; version=0.0.4"
 
 
 async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
@@ -58,7 +58,7 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     if not service.log.offer(rows):
         return error_response(503, "prediction log buffer is full; retry later",
                               **{"Retry-After": "1"})
-    service.metrics.predictions += len(rows)
+    service.metrics.predictions.inc(len(rows))
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",
                      rid, len(rows), latency)
@@ -113,25 +113,10 @@ async def ready(request: Request[Any, Any, Any]) -> Response:
     return Response(_encode(body), status_code=200 if ok else 503, media_type=JSON)
 
 
-@get("/metrics", summary="Prometheus metrics", include_in_schema=True, media_type=PROMETHEUS)
+@get("/metrics", summary="Prometheus metrics", include_in_schema=True, media_type=CONTENT_TYPE)
 async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response:
-    service = service_of(request)
-    plog = service.log
-    text = service.metrics.render(
-        {
-            "medcast_prediction_log_buffer_rows": (
-                "gauge", "Rows waiting to be written to the prediction log.", plog.depth),
-            "medcast_prediction_log_rows_written_total": (
-                "counter", "Rows written to the prediction log.", plog.rows_written),
-            "medcast_prediction_log_write_retries_total": (
-                "counter", "Failed prediction-log writes (retried).", plog.retries),
-            "medcast_prediction_log_rejected_rows_total": (
-                "counter", "Rows refused because the buffer was full (503).", plog.rejected),
-            "medcast_model_ready": (
-                "gauge", "1 when a verified model is loaded.", float(service.model is not None)),
-        }
-    )
-    return Response(text, media_type=PROMETHEUS)  # Litestar appends the charset
+    text = service_of(request).metrics.render()
+    return Response(text, media_type=CONTENT_TYPE)  # Litestar appends the charset
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

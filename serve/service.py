@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import multiprocessing
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from litestar.connection import ASGIConnection
 
 from serve.db import Database
 from serve.log import PredictionLog
-from serve.metrics import Metrics
+from serve.metrics import MULTIPROC_ENV, Metrics
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
 from serve.settings import Settings
 
@@ -51,10 +52,14 @@ class Service:
             flush_s=settings.log_flush_ms / 1000,
             chunk_rows=settings.log_chunk_rows,
             retry_max_s=settings.log_retry_max_s,
+            figures=self.metrics,
         )
         self.started = time.perf_counter()
 
     async def startup(self) -> None:
+        if self.metrics.multiproc_dir is None and multiprocessing.parent_process() is not None:
+            logger.warning("this is one of several worker processes, but %s is not set: "
+                           "/metrics counts this process only", MULTIPROC_ENV)
         model_task = asyncio.to_thread(load_model, self.settings, self.artifacts)
         db_error, model = await asyncio.gather(
             self.log.prepare_now(), model_task, return_exceptions=True
@@ -67,6 +72,7 @@ class Service:
             logger.error("model NOT loaded, the service stays unready: %s", self.model_error)
         else:
             self.model, self.model_error = model, None
+            self.metrics.model_ready.set(1)
             logger.info(
                 "model %s (%s, %s) loaded and verified in %.0f ms",
                 model.card.name, model.revision, model.md5, model.load_seconds * 1000,
@@ -92,6 +98,7 @@ class Service:
         if not left:
             logger.info("prediction log drained (%d rows written)", self.log.rows_written)
         await asyncio.to_thread(self.db.dispose)
+        self.metrics.close()
         gc.unfreeze()  # several apps in one process (tests): let the old one be collected
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -63,6 +63,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
+        env.metrics_folder()
         d = cls()
         repo = Path(env.get("REPO") or Path.cwd()).resolve()
         return cls(
@@ -90,6 +91,13 @@ class Settings:
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
+
+    def metrics_folder(self) -> None:
+        """PROMETHEUS_MULTIPROC_DIR, read by prometheus_client itself, must be a folder."""
+        folder = self.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder and not Path(folder).is_dir():
+            raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={folder!r}: not a directory (create "
+                                "it, empty, before the service's workers start)")
 
     def get(self, name: str) -> str | None:
         key, file_key = f"MEDCAST_{name}", f"MEDCAST_{name}_FILE"

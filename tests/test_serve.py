@@ -2,8 +2,9 @@
 rate limit, metrics, the prediction log (SQLite and PostgreSQL) and its guarantees.
 
 Endpoint tests use Litestar's TestClient on a tiny ONNX model built once per worker
-(devtools/tiny_model.py); two tests run the real server (`python -m serve`, uvicorn) on a free
-loopback port (devtools/service.py). Every wait is bounded.
+(devtools/tiny_model.py); a few tests run the real server (`python -m serve`, uvicorn) on a
+free loopback port (devtools/service.py); tests/test_serve_metrics.py runs two workers. Every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from devtools.tiny_model import TinyModel, md5_file, write_lock
 from serve import db as servedb
 from serve.app import create_app
 from serve.settings import Settings, SettingsError
-from tests.support.serving import PG_URL
+from tests.support.serving import PG_URL, metric
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,6 +79,11 @@ def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") ->
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def scraped(client: Any, name: str, **labels: str) -> float | None:
+    """One sample of GET /metrics (None if absent)."""
+    return metric(client.get("/metrics").text, name, **labels)
 
 
 # ---- settings -------------------------------------------------------------------------------
@@ -262,8 +268,7 @@ def test_bad_input_is_a_4xx_naming_the_field(tiny: TinyModel, repo: Path, case: 
         rb = client.post("/predict/batch", content=wrapped)
         assert 400 <= rb.status_code < 500, rb.text
         # nothing was logged for refused input
-        metrics = client.get("/metrics").text
-        assert "medcast_predictions_total 0" in metrics
+        assert scraped(client, "medcast_predictions_total") == 0
 
 
 def test_oversize_body_is_413(tiny: TinyModel, repo: Path) -> None:
@@ -301,18 +306,20 @@ def test_metrics_are_prometheus_text(tiny: TinyModel, repo: Path) -> None:
         client.post("/predict", json=tiny.examples[0])
         client.post("/predict", json={"age": 1})
         client.post("/predict/batch", json={"instances": tiny.examples[:3]})
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 4"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 4,
+                   what="rows written")
         r = client.get("/metrics")
-    assert r.headers["content-type"].startswith("text/plain")
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     text = r.text
-    assert 'medcast_http_requests_total{route="/predict",method="POST",status="200"} 1' in text
-    assert 'medcast_http_requests_total{route="/predict",method="POST",status="422"} 1' in text
-    assert 'medcast_http_request_duration_seconds_bucket{route="/predict",le="+Inf"} 2' in text
-    assert 'medcast_http_request_duration_seconds_count{route="/predict/batch"} 1' in text
-    assert "medcast_predictions_total 4" in text
-    assert "medcast_prediction_log_buffer_rows 0" in text
-    assert "medcast_prediction_log_write_retries_total 0" in text
+    requests = "medcast_http_requests_total"
+    assert metric(text, requests, route="/predict", method="POST", status="200") == 1
+    assert metric(text, requests, route="/predict", method="POST", status="422") == 1
+    assert metric(text, "medcast_http_request_duration_seconds_bucket",
+                  route="/predict", le="+Inf") == 2
+    assert metric(text, "medcast_http_request_duration_seconds_count", route="/predict/batch") == 1
+    assert metric(text, "medcast_predictions_total") == 4
+    assert metric(text, "medcast_prediction_log_buffer_rows") == 0
+    assert metric(text, "medcast_prediction_log_write_retries_total") == 0
     assert "# TYPE medcast_http_request_duration_seconds histogram" in text
 
 
@@ -336,8 +343,8 @@ def test_prediction_log_endpoint_needs_the_api_key(tiny: TinyModel, repo: Path) 
     with serving(make_settings(repo)) as client:
         for body in tiny.examples[:5]:
             client.post("/predict", json=body)
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 5"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 5,
+                   what="rows written")
         assert client.get("/predictions").status_code == 401
         assert client.get("/predictions", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.get("/predictions", headers={"X-API-Key": KEY + "x"}).status_code == 401
@@ -377,7 +384,8 @@ def test_rate_limit_answers_429_with_headers(tiny: TinyModel, repo: Path) -> Non
         for _ in range(5):
             assert client.get("/health/ready").status_code == 200
             assert client.get("/metrics").status_code == 200
-        assert 'status="429"} 1' in client.get("/metrics").text
+        assert scraped(client, "medcast_http_requests_total", route="/predict",
+                       method="POST", status="429") == 1
 
 
 # ---- verified loading -----------------------------------------------------------------------
@@ -393,7 +401,7 @@ def _assert_refused(repo: Path, reason: str, rev: str | None = None, **kwargs: A
         assert p.status_code == 503 and reason in p.json()["detail"]
         assert client.post("/predict/batch", json={"instances": []}).status_code == 503
         assert client.get("/model").status_code == 503
-        assert "medcast_model_ready 0" in client.get("/metrics").text
+        assert scraped(client, "medcast_model_ready") == 0
 
 
 def test_tampered_model_is_refused(repo: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -548,8 +556,6 @@ def test_quiet_alembic_keeps_warnings_and_a_configured_level(
 
 
 
-
-
 def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 
@@ -668,8 +674,8 @@ def test_retry_after_a_lost_commit_does_not_duplicate(tiny: TinyModel, repo: Pat
     with serving(settings, database=database) as client:
         r = client.post("/predict/batch", json={"instances": tiny.examples})
         assert r.status_code == 200
-        wait_until(lambda: "medcast_prediction_log_write_retries_total 1"
-                   in client.get("/metrics").text, what="a retry")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_write_retries_total") == 1,
+                   what="a retry")
     assert log_count(settings.db_url) == len(tiny.examples)
 
 
@@ -682,14 +688,14 @@ def test_rows_are_kept_while_the_database_is_down(tiny: TinyModel, repo: Path,
         assert r.status_code == 503 and "database" in r.json()["reason"]
         for body in tiny.examples[:6]:
             assert client.post("/predict", json=body).status_code == 200
-        wait_until(lambda: "medcast_prediction_log_write_retries_total 0"
-                   not in client.get("/metrics").text, what="retries")
-        assert "medcast_prediction_log_buffer_rows 6" in client.get("/metrics").text
+        wait_until(lambda: scraped(client, "medcast_prediction_log_write_retries_total") > 0,
+                   what="retries")
+        assert scraped(client, "medcast_prediction_log_buffer_rows") == 6
         r = client.get("/predictions", headers={"X-API-Key": KEY})
         assert r.status_code == 503 and "unavailable" in r.json()["detail"]
         missing.mkdir()  # the database comes back
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 6"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 6,
+                   what="rows written")
         assert client.get("/health/ready").status_code == 200
     assert log_count(settings.db_url) == 6
     # the application log names the failure but never a patient's data
@@ -704,8 +710,8 @@ def test_postgresql_connection_loss_is_retried(tiny: TinyModel, repo: Path, pg_u
     with serving(settings) as client:
         for body in tiny.examples[:5]:
             assert client.post("/predict", json=body).status_code == 200
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 5"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 5,
+                   what="rows written")
         admin = sa.create_engine(PG_URL)
         with admin.begin() as conn:  # the server drops the service's connections
             cut = conn.execute(sa.text(
@@ -715,9 +721,9 @@ def test_postgresql_connection_loss_is_retried(tiny: TinyModel, repo: Path, pg_u
         assert cut >= 1
         for body in tiny.examples[5:10]:
             assert client.post("/predict", json=body).status_code == 200
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 10"
-                   in client.get("/metrics").text, what="rows written after reconnecting")
-        assert "medcast_prediction_log_write_retries_total 0" not in client.get("/metrics").text
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 10,
+                   what="rows written after reconnecting")
+        assert scraped(client, "medcast_prediction_log_write_retries_total") > 0
     assert log_count(pg_url) == 10
 
 
@@ -735,8 +741,8 @@ def test_full_buffer_answers_503_instead_of_dropping(tiny: TinyModel, repo: Path
         assert r.status_code == 503 and "buffer is full" in r.json()["detail"]
         assert "buffer is full" in client.get("/health/ready").json()["reason"]
         metrics = client.get("/metrics").text
-        assert "medcast_predictions_total 4" in metrics
-        assert "medcast_prediction_log_rejected_rows_total 3" in metrics
+        assert metric(metrics, "medcast_predictions_total") == 4
+        assert metric(metrics, "medcast_prediction_log_rejected_rows_total") == 3
 
 
 def test_shutdown_drains_the_buffer(tiny: TinyModel, repo: Path) -> None:
@@ -744,7 +750,7 @@ def test_shutdown_drains_the_buffer(tiny: TinyModel, repo: Path) -> None:
     with serving(settings) as client:
         for body in tiny.examples[:10]:
             assert client.post("/predict", json=body).status_code == 200
-        assert "medcast_prediction_log_buffer_rows 10" in client.get("/metrics").text
+        assert scraped(client, "medcast_prediction_log_buffer_rows") == 10
     assert log_count(settings.db_url) == 10
 
 

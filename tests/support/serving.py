@@ -60,3 +60,14 @@ def pg_url() -> Iterator[str]:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
 
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name{labels}` (exactly these labels) in a Prometheus text
+    exposition, or None when there is no such sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
