@@ -35,7 +35,7 @@ repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
 
 test: install  ## install, then run the test suite
-	$(BIN)/ruff check src serve tests bench scripts
+	$(BIN)/ruff check src serve tests bench scripts devtools
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
@@ -62,31 +62,31 @@ tune-worker: install  ## join the running tune stage's study (tune.storage on Po
 	$(BIN)/python -m medcast.tune --worker
 
 bench-tune: install  ## trials/s of distributed tuning with 1, 2, 3 processes (PostgreSQL on 127.0.0.1)
-	$(BIN)/python bench/tune_workers.py $(ARGS)
+	$(BIN)/python -m bench.tune_workers $(ARGS)
 
 bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
-	$(BIN)/python bench/quality.py
+	$(BIN)/python -m bench.quality
 
 s3: install  ## start the local S3 server (SeaweedFS in .s3/), create the bucket, point DVC at it
-	$(BIN)/python scripts/s3.py start
+	$(BIN)/python -m scripts.s3 start
 
 s3-stop:  ## stop the local S3 server by its pid (data stays in .s3/data)
-	$(BIN)/python scripts/s3.py stop
+	$(BIN)/python -m scripts.s3 stop
 
 s3-status:  ## is the local S3 server running?
-	$(BIN)/python scripts/s3.py status
+	$(BIN)/python -m scripts.s3 status
 
 bench-storage: install  ## push/pull MB/s and fresh-clone restore time against a fresh local S3 (ARGS="--dummy-mb 64")
-	$(BIN)/python bench/storage.py $(ARGS)
+	$(BIN)/python -m bench.storage $(ARGS)
 
 serve: install  ## run the prediction service on 127.0.0.1:8000 (MEDCAST_* settings: python -m serve --help)
 	$(BIN)/python -m serve
 
 bench-serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
-	$(BIN)/python bench/serve.py
+	$(BIN)/python -m bench.serve
 
 lint: install  ## ruff
-	$(BIN)/ruff check src serve tests bench scripts
+	$(BIN)/ruff check src serve tests bench scripts devtools
 
 lock: $(UV_STAMP)  ## re-resolve uv.lock after editing pyproject.toml (keeps every other pin)
 	$(BIN)/uv lock

@@ -1,7 +1,7 @@
 """Benchmark of the default protocol (80/20 split, seed 42, 5-fold CV) on both datasets, in a
 fresh clone of HEAD: prints quality figures, pipeline wall times and the targets they meet.
 
-    python bench/quality.py [--insurance PATH] [--mlp] [--keep DIR]
+    python -m bench.quality [--insurance PATH] [--mlp] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ second process (asyncio; `--client httpx` for httpx.AsyncClient, default a minim
 HTTP/1.1 client that costs the shared CPU less), then stops the service (it drains its log) and
 counts the rows.
 
-    python bench/serve.py [--model-dir models] [--db auto|postgres|sqlite] [--seconds 10]
-                          [--client raw|httpx] [--workers 1]
+    python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 10]
+                          [--client raw|httpx]
 
-Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny test model into a
-temp dir (tests/serve_fixtures.py; needs scikit-learn and skl2onnx in the benchmark process only).
+Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny model into a
+temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,15 +31,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from devtools.service import ServiceProcess, service_env, start
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGETS = {"rps16": 2000.0, "p99_ms": 20.0, "cold_s": 2.0, "batch_ms": 20.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -136,9 +131,9 @@ def run_load(port: int, conc: int, seconds: float, client: str, path: str,
         json.dump(bodies, f)
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--_load", str(port), str(conc), str(seconds), client,
-             path, f.name],
-            capture_output=True, text=True, timeout=seconds + 120, check=True,
+            [sys.executable, "-m", "bench.serve", "--_load", str(port), str(conc), str(seconds),
+             client, path, f.name],
+            cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120, check=True,
         )
     finally:
         os.unlink(f.name)
@@ -148,23 +143,6 @@ def run_load(port: int, conc: int, seconds: float, client: str, path: str,
 
 
 # ---- the service under test -------------------------------------------------------------------
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 60) -> float:
-    import httpx
-
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"service exited with {proc.returncode}:\n{proc.stderr.read()}")
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
-            if r.status_code == 200:
-                return time.perf_counter()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.005)
-    raise SystemExit(f"service not ready after {timeout} s")
 
 
 def bodies_from_card(card: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -207,25 +185,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_service(env: dict[str, str], port: int) -> tuple[subprocess.Popen, float, float]:
+def start_service(env: dict[str, str], log: Path) -> tuple[ServiceProcess, float, float]:
     """Start `python -m serve`; wall seconds until /health/ready is 200 and CPU seconds used."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serve"], cwd=ROOT, env={**env, "MEDCAST_PORT": str(port)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    ready_at = wait_ready(port, proc)
-    return proc, ready_at - t0, cpu_seconds(proc.pid)
-
-
-def stop_service(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return err
+    service = start(env, cwd=ROOT, log=log, timeout=60, poll_s=0.005)
+    return service, service.ready_s, cpu_seconds(service.pid)
 
 
 def pg_available() -> bool:
@@ -247,10 +210,9 @@ def main() -> int:
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw")
     ap.add_argument("--batches", type=int, default=50)
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
     import sqlalchemy as sa
 
-    from tests.serve_fixtures import build_tiny_model
+    from devtools.tiny_model import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="medcast-bench-"))
     model_dir = Path(args.model_dir)
@@ -261,7 +223,7 @@ def main() -> int:
     else:
         tiny = build_tiny_model(tmp / "repo")
         repo, rel, card = tiny.root, "models", tiny.card
-        print(f"model: none in {model_dir}/, built the tiny test model ({card['name']})")
+        print(f"model: none in {model_dir}/, built the tiny model ({card['name']})")
 
     bodies = bodies_from_card(card, 64)
 
@@ -277,31 +239,24 @@ def main() -> int:
         db_url = f"sqlite:///{tmp / 'bench.db'}"
     print(f"prediction log: {'PostgreSQL schema ' + schema if schema else db_url}")
 
-    env = {
-        **os.environ,
-        "MEDCAST_REPO": str(repo),
-        "MEDCAST_MODEL_DIR": rel,
-        "MEDCAST_DATABASE_URL": db_url,
-        "MEDCAST_RATE_LIMIT": "1000000/second",  # one load generator IP; keep the limiter's cost
-        "MEDCAST_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-        # Byte-compiled imports, as in a deployed image. This machine sets
-        # PYTHONDONTWRITEBYTECODE and the venv has no .pyc files, so every start would compile
-        # every module from source; cache them outside the venv instead.
-        "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "medcast-bench-pycache"),
-    }
-    env.pop("MEDCAST_MODEL_REV", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Byte-compiled imports, as in a deployed image (cached outside the venv).
+    env = service_env(
+        Path(tempfile.gettempdir()) / "medcast-bench-pycache",
+        MEDCAST_REPO=str(repo),
+        MEDCAST_MODEL_DIR=rel,
+        MEDCAST_DATABASE_URL=db_url,
+        MEDCAST_RATE_LIMIT="1000000/second",  # one load generator IP; keep the limiter's cost
+        MEDCAST_LOG_LEVEL="WARNING",
+    )
     results: dict[str, Any] = {}
     answered = 0  # rows the client got a 2xx for
     try:
-        port = free_port()
-        proc, cold_first, cpu_first = start_service(env, port)
+        service, cold_first, cpu_first = start_service(env, tmp / "serve-first.log")
         print(f"cold start to ready (fresh database, runs the migration): {cold_first:.2f} s "
               f"(CPU {cpu_first:.2f} s)")
-        stop_service(proc)
-        port = free_port()
-        proc, cold, cpu = start_service(env, port)
+        service.stop()
+        service, cold, cpu = start_service(env, tmp / "serve.log")
+        port = service.port
         results["cold_s"] = cold
         print(f"cold start to ready (migrated database):                  {cold:.2f} s "
               f"(CPU {cpu:.2f} s; load average {os.getloadavg()[0]:.1f} on "
@@ -349,10 +304,10 @@ def main() -> int:
             if line.startswith("medcast_prediction_log_write_retries_total"):
                 results["retries"] = int(float(line.rsplit(" ", 1)[1]))
         t0 = time.perf_counter()
-        err = stop_service(proc)
+        service.stop(timeout=60)
         print(f"shutdown (drains the log): {time.perf_counter() - t0:.2f} s")
-        if "Traceback" in err:
-            print(err[-3000:])
+        if "Traceback" in service.output():
+            print(service.output(3000))
         engine = sa.create_engine(db_url)
         with engine.connect() as c:
             rows = c.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one()
@@ -365,8 +320,8 @@ def main() -> int:
               f"(duplicates: {dup}, write retries: {results.get('retries', '?')}) → "
               f"{'OK' if results['rows_ok'] else 'MISMATCH'}")
     finally:
-        if "proc" in locals() and proc.poll() is None:
-            proc.kill()
+        if "service" in locals():
+            service.kill()
         if schema:
             with admin.begin() as c:
                 c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -2,8 +2,8 @@
 SeaweedFS, pull them into a fresh copy, print push MB/s, pull MB/s and fresh-clone restore
 seconds (median of --runs). Nothing in the benchmarked repo is modified.
 
-    python bench/storage.py [--repo DIR] [--runs 3]       # default repo: this project
-    python bench/storage.py --dummy-mb 64                 # a throwaway repo with 64 MB of outputs
+    python -m bench.storage [--repo DIR] [--runs 3]       # default repo: this project
+    python -m bench.storage --dummy-mb 64                 # a throwaway repo with 64 MB of outputs
 
 MB = 10^6 bytes. Each run uses a new bucket; "push" and "pull" are the wall time of `dvc push` /
 `dvc pull` (DVC's start-up included, printed separately); "restore" is the time from nothing to
@@ -25,10 +25,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from devtools import s3server
 
-from medcast import s3server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BIN = Path(sys.executable).parent
 EXIT_NO_OUTPUTS = 2

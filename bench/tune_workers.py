@@ -1,7 +1,7 @@
 """Benchmark of distributed tuning: trials/s of one Optuna study on PostgreSQL run by the tune
 stage alone (1 process) and by the stage plus 1 or 2 `python -m medcast.tune --worker` processes.
 
-    python bench/tune_workers.py [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test]
+    python -m bench.tune_workers [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test]
                                  [--trials 24] [--runs 3] [--model random_forest]
 
 Diabetes (bundled), the default protocol (5-fold CV), the model's default search space. Each run
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from medcast.config import compose, load_params
+from medcast.tune import TICKET, open_storage
 
-from medcast.config import compose, load_params  # noqa: E402
-from medcast.tune import TICKET, open_storage  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def workspace(root: Path, storage: str, trials: int, model: str) -> None:

@@ -1,9 +1,11 @@
 """Run the project's local S3 server (SeaweedFS `weed mini`) for development.
 
-    python scripts/s3.py start          # start (or reuse), create the bucket, point DVC at it
-    python scripts/s3.py status         # exit 0 if running, 3 if not
-    python scripts/s3.py ensure-bucket  # create the bucket on the running server
-    python scripts/s3.py stop           # stop it by its pid and wait
+    python -m scripts.s3 start          # start (or reuse), create the bucket, point DVC at it
+    python -m scripts.s3 status         # exit 0 if running, 3 if not
+    python -m scripts.s3 ensure-bucket  # create the bucket on the running server
+    python -m scripts.s3 stop           # stop it by its pid and wait
+
+(from the repository root; `make s3`, `make s3-stop`, `make s3-status` do that).
 
 Writes under `.s3/` (git-ignored): `data/`, `identities.json`, `credentials.env` (random keys
 made on the first start, reused afterwards; never committed), `weed.log`, `weed.pid`,
@@ -22,10 +24,9 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))  # works before `pip install -e .` too
+from devtools import s3server
 
-from medcast import s3server  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STATUS_NOT_RUNNING = 3
 
@@ -60,12 +61,7 @@ def _write_credentials(state: Path, server: s3server.S3Server, bucket: str) -> P
     path.chmod(0o600)
     lines = [
         "# Local SeaweedFS only (scripts/s3.py). `set -a; . .s3/credentials.env; set +a`",
-        f"AWS_ACCESS_KEY_ID={server.credentials.access_key}",
-        f"AWS_SECRET_ACCESS_KEY={server.credentials.secret_key}",
-        f"AWS_ENDPOINT_URL={server.endpoint}",
-        "AWS_DEFAULT_REGION=us-east-1",
-        "AWS_RETRY_MODE=standard",
-        "AWS_MAX_ATTEMPTS=2",
+        *(f"{key}={value}" for key, value in server.env().items()),
         f"MEDCAST_S3_BUCKET={bucket}",
     ]
     path.write_text("\n".join(lines) + "\n")

@@ -1,27 +1,24 @@
 """The README's screenshot of the dashboard: docs/dashboard.png (1100×900, a prediction shown).
 
 Starts `python -m serve` on a free loopback port — on the repository's model when
-models/model.onnx, models/model.json and dvc.lock exist, else on the tiny test model
-(tests/serve_fixtures.py) — with a temp SQLite log and a throwaway API key, makes a prediction
+models/model.onnx, models/model.json and dvc.lock exist, else on the tiny model
+(devtools/tiny_model.py) — with a temp SQLite log and a throwaway API key, makes a prediction
 through the form in headless Debian Chromium (Playwright), enters the key, and saves the
 viewport as a 256-colour PNG (Pillow), which keeps it well under 200 KB.
 
-    python scripts/screenshot.py [--out docs/dashboard.png] [--width 1100] [--height 900]
+    python -m scripts.screenshot [--out docs/dashboard.png] [--width 1100] [--height 900]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from devtools.service import ServiceError, running, service_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -29,19 +26,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def model_repo(tmp: Path) -> Path:
     if all((ROOT / p).exists() for p in ("models/model.onnx", "models/model.json", "dvc.lock")):
         return ROOT
-    sys.path.insert(0, str(ROOT))
-    from tests.serve_fixtures import build_tiny_model
+    from devtools.tiny_model import build_tiny_model
 
-    print("no model in the repository: using the tiny test model", file=sys.stderr)
+    print("no model in the repository: using the tiny model", file=sys.stderr)
     return build_tiny_model(tmp / "tiny").root
 
 
@@ -78,42 +68,20 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args()
 
-    import httpx
-
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         repo = model_repo(tmp)
-        port, key = free_port(), secrets.token_hex(8)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
-        env.update(PYTHONPATH=str(ROOT), MEDCAST_REPO=str(repo), MEDCAST_PORT=str(port),
-                   MEDCAST_DATABASE_URL=f"sqlite:///{tmp / 'log.db'}", MEDCAST_API_KEY=key,
-                   MEDCAST_FIGURES_DIR=str(ROOT / "reports" / "figures"),
-                   MEDCAST_LOG_LEVEL="WARNING")
-        proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp, env=env)
-        base = f"http://127.0.0.1:{port}"
+        key = secrets.token_hex(8)
+        env = service_env(MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=f"sqlite:///{tmp / 'log.db'}",
+                          MEDCAST_API_KEY=key, MEDCAST_FIGURES_DIR=str(ROOT / "reports" / "figures"),
+                          MEDCAST_LOG_LEVEL="WARNING")
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    print("the service did not start", file=sys.stderr)
-                    return 1
-                try:
-                    if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    print("the service was not ready within 60 s", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-            shoot(base, key, args.out, args.width, args.height)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            with running(env, cwd=tmp, log=tmp / "serve.log", timeout=60) as service:
+                shoot(service.url, key, args.out, args.width, args.height)
+                service.stop()
+        except ServiceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     print(f"{args.out}: {args.width}×{args.height}, {args.out.stat().st_size / 1024:.0f} KB")
     return 0
 

@@ -28,6 +28,8 @@ settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_LOG_BUFFER_MAX  prediction-log rows held while the db is slow/down  default: 10000
   MEDCAST_LOG_FLUSH_MS, MEDCAST_LOG_CHUNK_ROWS, MEDCAST_LOG_RETRY_MAX_S, MEDCAST_LOG_DRAIN_S
   MEDCAST_HOST, MEDCAST_PORT, MEDCAST_LOG_LEVEL                     default: 127.0.0.1, 8000, INFO
+  PROMETHEUS_MULTIPROC_DIR  an empty folder shared by several worker processes (uvicorn
+                          --workers N): /metrics then sums them all          default: unset
 """
 
 

@@ -11,16 +11,17 @@ in that folder only; the folder is looked up per request, so figures made after 
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Response, Router, get
+from litestar import Request, Response, Router, get
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.response import File, Redirect
 
-from serve.settings import Settings
+from serve.service import service_of
 
 STATIC = Path(__file__).with_name("static")
 # name → media type (Litestar adds "; charset=utf-8" to text/*): the assets the page needs;
@@ -62,46 +63,51 @@ def figure_file(folder: Path, name: str) -> Path | None:
     return real if real.is_file() and real.parent == folder.resolve() else None
 
 
-def dashboard_handlers(settings: Settings) -> list[Any]:
-    """`GET /` and the /dashboard router, for `Litestar(route_handlers=[...])`."""
-    folder = settings.figures_path
-    page = (STATIC / "index.html").read_bytes()
-    assets = {name: ((STATIC / name).read_bytes(), media) for name, media in ASSETS.items()}
+@cache
+def _static(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
 
-    @get("/", include_in_schema=False)
-    async def root() -> Redirect:
-        return Redirect("/dashboard", status_code=302)
 
-    @get("/", include_in_schema=False)
-    async def index() -> Response:
-        return Response(page, media_type="text/html")
+@get("/", include_in_schema=False)
+async def root() -> Redirect:
+    return Redirect("/dashboard", status_code=302)
 
-    @get("/static/{name:str}", include_in_schema=False)
-    async def asset(name: str) -> Response:
-        if name not in assets:
-            raise NotFoundException(f"no asset {name!r}")
-        body, media = assets[name]
-        return Response(body, media_type=media)
 
-    @get("/figures", include_in_schema=False, sync_to_thread=True)
-    def figures() -> Response:
-        names = list_figures(folder)
-        items = [{"name": n, "url": f"/dashboard/figures/{n}"} for n in names]
-        return Response(msgspec.json.encode({"figures": items}), media_type="application/json")
+@get("/", include_in_schema=False)
+async def index() -> Response:
+    return Response(_static("index.html"), media_type="text/html")
 
-    @get("/figures/{name:str}", include_in_schema=False, sync_to_thread=True)
-    def figure(name: str) -> File:
-        path = figure_file(folder, name)
-        if path is None:
-            raise NotFoundException("no such figure")
-        return File(path, filename=name, media_type="image/png", content_disposition_type="inline")
 
-    router = Router(
+@get("/static/{name:str}", include_in_schema=False)
+async def asset(name: str) -> Response:
+    if name not in ASSETS:
+        raise NotFoundException(f"no asset {name!r}")
+    return Response(_static(name), media_type=ASSETS[name])
+
+
+@get("/figures", include_in_schema=False, sync_to_thread=True)
+def figures(request: Request[Any, Any, Any]) -> Response:
+    names = list_figures(service_of(request).settings.figures_path)
+    items = [{"name": n, "url": f"/dashboard/figures/{n}"} for n in names]
+    return Response(msgspec.json.encode({"figures": items}), media_type="application/json")
+
+
+@get("/figures/{name:str}", include_in_schema=False, sync_to_thread=True)
+def figure(request: Request[Any, Any, Any], name: str) -> File:
+    path = figure_file(service_of(request).settings.figures_path, name)
+    if path is None:
+        raise NotFoundException("no such figure")
+    return File(path, filename=name, media_type="image/png", content_disposition_type="inline")
+
+
+DASHBOARD = [
+    root,
+    Router(
         "/dashboard",
         route_handlers=[index, asset, figures, figure],
         response_headers=HEADERS,
         # Revalidate every time: a new model or `dvc repro` changes what is behind these URLs.
         cache_control=CacheControlHeader(no_cache=True),
         include_in_schema=False,
-    )
-    return [root, router]
+    ),
+]

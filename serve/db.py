@@ -1,24 +1,34 @@
-"""The prediction log table, its engine, idempotent bulk inserts and the Alembic entry points.
+"""The prediction log table, its row, its engine, idempotent bulk inserts and the Alembic
+entry points.
 
 One table, `predictions`: one row per prediction (a batch request of n rows logs n rows sharing
 its request id, `item` 0..n-1; a single prediction has item 0). `(request_id, item)` is unique,
 so re-inserting a batch whose commit was already applied (a retry after a lost acknowledgement)
-skips the rows that exist instead of duplicating them.
+skips the rows that exist instead of duplicating them. The table is the one definition of the
+log's columns: `LogRow` (what the service writes) is checked against it, and the inserts, the
+PostgreSQL staging table, the paged reads and the monitoring notebook's read derive from it.
 
 Migrations live in `serve/migrations/` (Alembic). `ensure_schema()` runs `alembic upgrade head`
-unless the database already records `HEAD` (so a warm start does not import Alembic).
+unless the database already records `HEAD` (so a warm start does not import Alembic). Nothing
+here imports Litestar: `medcast.monitoring` reads the log through this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.schema import CreateTable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD = "0001"  # the newest revision in serve/migrations/versions (a test checks it)
@@ -43,7 +53,31 @@ predictions = sa.Table(
     sa.Index("ix_predictions_model_md5", "model_md5"),
 )
 
-COLUMNS = tuple(c.name for c in predictions.columns if c.name != "id")
+# What a writer supplies: every column but the generated `id`, in table order.
+LOG_COLUMNS = tuple(c for c in predictions.columns if c.name != "id")
+COLUMNS = tuple(c.name for c in LOG_COLUMNS)
+
+
+class LogRow(msgspec.Struct, gc=False):
+    """One prediction as the service logs it: the table's columns but `id`, in table order
+    (checked below), so `msgspec.structs.astuple(row)` is also an insert's positional tuple.
+    Not tracked by the garbage collector: thousands are made per second and none is part of a
+    reference cycle."""
+
+    request_id: str
+    item: int
+    created_at: datetime  # timezone-aware, UTC
+    model_md5: str
+    model_revision: str
+    dataset: str
+    features: Any  # the request's msgspec Struct (or a mapping): a JSON object of features
+    prediction: float
+    latency_ms: float
+
+
+if LogRow.__struct_fields__ != COLUMNS:  # one definition: a change to one must change the other
+    raise RuntimeError(f"serve.db.LogRow fields {LogRow.__struct_fields__} differ from the "
+                       f"columns of table 'predictions' {COLUMNS}")
 
 
 def _json_dumps(obj: Any) -> str:
@@ -106,12 +140,34 @@ def downgrade(engine: sa.Engine, target: str = "base") -> None:
         command.downgrade(alembic_config(conn), target)
 
 
+_ALEMBIC_LEVEL = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines ("Context impl …", "Will assume …", "Running upgrade …") while the
+    service migrates say no more than the one line the service logs; its warnings stay. A
+    level configured for the `alembic` logger (alembic.ini, the user's logging) is kept."""
+    alembic_logger = logging.getLogger("alembic")
+    with _ALEMBIC_LEVEL:
+        if alembic_logger.level != logging.NOTSET:
+            yield
+            return
+        alembic_logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            alembic_logger.setLevel(logging.NOTSET)
+
+
 def ensure_schema(engine: sa.Engine) -> str:
-    """`alembic upgrade head` unless already there; returns what was done (for the log)."""
+    """`alembic upgrade head` unless already there, without Alembic's INFO lines; returns what
+    was done (the service logs it)."""
     current = current_revision(engine)
     if current == HEAD:
         return f"schema at {HEAD}"
-    upgrade(engine, "head")
+    with quiet_alembic():
+        upgrade(engine, "head")
     return f"schema migrated {current or 'base'} → {HEAD}"
 
 
@@ -119,35 +175,47 @@ def ensure_schema(engine: sa.Engine) -> str:
 
 
 _INSERT_COLS = ", ".join(COLUMNS)
-_PG_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS predictions_incoming (request_id text, item integer, "
-    "created_at timestamptz, model_md5 text, model_revision text, dataset text, features jsonb, "
-    "prediction double precision, latency_ms double precision) ON COMMIT DELETE ROWS"
-)
+_STAGING = "predictions_incoming"
 # Column names are module constants; values are bound parameters or COPY'd, never formatted in.
 _PG_MERGE = (
-    f"INSERT INTO predictions ({_INSERT_COLS}) SELECT {_INSERT_COLS} FROM predictions_incoming "  # nosec B608
+    f"INSERT INTO predictions ({_INSERT_COLS}) SELECT {_INSERT_COLS} FROM {_STAGING} "  # nosec B608
     "ON CONFLICT (request_id, item) DO NOTHING"
 )
 _SQLITE_INSERT = (
     f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # nosec B608
     "ON CONFLICT (request_id, item) DO NOTHING"
 )
+# Positions of the values a driver-level insert cannot take as they are.
+_JSON_AT = tuple(i for i, c in enumerate(LOG_COLUMNS) if isinstance(c.type, sa.JSON))
+_TIME_AT = tuple(i for i, c in enumerate(LOG_COLUMNS) if isinstance(c.type, sa.DateTime))
 
 
-def _tuples(rows: Sequence[dict[str, Any]], sqlite: bool) -> list[tuple[Any, ...]]:
+@cache
+def staging_ddl() -> str:
+    """CREATE TEMP TABLE for PostgreSQL's COPY: the log's columns and types, from the table."""
+    staging = sa.Table(_STAGING, sa.MetaData(), *(sa.Column(c.name, c.type) for c in LOG_COLUMNS),
+                       prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS")
+    return str(CreateTable(staging, if_not_exists=True).compile(dialect=postgresql.dialect()))
+
+
+def _tuples(rows: Sequence[LogRow], sqlite: bool) -> list[tuple[Any, ...]]:
+    """Rows as driver-level tuples in COLUMNS order: JSON columns as JSON text and, for
+    SQLite, times in SQLAlchemy's SQLite storage format (UTC, naive), so SQLAlchemy reads them."""
     enc = msgspec.json.encode
+    astuple = msgspec.structs.astuple
     out = []
     for r in rows:
-        ts = r["created_at"]
-        if sqlite:  # SQLAlchemy's SQLite DateTime storage format (UTC, naive), readable by it
-            ts = ts.strftime("%Y-%m-%d %H:%M:%S.%f")
-        out.append((r["request_id"], r["item"], ts, r["model_md5"], r["model_revision"],
-                    r["dataset"], enc(r["features"]).decode(), r["prediction"], r["latency_ms"]))
+        values = list(astuple(r))
+        for i in _JSON_AT:
+            values[i] = enc(values[i]).decode()
+        if sqlite:
+            for i in _TIME_AT:
+                values[i] = values[i].strftime("%Y-%m-%d %H:%M:%S.%f")
+        out.append(tuple(values))
     return out
 
 
-def insert_rows(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
+def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
     """Insert rows in one transaction, skipping (request_id, item) pairs already present.
 
     The hot path bypasses SQLAlchemy's per-row processing (it costs the request path CPU through
@@ -164,9 +232,9 @@ def insert_rows(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
             try:
                 with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
                     if not info.get("medcast_staging"):
-                        cur.execute(_PG_STAGE)
+                        cur.execute(staging_ddl())
                         info["medcast_staging"] = True
-                    with cur.copy(f"COPY predictions_incoming ({_INSERT_COLS}) FROM STDIN") as cp:
+                    with cur.copy(f"COPY {_STAGING} ({_INSERT_COLS}) FROM STDIN") as cp:
                         for t in data:
                             cp.write_row(t)
                     cur.execute(_PG_MERGE)
@@ -184,11 +252,11 @@ def insert_rows(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
 
         stmt = insert(predictions).on_conflict_do_nothing(index_elements=["request_id", "item"])
         with engine.begin() as conn:
-            conn.execute(stmt, list(rows))
+            conn.execute(stmt, [msgspec.structs.asdict(r) for r in rows])
         return len(rows)
     # Other dialects: look the keys up first (same transaction), insert the rest.
     with engine.begin() as conn:
-        ids = {r["request_id"] for r in rows}
+        ids = {r.request_id for r in rows}
         existing = set(
             conn.execute(
                 sa.select(predictions.c.request_id, predictions.c.item).where(
@@ -196,7 +264,7 @@ def insert_rows(engine: sa.Engine, rows: Sequence[dict[str, Any]]) -> int:
                 )
             ).tuples()
         )
-        fresh = [r for r in rows if (r["request_id"], r["item"]) not in existing]
+        fresh = [msgspec.structs.asdict(r) for r in rows if (r.request_id, r.item) not in existing]
         if fresh:
             conn.execute(predictions.insert(), fresh)
     return len(rows)
@@ -246,7 +314,7 @@ class Database:
         """Migrate to head (raises while the database is unreachable)."""
         self.schema_status = ensure_schema(self.engine)
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
+    def write(self, rows: list[LogRow]) -> int:
         return insert_rows(self.engine, rows)
 
     def dispose(self) -> None:

@@ -12,6 +12,8 @@ writes them every `flush_ms` in one transaction per chunk (executemany). The gua
 
 What is lost: rows buffered when the process is killed hard (SIGKILL, OOM) — at most one flush
 interval's worth while the database is up. Patient data never reaches the application log.
+Every change of its figures (rows buffered, written, refused, failed writes) is reported as it
+happens to a `LogFigures` (the service's metrics), so several processes can be summed exactly.
 """
 
 from __future__ import annotations
@@ -21,9 +23,36 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("medcast.serve.log")
+
+
+class LogFigures(Protocol):
+    """Where the log reports its figures as they change (serve.metrics.Metrics)."""
+
+    def buffered(self, rows: int) -> None:
+        """`rows` entered (> 0) or left (< 0) the buffer."""
+
+    def written(self, rows: int) -> None: ...
+
+    def retried(self) -> None: ...
+
+    def rejected(self, rows: int) -> None: ...
+
+
+class _NoFigures:
+    def buffered(self, rows: int) -> None:
+        pass
+
+    def written(self, rows: int) -> None:
+        pass
+
+    def retried(self) -> None:
+        pass
+
+    def rejected(self, rows: int) -> None:
+        pass
 
 
 def _reason(exc: BaseException) -> str:
@@ -33,15 +62,18 @@ def _reason(exc: BaseException) -> str:
 
 
 class PredictionLog:
+    """Rows (serve.db.LogRow) buffered by requests and written by one background task."""
+
     def __init__(
         self,
-        write: Callable[[list[dict[str, Any]]], Any],
+        write: Callable[[list[Any]], Any],
         prepare: Callable[[], Any] | None = None,
         *,
         max_rows: int = 10_000,
         flush_s: float = 0.02,
         chunk_rows: int = 5_000,
         retry_max_s: float = 2.0,
+        figures: LogFigures | None = None,
     ) -> None:
         self._write = write
         self._prepare = prepare
@@ -49,13 +81,14 @@ class PredictionLog:
         self.flush_s = flush_s
         self.chunk_rows = chunk_rows
         self.retry_max_s = retry_max_s
-        self._buf: list[dict[str, Any]] = []
-        self._inflight: list[dict[str, Any]] = []
+        self.figures: LogFigures = figures or _NoFigures()
+        self._buf: list[Any] = []
+        self._inflight: list[Any] = []
         self._prepared = prepare is None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        # figures for /metrics and /health/ready
+        # this process's own figures (its log messages, /health/ready); /metrics gets `figures`
         self.rows_written = 0
         self.retries = 0
         self.rejected = 0
@@ -72,12 +105,14 @@ class PredictionLog:
     def prepared(self) -> bool:
         return self._prepared
 
-    def offer(self, rows: list[dict[str, Any]]) -> bool:
+    def offer(self, rows: list[Any]) -> bool:
         """Buffer rows; False (nothing buffered) when they do not fit or the log is stopping."""
         if self._stopping or self.depth + len(rows) > self.max_rows:
             self.rejected += len(rows)
+            self.figures.rejected(len(rows))
             return False
         self._buf.extend(rows)
+        self.figures.buffered(len(rows))
         return True
 
     # ---- background task ----------------------------------------------------------------------
@@ -157,6 +192,7 @@ class PredictionLog:
                 await asyncio.to_thread(self._write, self._inflight)
             except Exception as exc:  # noqa: BLE001 - the database is down or refusing: retry
                 self.retries += 1
+                self.figures.retried()
                 self.last_error = _reason(exc)
                 if self.failing_since is None:
                     self.failing_since = time.time()
@@ -168,8 +204,11 @@ class PredictionLog:
                 delay = backoff
                 continue
             if self._inflight:
-                self.rows_written += len(self._inflight)
+                written = len(self._inflight)
+                self.rows_written += written
                 self._inflight = []
+                self.figures.buffered(-written)
+                self.figures.written(written)
             self._recovered()
             backoff = self.flush_s
             # Catch up without sleeping while a backlog remains.

@@ -63,10 +63,6 @@ class LoadedModel:
             (f.name, object if f.type == "category" else np.float32) for f in self.card.features
         )
 
-    @property
-    def version(self) -> str:
-        return self.md5
-
     def predict_rows(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
         """One ORT call for all rows (tuples in card feature order) → float32 array (n,)."""
         n = len(rows)

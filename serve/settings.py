@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -60,12 +60,10 @@ class Settings:
     def card_path(self) -> str:
         return f"{self.model_dir.strip('/')}/model.json"
 
-    def with_(self, **changes: object) -> Settings:
-        return replace(self, **changes)  # type: ignore[arg-type]
-
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
+        env.metrics_folder()
         d = cls()
         repo = Path(env.get("REPO") or Path.cwd()).resolve()
         return cls(
@@ -93,6 +91,13 @@ class Settings:
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
+
+    def metrics_folder(self) -> None:
+        """PROMETHEUS_MULTIPROC_DIR, read by prometheus_client itself, must be a folder."""
+        folder = self.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if folder and not Path(folder).is_dir():
+            raise SettingsError(f"PROMETHEUS_MULTIPROC_DIR={folder!r}: not a directory (create "
+                                "it, empty, before the service's workers start)")
 
     def get(self, name: str) -> str | None:
         key, file_key = f"MEDCAST_{name}", f"MEDCAST_{name}_FILE"

@@ -1,4 +1,5 @@
-"""Shared fixtures: composed params (tiny variants), generated data, an isolated MLflow store."""
+"""Shared fixtures: composed params (tiny variants), generated data, an isolated MLflow store;
+the service's fixtures (tests/support/serving.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+pytest_plugins = ["tests.support.serving"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

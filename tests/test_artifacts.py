@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.s3_fixtures")  # imported here before the plugin loads
+pytest.register_assert_rewrite("tests.support.s3_fixtures")  # imported here before the plugin loads
 
-from medcast import s3server  # noqa: E402
+from devtools import s3server  # noqa: E402
+from devtools.ports import free_port  # noqa: E402
+from devtools.s3server import Credentials  # noqa: E402
 from medcast.artifacts import (  # noqa: E402
     ArtifactError,
     locked_md5,
@@ -20,8 +22,7 @@ from medcast.artifacts import (  # noqa: E402
     read_verified,
 )
 from medcast.artifacts import main as artifacts_main  # noqa: E402
-from medcast.s3server import Credentials  # noqa: E402
-from tests.s3_fixtures import (  # noqa: E402
+from tests.support.s3_fixtures import (  # noqa: E402
     OUT_FILES,
     ThrowawayRepo,
     cache_object,
@@ -34,7 +35,7 @@ from tests.s3_fixtures import (  # noqa: E402
     write_local_remote,
 )
 
-pytest_plugins = ["tests.s3_fixtures"]
+pytest_plugins = ["tests.support.s3_fixtures"]
 
 PULL_DEADLINE_S = 60
 
@@ -171,7 +172,7 @@ def test_read_helpers_explain_common_failures(
 
     # Nothing pushed and no cache in a fresh clone; the endpoint is a closed port.
     clone = dvc_repo.clone(tmp_path / "clone")
-    closed = f"http://127.0.0.1:{s3server.free_ports(1)[0]}"
+    closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # fail in seconds, not after retries
     config = {**_remote_config(dvc_repo), "url": dvc_repo.url, "endpointurl": closed}
     with pytest.raises(ArtifactError, match="unreachable"):

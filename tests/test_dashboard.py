@@ -1,6 +1,6 @@
 """The dashboard (serve/dashboard.py, serve/static/): the page, its assets and the figures over
 HTTP with Litestar's TestClient, and one end-to-end test in a real browser: the real service
-(`python -m serve` on a free loopback port, the tiny model of tests/serve_fixtures.py, a temp
+(`python -m serve` on a free loopback port, the tiny model of devtools/tiny_model.py, a temp
 SQLite log) driven by headless Debian Chromium through Playwright — card, form, prediction,
 client- and server-side validation messages, and the prediction log behind the API key.
 Every wait is bounded; the server and the browser are always stopped.
@@ -12,11 +12,7 @@ import http.client
 import math
 import os
 import re
-import signal
-import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -27,9 +23,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from devtools.service import running, service_env
+from devtools.tiny_model import TinyModel
 from serve.app import create_app
 from serve.settings import Settings
-from tests.serve_fixtures import TinyModel, build_tiny_model, wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -207,38 +204,19 @@ def require_browser() -> Any:
     return sync_api
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def real_service(repo: Path, figures: Path, tmp_path: Path, pycache: Path) -> Iterator[str]:
-    """`python -m serve` on a free loopback port; yields its base URL; always stopped."""
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # share compiled modules with tests/test_serve.py
-    env.update(
-        PYTHONPYCACHEPREFIX=str(pycache), PYTHONPATH=str(ROOT),
-        MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}",
-        MEDCAST_API_KEY=KEY, MEDCAST_FIGURES_DIR=str(figures), MEDCAST_PORT=str(port),
-        MEDCAST_HOST="127.0.0.1", MEDCAST_LOG_FLUSH_MS="5", MEDCAST_LOG_LEVEL="WARNING",
+    """`python -m serve` on a free loopback port; yields its base URL; always stopped (a
+    graceful stop must exit 0 without a traceback)."""
+    env = service_env(
+        pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}",
+        MEDCAST_API_KEY=KEY, MEDCAST_FIGURES_DIR=str(figures), MEDCAST_HOST="127.0.0.1",
+        MEDCAST_LOG_FLUSH_MS="5", MEDCAST_LOG_LEVEL="WARNING",
     )
-    proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc, 30, lambda: proc.communicate(timeout=10)[1][-3000:])
-        yield base
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and "Traceback" not in err, err[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
+        yield service.url
+        code = service.stop()
+        assert code == 0 and "Traceback" not in service.output(), service.output(3000)
 
 
 def wait_for_log_row(base: str, request_id: str, timeout: float = 10.0) -> None:
@@ -264,19 +242,13 @@ def raw_get(base: str, path: str) -> int:
         conn.close()
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
 def test_dashboard_in_a_browser(
-    tiny: TinyModel, figures: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny: TinyModel, figures: Path, tmp_path: Path, pycache: Path
 ) -> None:
     sync_api = require_browser()
     expect = sync_api.expect
     expect.set_options(timeout=10_000)
     patient = tiny.examples[0]
-    pycache = tmp_path_factory.getbasetemp().parent / "medcast-pycache"  # as tests/test_serve.py
     with real_service(tiny.root, figures, tmp_path, pycache) as base, \
             sync_api.sync_playwright() as pw:
         for path in ("/dashboard/figures/../../dvc.lock", "/dashboard/figures/..%2f..%2fdvc.lock",

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.factories import insurance_frame, messy_clinical_frame, messy_clinical_spec
 from medcast.datasets import drop_missing_target, load_raw, validate
 from medcast.datasets.spec import ColumnSpec, SourceConfig, parse_dataset
 from medcast.errors import ConfigError, DataValidationError
 from tests.conftest import tiny
-from tests.factories import insurance_frame, messy_clinical_frame, messy_clinical_spec
 
 
 @pytest.fixture(scope="module")

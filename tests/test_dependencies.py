@@ -21,7 +21,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.serve_fixtures import TinyModel
+from devtools.tiny_model import TinyModel
 from tests.test_serve import pycache as pycache  # noqa: F401  (fixture)
 from tests.test_serve import real_server
 from tests.test_serve import tiny as tiny  # noqa: F401  (fixture)

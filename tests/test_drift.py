@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.factories import insurance_frame
 from medcast.datasets import validate
 from medcast.drift import PSI_MAJOR, drift_table, level, psi_categorical, psi_numeric
 from medcast.features import infer_schema
 from tests.conftest import tiny
-from tests.factories import insurance_frame
 
 
 def test_psi_is_near_zero_for_the_same_distribution():
@@ -50,8 +50,8 @@ def test_drift_table_flags_the_shifted_feature_only():
 
 
 def test_missing_values_are_counted_apart_and_left_out_of_psi():
+    from devtools.factories import messy_clinical_frame, messy_clinical_spec
     from medcast.drift import missing_rates
-    from tests.factories import messy_clinical_frame, messy_clinical_spec
 
     ds = messy_clinical_spec()
     frame = messy_clinical_frame(600, seed=3).astype(object)

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from devtools.factories import insurance_frame
 from medcast import models
 from medcast.datasets import validate
 from medcast.errors import ArtifactError, ConfigError
 from medcast.features import infer_schema, split_xy
 from medcast.models.io import load_model, save_model
 from tests.conftest import tiny
-from tests.factories import insurance_frame
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_every_model_record_has_its_conf_file_and_back():
 
 @pytest.fixture(scope="module")
 def messy():
+    from devtools.factories import messy_clinical_frame, messy_clinical_spec
     from medcast.features import infer_schema, split_xy
-    from tests.factories import messy_clinical_frame, messy_clinical_spec
 
     ds = messy_clinical_spec()
     frame = validate(messy_clinical_frame(240, seed=2).astype(object), ds)

@@ -1,38 +1,38 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 
-import sqlalchemy as sa
-
 from medcast.monitoring import hourly, read_log
+from serve import db as servedb
 
 
 def _log_db(tmp_path, rows):
+    """A prediction log written as the service writes it (its migrations, its insert path)."""
     url = f"sqlite:///{tmp_path}/log.db"
-    engine = sa.create_engine(url)
-    meta = sa.MetaData()
-    table = sa.Table(
-        "predictions", meta,
-        sa.Column("id", sa.Integer, primary_key=True), sa.Column("request_id", sa.String),
-        sa.Column("item", sa.Integer), sa.Column("created_at", sa.DateTime(timezone=True)),
-        sa.Column("model_md5", sa.String), sa.Column("model_revision", sa.String),
-        sa.Column("dataset", sa.String), sa.Column("features", sa.JSON),
-        sa.Column("prediction", sa.Float), sa.Column("latency_ms", sa.Float),
-    )
-    meta.create_all(engine)
-    with engine.begin() as conn:
-        conn.execute(table.insert(), rows)
-    engine.dispose()
+    engine = servedb.make_engine(url)
+    try:
+        servedb.ensure_schema(engine)
+        servedb.insert_rows(engine, rows)
+    finally:
+        engine.dispose()
     return url
+
+
+def _rows(n, start):
+    return [servedb.LogRow(request_id=f"r{i}", item=0, created_at=start + timedelta(minutes=20 * i),
+                           model_md5="m", model_revision="workspace",
+                           dataset="diabetes" if i < 5 else "insurance",
+                           features={"bmi": 20.0 + i, "age": 40}, prediction=100.0 + i,
+                           latency_ms=1.0 + i)
+            for i in range(n)]
 
 
 def test_read_log_expands_features_and_filters_dataset(tmp_path):
     start = datetime(2026, 11, 22, 8, tzinfo=UTC)
-    rows = [{"request_id": f"r{i}", "item": 0, "created_at": start + timedelta(minutes=20 * i),
-             "model_md5": "m", "model_revision": "workspace", "dataset": "diabetes" if i < 5 else "insurance",
-             "features": {"bmi": 20.0 + i, "age": 40}, "prediction": 100.0 + i, "latency_ms": 1.0 + i}
-            for i in range(7)]
-    url = _log_db(tmp_path, rows)
+    url = _log_db(tmp_path, _rows(7, start))
     log = read_log(url, dataset="diabetes")
     assert list(log["request_id"]) == ["r0", "r1", "r2", "r3", "r4"]
     assert list(log["bmi"]) == [20.0, 21.0, 22.0, 23.0, 24.0]
@@ -41,5 +41,30 @@ def test_read_log_expands_features_and_filters_dataset(tmp_path):
     assert per_hour["latency_p50_ms"].iloc[0] == 2.0
 
 
+def test_read_log_has_every_column_of_the_log_table(tmp_path):
+    url = _log_db(tmp_path, _rows(2, datetime(2026, 11, 22, 8, tzinfo=UTC)))
+    log = read_log(url)
+    columns = {c.name for c in servedb.predictions.columns} - {"features"}
+    assert set(log.columns) == columns | {"bmi", "age"}
+    assert str(log["created_at"].dt.tz) == "UTC"
+
+
 def test_read_log_without_table_is_empty(tmp_path):
     assert read_log(f"sqlite:///{tmp_path}/empty.db").empty
+
+
+def test_read_log_imports_no_web_framework(tmp_path):
+    """A notebook helper: the log's table definition comes without Litestar or the service."""
+    url = _log_db(tmp_path, _rows(1, datetime(2026, 11, 22, 8, tzinfo=UTC)))
+    script = textwrap.dedent(f"""
+        import sys
+        from medcast.monitoring import read_log
+        assert len(read_log({url!r})) == 1
+        heavy = [m for m in ("litestar", "uvicorn", "onnxruntime", "serve.app", "prometheus_client")
+                 if m in sys.modules]
+        assert not heavy, heavy
+        print("light")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "light" in out.stdout, out.stderr[-3000:]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from devtools.factories import insurance_frame
 from medcast import models
 from medcast.datasets import load_raw, validate
 from medcast.errors import ArtifactError, DataValidationError
@@ -23,7 +24,6 @@ from medcast.onnx.export import check_signature, load_onnx, onnx_inputs, save_on
 from medcast.onnx.parity import check_parity, inference_session, predict_onnx
 from medcast.preprocess import split
 from tests.conftest import tiny
-from tests.factories import insurance_frame
 
 DATASETS = ("diabetes", "insurance")
 RTOL = 1e-4

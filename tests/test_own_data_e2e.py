@@ -7,17 +7,16 @@ on rows with missing values, and the service answering a patient with null where
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from devtools.factories import messy_clinical_conf, write_messy_clinical_csv
+from devtools.service import running
 from tests.conftest import venv_env
-from tests.factories import messy_clinical_conf, write_messy_clinical_csv
-from tests.repo_copy import make_copy, run
-from tests.serve_fixtures import wait_ready
+from tests.support.repo_copy import make_copy, run
 
 pytestmark = pytest.mark.e2e
 SMALL = {"train.candidates": "[ridge,hist_boosting,random_forest]", "train.cv_folds": "3",
@@ -90,16 +89,10 @@ def test_onnx_graph_matches_the_pipeline_on_rows_with_missing_values(messy_repo)
 def test_service_takes_null_for_a_nullable_feature_and_refuses_it_for_others(messy_repo, tmp_path):
     import httpx
 
-    from tests.test_pipeline_e2e import _free_port
-
     repo, _ = messy_repo
-    port = _free_port()
-    env = venv_env(MEDCAST_PORT=str(port), MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path}/log.db")
-    proc = subprocess.Popen(["python", "-m", "serve"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc, 60, proc.stdout.read)
+    env = venv_env(MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path}/log.db")
+    with running(env, cwd=repo, log=tmp_path / "serve.log", timeout=60) as service:
+        base = service.url
         patient = {"age": 61, "BL.Cig.Day": None, "sbp": 150.5, "Hypertension": None, "sex": "F"}
         answer = httpx.post(f"{base}/predict", json=patient, timeout=5)
         assert answer.status_code == 200, answer.text
@@ -115,11 +108,11 @@ def test_service_takes_null_for_a_nullable_feature_and_refuses_it_for_others(mes
                            timeout=5)
         assert batch.status_code == 200 and batch.json()["count"] == 2
         schema = httpx.get(f"{base}/schema/openapi.json", timeout=5).json()
-        text = json.dumps(schema)
-        assert "BL.Cig.Day" in text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+        patient_schema = body["application/json"]["schema"]
+        assert "BL.Cig.Day" in patient_schema["properties"]
+        assert "BL.Cig.Day" not in patient_schema["required"]
+        assert "age" in patient_schema["required"]
 
 
 def test_init_then_exp_run_works_with_no_edit(tmp_path):

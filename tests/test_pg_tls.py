@@ -1,6 +1,6 @@
 """TLS to PostgreSQL: `sslmode=verify-full` through the service's own engine and the real service.
 
-A private cluster (tests/pg_cluster.py; never the machine's shared server) is configured for
+A private cluster (tests/support/pg_cluster.py; never the machine's shared server) is configured for
 SSL only (`hostssl` lines, no plain `host` line) with certificates made here: a CA, a server
 certificate for localhost/127.0.0.1 signed by it, one for another host (db.invalid) signed by
 it too, and a second CA that signed neither. verify-full must connect with the right CA and
@@ -24,13 +24,10 @@ from typing import Any
 
 import pytest
 
-from tests.pg_cluster import PgCluster, cluster_maker
-from tests.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
-from tests.serve_fixtures import TinyModel
+from devtools.tiny_model import TinyModel
+from tests.support.pg_cluster import PgCluster, cluster_maker
+from tests.support.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
 from tests.test_reliability import launch
-from tests.test_reliability import repo as repo  # noqa: F401  (fixture)
-from tests.test_serve import pycache as pycache  # noqa: F401  (fixture)
-from tests.test_serve import tiny as tiny  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 # One worker holds the module's cluster; every test is bounded.
@@ -169,9 +166,9 @@ try:
     elif action == "prepare":
         database = servedb.Database(url)
         database.prepare()
-        row = dict(request_id="a" * 32, item=0, created_at=dt.datetime.now(dt.UTC),
-                   model_md5="0" * 32, model_revision="workspace", dataset="insurance",
-                   features={"age": 40}, prediction=1.5, latency_ms=0.1)
+        row = servedb.LogRow(request_id="a" * 32, item=0, created_at=dt.datetime.now(dt.UTC),
+                             model_md5="0" * 32, model_revision="workspace", dataset="insurance",
+                             features={"age": 40}, prediction=1.5, latency_ms=0.1)
         out["status"] = database.schema_status is not None
         out["written"] = [database.write([row]), database.write([row])]
         out["count"] = servedb.count_rows(database.engine)
@@ -255,7 +252,7 @@ def test_connections_without_tls_are_refused(tls: Tls) -> None:
 
 
 def test_the_service_logs_predictions_over_verify_full(
-    tls: Tls, tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path  # noqa: F811
+    tls: Tls, tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
     """`python -m serve` with MEDCAST_DATABASE_URL = the verify-full URL: migrates, predicts,
     logs the row; its connections are TLS ones (pg_stat_ssl)."""

@@ -198,7 +198,7 @@ def recorded(tmp_path_factory, monkeypatch_module):
     import importlib
 
     from medcast.config import load_params
-    from tests.repo_copy import make_copy
+    from tests.support.repo_copy import make_copy
 
     repo = make_copy(tmp_path_factory.mktemp("deps") / "repo", **{
         "train.candidates": "[ridge,knn,hist_boosting]", "train.cv_folds": "3",

@@ -5,18 +5,19 @@ server, the service (also loading by revision from S3) and the notebooks."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 
 import pytest
 
+from devtools.factories import write_insurance_csv
+from devtools.service import running
 from tests.conftest import venv_env
-from tests.factories import write_insurance_csv
-from tests.repo_copy import GIT_ID, make_copy, run
-from tests.serve_fixtures import wait_ready
+from tests.support.repo_copy import GIT_ID, make_copy, run
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ["tests.s3_fixtures"]
+pytest_plugins = ["tests.support.s3_fixtures"]
 
 # A small but complete study: linear + forest + the MLP, MLP forced so tune/evaluate use Keras.
 TINY = {
@@ -161,8 +162,8 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     (status clean, repro runs nothing), and the service loads the model by git revision."""
     import httpx
 
-    from medcast.s3server import ensure_bucket
-    from tests.s3_fixtures import write_local_remote
+    from devtools.s3server import ensure_bucket
+    from tests.support.s3_fixtures import write_local_remote
 
     repo, _ = built_repo
     ensure_bucket(s3_server, s3_bucket)
@@ -185,49 +186,28 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     served = tmp_path / "served"  # no cache, no outputs: the model can only come from S3
     run(["git", "clone", "-q", str(repo), str(served)], tmp_path)
     write_local_remote(served, url=url, server=s3_server)
-    port = _free_port()
-    env = venv_env(MEDCAST_PORT=str(port), MEDCAST_MODEL_REV="HEAD",
-                   MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path}/serve.db")
-    proc = subprocess.Popen(["python", "-m", "serve"], cwd=served, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, proc, 120, proc.stdout.read)
-        card = httpx.get(f"{base}/model", timeout=5).json()
+    env = venv_env(MEDCAST_MODEL_REV="HEAD", MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path}/serve.db")
+    with running(env, cwd=served, log=tmp_path / "serve.log", timeout=120) as service:
+        card = httpx.get(f"{service.url}/model", timeout=5).json()
         assert card["onnx_md5"] in lock
         row = __import__("pandas").read_parquet(repo / "data/processed/test.parquet").iloc[0]
-        answer = httpx.post(f"{base}/predict", json=row.drop("progression").to_dict(), timeout=5)
+        answer = httpx.post(f"{service.url}/predict", json=row.drop("progression").to_dict(),
+                            timeout=5)
         assert answer.status_code == 200, answer.text
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        service.stop(signal.SIGTERM, timeout=30)
     assert not (served / "models" / "model.onnx").exists()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def served(built_repo, tmp_path_factory):
     """The built repository's model served by `python -m serve` on a free loopback port."""
     repo, _ = built_repo
-    port = _free_port()
-    db = f"sqlite:///{tmp_path_factory.mktemp('log')}/serve.db"
-    env = venv_env(MEDCAST_PORT=str(port), MEDCAST_DATABASE_URL=db, MEDCAST_API_KEY="k")
-    proc = subprocess.Popen(["python", "-m", "serve"], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, proc, 60, proc.stdout.read)
-        yield url, db
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    logs = tmp_path_factory.mktemp("log")
+    db = f"sqlite:///{logs}/serve.db"
+    env = venv_env(MEDCAST_DATABASE_URL=db, MEDCAST_API_KEY="k")
+    with running(env, cwd=repo, log=logs / "serve.log", timeout=60) as service:
+        yield service.url, db
+        service.stop(signal.SIGTERM, timeout=30)
 
 
 @pytest.mark.xdist_group("built_repo")

@@ -7,10 +7,10 @@ import sys
 import pandas as pd
 import yaml
 
+from devtools.factories import write_insurance_csv
 from medcast.datasets import load_raw, validate
 from medcast.preprocess import split
 from tests.conftest import tiny, tiny_params, venv_env
-from tests.factories import write_insurance_csv
 
 
 def test_split_is_seeded_and_sized():
@@ -70,8 +70,8 @@ def test_main_with_typo_in_params_exits_2(tmp_path):
 
 
 def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
+    from devtools.factories import insurance_frame
     from medcast.features import encoded_name, load_schema, save_schema
-    from tests.factories import insurance_frame
 
     p = tiny("dataset=insurance")
     _, _, schema = split(validate(insurance_frame(100, seed=4).astype(str), p.dataset), p.dataset,
@@ -85,7 +85,7 @@ def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
 
 
 def test_main_on_a_messy_table_drops_rows_without_target_and_keeps_the_id(tmp_path):
-    from tests.factories import messy_clinical_conf, write_messy_clinical_csv
+    from devtools.factories import messy_clinical_conf, write_messy_clinical_csv
 
     frame = write_messy_clinical_csv(tmp_path / "data/raw/trial.csv", n=200, seed=4)
     _run_stage(tmp_path, tiny_params())  # copies conf/ first

@@ -22,13 +22,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.pg_cluster import PgCluster
-from tests.pg_cluster import pg_cluster as pg_cluster  # noqa: F401  (fixture)
-from tests.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
-from tests.serve_fixtures import TinyModel, wait_ready
-from tests.test_serve import free_port, subprocess_env
-from tests.test_serve import pycache as pycache  # noqa: F401  (fixture)
-from tests.test_serve import tiny as tiny  # noqa: F401  (fixture)
+from devtools.service import running, service_env
+from devtools.tiny_model import TinyModel
+from tests.support.pg_cluster import PgCluster
+from tests.support.pg_cluster import pg_cluster as pg_cluster  # noqa: F401  (fixture)
+from tests.support.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fuzz-key"
@@ -39,39 +37,19 @@ KEY = "fuzz-key"
 
 @contextmanager
 def launch(repo: Path, db_url: str, pycache: Path, cwd: Path, **env: str
-           ) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+           ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """`python -m serve` on a free loopback port, ready; killed on the way out if still alive.
 
     Unlike tests.test_serve.real_server it does not stop the server itself: the fault tests
-    send their own signals.
+    send their own signals. Its output is in `proc.stderr_path`.
     """
-
-    port = free_port()
-    base = dict(MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url, MEDCAST_PORT=str(port),
-                MEDCAST_RATE_LIMIT="off", MEDCAST_LOG_LEVEL="WARNING", MEDCAST_API_KEY=KEY)
+    base = dict(MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url, MEDCAST_RATE_LIMIT="off",
+                MEDCAST_LOG_LEVEL="WARNING", MEDCAST_API_KEY=KEY)
     base.update(env)
-    err_path = cwd / f"serve-{port}.err"
-    with err_path.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=cwd,
-                                env=subprocess_env(pycache, **base), stdout=subprocess.DEVNULL,
-                                stderr=err, text=True)
-    proc.stderr_path = err_path  # type: ignore[attr-defined]
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: err_path.read_text()[-3000:])
-        yield port, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-@pytest.fixture
-def repo(tiny: TinyModel, tmp_path: Path) -> Path:  # noqa: F811
-    import shutil
-
-    dst = tmp_path / "repo"
-    shutil.copytree(tiny.root, dst)
-    return dst
+    log = cwd / f"serve-{len(list(cwd.glob('serve-*.log')))}.log"
+    with running(service_env(pycache, **base), cwd=cwd, log=log) as service:
+        service.proc.stderr_path = log  # type: ignore[attr-defined]
+        yield service.port, service.proc
 
 
 # ---- 1. fuzzing -----------------------------------------------------------------------------
@@ -102,7 +80,7 @@ def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
 
 @pytest.mark.timeout(180)
 def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(
-    repo: Path, tmp_path: Path, pycache: Path  # noqa: F811
+    repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
     """Every operation of /schema/openapi.json, positive and negative data, all default checks."""
     import requests
@@ -222,7 +200,7 @@ def assert_well_formed(rows: list[dict[str, Any]], md5: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_sigterm_under_load_drains_and_logs_every_2xx(
-    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path  # noqa: F811
+    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'term.db'}"
     bodies = [json.dumps(b).encode() for b in tiny.examples]
@@ -255,7 +233,7 @@ def test_sigterm_under_load_drains_and_logs_every_2xx(
 
 @pytest.mark.timeout(120)
 def test_sigkill_under_load_loses_at_most_the_unflushed_tail(
-    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path  # noqa: F811
+    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
     """SIGKILL guarantee: every present row is well-formed and unique and belongs to a request
     the service answered (or was answering) 2xx; lost rows are only those still buffered at the

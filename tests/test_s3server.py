@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.s3_fixtures")  # imported here before the plugin loads
+pytest.register_assert_rewrite("tests.support.s3_fixtures")  # imported here before the plugin loads
 
-from medcast import s3server  # noqa: E402
-from medcast.s3server import Credentials, S3Server  # noqa: E402
-from tests.s3_fixtures import ROOT, committed_remote_section, isolated_env, run  # noqa: E402
+from devtools import s3server  # noqa: E402
+from devtools.ports import free_ports  # noqa: E402
+from devtools.s3server import Credentials, S3Server  # noqa: E402
+from tests.support.s3_fixtures import ROOT, committed_remote_section, isolated_env, run  # noqa: E402
 
-pytest_plugins = ["tests.s3_fixtures"]
+pytest_plugins = ["tests.support.s3_fixtures"]
 
 
 def _answers(port: int) -> bool:
@@ -91,16 +92,18 @@ def test_start_reports_a_port_in_use(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        ports = dict(zip(s3server.PORT_NAMES, s3server.free_ports(10), strict=True))
+        ports = dict(zip(s3server.PORT_NAMES, free_ports(10), strict=True))
         ports["s3"] = busy.getsockname()[1]
         with pytest.raises(s3server.S3ServerError, match="ports already in use: s3="):
             s3server.start(tmp_path / "s3", ports=ports, timeout=10)
 
 
 def _cli(root: Path, command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m scripts.s3 <command>` as `make s3` runs it (from this checkout's root) for
+    the project at `root`."""
     return run(
-        [sys.executable, str(ROOT / "scripts" / "s3.py"), command, "--root", str(root)],
-        root,
+        [sys.executable, "-m", "scripts.s3", command, "--root", str(root)],
+        ROOT,
         env,
         check=False,
         timeout=90,
@@ -112,7 +115,7 @@ def test_cli_start_configures_dvc_push_then_stop(tmp_path: Path) -> None:
     project.mkdir()
     env = isolated_env(
         tmp_path / "home",
-        MEDCAST_S3_PORT=str(s3server.free_ports(1)[0]),
+        MEDCAST_S3_PORT=str(free_ports(1)[0]),
         MEDCAST_S3_BUCKET="clibucket",
     )
     run(["git", "init", "-q", "-b", "main"], project, env)

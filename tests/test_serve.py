@@ -2,8 +2,9 @@
 rate limit, metrics, the prediction log (SQLite and PostgreSQL) and its guarantees.
 
 Endpoint tests use Litestar's TestClient on a tiny ONNX model built once per worker
-(tests/serve_fixtures.py); two tests run the real server (`python -m serve`, uvicorn) on a free
-loopback port. Every wait is bounded.
+(devtools/tiny_model.py); a few tests run the real server (`python -m serve`, uvicorn) on a
+free loopback port (devtools/service.py); tests/test_serve_metrics.py runs two workers. Every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,32 +28,20 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
+from devtools.service import running, service_env
+from devtools.tiny_model import TinyModel, md5_file, write_lock
 from serve import db as servedb
 from serve.app import create_app
 from serve.settings import Settings, SettingsError
-from tests.serve_fixtures import TinyModel, build_tiny_model, md5_file, wait_ready, write_lock
+from tests.support.serving import PG_URL, metric
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 KEY = "s3cret-key"
 
 
-# ---- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture
-def repo(tiny: TinyModel, tmp_path: Path) -> Path:
-    """A private copy of the model folder (tests may tamper with it)."""
-    dst = tmp_path / "repo"
-    shutil.copytree(tiny.root, dst)
-    return dst
+# ---- helpers --------------------------------------------------------------------------------
 
 
 def make_settings(repo: Path, **overrides: Any) -> Settings:
@@ -94,42 +81,9 @@ def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") ->
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throwaway schema in the machine's PostgreSQL (search_path set through the URL)."""
-    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 2})
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError:
-        admin.dispose()
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 (database 'test')")
-    schema = f"medcast_serve_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:  # application_name = schema: lets a test find (and cut) only its own connections
-        yield f"{PG_URL}?options=-csearch_path%3D{schema}&application_name={schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-@pytest.fixture(scope="session")
-def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shared by xdist workers (pytest's run folder): subprocesses compile each module once."""
-    return tmp_path_factory.getbasetemp().parent / "medcast-pycache"
-
-
-def subprocess_env(pycache: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
-    # This machine sets PYTHONDONTWRITEBYTECODE and the venv holds no .pyc files: without a
-    # cache every subprocess would compile every module it imports from source.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+def scraped(client: Any, name: str, **labels: str) -> float | None:
+    """One sample of GET /metrics (None if absent)."""
+    return metric(client.get("/metrics").text, name, **labels)
 
 
 # ---- settings -------------------------------------------------------------------------------
@@ -174,7 +128,7 @@ def test_settings_reject_malformed_values(env: dict[str, str], message: str) -> 
 def test_main_exits_2_with_a_clear_message_on_bad_settings(pycache: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=30,
-        env=subprocess_env(pycache, MEDCAST_MAX_BATCH="lots"),
+        env=service_env(pycache, MEDCAST_MAX_BATCH="lots"),
     )
     assert out.returncode == 2 and "MEDCAST_MAX_BATCH" in out.stderr
     assert "Traceback" not in out.stderr
@@ -190,7 +144,7 @@ def test_main_check_verifies_the_model_without_serving(
     assert exit_.value.code == 0 and "MEDCAST_DATABASE_URL" in capsys.readouterr().out
     monkeypatch.setenv("MEDCAST_REPO", str(repo))
     assert main(["--check"]) == 0
-    assert "ok: medcast-insurance-tiny (workspace)" in capsys.readouterr().out
+    assert "ok: medcast-insurance (workspace)" in capsys.readouterr().out
     onnx = repo / "models" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-1])
     assert main(["--check"]) == 1
@@ -314,8 +268,7 @@ def test_bad_input_is_a_4xx_naming_the_field(tiny: TinyModel, repo: Path, case: 
         rb = client.post("/predict/batch", content=wrapped)
         assert 400 <= rb.status_code < 500, rb.text
         # nothing was logged for refused input
-        metrics = client.get("/metrics").text
-        assert "medcast_predictions_total 0" in metrics
+        assert scraped(client, "medcast_predictions_total") == 0
 
 
 def test_oversize_body_is_413(tiny: TinyModel, repo: Path) -> None:
@@ -353,18 +306,20 @@ def test_metrics_are_prometheus_text(tiny: TinyModel, repo: Path) -> None:
         client.post("/predict", json=tiny.examples[0])
         client.post("/predict", json={"age": 1})
         client.post("/predict/batch", json={"instances": tiny.examples[:3]})
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 4"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 4,
+                   what="rows written")
         r = client.get("/metrics")
-    assert r.headers["content-type"].startswith("text/plain")
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     text = r.text
-    assert 'medcast_http_requests_total{route="/predict",method="POST",status="200"} 1' in text
-    assert 'medcast_http_requests_total{route="/predict",method="POST",status="422"} 1' in text
-    assert 'medcast_http_request_duration_seconds_bucket{route="/predict",le="+Inf"} 2' in text
-    assert 'medcast_http_request_duration_seconds_count{route="/predict/batch"} 1' in text
-    assert "medcast_predictions_total 4" in text
-    assert "medcast_prediction_log_buffer_rows 0" in text
-    assert "medcast_prediction_log_write_retries_total 0" in text
+    requests = "medcast_http_requests_total"
+    assert metric(text, requests, route="/predict", method="POST", status="200") == 1
+    assert metric(text, requests, route="/predict", method="POST", status="422") == 1
+    assert metric(text, "medcast_http_request_duration_seconds_bucket",
+                  route="/predict", le="+Inf") == 2
+    assert metric(text, "medcast_http_request_duration_seconds_count", route="/predict/batch") == 1
+    assert metric(text, "medcast_predictions_total") == 4
+    assert metric(text, "medcast_prediction_log_buffer_rows") == 0
+    assert metric(text, "medcast_prediction_log_write_retries_total") == 0
     assert "# TYPE medcast_http_request_duration_seconds histogram" in text
 
 
@@ -388,8 +343,8 @@ def test_prediction_log_endpoint_needs_the_api_key(tiny: TinyModel, repo: Path) 
     with serving(make_settings(repo)) as client:
         for body in tiny.examples[:5]:
             client.post("/predict", json=body)
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 5"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 5,
+                   what="rows written")
         assert client.get("/predictions").status_code == 401
         assert client.get("/predictions", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.get("/predictions", headers={"X-API-Key": KEY + "x"}).status_code == 401
@@ -429,7 +384,8 @@ def test_rate_limit_answers_429_with_headers(tiny: TinyModel, repo: Path) -> Non
         for _ in range(5):
             assert client.get("/health/ready").status_code == 200
             assert client.get("/metrics").status_code == 200
-        assert 'status="429"} 1' in client.get("/metrics").text
+        assert scraped(client, "medcast_http_requests_total", route="/predict",
+                       method="POST", status="429") == 1
 
 
 # ---- verified loading -----------------------------------------------------------------------
@@ -445,7 +401,7 @@ def _assert_refused(repo: Path, reason: str, rev: str | None = None, **kwargs: A
         assert p.status_code == 503 and reason in p.json()["detail"]
         assert client.post("/predict/batch", json={"instances": []}).status_code == 503
         assert client.get("/model").status_code == 503
-        assert "medcast_model_ready 0" in client.get("/metrics").text
+        assert scraped(client, "medcast_model_ready") == 0
 
 
 def test_tampered_model_is_refused(repo: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -569,11 +525,48 @@ def test_serving_process_imports_no_tensorflow_sklearn_or_unpickling(
         print("clean")
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60, env=subprocess_env(pycache))
+                         text=True, timeout=60, env=service_env(pycache))
     assert out.returncode == 0 and "clean" in out.stdout, out.stderr[-3000:]
 
 
 # ---- the prediction log ---------------------------------------------------------------------
+
+
+def test_service_start_prints_no_alembic_info_line(repo: Path, tmp_path: Path, pycache: Path) -> None:
+    """The migration on a fresh database is one line of the service's own, not Alembic's
+    "Context impl …", "Will assume …" and "Running upgrade …" INFO lines."""
+    env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_LOG_LEVEL="INFO",
+                      MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
+        assert service.stop() == 0
+    lines = service.output().splitlines()
+    assert any("prediction log on sqlite: schema migrated base → 0001" in line for line in lines)
+    assert not [line for line in lines if " alembic" in line], lines
+
+
+def test_quiet_alembic_keeps_warnings_and_a_configured_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    alembic_logger = logging.getLogger("alembic")
+    migration = logging.getLogger("alembic.runtime.migration")
+    before = alembic_logger.level  # other libraries in this process may have set it
+    try:
+        alembic_logger.setLevel(logging.NOTSET)  # as in the service: nobody configured it
+        with caplog.at_level(logging.INFO), servedb.quiet_alembic():
+            migration.info("Running upgrade  -> 0001")
+            migration.warning("something real")
+        assert [r.getMessage() for r in caplog.records] == ["something real"]
+        assert alembic_logger.level == logging.NOTSET  # restored
+        caplog.clear()
+        alembic_logger.setLevel(logging.INFO)  # as alembic.ini configures the CLI
+        with caplog.at_level(logging.INFO), servedb.quiet_alembic():
+            migration.info("Running upgrade  -> 0001")
+        assert [r.getMessage() for r in caplog.records] == ["Running upgrade  -> 0001"]
+    finally:
+        alembic_logger.setLevel(before)
+
 
 
 def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:
@@ -613,16 +606,46 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         engine.dispose()
 
 
-def _rows(n: int, rid: str | None = None) -> list[dict[str, Any]]:
+def _rows(n: int, rid: str | None = None) -> list[servedb.LogRow]:
     from datetime import UTC, datetime
 
     rid = rid or uuid.uuid4().hex
     return [
-        {"request_id": rid, "item": i, "created_at": datetime.now(UTC), "model_md5": "0" * 32,
-         "model_revision": "workspace", "dataset": "insurance",
-         "features": {"age": 30 + i, "smoker": "no"}, "prediction": float(i), "latency_ms": 0.1}
+        servedb.LogRow(request_id=rid, item=i, created_at=datetime.now(UTC), model_md5="0" * 32,
+                       model_revision="workspace", dataset="insurance",
+                       features={"age": 30 + i, "smoker": "no"}, prediction=float(i),
+                       latency_ms=0.1)
         for i in range(n)
     ]
+
+
+def test_log_row_is_the_tables_columns_in_order_with_their_types() -> None:
+    import typing
+
+    columns = servedb.LOG_COLUMNS
+    assert servedb.LogRow.__struct_fields__ == tuple(c.name for c in columns)
+    assert [c.name for c in servedb.predictions.columns] == ["id", *servedb.COLUMNS]
+    hints = typing.get_type_hints(servedb.LogRow)
+    for column in columns:
+        if not isinstance(column.type, sa.JSON):  # features: the request's own object
+            assert hints[column.name] is column.type.python_type, column.name
+
+
+def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: str) -> None:
+    engine = servedb.make_engine(pg_url)
+    query = sa.text("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(:rel) AND attnum > 0 AND NOT attisdropped "
+                    "ORDER BY attnum")
+    try:
+        servedb.ensure_schema(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(servedb.staging_ddl())
+            staged = conn.execute(query, {"rel": "predictions_incoming"}).all()
+            logged = conn.execute(query, {"rel": "predictions"}).all()
+    finally:
+        engine.dispose()
+    assert staged == [row for row in logged if row[0] != "id"]
+    assert [name for name, _ in staged] == list(servedb.COLUMNS)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -650,7 +673,7 @@ class LostAckDatabase(servedb.Database):
         super().__init__(url)
         self.failures = failures
 
-    def write(self, rows: list[dict[str, Any]]) -> int:
+    def write(self, rows: list[servedb.LogRow]) -> int:
         n = super().write(rows)
         if self.failures:
             self.failures -= 1
@@ -664,8 +687,8 @@ def test_retry_after_a_lost_commit_does_not_duplicate(tiny: TinyModel, repo: Pat
     with serving(settings, database=database) as client:
         r = client.post("/predict/batch", json={"instances": tiny.examples})
         assert r.status_code == 200
-        wait_until(lambda: "medcast_prediction_log_write_retries_total 1"
-                   in client.get("/metrics").text, what="a retry")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_write_retries_total") == 1,
+                   what="a retry")
     assert log_count(settings.db_url) == len(tiny.examples)
 
 
@@ -678,14 +701,14 @@ def test_rows_are_kept_while_the_database_is_down(tiny: TinyModel, repo: Path,
         assert r.status_code == 503 and "database" in r.json()["reason"]
         for body in tiny.examples[:6]:
             assert client.post("/predict", json=body).status_code == 200
-        wait_until(lambda: "medcast_prediction_log_write_retries_total 0"
-                   not in client.get("/metrics").text, what="retries")
-        assert "medcast_prediction_log_buffer_rows 6" in client.get("/metrics").text
+        wait_until(lambda: scraped(client, "medcast_prediction_log_write_retries_total") > 0,
+                   what="retries")
+        assert scraped(client, "medcast_prediction_log_buffer_rows") == 6
         r = client.get("/predictions", headers={"X-API-Key": KEY})
         assert r.status_code == 503 and "unavailable" in r.json()["detail"]
         missing.mkdir()  # the database comes back
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 6"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 6,
+                   what="rows written")
         assert client.get("/health/ready").status_code == 200
     assert log_count(settings.db_url) == 6
     # the application log names the failure but never a patient's data
@@ -700,8 +723,8 @@ def test_postgresql_connection_loss_is_retried(tiny: TinyModel, repo: Path, pg_u
     with serving(settings) as client:
         for body in tiny.examples[:5]:
             assert client.post("/predict", json=body).status_code == 200
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 5"
-                   in client.get("/metrics").text, what="rows written")
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 5,
+                   what="rows written")
         admin = sa.create_engine(PG_URL)
         with admin.begin() as conn:  # the server drops the service's connections
             cut = conn.execute(sa.text(
@@ -711,9 +734,9 @@ def test_postgresql_connection_loss_is_retried(tiny: TinyModel, repo: Path, pg_u
         assert cut >= 1
         for body in tiny.examples[5:10]:
             assert client.post("/predict", json=body).status_code == 200
-        wait_until(lambda: "medcast_prediction_log_rows_written_total 10"
-                   in client.get("/metrics").text, what="rows written after reconnecting")
-        assert "medcast_prediction_log_write_retries_total 0" not in client.get("/metrics").text
+        wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == 10,
+                   what="rows written after reconnecting")
+        assert scraped(client, "medcast_prediction_log_write_retries_total") > 0
     assert log_count(pg_url) == 10
 
 
@@ -731,8 +754,8 @@ def test_full_buffer_answers_503_instead_of_dropping(tiny: TinyModel, repo: Path
         assert r.status_code == 503 and "buffer is full" in r.json()["detail"]
         assert "buffer is full" in client.get("/health/ready").json()["reason"]
         metrics = client.get("/metrics").text
-        assert "medcast_predictions_total 4" in metrics
-        assert "medcast_prediction_log_rejected_rows_total 3" in metrics
+        assert metric(metrics, "medcast_predictions_total") == 4
+        assert metric(metrics, "medcast_prediction_log_rejected_rows_total") == 3
 
 
 def test_shutdown_drains_the_buffer(tiny: TinyModel, repo: Path) -> None:
@@ -740,7 +763,7 @@ def test_shutdown_drains_the_buffer(tiny: TinyModel, repo: Path) -> None:
     with serving(settings) as client:
         for body in tiny.examples[:10]:
             assert client.post("/predict", json=body).status_code == 200
-        assert "medcast_prediction_log_buffer_rows 10" in client.get("/metrics").text
+        assert scraped(client, "medcast_prediction_log_buffer_rows") == 10
     assert log_count(settings.db_url) == 10
 
 
@@ -762,35 +785,20 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
 # ---- the real server ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path,
                 python: str = sys.executable) -> Iterator[tuple[int, Any]]:
-
-    port = free_port()
-    env = subprocess_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
-                         MEDCAST_PORT=str(port), MEDCAST_RATE_LIMIT="100000/minute",
-                         MEDCAST_LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([python, "-m", "serve"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", proc, 30, lambda: proc.communicate()[1][-3000:])
-        yield port, proc
-        proc.send_signal(signal.SIGINT)  # graceful: uvicorn runs the lifespan shutdown (drain)
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err[-3000:]
-        assert "Traceback" not in err, err[-3000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
+    """`python -m serve` (with `python`), ready; stopped gracefully (SIGINT) at the end of the
+    block, which must exit 0 without a traceback and leave nothing listening."""
+    env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
+                      MEDCAST_RATE_LIMIT="100000/minute", MEDCAST_LOG_LEVEL="WARNING")
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log", python=python) as service:
+        yield service.port, service.proc
+        # graceful: uvicorn runs the lifespan shutdown (drain)
+        assert service.stop(signal.SIGINT) == 0, service.output(3000)
+        assert "Traceback" not in service.output(), service.output(3000)
     with socket.socket() as s:  # nothing left listening
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+        assert s.connect_ex(("127.0.0.1", service.port)) != 0
 
 
 async def _burst(port: int, bodies: list[bytes], concurrency: int) -> dict[int, int]:

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.factories import insurance_frame
 from medcast.datasets import validate
 from medcast.features import infer_schema, split_xy
 from medcast.train import evaluate_candidate, history_frame, leaderboard, select
 from tests.conftest import tiny
-from tests.factories import insurance_frame
 
 
 @pytest.fixture(scope="module")

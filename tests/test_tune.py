@@ -4,12 +4,12 @@ import dataclasses
 
 import pytest
 
+from devtools.factories import insurance_frame
 from medcast.datasets import validate
 from medcast.errors import ConfigError
 from medcast.features import infer_schema, split_xy
 from medcast.tune import run_study, trial_records
 from tests.conftest import tiny
-from tests.factories import insurance_frame
 
 
 def _setup(tmp_path, *overrides):

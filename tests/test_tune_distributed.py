@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from devtools.factories import write_insurance_csv
 from medcast.config import load_params
 from medcast.errors import ArtifactError, ConfigError
 from medcast.tune import CLOSED, TICKET, join_study, open_storage, study_name, worker
 from tests.conftest import ROOT, TINY_MODELS, tiny, tiny_params, venv_env
-from tests.factories import write_insurance_csv
-from tests.test_serve import pg_url as pg_url  # noqa: F401  (fixture: a throwaway PG schema)
 
 N_TRIALS = 10
 

@@ -1,5 +1,7 @@
 """Read the service's prediction log (any SQLAlchemy URL) as a DataFrame with one column per
-input feature, for monitoring notebooks: volume, latency and drift against the training data."""
+input feature, for monitoring notebooks: volume, latency and drift against the training data.
+The log's columns come from its table definition (serve.db: SQLAlchemy and msgspec, no web
+framework)."""
 
 from __future__ import annotations
 
@@ -25,15 +27,14 @@ def read_log(url: str, dataset: str | None = None, limit: int = 200_000) -> pd.D
     """The latest `limit` logged predictions (oldest first), features expanded into columns."""
     import sqlalchemy as sa
 
+    from serve.db import predictions as table
+
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
-            if not sa.inspect(conn).has_table("predictions"):
+            if not sa.inspect(conn).has_table(table.name):
                 return pd.DataFrame()
-            table = sa.Table("predictions", sa.MetaData(), autoload_with=conn)
-            query = sa.select(table.c.id, table.c.request_id, table.c.created_at,
-                              table.c.model_md5, table.c.dataset, table.c.features,
-                              table.c.prediction, table.c.latency_ms)
+            query = sa.select(table)
             if dataset is not None:
                 query = query.where(table.c.dataset == dataset)
             query = query.order_by(table.c.id.desc()).limit(limit)

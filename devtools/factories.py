@@ -1,4 +1,5 @@
-"""Small generated tables with the real datasets' schemas (tests never read ../shared)."""
+"""Small generated tables with the real datasets' schemas, for tests, benchmarks and the tiny
+served model (nothing here reads the shared data folder)."""
 
 from __future__ import annotations
 

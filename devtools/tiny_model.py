@@ -1,10 +1,13 @@
-"""A tiny served model for the service's tests and benchmark, built to the serving contract.
+"""A tiny served model for the service's tests, benchmark and screenshot, built to the serving
+contract and described by the card the `evaluate` stage writes.
 
 `build_tiny_model(root)` trains ColumnTransformer(StandardScaler, OneHotEncoder) + Ridge on the
 generated insurance-like table, converts it with skl2onnx (one [None, 1] input per feature:
 float32 for numbers, string for categories; one output `prediction`), and writes what the
-`evaluate` stage would: `models/model.onnx`, `models/model.json` and a `dvc.lock` recording
-both md5s. Imports scikit-learn — never import this from the service.
+`evaluate` stage would: `models/model.onnx`, `models/model.json` (built by
+`medcast.evaluate.model_card`, with its scores and ONNX parity, so the card the service parses
+is the one the pipeline writes) and a `dvc.lock` recording both md5s. Imports scikit-learn:
+never import this from the service.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from typing import Any
 
 import yaml
 
-from tests.factories import insurance_frame
+from devtools.factories import insurance_frame
 
+# name: (type, unit, allowed min, allowed max), as a dataset config declares them
 NUMERIC = {"age": ("int", "years", 0, 120), "bmi": ("float", "kg/m2", 10, 80),
            "children": ("int", None, 0, 20)}
 CATEGORICAL = ("sex", "smoker", "region")
 FEATURES = ("age", "sex", "bmi", "children", "smoker", "region")
+TARGET = ("charges", "USD per year")
+CV_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,32 @@ def write_lock(root: Path, model_dir: str = "models") -> None:
     (root / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
 
-def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
+def feature_schema(frame: Any) -> Any:
+    """The training data's schema (medcast.features), as `preprocess` infers it."""
+    from medcast.features import Feature, FeatureSchema
+
+    features = []
+    for name in FEATURES:
+        if name in NUMERIC:
+            kind, unit, lo, hi = NUMERIC[name]
+            features.append(Feature(name, kind, unit, lo, hi, float(frame[name].min()),
+                                    float(frame[name].max())))
+        else:
+            features.append(Feature(name, "category", None,
+                                    categories=tuple(sorted(frame[name].unique().tolist()))))
+    return FeatureSchema("insurance", TARGET[0], TARGET[1], tuple(features))
+
+
+def _float32(frame: Any) -> Any:
     import numpy as np
+
+    out = frame[list(FEATURES)].copy()
+    for name in NUMERIC:
+        out[name] = out[name].astype(np.float32)
+    return out
+
+
+def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.compose import ColumnTransformer
@@ -67,18 +97,22 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+    from medcast.evaluate import metrics_report, model_card
+    from medcast.metrics import cross_validate, scores, summarize
+    from medcast.onnx.parity import check_parity
+
     frame = insurance_frame(n, seed)
-    x = frame[list(FEATURES)].copy()
-    for name in NUMERIC:
-        x[name] = x[name].astype(np.float32)
-    y = frame["charges"].to_numpy()
+    x, y = _float32(frame), frame[TARGET[0]]
+    params = {"alpha": 1.0}
     pipe = Pipeline([
         ("prep", ColumnTransformer([
             ("num", StandardScaler(), list(NUMERIC)),
             ("cat", OneHotEncoder(handle_unknown="ignore"), list(CATEGORICAL)),
         ])),
-        ("ridge", Ridge(alpha=1.0)),
-    ]).fit(x, y)
+        ("ridge", Ridge(**params)),
+    ])
+    cv = summarize(cross_validate(pipe, x, y, CV_FOLDS, seed))
+    pipe.fit(x, y)
     types = [(f, FloatTensorType([None, 1]) if f in NUMERIC else StringTensorType([None, 1]))
              for f in FEATURES]
     onx = convert_sklearn(pipe, initial_types=types,
@@ -86,28 +120,17 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
                           target_opset={"": 17, "ai.onnx.ml": 3})
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
-    (models / "model.onnx").write_bytes(onx.SerializeToString())
-    md5 = md5_file(models / "model.onnx")
+    onnx_bytes = onx.SerializeToString()
+    (models / "model.onnx").write_bytes(onnx_bytes)
 
-    features = []
-    for f in FEATURES:
-        if f in NUMERIC:
-            kind, unit, lo, hi = NUMERIC[f]
-            features.append({"name": f, "type": kind, "unit": unit, "min": lo, "max": hi,
-                             "observed_min": float(frame[f].min()),
-                             "observed_max": float(frame[f].max()), "categories": None})
-        else:
-            features.append({"name": f, "type": "category", "unit": None, "min": None,
-                             "max": None, "observed_min": None, "observed_max": None,
-                             "categories": sorted(frame[f].unique().tolist())})
-    card = {
-        "name": "medcast-insurance-tiny", "dataset": "insurance", "target": "charges",
-        "target_unit": "USD per year", "model": "ridge", "params": {"alpha": 1.0},
-        "features": features,
-        "metrics": {"test": {"r2": 0.0, "rmse": 0.0, "mae": 0.0}},
-        "training_revision": "0" * 40, "onnx_md5": md5,
-    }
-    (models / "model.json").write_text(json.dumps(card, indent=2))
+    held_out = insurance_frame(n // 3, seed + 1)
+    x_test = _float32(held_out)
+    schema = feature_schema(frame)
+    meta = {"model": "ridge", "dataset": schema.dataset, "params": params, "cv": cv}
+    report = metrics_report(meta, scores(held_out[TARGET[0]], pipe.predict(x_test)),
+                            schema, len(x), len(x_test))
+    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, x_test))
+    (models / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     write_lock(root)
 
     sample = frame[list(FEATURES)].head(20)
@@ -116,29 +139,5 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
         for row in sample.to_dict(orient="records")
     ]
     examples = [{k: (float(v) if k == "bmi" else v) for k, v in e.items()} for e in examples]
-    xs = sample.copy()
-    for name in NUMERIC:
-        xs[name] = xs[name].astype(np.float32)
-    expected = [float(v) for v in pipe.predict(xs)]
-    return TinyModel(root, card, md5, examples, expected)
-
-
-
-def wait_ready(base_url: str, proc: Any, seconds: float = 30,
-               output: Any = None) -> None:
-    """Poll GET /health/ready until 200; fail early (with `output()`, e.g. the server's stderr)
-    if the process exits, and after `seconds` at most."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while True:
-        assert proc.poll() is None, output() if output else f"exit code {proc.returncode}"
-        try:
-            if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"server not ready in {seconds:g} s"
-        time.sleep(0.05)
+    expected = [float(v) for v in pipe.predict(_float32(sample))]
+    return TinyModel(root, card, md5_file(models / "model.onnx"), examples, expected)

@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +29,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+
+from devtools.ports import stable_free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 OS_USER = "postgres"  # the OS user the server runs as when the tests run as root
@@ -61,35 +61,6 @@ def find_bindir() -> Path | None:
                for exe in ("initdb", "pg_ctl", "postgres")):
             return b
     return None
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range when there is room.
-
-    A cluster keeps its port across restarts; while it is down, a port the kernel hands out
-    (to `bind(0)` in another test, or to any outgoing connection) could take it. Ports below
-    the ephemeral range are only ever taken on purpose.
-    """
-    low = _ephemeral_low()
-    rng = random.SystemRandom()
-    for _ in range(100 if low > 16_000 else 0):
-        port = rng.randrange(15_000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PgCluster:
@@ -184,7 +155,7 @@ class PgCluster:
         fresh = self.port == 0
         for attempt in range(3):
             if fresh:
-                self.port = _free_port()
+                self.port = stable_free_port()
             self._write_conf()
             out = self._run("pg_ctl", "start", "-w", "-t", str(timeout), "-D", str(self.data),
                             "-l", str(self.logfile), timeout=timeout + 15, check=False)

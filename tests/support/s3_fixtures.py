@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from medcast import s3server
-from medcast.s3server import Credentials, S3Server
+from devtools import s3server
+from devtools.s3server import Credentials, S3Server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REMOTE = "storage"
 GIT_ID = {
     "GIT_AUTHOR_NAME": "medcast tests",

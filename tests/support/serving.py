@@ -1,0 +1,73 @@
+"""Pytest plugin (loaded by tests/conftest.py): the fixtures of the service's tests.
+
+`tiny` (the tiny served model, built once per worker), `repo` (a private copy of its folder a
+test may tamper with), `pycache` (compiled modules shared by every service subprocess of the
+run) and `pg_url` (a throwaway schema in the machine's PostgreSQL, skipped when unreachable).
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.tiny_model import TinyModel, build_tiny_model
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def repo(tiny: TinyModel, tmp_path: Path) -> Path:
+    """A private copy of the model folder (tests may tamper with it)."""
+    dst = tmp_path / "repo"
+    shutil.copytree(tiny.root, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def pycache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by xdist workers (pytest's run folder): subprocesses compile each module once."""
+    return tmp_path_factory.getbasetemp().parent / "medcast-pycache"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throwaway schema in the machine's PostgreSQL (search_path set through the URL)."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(PG_URL, connect_args={"connect_timeout": 2})
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError:
+        admin.dispose()
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432 (database 'test')")
+    schema = f"medcast_serve_test_{uuid.uuid4().hex[:12]}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:  # application_name = schema: lets a test find (and cut) only its own connections
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}&application_name={schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name{labels}` (exactly these labels) in a Prometheus text
+    exposition, or None when there is no such sample."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
