@@ -141,3 +141,39 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     examples = [{k: (float(v) if k == "bmi" else v) for k, v in e.items()} for e in examples]
     expected = [float(v) for v in pipe.predict(_float32(sample))]
     return TinyModel(root, card, md5_file(models / "model.onnx"), examples, expected)
+
+
+def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
+    """A model built by medcast's own pipeline (ridge, imputation inside) on the messy clinical
+    table, whose card marks BL.Cig.Day, sbp and Hypertension nullable; exported, locked."""
+    from devtools.factories import messy_clinical_frame, messy_clinical_spec
+    from medcast import models
+    from medcast.datasets import drop_missing_target, validate
+    from medcast.evaluate import metrics_report, model_card
+    from medcast.features import infer_schema, split_xy
+    from medcast.metrics import cross_validate, scores, summarize
+    from medcast.onnx.export import save_onnx, to_onnx
+    from medcast.onnx.parity import check_parity
+
+    ds = messy_clinical_spec()
+    raw = messy_clinical_frame(n, seed).astype(object)
+    frame, _ = drop_missing_target(validate(raw.where(raw.notna(), ""), ds), ds)
+    train, test = frame.iloc[: n * 3 // 4], frame.iloc[n * 3 // 4:]
+    schema = infer_schema(train, ds)
+    X, y = split_xy(train, schema)
+    Xt, yt = split_xy(test, schema)
+    pipe = models.build("ridge", {"alpha": 1.0}, schema, seed)
+    cv = summarize(cross_validate(pipe, X, y, CV_FOLDS, seed))
+    pipe.fit(X, y)
+    onx = to_onnx(pipe, schema)
+    models_dir = root / "models"
+    save_onnx(onx, models_dir / "model.onnx")
+    onnx_bytes = (models_dir / "model.onnx").read_bytes()
+    meta = {"model": "ridge", "dataset": schema.dataset, "params": {"alpha": 1.0}, "cv": cv}
+    report = metrics_report(meta, scores(yt, pipe.predict(Xt)), schema, len(X), len(Xt))
+    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, Xt))
+    (models_dir / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_lock(root)
+    examples = json.loads(Xt.head(5).to_json(orient="records"))
+    expected = [float(v) for v in pipe.predict(Xt.head(5))]
+    return TinyModel(root, card, md5_file(models_dir / "model.onnx"), examples, expected)

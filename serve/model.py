@@ -22,11 +22,9 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
+from medcast.onnx.contract import ORT_TYPES, OUTPUT_NAME, feed
 from serve.schemas import CardError, ModelCard, RequestSchema, example_patient, parse_card
 from serve.settings import Settings
-
-OUTPUT = "prediction"
-_ORT_TYPES = {"int": "tensor(float)", "float": "tensor(float)", "category": "tensor(string)"}
 
 
 class ModelError(RuntimeError):
@@ -56,28 +54,17 @@ class LoadedModel:
     revision: str  # the git revision asked for, or "workspace"
     schema: RequestSchema
     load_seconds: float = 0.0
-    _kinds: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    _features: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
-        self._kinds = tuple(
-            (f.name, object if f.type == "category" else np.float32) for f in self.card.features
-        )
+        self._features = tuple((f.name, f.type) for f in self.card.features)
 
     def predict_rows(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
-        """One ORT call for all rows (tuples in card feature order) → float32 array (n,)."""
+        """One ORT call for all rows (tuples in card feature order; None where a nullable
+        feature is missing) → float32 array (n,). The feed is the export's own contract."""
         n = len(rows)
-        if n == 1:
-            row = rows[0]
-            feeds = {
-                name: np.array([[row[i]]], dtype=kind) for i, (name, kind) in enumerate(self._kinds)
-            }
-        else:
-            columns = list(zip(*rows, strict=True))
-            feeds = {
-                name: np.array(columns[i], dtype=kind).reshape(n, 1)
-                for i, (name, kind) in enumerate(self._kinds)
-            }
-        (out,) = self.session.run([OUTPUT], feeds)
+        feeds = feed(self._features, rows)
+        (out,) = self.session.run([OUTPUT_NAME], feeds)
         return np.asarray(out, dtype=np.float32).reshape(n)
 
 
@@ -194,13 +181,13 @@ def _session(model_bytes: bytes, card: ModelCard) -> Any:
         )
     for name, f in expected.items():
         i = inputs[name]
-        if i.type != _ORT_TYPES[f.type]:
+        if i.type != ORT_TYPES[f.type]:
             raise ModelError(f"input {name!r} is {i.type}, but the card says {f.type!r}")
         if len(i.shape) != 2 or i.shape[1] not in (1, "1"):
             raise ModelError(f"input {name!r} has shape {i.shape}, expected [None, 1]")
     outputs = [o.name for o in session.get_outputs()]
-    if OUTPUT not in outputs:
-        raise ModelError(f"the model has no output named {OUTPUT!r} (outputs: {outputs})")
+    if OUTPUT_NAME not in outputs:
+        raise ModelError(f"the model has no output named {OUTPUT_NAME!r} (outputs: {outputs})")
     return session
 
 
@@ -218,13 +205,18 @@ def load_model(settings: Settings, artifacts: Artifacts | None = None) -> Loaded
     session = _session(model_bytes, card)
     schema = RequestSchema.from_card(card, settings.max_batch)
     model = LoadedModel(session, card, card_dict, md5, rev or "workspace", schema)
-    # Warm-up: the first run allocates; also proves the graph runs on a valid row.
-    example = msgspec.convert(example_patient(card.features), schema.patient_type)
-    try:
-        value = model.predict_rows([msgspec.structs.astuple(example)])[0]
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"the model fails on a valid example row: {exc}") from None
-    if not np.isfinite(value):
-        raise ModelError("the model predicts a non-finite value for a valid example row")
+    # Warm-up: the first run allocates; also proves the graph runs on a valid row, and on one
+    # with every nullable feature missing (the graph's imputation).
+    example = example_patient(card.features)
+    rows = [example, {**example, **{f.name: None for f in card.features if f.nullable}}]
+    for row, what in zip(rows, ("a valid example row", "an example row with its nullable "
+                                "features missing"), strict=True):
+        patient = msgspec.convert(row, schema.patient_type)
+        try:
+            value = model.predict_rows([msgspec.structs.astuple(patient)])[0]
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"the model fails on {what}: {exc}") from None
+        if not np.isfinite(value):
+            raise ModelError(f"the model predicts a non-finite value for {what}")
     model.load_seconds = time.perf_counter() - start
     return model

@@ -71,15 +71,20 @@ def log_exception(exc: Exception, scope: Any) -> None:
                      type(exc).__name__, exc)
 
 
+def _type(value: str | list[str]) -> OpenAPIType | list[OpenAPIType]:
+    """A JSON Schema type, or a list of them (["number", "null"]: a nullable feature)."""
+    return [OpenAPIType(v) for v in value] if isinstance(value, list) else OpenAPIType(value)
+
+
 def json_schema_to_openapi(d: dict[str, Any]) -> Schema:
     return Schema(
         title=d.get("title"),
-        type=OpenAPIType(d["type"]) if "type" in d else None,
+        type=_type(d["type"]) if "type" in d else None,
         description=d.get("description"),
         properties={k: json_schema_to_openapi(v) for k, v in d["properties"].items()}
         if "properties" in d
         else None,
-        required=d.get("required"),
+        required=d.get("required") or None,
         additional_properties=d.get("additionalProperties"),
         items=json_schema_to_openapi(d["items"]) if "items" in d else None,
         min_items=d.get("minItems"),

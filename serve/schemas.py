@@ -26,6 +26,9 @@ class Feature(msgspec.Struct, frozen=True):
     observed_min: float | None = None
     observed_max: float | None = None
     categories: list[str] | None = None
+    # May be missing: a request may send null or leave the field out; the graph imputes it.
+    nullable: bool = False
+    missing_rate: float | None = None  # share missing in the training split
 
 
 class ModelCard(msgspec.Struct, frozen=True):
@@ -134,7 +137,10 @@ class RequestSchema:
             # Python-safe attribute names; JSON keys are the feature names (any string).
             attr = f"f{i}"
             rename[attr] = f.name
-            fields.append((attr, _field_type(f)))
+            if f.nullable:  # null, or the field left out, is a missing value
+                fields.append((attr, _field_type(f) | None, None))
+            else:
+                fields.append((attr, _field_type(f)))
         patient = msgspec.defstruct(
             "Patient", fields, rename=rename, forbid_unknown_fields=True, kw_only=True
         )
@@ -176,7 +182,7 @@ class RequestSchema:
             "title": "Patient",
             "type": "object",
             "properties": properties,
-            "required": [f.name for f in self.features],
+            "required": [f.name for f in self.features if not f.nullable],
             "additionalProperties": False,
         }
 
@@ -227,6 +233,11 @@ def _property_schema(f: Feature) -> dict[str, Any]:
     if f.observed_min is not None and f.observed_max is not None:
         description += f"{'; ' if description else ''}seen in training: "
         description += f"{f.observed_min:g}–{f.observed_max:g}"
+    if f.nullable:
+        out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+        description += f"{'; ' if description else ''}may be null or left out (missing)"
     if description:
         out["description"] = description
     return out

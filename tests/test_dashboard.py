@@ -377,3 +377,56 @@ def test_dashboard_in_a_browser(
             assert not problems, problems
         finally:
             browser.close()
+
+
+def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: Path,
+                                                       pycache: Path) -> None:
+    """A model that imputes missing values (medcast's own pipeline on a messy table): its
+    nullable fields are optional in the form, a blank one is sent as null, and the service
+    answers; a required field left blank is still stopped by the browser."""
+    import json
+
+    from devtools.tiny_model import build_nullable_model
+
+    sync_api = require_browser()
+    expect = sync_api.expect
+    model = build_nullable_model(tmp_path / "model")
+    nullable = [f["name"] for f in model.card["features"] if f["nullable"]]
+    assert nullable == ["BL.Cig.Day", "sbp", "Hypertension"]
+    with real_service(model.root, figures, tmp_path, pycache) as base, \
+            sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     timeout=30_000)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            bodies: list[Any] = []
+            page.on("request", lambda r: bodies.append(r.post_data)
+                    if r.method == "POST" and r.url.endswith("/predict") else None)
+            page.goto(f"{base}/dashboard", timeout=15_000)
+            expect(page.locator("#status")).to_have_text("ready", timeout=10_000)
+            field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')
+                     for f in model.card["features"]}
+            for f in model.card["features"]:
+                required = field[f["name"]].get_attribute("required") is not None
+                assert required == (not f["nullable"]), f["name"]
+            assert "(unknown)" in field["Hypertension"].inner_text()
+            expect(page.locator(f'#{field["sbp"].get_attribute("id")}-hint')).to_contain_text(
+                "may be left blank")
+
+            field["BL.Cig.Day"].fill("")
+            field["sbp"].fill("")
+            field["Hypertension"].select_option("")
+            page.locator("#predict-button").click()
+            expect(page.locator("#result")).to_be_visible()
+            sent = json.loads(bodies[-1])
+            assert sent["BL.Cig.Day"] is None and sent["sbp"] is None
+            assert sent["Hypertension"] is None and sent["age"] is not None
+
+            field["age"].fill("")  # required: the browser refuses before any request
+            before = len(bodies)
+            page.locator("#predict-button").click()
+            expect(page.locator('[data-error-for="age"]')).to_be_visible()
+            assert len(bodies) == before
+        finally:
+            browser.close()

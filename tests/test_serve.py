@@ -885,3 +885,59 @@ def test_unsafe_artifact_in_place_of_the_model_is_refused_unexecuted(
         assert "ONNX Runtime cannot load the model" in ready.json()["reason"]
         assert client.post("/predict", json={"age": 30}).status_code == 503
     assert not marker.exists()
+
+
+# ---- nullable features (a card whose model imputes missing values) -------------------------
+
+
+def _nullable_schema() -> Any:
+    from serve.schemas import Feature, ModelCard, RequestSchema
+
+    card = ModelCard(name="m", dataset="trial", target="y", onnx_md5="0" * 32, features=[
+        Feature("age", "int", min=0, max=120),
+        Feature("BL.Cig.Day", "float", min=0, max=200, nullable=True),
+        Feature("Hypertension", "category", categories=["No", "Yes"], nullable=True),
+    ])
+    return RequestSchema.from_card(card, max_batch=10)
+
+
+def test_nullable_feature_takes_null_or_an_absent_field_and_others_refuse_null() -> None:
+    import msgspec
+
+    from serve.schemas import InputError
+
+    schema = _nullable_schema()
+    sent = schema.decode_one(b'{"age": 40, "BL.Cig.Day": null, "Hypertension": "Yes"}')
+    absent = schema.decode_one(b'{"age": 40, "Hypertension": null}')
+    assert msgspec.structs.astuple(sent) == (40, None, "Yes")
+    assert msgspec.structs.astuple(absent) == (40, None, None)
+    with pytest.raises(InputError) as err:
+        schema.decode_one(b'{"age": null, "BL.Cig.Day": 3}')
+    assert err.value.status == 422 and err.value.field == "age"
+    with pytest.raises(InputError) as err:
+        schema.decode_one(b'{"BL.Cig.Day": 3}')
+    assert err.value.status == 422 and err.value.field == "age"
+    with pytest.raises(InputError) as err:
+        schema.decode_one(b'{"age": 40, "Hypertension": "maybe"}')
+    assert err.value.field == "Hypertension"
+
+
+def test_nullable_features_are_optional_and_nullable_in_openapi() -> None:
+    js = _nullable_schema().patient_json_schema()
+    assert js["required"] == ["age"]
+    assert js["properties"]["BL.Cig.Day"]["type"] == ["number", "null"]
+    assert js["properties"]["Hypertension"]["enum"] == ["No", "Yes", None]
+
+
+def test_feed_marks_missing_values_as_the_contract_says() -> None:
+    import numpy as np
+
+    from medcast.onnx.contract import feed
+
+    features = [("age", "int"), ("BL.Cig.Day", "float"), ("Hypertension", "category")]
+    one = feed(features, [(40, None, None)])
+    assert np.isnan(one["BL.Cig.Day"][0, 0]) and one["Hypertension"][0, 0] == ""
+    many = feed(features, [(40, None, "Yes"), (50, 2.5, None)])
+    assert many["age"].dtype == np.float32 and many["age"].shape == (2, 1)
+    assert many["Hypertension"].ravel().tolist() == ["Yes", ""]
+    assert np.isnan(many["BL.Cig.Day"][0, 0]) and many["BL.Cig.Day"][1, 0] == 2.5

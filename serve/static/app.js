@@ -191,13 +191,14 @@ function initialValue(f) {
 }
 
 function hintText(f) {
-  if (f.type === "category") return `one of ${f.categories.length}`;
+  const optional = f.nullable ? "; may be left blank (unknown)" : "";
+  if (f.type === "category") return `one of ${f.categories.length}${optional}`;
   const { lo, hi } = bounds(f);
   let text = `${f.type === "int" ? "whole number" : "number"}, ${rangeText(lo, hi)}`;
   if (f.observed_min != null && f.observed_max != null) {
     text += `; training: ${rangeText(f.observed_min, f.observed_max)}`;
   }
-  return text;
+  return text + optional;
 }
 
 function setFieldError(entry, message, source) {
@@ -212,15 +213,20 @@ function renderForm(c) {
   $("fields").replaceChildren(...c.features.map((f, i) => {
     const id = `f-${i}`;
     let input;
+    // A nullable feature may be left blank: it is sent as null and imputed by the model.
+    const required = !f.nullable;
     if (f.type === "category") {
-      input = el("select", { id, required: true },
-        ...f.categories.map((v) => el("option", { value: v, text: v })));
+      const blank = f.nullable ? [el("option", { value: "", text: "(unknown)" })] : [];
+      input = el("select", { id, required },
+        ...blank, ...f.categories.map((v) => el("option", { value: v, text: v })));
+      if (f.nullable) input.value = f.categories[0];
     } else {
       const { lo, hi } = bounds(f);
       const isInt = f.type === "int";
       input = el("input", {
-        id, type: "number", required: true, min: lo, max: hi, step: isInt ? 1 : "any",
+        id, type: "number", required, min: lo, max: hi, step: isInt ? 1 : "any",
         inputmode: isInt ? "numeric" : "decimal", value: initialValue(f),
+        placeholder: f.nullable ? "blank: unknown" : false,
       });
     }
     input.dataset.feature = f.name;
@@ -259,7 +265,9 @@ async function onPredict(event) {
   }
   const patient = {};
   for (const [name, { feature, input }] of fields) {
-    patient[name] = feature.type === "category" ? input.value : input.valueAsNumber;
+    const blank = input.value === "";
+    if (blank && feature.nullable) patient[name] = null;
+    else patient[name] = feature.type === "category" ? input.value : input.valueAsNumber;
   }
   const button = $("predict-button");
   button.disabled = true;

@@ -42,8 +42,16 @@ def feed(features: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
          ) -> dict[str, np.ndarray]:
     """The graph's inputs for rows given as tuples in feature order; `features` is
     [(name, type), ...] in that order."""
-    if len(rows) == 1:  # the service's common case: no transposition
+    if len(rows) == 1:  # the service's hot path: one patient, no transposition
         row = rows[0]
-        return {name: column([row[i]], kind) for i, (name, kind) in enumerate(features)}
+        out = {}
+        for i, (name, kind) in enumerate(features):
+            value = row[i]
+            if kind == "category":
+                out[name] = np.array([[MISSING_TEXT if _missing(value) else str(value)]],
+                                     dtype=object)
+            else:
+                out[name] = np.array([[value]], dtype=np.float32)  # None → NaN
+        return out
     columns = list(zip(*rows, strict=True))
     return {name: column(columns[i], kind) for i, (name, kind) in enumerate(features)}
