@@ -52,3 +52,14 @@ def test_mlp_history_is_reported_in_target_units(data):
 
 def test_history_frame_without_mlp_is_empty_with_columns():
     assert list(history_frame({}).columns) == ["epoch", "mae", "val_mae", "learning_rate"]
+
+
+def test_leaderboard_holds_no_wall_clock_time(data):
+    """A DVC output must be the same bytes for the same inputs: fit times go to MLflow only."""
+    p, schema, X, y, Xt, yt = data
+    results = [evaluate_candidate("ridge", p.train, schema, X, y, Xt, yt)]
+    assert results[0].seconds > 0  # measured (logged to MLflow), ...
+    board = leaderboard(results)  # ... but not written
+    assert not [c for c in board.columns if "second" in c or "time" in c]
+    twin = leaderboard([evaluate_candidate("ridge", p.train, schema, X, y, Xt, yt)])
+    assert board.to_csv(index=False) == twin.to_csv(index=False)

@@ -45,8 +45,13 @@ def metrics_report(meta: dict[str, Any], test: dict[str, float], target: str,
 
 
 def model_card(report: dict[str, Any], schema: FeatureSchema, onnx_bytes: bytes,
-               parity: dict[str, float]) -> dict[str, Any]:
-    """models/model.json: what the service validates requests against and shows at GET /model."""
+               parity: dict[str, float], train_bytes: bytes) -> dict[str, Any]:
+    """models/model.json: what the service validates requests against and shows at GET /model.
+
+    Only what the stage's inputs determine, so the same inputs give the same bytes: the git
+    revision is not one of them (it changes when dvc.lock is committed), so the card names the
+    training split by its md5 (DVC's hash; `git log -S <md5> dvc.lock` finds the revisions) and
+    the revision goes to MLflow (tag `git_revision`)."""
     import hashlib
 
     return {
@@ -63,7 +68,7 @@ def model_card(report: dict[str, Any], schema: FeatureSchema, onnx_bytes: bytes,
             for f in schema.features
         ],
         "metrics": {"test": report["test"], "cv": report["cv"]},
-        "training_revision": tracking.git_revision(),
+        "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
         "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
         "parity": parity,
     }
@@ -128,7 +133,8 @@ def main() -> None:
     log.info("ONNX parity on %d test rows: max relative difference %.2g (limit %.0e)",
              parity["n"], parity["max_rel_diff"], params.evaluate.parity_rtol)
     save_onnx(onnx_model, paths.onnx)
-    card = model_card(report, schema, Path(paths.onnx).read_bytes(), parity)
+    card = model_card(report, schema, Path(paths.onnx).read_bytes(), parity,
+                      Path(paths.train).read_bytes())
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
     register(report, model_dir, Path(paths.schema), X.head(5), predicted[:5],
              [Path(paths.onnx), Path(paths.card)])
