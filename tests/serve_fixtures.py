@@ -124,6 +124,15 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
 
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (free when this returns)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def wait_ready(base_url: str, proc: Any, seconds: float = 30,
                output: Any = None) -> None:
     """Poll GET /health/ready until 200; fail early (with `output()`, e.g. the server's stderr)

@@ -32,7 +32,14 @@ from litestar.testing import TestClient
 from serve import db as servedb
 from serve.app import create_app
 from serve.settings import Settings, SettingsError
-from tests.serve_fixtures import TinyModel, build_tiny_model, md5_file, wait_ready, write_lock
+from tests.serve_fixtures import (
+    TinyModel,
+    build_tiny_model,
+    free_port,
+    md5_file,
+    wait_ready,
+    write_lock,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -747,12 +754,6 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
 
 
 # ---- the real server ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
