@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import venv_env
 from tests.factories import write_insurance_csv
 from tests.repo_copy import GIT_ID, make_copy, run
-from tests.serve_fixtures import wait_ready
+from tests.serve_fixtures import free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.s3_fixtures"]
@@ -77,7 +77,23 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
             "final-mlp"} <= names
 
 
-def test_repro_twice_from_clean_copies_is_byte_identical(tmp_path):
+def _lock_outs(lock: bytes) -> dict[str, str]:
+    """path → md5 of every stage output recorded in a dvc.lock."""
+    import yaml
+
+    stages = yaml.safe_load(lock)["stages"]
+    return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", [])}
+
+
+def _differing_outs(a: bytes, b: bytes) -> list[str]:
+    outs_a, outs_b = _lock_outs(a), _lock_outs(b)
+    return sorted(p for p in outs_a.keys() | outs_b.keys() if outs_a.get(p) != outs_b.get(p))
+
+
+def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
+    """Same inputs, same bytes: two clean copies (different git commits) write the same
+    dvc.lock, and `dvc repro -f` after a committed `dvc repro` leaves it unchanged (the MLP
+    included: TensorFlow runs with op determinism on one machine)."""
     repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
     procs = [subprocess.Popen(["dvc", "repro"], cwd=r, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,
@@ -86,14 +102,21 @@ def test_repro_twice_from_clean_copies_is_byte_identical(tmp_path):
     for p in procs:
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
-    for rel in ("reports/metrics.json", "reports/predictions.csv"):
+    locks = [(r / "dvc.lock").read_bytes() for r in repos]
+    assert locks[0] == locks[1], f"outputs differ between clean copies: {_differing_outs(*locks)}"
+    for rel in ("reports/metrics.json", "reports/predictions.csv", "reports/leaderboard.json"):
         a, b = (r / rel for r in repos)
         assert a.read_bytes() == b.read_bytes(), rel
-    boards = [json.loads((r / "reports/leaderboard.json").read_text()) for r in repos]
-    for board in boards:
-        for row in board:
-            row.pop("fit_seconds")  # wall-clock time: the one field allowed to differ
-    assert boards[0] == boards[1]
+    heads = [run(["git", "rev-parse", "HEAD"], r).stdout.strip() for r in repos]
+    assert heads[0] != heads[1]  # so no output can embed the revision and still match
+
+    repo = repos[0]
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "study results"], repo)
+    run(["dvc", "repro", "-f"], repo, timeout=900, MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db")
+    forced = (repo / "dvc.lock").read_bytes()
+    assert forced == locks[0], f"outputs differ after dvc repro -f: {_differing_outs(locks[0], forced)}"
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
 def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
@@ -125,6 +148,13 @@ def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     assert '"ins"' in text
     assert text.count('"charges"') >= 2 and '"progression"' in text  # params: both datasets
     assert text.count('"r2"') >= 3  # metrics column for every run
+
+    from medcast.experiments import dvc_exp_show, exp_table
+
+    rows = exp_table(dvc_exp_show(repo))  # what notebook 02 shows, read in process
+    assert "ins" in set(rows["experiment"])
+    assert {"diabetes", "insurance"} <= set(rows["dataset"])
+    assert rows["test_r2"].notna().sum() >= 3
 
     import mlflow
 
@@ -169,7 +199,7 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     served = tmp_path / "served"  # no cache, no outputs: the model can only come from S3
     run(["git", "clone", "-q", str(repo), str(served)], tmp_path)
     write_local_remote(served, url=url, server=s3_server)
-    port = _free_port()
+    port = free_port()
     env = venv_env(MEDCAST_PORT=str(port), MEDCAST_MODEL_REV="HEAD",
                    MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path}/serve.db")
     proc = subprocess.Popen(["python", "-m", "serve"], cwd=served, env=env,
@@ -188,19 +218,11 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     assert not (served / "models" / "model.onnx").exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def served(built_repo, tmp_path_factory):
     """The built repository's model served by `python -m serve` on a free loopback port."""
     repo, _ = built_repo
-    port = _free_port()
+    port = free_port()
     db = f"sqlite:///{tmp_path_factory.mktemp('log')}/serve.db"
     env = venv_env(MEDCAST_PORT=str(port), MEDCAST_DATABASE_URL=db, MEDCAST_API_KEY="k")
     proc = subprocess.Popen(["python", "-m", "serve"], cwd=repo, env=env,
@@ -237,3 +259,28 @@ def test_notebook_runs_top_to_bottom(built_repo, served, notebook, monkeypatch):
     assert not errors
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images >= (0 if notebook.startswith("04") else 3)
+
+
+@pytest.mark.xdist_group("built_repo")
+def test_notebook_02_runs_with_the_virtualenvs_python_and_no_activated_environment(
+        built_repo, tmp_path):
+    """As a Jupyter kernel pointed at .venv/bin/python runs it: PATH holds neither the
+    virtualenv's bin nor any `dvc`, VIRTUAL_ENV is unset."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    repo, mlflow_uri = built_repo
+    venv_bin = Path(sys.executable).parent
+    path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and Path(d).resolve() != venv_bin.resolve() and not shutil.which("dvc", path=d))
+    assert shutil.which("dvc", path=path) is None
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH=path, MLFLOW_TRACKING_URI=mlflow_uri)
+    out = subprocess.run([sys.executable, "-m", "medcast.notebooks",
+                          "notebooks/02-experiments.ipynb", "--out", str(tmp_path)],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "02-experiments.ipynb: ok" in out.stderr
