@@ -63,3 +63,34 @@ def test_leaderboard_holds_no_wall_clock_time(data):
     assert not [c for c in board.columns if "second" in c or "time" in c]
     twin = leaderboard([evaluate_candidate("ridge", p.train, schema, X, y, Xt, yt)])
     assert board.to_csv(index=False) == twin.to_csv(index=False)
+
+
+def test_mlp_cross_validation_prints_no_tensorflow_noise(tmp_path):
+    """`python -m medcast.train` with the MLP (TensorFlow with its own log settings: none):
+    no E0000/W0000 lines (TensorFlow's known-harmless tf.data messages), no start-up notices;
+    the stage's own log is all there."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import venv_env
+
+    params = tiny_params("train.candidates=[ridge,mlp]", "train.cv_folds=2",
+                         "train.models.mlp.epochs=3")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in venv_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    outputs = []
+    for stage in ("preprocess", "train"):
+        out = subprocess.run([sys.executable, "-m", f"medcast.{stage}"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        outputs.append(out.stdout + out.stderr)
+    log = outputs[1]
+    assert "[2/2] mlp" in log and "selected" in log
+    noise = [line for line in log.splitlines()
+             if re.match(r"[EWI]\d{4} ", line) or "absl::InitializeLog" in line]
+    assert noise == []
+    assert os.path.getsize(tmp_path / "reports/history.csv") > 40  # the MLP really trained

@@ -35,11 +35,14 @@ def cli(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
+        from medcast.native_log import quiet_native_log
+
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         try:
-            return func(*args, **kwargs)
+            with quiet_native_log():  # TensorFlow's known-harmless C++ log lines
+                return func(*args, **kwargs)
         except MedcastError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
