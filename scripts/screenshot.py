@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from live_service import ROOT, ServiceError, running_service
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_repo(tmp: Path) -> Path:
@@ -78,42 +68,16 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args()
 
-    import httpx
-
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        repo = model_repo(tmp)
-        port, key = free_port(), secrets.token_hex(8)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDCAST_")}
-        env.update(PYTHONPATH=str(ROOT), MEDCAST_REPO=str(repo), MEDCAST_PORT=str(port),
-                   MEDCAST_DATABASE_URL=f"sqlite:///{tmp / 'log.db'}", MEDCAST_API_KEY=key,
-                   MEDCAST_FIGURES_DIR=str(ROOT / "reports" / "figures"),
-                   MEDCAST_LOG_LEVEL="WARNING")
-        proc = subprocess.Popen([sys.executable, "-m", "serve"], cwd=tmp, env=env)
-        base = f"http://127.0.0.1:{port}"
+        repo, key = model_repo(tmp), secrets.token_hex(8)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    print("the service did not start", file=sys.stderr)
-                    return 1
-                try:
-                    if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    print("the service was not ready within 60 s", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
-            shoot(base, key, args.out, args.width, args.height)
-        finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            with running_service(repo, tmp, MEDCAST_API_KEY=key,
+                                 MEDCAST_FIGURES_DIR=str(ROOT / "reports" / "figures")) as base:
+                shoot(base, key, args.out, args.width, args.height)
+        except ServiceError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     print(f"{args.out}: {args.width}×{args.height}, {args.out.stat().st_size / 1024:.0f} KB")
     return 0
 

@@ -195,6 +195,7 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     assert "Running stage" not in run(["dvc", "repro"], pulled).stdout
     for rel in ("models/model.onnx", "reports/metrics.json", "reports/figures/residuals.png"):
         assert (pulled / rel).read_bytes() == (repo / rel).read_bytes(), rel
+    _readme_fresh_clone_recipe_restores(repo)
 
     served = tmp_path / "served"  # no cache, no outputs: the model can only come from S3
     run(["git", "clone", "-q", str(repo), str(served)], tmp_path)
@@ -216,6 +217,86 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
         proc.terminate()
         proc.wait(timeout=30)
     assert not (served / "models" / "model.onnx").exists()
+
+
+def _without_the_virtualenv() -> dict[str, str]:
+    """The environment of a shell with no activated virtualenv: no venv bin, no `dvc` on PATH."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    venv_bin = Path(sys.executable).parent
+    path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and Path(d).resolve() != venv_bin.resolve() and not shutil.which("dvc", path=d))
+    assert shutil.which("dvc", path=path) is None
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = path
+    return env
+
+
+def _readme_fresh_clone_recipe_restores(repo) -> None:
+    """The README's fresh-clone recipe, run as written (bash, no activated virtualenv) in a
+    repository whose outputs are committed and pushed: the copy is complete and clean."""
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    recipe = re.search(r"<!-- recipe:fresh-clone -->\n```bash\n(.*?)```\n<!-- /recipe:fresh-clone -->",
+                       readme, re.S)
+    assert recipe, "README: the fresh-clone recipe block is missing"
+    venv = repo / ".venv"  # the recipe borrows the checkout's virtualenv, as in a real checkout
+    venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+    try:
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe.group(1)], cwd=repo,
+                             env=_without_the_virtualenv(), capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        venv.unlink()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Data and pipelines are up to date." in out.stdout, out.stdout + out.stderr
+    copy = repo.parent / "medcast-copy"
+    for rel in ("models/model.onnx", "models/tuned/pipeline.skops", "reports/metrics.json"):
+        assert (copy / rel).read_bytes() == (repo / rel).read_bytes(), rel
+    assert os.stat(copy / ".dvc" / "config.local").st_mode & 0o077 == 0
+
+
+@pytest.mark.xdist_group("built_repo")
+def test_readme_examples_script_writes_what_the_served_model_answers(built_repo, tmp_path):
+    """scripts/readme_examples.py serves the built model, writes the README block from its
+    answer, and `--check` then passes; a stale figure fails it."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    repo, _ = built_repo
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\n<!-- readme_examples:predict -->\nold\n"
+                      "<!-- /readme_examples:predict -->\nafter\n")
+    script = [sys.executable, str(ROOT / "scripts" / "readme_examples.py"), "--repo", str(repo),
+              "--readme", str(readme)]
+    out = subprocess.run(script, capture_output=True, text=True, timeout=120, env=venv_env())
+    assert out.returncode == 0, out.stderr
+    text = readme.read_text()
+    card = json.loads((repo / "models/model.json").read_text())
+    answer = json.loads(text.split("\n# ", 1)[1].split("\n", 1)[0])
+    assert answer["model_version"] == card["onnx_md5"]
+    assert isinstance(answer["prediction"], float) and answer["request_id"] == "…"
+    assert "curl -s localhost:8000/predict" in text and "MEDCAST_PORT" in text
+    assert text.startswith("# t\n\n<!-- readme_examples:predict -->\n```bash\n")
+    assert text.endswith("<!-- /readme_examples:predict -->\nafter\n") and "\nold\n" not in text
+    check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120,
+                           env=venv_env())
+    assert check.returncode == 0, check.stderr  # same model, same answer: nothing stale
+    readme.write_text(text.replace(card["onnx_md5"], "0" * 32))
+    stale = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120,
+                           env=venv_env())
+    assert stale.returncode == 1 and "the example is stale" in stale.stderr
 
 
 @pytest.fixture(scope="session")
@@ -266,19 +347,11 @@ def test_notebook_02_runs_with_the_virtualenvs_python_and_no_activated_environme
         built_repo, tmp_path):
     """As a Jupyter kernel pointed at .venv/bin/python runs it: PATH holds neither the
     virtualenv's bin nor any `dvc`, VIRTUAL_ENV is unset."""
-    import os
-    import shutil
     import sys
-    from pathlib import Path
 
     repo, mlflow_uri = built_repo
-    venv_bin = Path(sys.executable).parent
-    path = os.pathsep.join(
-        d for d in os.environ.get("PATH", "").split(os.pathsep)
-        if d and Path(d).resolve() != venv_bin.resolve() and not shutil.which("dvc", path=d))
-    assert shutil.which("dvc", path=path) is None
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env.update(PATH=path, MLFLOW_TRACKING_URI=mlflow_uri)
+    env = _without_the_virtualenv()
+    env["MLFLOW_TRACKING_URI"] = mlflow_uri
     out = subprocess.run([sys.executable, "-m", "medcast.notebooks",
                           "notebooks/02-experiments.ipynb", "--out", str(tmp_path)],
                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
