@@ -95,6 +95,10 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     dvc.lock, and `dvc repro -f` after a committed `dvc repro` leaves it unchanged (the MLP
     included: TensorFlow runs with op determinism on one machine)."""
     repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
+    # Same files, another commit: an output that embedded the revision could not match.
+    run(["git", "commit", "--amend", "-q", "-m", "copy b"], repos[1])
+    heads = [run(["git", "rev-parse", "HEAD"], r).stdout.strip() for r in repos]
+    assert heads[0] != heads[1]
     procs = [subprocess.Popen(["dvc", "repro"], cwd=r, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,
                               env=venv_env(**GIT_ID, MLFLOW_TRACKING_URI=f"sqlite:///{r}.db"))
@@ -107,8 +111,6 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     for rel in ("reports/metrics.json", "reports/predictions.csv", "reports/leaderboard.json"):
         a, b = (r / rel for r in repos)
         assert a.read_bytes() == b.read_bytes(), rel
-    heads = [run(["git", "rev-parse", "HEAD"], r).stdout.strip() for r in repos]
-    assert heads[0] != heads[1]  # so no output can embed the revision and still match
 
     repo = repos[0]
     run(["git", "add", "-A"], repo)
