@@ -108,11 +108,21 @@ def configure_dvc(root: Path, server: s3server.S3Server, remote: str, bucket: st
     settings = s3server.dvc_remote_settings(server, aws_config)
     if urlsplit(url.strip()).netloc != bucket:
         settings["url"] = f"s3://{bucket}/dvcstore"
-    for key, value in settings.items():
-        code, output = _dvc(root, "remote", "modify", "--local", remote, key, "--", value)
-        if code != 0:
-            raise SystemExit(f"dvc remote modify --local {remote} {key} failed: {output}")
-    return f"DVC remote {remote!r} -> {server.endpoint} (keys in .dvc/config.local)"
+    # The secret key goes into config.local: owner-only, like .s3/credentials.env (also a file
+    # an earlier `dvc remote modify --local` left readable; umask covers a rewrite by DVC).
+    local = root / ".dvc" / "config.local"
+    local.touch(mode=0o600, exist_ok=True)
+    local.chmod(0o600)
+    umask = os.umask(0o077)
+    try:
+        for key, value in settings.items():
+            code, output = _dvc(root, "remote", "modify", "--local", remote, key, "--", value)
+            if code != 0:
+                raise SystemExit(f"dvc remote modify --local {remote} {key} failed: {output}")
+    finally:
+        os.umask(umask)
+    local.chmod(0o600)
+    return f"DVC remote {remote!r} -> {server.endpoint} (keys in .dvc/config.local, mode 600)"
 
 
 def cmd_start(root: Path) -> int:

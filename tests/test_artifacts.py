@@ -179,6 +179,51 @@ def test_read_helpers_explain_common_failures(
         read_bytes("models/model.bin", rev="v1", repo=str(clone), remote_config=config)
 
 
+def test_a_version_in_neither_cache_nor_remote_names_revision_remote_and_the_fix(
+    dvc_repo: ThrowawayRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the workspace (v2) is pushed: v1's outputs are tracked at v1 but no copy exists
+    here or on the remote. The message says so (not "not tracked"), for a file out and for a
+    file inside a directory out, and the CLI prints it as one line."""
+    dvc_repo.dvc("push")
+    clone = dvc_repo.clone(tmp_path / "clone")
+    write_local_remote(clone, dvc_repo.url, dvc_repo.server)
+    repo = str(clone)
+    remote = f"DVC remote 'storage' ({dvc_repo.url} at {dvc_repo.server.endpoint})"
+    for rel, out in [("models/model.bin", "models/model.bin"), ("models/parts/part1.bin",
+                                                                  "models/parts")]:
+        for read in (read_bytes, read_verified):
+            with pytest.raises(ArtifactError) as err:
+                read(rel, rev="v1", repo=repo)
+            message = str(err.value)
+            assert message.startswith(f"{rel!r} at revision 'v1' of {repo!r}: tracked (dvc.lock "
+                                      f"records {out!r} as md5 "), message
+            assert f"neither the local cache nor the {remote} holds that version" in message
+            assert "`dvc push` at that revision on a machine that has it" in message
+            assert "not tracked" not in message
+            assert dvc_repo.server.credentials.secret_key not in message
+    assert read_bytes("models/model.bin", rev="v2", repo=repo) == dvc_repo.template.v2[
+        "models/model.bin"]  # the pushed version reads fine
+    assert artifacts_main(["get", "models/model.bin", "--rev", "v1", "--repo", repo]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds that version" in err and "Traceback" not in err
+
+
+def test_a_remote_without_credentials_says_where_to_put_them(
+    dvc_repo: ThrowawayRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clone = dvc_repo.clone(tmp_path / "clone")
+    write_local_remote(clone, dvc_repo.url)  # the url, but neither endpoint nor keys
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ArtifactError, match=rf"no credentials for the DVC remote 'storage' "
+                                            rf"\({dvc_repo.url}\): `make s3` writes them"):
+        read_bytes("models/model.bin", rev="v2", repo=str(clone))
+
+
 @pytest.mark.e2e
 def test_push_with_wrong_credentials_fails_clearly_and_changes_nothing(
     dvc_repo: ThrowawayRepo,

@@ -2,30 +2,34 @@ from __future__ import annotations
 
 from medcast.experiments import exp_table
 
-SHOW = [
-    {"rev": "workspace", "name": None, "data": {
-        "rev": "workspace", "timestamp": None,
-        "params": {"params.yaml": {"data": {"dataset": {"name": "diabetes"}, "tune": {"n_trials": 3}}}},
-        "metrics": {"reports/metrics.json": {"data": {
-            "model": "ridge", "test": {"r2": 0.45, "rmse": 53.0, "mae": 42.0},
-            "cv": {"r2": 0.48, "r2_std": 0.04}}}}}},
-    {"rev": "abc123", "name": "main", "data": {"rev": "abc123", "params": {}, "metrics": {}},
-     "experiments": [{"name": "ins", "revs": [{"rev": "def456", "name": "ins", "data": {
-         "rev": "def456", "timestamp": "2026-11-22T04:00:00",
-         "params": {"params.yaml": {"data": {"dataset": {"name": "insurance"}}}},
-         "metrics": {"reports/metrics.json": {"data": {
-             "model": "gradient_boosting", "test": {"r2": 0.88}, "cv": {"r2": 0.86}}}}}}]}]},
+# Rows as dvc.api.exp_show gives them: flat, numbers as floats, missing values None, a name
+# shared by two files prefixed with the file ("reports/metrics.json:model" below).
+ROWS = [
+    {"Experiment": None, "rev": "workspace", "typ": "baseline", "Created": None, "parent": None,
+     "State": None, "Executor": None, "reports/metrics.json:model": "ridge", "test.r2": 0.45,
+     "test.rmse": 53.0, "test.mae": 42.0, "cv.r2_mean": 0.48, "cv.r2_std": 0.04,
+     "dataset.name": "diabetes", "tune.n_trials": 3.0, "params.yaml:model": "x",
+     "train.cv_folds": 5.0},
+    {"Experiment": None, "rev": "main", "typ": "baseline", "Created": "Nov 22, 2026",
+     "parent": None, "State": None, "Executor": None, "reports/metrics.json:model": None,
+     "test.r2": None, "dataset.name": None, "tune.n_trials": None},
+    {"Experiment": "ins", "rev": "def4567", "typ": "branch_base", "Created": "04:00 AM",
+     "parent": None, "State": None, "Executor": None,
+     "reports/metrics.json:model": "gradient_boosting", "test.r2": 0.88, "cv.r2_mean": 0.86,
+     "dataset.name": "insurance", "tune.n_trials": 40.0},
 ]
 
 
 def test_exp_table_flattens_workspace_and_experiments():
-    table = exp_table(SHOW).set_index("experiment")
-    assert list(table.index) == ["workspace", "ins"]
+    table = exp_table(ROWS).set_index("experiment")
+    assert list(table.index) == ["workspace", "ins"]  # main has neither params nor metrics
     assert table.loc["workspace", "selected"] == "ridge"
     assert table.loc["workspace", "test_r2"] == 0.45
+    assert table.loc["workspace", "n_trials"] == 3
     assert table.loc["ins", "dataset"] == "insurance"
     assert table.loc["ins", "baseline"] == "main"
     assert table.loc["ins", "cv_r2_mean"] == 0.86
+    assert "cv_folds" not in " ".join(table.columns)  # params are not scores
 
 
 def test_exp_table_of_nothing_is_empty():

@@ -164,3 +164,86 @@ def test_cross_validation_imputes_inside_each_fold(messy):
         leaky.append(scores(y.iloc[val], model.predict(leaked.iloc[val]))["rmse"])
     np.testing.assert_allclose(ours, in_fold)
     assert not np.allclose(ours, leaky)
+
+
+# Fits and saves models in a fresh process: object ids, uuids, the hash seed and the clock all
+# differ between two runs of it.
+_SAVE_SCRIPT = """
+import sys
+from pathlib import Path
+
+import skops.io as sio
+
+from medcast import models
+from medcast.datasets import validate
+from medcast.features import infer_schema, split_xy
+from medcast.models.io import save_model, stable_skops
+from devtools.factories import insurance_frame
+from tests.conftest import tiny
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "set.skops").write_bytes(stable_skops(sio.dumps({"s": {"alpha", "beta", "gamma", "delta"},
+                                                        "b": b"raw bytes"})))
+p = tiny("dataset=insurance")
+frame = validate(insurance_frame(160, seed=3).astype(str), p.dataset)
+schema = infer_schema(frame, p.dataset)
+X, y = split_xy(frame, schema)
+for name in sys.argv[2:]:
+    save_model(models.build(name, p.models[name].defaults, schema, seed=0).fit(X, y), out / name,
+               {"model": name})
+"""
+
+
+def test_saved_model_bytes_depend_only_on_the_model_not_on_the_process(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, venv_env
+
+    names = ["spline_ridge", "random_forest", "mlp"]
+    for run, seed in (("a", "1"), ("b", "2")):
+        out = subprocess.run([sys.executable, "-c", _SAVE_SCRIPT, str(tmp_path / run), *names],
+                             cwd=ROOT, env=venv_env(PYTHONHASHSEED=seed, PYTHONPATH=str(ROOT)),
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        time.sleep(2)  # a zip stores times to 2 s: the second run is saved at another time
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert {str(f) for f in files} >= {"set.skops", "mlp/mlp.keras", "mlp/pipeline.skops",
+                                       "random_forest/pipeline.skops"}
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_stable_skops_renumbers_ids_keeps_shared_objects_and_loads_the_same(insurance):
+    import io
+    import json
+    import re
+    import zipfile
+
+    import skops.io as sio
+
+    from medcast.models.io import stable_skops
+
+    p, schema, X, y = insurance
+    est = models.build("gradient_boosting", p.models["gradient_boosting"].defaults, schema,
+                       seed=0).fit(X, y)
+    raw = sio.dumps(est)
+    stable = stable_skops(raw)
+
+    def ids(data: bytes) -> list[int]:
+        text = zipfile.ZipFile(io.BytesIO(data)).read("schema.json").decode()
+        return [int(i) for i in re.findall(r'"__id__": (\d+)', text)]
+
+    before, after = ids(raw), ids(stable)
+    assert len(after) == len(before)
+    assert len(set(after)) == len(set(before))  # the same objects are shared
+    assert sorted(set(after)) == list(range(1, len(set(after)) + 1))  # 0 is falsy to skops
+    archive = zipfile.ZipFile(io.BytesIO(stable))
+    assert archive.namelist() == sorted(archive.namelist())
+    assert all(i.date_time == (1980, 1, 1, 0, 0, 0) for i in archive.infolist())
+    assert all(re.fullmatch(r"\d{1,6}\.npy|schema\.json", n) for n in archive.namelist())
+    assert json.loads(archive.read("schema.json"))["__class__"] == "Pipeline"
+    np.testing.assert_array_equal(sio.loads(stable, trusted=sio.get_untrusted_types(data=stable))
+                                  .predict(X), est.predict(X))

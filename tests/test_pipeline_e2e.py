@@ -78,8 +78,28 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
             "final-mlp"} <= names
 
 
-def test_repro_twice_from_clean_copies_is_byte_identical(tmp_path):
+def _lock_outs(lock: bytes) -> dict[str, str]:
+    """path → md5 of every stage output recorded in a dvc.lock."""
+    import yaml
+
+    stages = yaml.safe_load(lock)["stages"]
+    return {o["path"]: o["md5"] for s in stages.values() for o in s.get("outs", [])}
+
+
+def _differing_outs(a: bytes, b: bytes) -> list[str]:
+    outs_a, outs_b = _lock_outs(a), _lock_outs(b)
+    return sorted(p for p in outs_a.keys() | outs_b.keys() if outs_a.get(p) != outs_b.get(p))
+
+
+def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
+    """Same inputs, same bytes: two clean copies (different git commits) write the same
+    dvc.lock, and `dvc repro -f` after a committed `dvc repro` leaves it unchanged (the MLP
+    included: TensorFlow runs with op determinism on one machine)."""
     repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
+    # Same files, another commit: an output that embedded the revision could not match.
+    run(["git", "commit", "--amend", "-q", "-m", "copy b"], repos[1])
+    heads = [run(["git", "rev-parse", "HEAD"], r).stdout.strip() for r in repos]
+    assert heads[0] != heads[1]
     procs = [subprocess.Popen(["dvc", "repro"], cwd=r, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,
                               env=venv_env(**GIT_ID, MLFLOW_TRACKING_URI=f"sqlite:///{r}.db"))
@@ -87,14 +107,19 @@ def test_repro_twice_from_clean_copies_is_byte_identical(tmp_path):
     for p in procs:
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
-    for rel in ("reports/metrics.json", "reports/predictions.csv"):
+    locks = [(r / "dvc.lock").read_bytes() for r in repos]
+    assert locks[0] == locks[1], f"outputs differ between clean copies: {_differing_outs(*locks)}"
+    for rel in ("reports/metrics.json", "reports/predictions.csv", "reports/leaderboard.json"):
         a, b = (r / rel for r in repos)
         assert a.read_bytes() == b.read_bytes(), rel
-    boards = [json.loads((r / "reports/leaderboard.json").read_text()) for r in repos]
-    for board in boards:
-        for row in board:
-            row.pop("fit_seconds")  # wall-clock time: the one field allowed to differ
-    assert boards[0] == boards[1]
+
+    repo = repos[0]
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "study results"], repo)
+    run(["dvc", "repro", "-f"], repo, timeout=900, MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db")
+    forced = (repo / "dvc.lock").read_bytes()
+    assert forced == locks[0], f"outputs differ after dvc repro -f: {_differing_outs(locks[0], forced)}"
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
 def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
@@ -143,6 +168,13 @@ def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     diff = run(["dvc", "exp", "diff", "ins"], repo).stdout
     assert "reports/metrics.json" in diff or "test.r2" in diff or diff.strip() == ""
 
+    from medcast.experiments import dvc_exp_show, exp_table
+
+    rows = exp_table(dvc_exp_show(repo))  # what notebook 02 shows, read in process
+    assert "ins" in set(rows["experiment"])
+    assert {"diabetes", "insurance"} <= set(rows["dataset"])
+    assert rows["test_r2"].notna().sum() >= 3
+
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_uri)
@@ -182,6 +214,7 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     assert "Running stage" not in run(["dvc", "repro"], pulled).stdout
     for rel in ("models/model.onnx", "reports/metrics.json", "reports/figures/residuals.png"):
         assert (pulled / rel).read_bytes() == (repo / rel).read_bytes(), rel
+    _readme_fresh_clone_recipe_restores(repo)
 
     served = tmp_path / "served"  # no cache, no outputs: the model can only come from S3
     run(["git", "clone", "-q", str(repo), str(served)], tmp_path)
@@ -196,6 +229,86 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
         assert answer.status_code == 200, answer.text
         service.stop(signal.SIGTERM, timeout=30)
     assert not (served / "models" / "model.onnx").exists()
+
+
+def _without_the_virtualenv() -> dict[str, str]:
+    """The environment of a shell with no activated virtualenv: no venv bin, no `dvc` on PATH."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    venv_bin = Path(sys.executable).parent
+    path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and Path(d).resolve() != venv_bin.resolve() and not shutil.which("dvc", path=d))
+    assert shutil.which("dvc", path=path) is None
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = path
+    return env
+
+
+def _readme_fresh_clone_recipe_restores(repo) -> None:
+    """The README's fresh-clone recipe, run as written (bash, no activated virtualenv) in a
+    repository whose outputs are committed and pushed: the copy is complete and clean."""
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    recipe = re.search(r"<!-- recipe:fresh-clone -->\n```bash\n(.*?)```\n<!-- /recipe:fresh-clone -->",
+                       readme, re.S)
+    assert recipe, "README: the fresh-clone recipe block is missing"
+    venv = repo / ".venv"  # the recipe borrows the checkout's virtualenv, as in a real checkout
+    venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+    try:
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe.group(1)], cwd=repo,
+                             env=_without_the_virtualenv(), capture_output=True, text=True,
+                             timeout=300)
+    finally:
+        venv.unlink()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Data and pipelines are up to date." in out.stdout, out.stdout + out.stderr
+    copy = repo.parent / "medcast-copy"
+    for rel in ("models/model.onnx", "models/tuned/pipeline.skops", "reports/metrics.json"):
+        assert (copy / rel).read_bytes() == (repo / rel).read_bytes(), rel
+    assert os.stat(copy / ".dvc" / "config.local").st_mode & 0o077 == 0
+
+
+@pytest.mark.xdist_group("built_repo")
+def test_readme_examples_script_writes_what_the_served_model_answers(built_repo, tmp_path):
+    """scripts/readme_examples.py serves the built model, writes the README block from its
+    answer, and `--check` then passes; a stale figure fails it."""
+    import sys
+
+    from tests.conftest import ROOT
+
+    repo, _ = built_repo
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\n<!-- readme_examples:predict -->\nold\n"
+                      "<!-- /readme_examples:predict -->\nafter\n")
+    script = [sys.executable, str(ROOT / "scripts" / "readme_examples.py"), "--repo", str(repo),
+              "--readme", str(readme)]
+    out = subprocess.run(script, capture_output=True, text=True, timeout=120, env=venv_env())
+    assert out.returncode == 0, out.stderr
+    text = readme.read_text()
+    card = json.loads((repo / "models/model.json").read_text())
+    answer = json.loads(text.split("\n# ", 1)[1].split("\n", 1)[0])
+    assert answer["model_version"] == card["onnx_md5"]
+    assert isinstance(answer["prediction"], float) and answer["request_id"] == "…"
+    assert "curl -s localhost:8000/predict" in text and "MEDCAST_PORT" in text
+    assert text.startswith("# t\n\n<!-- readme_examples:predict -->\n```bash\n")
+    assert text.endswith("<!-- /readme_examples:predict -->\nafter\n") and "\nold\n" not in text
+    check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120,
+                           env=venv_env())
+    assert check.returncode == 0, check.stderr  # same model, same answer: nothing stale
+    readme.write_text(text.replace(card["onnx_md5"], "0" * 32))
+    stale = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120,
+                           env=venv_env())
+    assert stale.returncode == 1 and "the example is stale" in stale.stderr
 
 
 @pytest.fixture(scope="session")
@@ -233,3 +346,20 @@ def test_notebook_runs_top_to_bottom(built_repo, served, notebook, monkeypatch):
     assert not errors
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images >= (0 if notebook.startswith("04") else 3)
+
+
+@pytest.mark.xdist_group("built_repo")
+def test_notebook_02_runs_with_the_virtualenvs_python_and_no_activated_environment(
+        built_repo, tmp_path):
+    """As a Jupyter kernel pointed at .venv/bin/python runs it: PATH holds neither the
+    virtualenv's bin nor any `dvc`, VIRTUAL_ENV is unset."""
+    import sys
+
+    repo, mlflow_uri = built_repo
+    env = _without_the_virtualenv()
+    env["MLFLOW_TRACKING_URI"] = mlflow_uri
+    out = subprocess.run([sys.executable, "-m", "medcast.notebooks",
+                          "notebooks/02-experiments.ipynb", "--out", str(tmp_path)],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "02-experiments.ipynb: ok" in out.stderr

@@ -123,6 +123,9 @@ def test_cli_start_configures_dvc_push_then_stop(tmp_path: Path) -> None:
     (project / ".dvc" / "config").write_text(committed_remote_section())
     (project / "data.bin").write_bytes(os.urandom(2048))
     run(["dvc", "add", "-q", "data.bin"], project, env)
+    local_config = project / ".dvc" / "config.local"
+    local_config.write_text("")  # as an earlier `dvc remote modify --local` leaves it: 644
+    local_config.chmod(0o644)
     try:
         started = _cli(project, "start", env)
         assert started.returncode == 0, started.stdout + started.stderr
@@ -133,6 +136,7 @@ def test_cli_start_configures_dvc_push_then_stop(tmp_path: Path) -> None:
         # Keys live only in git-ignored files.
         creds = project / ".s3" / "credentials.env"
         assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+        assert stat.S_IMODE(local_config.stat().st_mode) == 0o600
         assert server.credentials.secret_key in creds.read_text()
         local = (project / ".dvc" / "config.local").read_text()
         assert server.endpoint in local and server.credentials.secret_key in local

@@ -140,45 +140,66 @@ def test_a_single_process_runs_exactly_the_budget_with_sqlite(tmp_path: Path) ->
     assert tuning["n_trials"] == 4 and [t["ticket"] for t in tuning["trials"]] == [0, 1, 2, 3]
 
 
-def test_a_worker_after_the_budget_is_used_runs_nothing(tmp_path: Path) -> None:
-    """A late worker sees the stage's closed study: it waits for a new one, then gives up
-    with a message saying what to start."""
+def test_a_worker_after_the_budget_is_used_exits_at_once_saying_the_study_is_complete(
+        tmp_path: Path) -> None:
+    """A late worker finds the stage's study already finished: exit 0 at once (not after
+    tune.worker_wait), saying so."""
     root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.n_trials=2",
-                     "tune.worker_wait=1")
+                     "tune.worker_wait=600")
     subprocess.run([sys.executable, "-m", "medcast.tune"], cwd=root, env=venv_env(), check=True,
                    capture_output=True, timeout=120)
+    start = time.monotonic()
     late = subprocess.run([sys.executable, "-m", "medcast.tune", "--worker"], cwd=root,
-                          env=venv_env(), capture_output=True, text=True, timeout=60)
-    assert late.returncode == 2
-    assert "no open study" in late.stderr and "dvc repro tune" in late.stderr
-    assert "Traceback" not in late.stderr
+                          env=venv_env(), capture_output=True, text=True, timeout=120)
+    assert late.returncode == 0, late.stderr
+    assert time.monotonic() - start < 60  # imports included; worker_wait is 600 s
+    name = load(root).study_name
+    assert f"study '{name}' is complete (2 trials finished); nothing to do" in late.stderr
+    assert "waiting" not in late.stderr and "Traceback" not in late.stderr
 
 
-def test_worker_without_a_study_or_training_split_says_what_to_run(tmp_path: Path,
-                                                                    monkeypatch) -> None:
-    root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=0.2")
+def test_worker_without_a_study_says_what_it_waits_for_then_what_to_run(
+        tmp_path: Path, monkeypatch, caplog) -> None:
+    import medcast.tune
+
+    root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=1.6")
     monkeypatch.chdir(root)
+    monkeypatch.setattr(medcast.tune, "WAIT_REPORT_S", 0.5)
     p = load_params(root / "params.yaml")
-    with pytest.raises(ConfigError, match="no open study .* after 0.2 s"):
+    caplog.set_level("INFO", logger="medcast.tune")
+    with pytest.raises(ConfigError, match=r"no study '.*' in sqlite:///.* after 1.6 s: start "
+                                          r"`dvc repro tune`"):
         worker(p)
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0].startswith("worker: waiting up to 1.6 s (tune.worker_wait) for study '")
+    assert "`dvc repro tune` with the same params.yaml and data creates it" in said[0]
+    still = [m for m in said if m.startswith("worker: still waiting for study")]
+    assert 2 <= len(still) <= 3, said  # every 0.5 s over 1.6 s
     (root / "models/selection.json").unlink()
     with pytest.raises(ArtifactError, match="models/selection.json: not found; run `dvc repro train`"):
         worker(p)
 
 
-def test_join_study_skips_a_closed_study(tmp_path: Path) -> None:
+def test_a_worker_joins_an_open_study_and_stops_at_a_closed_one(tmp_path: Path, caplog,
+                                                                 monkeypatch) -> None:
     import optuna
+
+    from medcast.features import load_schema, read_split
 
     root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=0.3")
     p = load_params(root / "params.yaml")
-    from medcast.features import load_schema, read_split
-
     X, _ = read_split(root / p.paths.train, load_schema(root / p.paths.schema))
     study = optuna.create_study(study_name=study_name(p, "knn", "insurance", X),
                                 storage=open_storage(p.tune))
+    study.enqueue_trial({}, user_attrs={TICKET: 0})
     study.set_user_attr(CLOSED, True)
-    with pytest.raises(ConfigError, match="no open study"):
-        join_study(p, "knn", "insurance", X)
+    assert join_study(p, "knn", "insurance", X).user_attrs[CLOSED] is True  # found, not waited for
+    (root / "models/selection.json").write_text(json.dumps({"model": "knn"}))
+    caplog.set_level("INFO", logger="medcast.tune")
+    monkeypatch.chdir(root)
+    assert worker(p) == 0
+    assert any("was closed by its stage with 0 trials finished and 1 never run" in r.getMessage()
+               for r in caplog.records)
     study.set_user_attr(CLOSED, False)
     assert join_study(p, "knn", "insurance", X).study_name == study.study_name
 

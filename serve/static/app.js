@@ -102,7 +102,10 @@ function renderCard(c) {
     ["target", c.target_unit ? `${c.target} (${c.target_unit})` : c.target],
     ["model", c.model || "—"],
     ["parameters", paramsText(c.params)],
-    ["training revision", c.training_revision ? c.training_revision.slice(0, 12) : "—"],
+    // Cards written before the training split's md5 replaced the git revision name the revision.
+    c.training_data_md5
+      ? ["training data", `md5 ${c.training_data_md5.slice(0, 12)}`]
+      : ["training revision", c.training_revision ? c.training_revision.slice(0, 12) : "—"],
     ["served", c.serving ? `${c.serving.revision}, md5 ${c.serving.md5}` : "—"],
   ];
   $("card-facts").replaceChildren(

@@ -46,23 +46,51 @@ def _normalize(path: str) -> str:
     return norm
 
 
-def _friendly(exc: BaseException, path: str, rev: str | None, repo: str) -> ArtifactError:
+def _remote_label(
+    repo: str, rev: str | None, remote: str | None, remote_config: dict[str, Any] | None
+) -> str:
+    """'DVC remote 'storage' (s3://bucket/dvcstore at http://endpoint)': name, URL and endpoint
+    of the remote a read tries (never credentials)."""
+    try:
+        config = _fs(repo, rev, remote, remote_config).repo.config
+        name = remote or config["core"].get("remote")
+        options = {**config["remote"].get(name, {}), **(remote_config or {})} if name else {}
+    except Exception:  # noqa: BLE001 - only a label for a message already being built
+        return "the DVC remote"
+    if not name:
+        return "no DVC remote (none is configured)"
+    where = str(options.get("url", "no url"))
+    if options.get("endpointurl"):
+        where += f" at {options['endpointurl']}"
+    return f"DVC remote {name!r} ({where})"
+
+
+def _recorded(
+    path: str, rev: str | None, repo: str, remote: str | None,
+    remote_config: dict[str, Any] | None,
+) -> LockedOut | None:
+    """The lock entry of `path` at `rev`, or None (also when it cannot be read)."""
+    try:
+        return _find_out(_fs(repo, rev, remote, remote_config), path)
+    except Exception:  # noqa: BLE001 - the caller reports the original failure
+        return None
+
+
+def _friendly(
+    exc: BaseException, path: str, rev: str | None, repo: str, remote: str | None = None,
+    remote_config: dict[str, Any] | None = None,
+) -> ArtifactError:
     """Turn the exceptions DVC, scmrepo, s3fs and botocore raise into one clear message."""
     from dvc.config import NoRemoteError
     from dvc.exceptions import DvcException, NotDvcRepoError, PathMissingError
     from dvc.scm import RevError
+    from dvc_data.index.index import DataIndexDirError
 
     where = f"{path!r} at {_rev_label(rev)} of {repo!r}"
     if isinstance(exc, RevError):
         return ArtifactError(f"unknown git revision {rev!r} in {repo!r}")
     if isinstance(exc, NotDvcRepoError):
         return ArtifactError(f"{repo!r} is not a DVC repository")
-    if isinstance(exc, PathMissingError):
-        return ArtifactError(f"{where}: not tracked by DVC or git")
-    if isinstance(exc, NoRemoteError):
-        return ArtifactError(
-            f"{where}: not in the local cache and no DVC remote is configured (pass remote=)"
-        )
     chain = [exc]
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
         nxt = chain[-1].__cause__ or chain[-1].__context__
@@ -70,13 +98,41 @@ def _friendly(exc: BaseException, path: str, rev: str | None, repo: str) -> Arti
             break
         chain.append(nxt)
     names = {type(e).__module__.split(".")[0] for e in chain}
+    kinds = {type(e).__name__ for e in chain}
     text = "; ".join(dict.fromkeys(str(e) for e in chain if str(e)))
+
+    def remote_used() -> str:  # opens the repository again: only for the messages that name it
+        return f"the {_remote_label(repo, rev, remote, remote_config)}"
+
+    if "NoCredentialsError" in kinds:
+        return ArtifactError(
+            f"{where}: no credentials for {remote_used()}: `make s3` writes them into "
+            ".dvc/config.local, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
     if isinstance(exc, PermissionError) or "Forbidden" in text or "SignatureDoesNotMatch" in text:
         return ArtifactError(f"{where}: the remote refused the credentials ({text})")
+    # DVC says "does not exist" (a file out) or "failed to load directory" (a file in a
+    # directory out, the listing's object missing) when the revision records the path but no
+    # copy of that version is at hand: not an unreachable remote, which fails with its own error.
+    missing = isinstance(exc, PathMissingError) or (
+        isinstance(exc, DataIndexDirError | FileNotFoundError)
+        and not names & {"botocore", "aiobotocore", "aiohttp"})
+    if missing and (entry := _recorded(path, rev, repo, remote, remote_config)) is not None:
+        return ArtifactError(
+            f"{where}: tracked ({entry.source} records {entry.out_path!r} as md5 {entry.md5}), "
+            f"but neither the local cache nor {remote_used()} holds that version; run "
+            "`dvc push` at that revision on a machine that has it (or `dvc push --all-commits`)"
+        )
+    if isinstance(exc, PathMissingError):
+        return ArtifactError(f"{where}: not tracked by DVC or git")
+    if isinstance(exc, NoRemoteError):
+        return ArtifactError(
+            f"{where}: not in the local cache and no DVC remote is configured (pass remote=)"
+        )
     if isinstance(exc, FileNotFoundError):
         return ArtifactError(f"{where}: missing from the DVC remote and the local cache ({text})")
     if names & {"botocore", "aiobotocore", "aiohttp", "s3fs"} or isinstance(exc, OSError):
-        return ArtifactError(f"{where}: the DVC remote is unreachable ({text})")
+        return ArtifactError(f"{where}: {remote_used()} is unreachable ({text})")
     if isinstance(exc, DvcException) or "dvc_data" in names:
         return ArtifactError(f"{where}: {text}")
     return ArtifactError(f"{where}: {type(exc).__name__}: {text}")
@@ -146,7 +202,7 @@ def locked_out(
     except ArtifactError:
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message
-        raise _friendly(exc, path, rev, repo) from exc
+        raise _friendly(exc, path, rev, repo, remote, remote_config) from exc
     if found is None:
         raise ArtifactError(
             f"{path!r} is not an output recorded in dvc.lock or a .dvc file at "
@@ -184,7 +240,7 @@ def locked_md5(
     except ArtifactError:
         raise
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message
-        raise _friendly(exc, path, rev, repo) from exc
+        raise _friendly(exc, path, rev, repo, remote, remote_config) from exc
     md5 = info.get("md5") or (info.get("dvc_info") or {}).get("md5")
     if not md5:
         raise ArtifactError(f"{path!r} at {_rev_label(rev)}: no md5 recorded in {entry.out_path!r}")
@@ -212,7 +268,7 @@ def read_bytes(
             path, repo=repo, rev=rev, remote=remote, mode="rb", remote_config=remote_config
         )
     except Exception as exc:  # noqa: BLE001 - mapped to a clear message
-        raise _friendly(exc, path, rev, repo) from exc
+        raise _friendly(exc, path, rev, repo, remote, remote_config) from exc
     assert isinstance(data, bytes)
     return data
 

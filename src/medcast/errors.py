@@ -40,11 +40,14 @@ def cli(func: F) -> F:
         # than this): histogram boosting on a busy 2-core machine ran 7× slower with two
         # threads spinning against other processes (measured 1.1 s against 0.16 s a fit).
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        from medcast.native_log import quiet_native_log
+
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
         )
         try:
-            return func(*args, **kwargs)
+            with quiet_native_log():  # TensorFlow's known-harmless C++ log lines
+                return func(*args, **kwargs)
         except MedcastError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -51,8 +51,13 @@ def metrics_report(meta: dict[str, Any], test: dict[str, float], schema: Feature
 
 
 def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSchema,
-               onnx_bytes: bytes, parity: dict[str, float]) -> dict[str, Any]:
-    """models/model.json: what the service validates requests against and shows at GET /model."""
+               onnx_bytes: bytes, parity: dict[str, float], train_bytes: bytes) -> dict[str, Any]:
+    """models/model.json: what the service validates requests against and shows at GET /model.
+
+    Only what the stage's inputs determine, so the same inputs give the same bytes: the git
+    revision is not one of them (it changes when dvc.lock is committed), so the card names the
+    training split by its md5 (DVC's hash; `git log -S <md5> dvc.lock` finds the revisions) and
+    the revision goes to MLflow (tag `git_revision`)."""
     import hashlib
 
     return {
@@ -70,7 +75,7 @@ def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSche
             for f in schema.features
         ],
         "metrics": {"test": report["test"], "cv": report["cv"]},
-        "training_revision": tracking.git_revision(),
+        "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
         "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
         "parity": parity,
     }
@@ -162,7 +167,8 @@ def main() -> None:
              "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
              parity["max_rel_diff"], params.evaluate.parity_rtol)
     save_onnx(onnx_model, paths.onnx)
-    card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity)
+    card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity,
+                      Path(paths.train).read_bytes())
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
     register(report, meta["params"], model_dir, Path(paths.schema), X.head(5), predicted[:5],
              [Path(paths.onnx), Path(paths.card)])

@@ -1,10 +1,8 @@
-"""Experiment records for notebooks and reports: DVC's `exp show` table and MLflow's runs,
-flattened into DataFrames."""
+"""Experiment records for notebooks and reports: DVC's experiment table (read in process through
+`dvc.api.exp_show`, so no `dvc` executable on PATH is needed) and MLflow's runs, as DataFrames."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,47 +13,57 @@ PARAMS_FILE = "params.yaml"
 
 
 def dvc_exp_show(repo: str | Path = ".") -> list[dict[str, Any]]:
-    """`dvc exp show --json` of a repository (the workspace, its baseline and experiments)."""
-    out = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, capture_output=True,
-                         text=True, check=True)
-    return json.loads(out.stdout)
+    """`dvc.api.exp_show` of a repository: one flat row per workspace, baseline and experiment
+    (columns `Experiment`, `rev`, `typ`, `Created`, then `test.r2`-style metric and param names,
+    prefixed `<file>:` only where two files share a name)."""
+    import dvc.api
+
+    return dvc.api.exp_show(repo=str(repo))
 
 
-def _row(entry: dict[str, Any], name: str | None, baseline: str) -> dict[str, Any] | None:
-    data = entry.get("data") or {}
-    metrics = ((data.get("metrics") or {}).get(METRICS_FILE) or {}).get("data") or {}
-    params = ((data.get("params") or {}).get(PARAMS_FILE) or {}).get("data") or {}
-    if not metrics and not params:
-        return None
-    row: dict[str, Any] = {
-        "experiment": name or data.get("rev") or entry.get("rev"),
-        "rev": data.get("rev", entry.get("rev")),
-        "baseline": baseline,
-        "timestamp": data.get("timestamp"),
-        "dataset": (params.get("dataset") or {}).get("name"),
-        "selected": metrics.get("model"),
-        "n_trials": (params.get("tune") or {}).get("n_trials"),
-    }
-    for split in ("test", "cv"):
-        for key, value in (metrics.get(split) or {}).items():
-            row[f"{split}_{key}"] = value
-    return row
+def _cell(row: dict[str, Any], file: str, name: str) -> Any:
+    value = row.get(f"{file}:{name}", row.get(name))
+    return None if value in ("", "None", "-") else value
 
 
-def exp_table(show: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per workspace/baseline/experiment with dataset, model and test/CV metrics."""
-    rows = []
-    for base in show:
-        baseline = base.get("name") or base.get("rev")
-        row = _row(base, base.get("name"), baseline)
-        if row:
-            rows.append(row)
-        for exp in base.get("experiments") or []:
-            for rev in exp.get("revs") or []:
-                row = _row(rev, rev.get("name") or exp.get("name"), baseline)
-                if row:
-                    rows.append(row)
-    return pd.DataFrame(rows)
+def _scores(row: dict[str, Any]) -> dict[str, Any]:
+    """test.r2 → test_r2, cv.r2_mean → cv_r2_mean, from metrics.json's columns."""
+    out = {}
+    for key, value in row.items():
+        file, _, name = key.rpartition(":")
+        if file not in ("", METRICS_FILE):
+            continue
+        split, _, metric = name.partition(".")
+        if split in ("test", "cv") and metric and value is not None:
+            out[f"{split}_{metric}"] = value
+    return out
+
+
+def exp_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per workspace/baseline/experiment that has params or metrics: dataset, selected
+    model, number of trials and test/CV metrics. Experiments follow their baseline in DVC's
+    rows; `baseline` names it."""
+    table = []
+    baseline = None
+    for row in rows:
+        if row.get("typ") == "baseline":
+            baseline = row.get("rev")
+        n_trials = _cell(row, PARAMS_FILE, "tune.n_trials")
+        entry: dict[str, Any] = {
+            "experiment": row.get("Experiment") or row.get("rev"),
+            "rev": row.get("rev"),
+            "baseline": baseline,
+            "created": row.get("Created"),
+            "dataset": _cell(row, PARAMS_FILE, "dataset.name"),
+            "selected": _cell(row, METRICS_FILE, "model"),
+            # dvc.api gives every number as a float
+            "n_trials": int(n_trials) if isinstance(n_trials, float) else n_trials,
+            **_scores(row),
+        }
+        if entry["dataset"] is None and entry["selected"] is None:
+            continue  # no params and no metrics (e.g. a commit before the pipeline existed)
+        table.append(entry)
+    return pd.DataFrame(table)
 
 
 def mlflow_runs(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -155,7 +155,7 @@ def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.Da
                     tuning: dict[str, Any], figures: dict[str, str]) -> str:
     """reports/report.md: leaderboard, tuned model, figures (paths relative to reports/)."""
     cols = ["rank", "model", "cv_r2", "cv_r2_std", "cv_rmse", "cv_rmse_std",
-            "cv_mae", "test_r2", "test_rmse", "fit_seconds"]
+            "cv_mae", "test_r2", "test_rmse"]
     test, cv = metrics["test"], metrics["cv"]
     lines = [
         f"# medcast study: {schema.dataset} → {schema.target}",

@@ -237,28 +237,42 @@ def run_study(
     return study
 
 
+WAIT_REPORT_S = 30.0  # a waiting worker says so this often
+
+
 def join_study(params: Params, model: str, dataset: str, X: pd.DataFrame) -> Any:
-    """A worker's view of the stage's open study, waiting up to tune.worker_wait for it."""
+    """A worker's view of the stage's study (open, or already closed: the caller decides), once
+    it exists; waits up to tune.worker_wait for it, saying what it waits for at the start and
+    every WAIT_REPORT_S seconds."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are raised or logged here
     cfg = params.tune
     name = study_name(params, model, dataset, X)
     storage = open_storage(cfg)
-    deadline = time.monotonic() + cfg.worker_wait
+    start = time.monotonic()
+    deadline, next_report = start + cfg.worker_wait, start
     while True:
         with contextlib.suppress(KeyError):
             # Its own seed: workers sharing the stage's would draw the same startup points.
-            study = optuna.load_study(study_name=name, storage=storage,
-                                      sampler=_sampler(cfg.seed + 1 + os.getpid()),
-                                      pruner=_pruner())
-            if not study.user_attrs.get(CLOSED):
-                return study
-        if time.monotonic() > deadline:
+            return optuna.load_study(study_name=name, storage=storage,
+                                     sampler=_sampler(cfg.seed + 1 + os.getpid()),
+                                     pruner=_pruner())
+        now = time.monotonic()
+        if now > deadline:
             raise ConfigError(
-                f"no open study '{name}' in {shown_url(cfg.storage)} after {cfg.worker_wait:g} s: start "
+                f"no study '{name}' in {shown_url(cfg.storage)} after {cfg.worker_wait:g} s: start "
                 "`dvc repro tune` (same params.yaml and data) with this tune.storage"
             )
+        if now >= next_report:
+            if next_report == start:
+                log.info("worker: waiting up to %g s (tune.worker_wait) for study '%s' in %s; "
+                         "`dvc repro tune` with the same params.yaml and data creates it",
+                         cfg.worker_wait, name, shown_url(cfg.storage))
+            else:
+                log.info("worker: still waiting for study '%s' (%.0f s of %g s)", name,
+                         now - start, cfg.worker_wait)
+            next_report += WAIT_REPORT_S
         time.sleep(_POLL_S)
 
 
@@ -307,6 +321,16 @@ def worker(params: Params) -> int:
     until the budget is used. Returns the number of trials run here."""
     model, schema, X, y = _inputs(params)
     study = join_study(params, model, schema.dataset, X)
+    if study.user_attrs.get(CLOSED):
+        finished, left = count(study, "COMPLETE", "PRUNED"), count(study, "WAITING")
+        if left:
+            log.info("worker: study '%s' was closed by its stage with %d trials finished and %d "
+                     "never run (timeout or error); nothing to join", study.study_name, finished,
+                     left)
+        else:
+            log.info("worker: study '%s' is complete (%d trials finished); nothing to do",
+                     study.study_name, finished)
+        return 0
     ran = 0
 
     def on_trial(study: Any, trial: Any) -> None:

@@ -103,7 +103,9 @@ def write_local_remote(
         aws_config = s3server.write_aws_config(repo / ".dvc" / "aws-config") if fail_fast else None
         options.update(s3server.dvc_remote_settings(server, aws_config))
     lines = [f"['remote \"{REMOTE}\"']"] + [f"    {k} = {v}" for k, v in options.items()]
-    (repo / ".dvc" / "config.local").write_text("\n".join(lines) + "\n")
+    local = repo / ".dvc" / "config.local"
+    local.write_text("\n".join(lines) + "\n")
+    local.chmod(0o600)  # it holds the secret key
 
 
 GENERATE = textwrap.dedent(
