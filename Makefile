@@ -41,12 +41,12 @@ test: install  ## install, then run the test suite
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
 	$(BIN)/python -m medcast.config $(O)
 
-data: install  ## copy a table into data/raw/NAME.<ext> and track it with DVC: make data NAME=trial FILE=path/to/table.csv
+data: install  ## copy a table into data/raw/NAME/ and track it with DVC: make data NAME=trial FILE=path/to/table.csv
 	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make data NAME=<dataset name> FILE=<path to a .csv/.tsv/.parquet table>"; exit 2; }
 	@test -f "$(FILE)" || { echo "make data: $(FILE): no such file"; exit 2; }
-	@ext=$$(echo "$(suffix $(FILE))" | tr A-Z a-z); dest="data/raw/$(NAME)$${ext:-.csv}"; \
+	@dest="data/raw/$(NAME)/$$(basename "$(FILE)")"; mkdir -p "data/raw/$(NAME)" && \
 	  cp "$(FILE)" "$$dest" && $(BIN)/dvc add -q "$$dest" && \
-	  echo "$$dest tracked by DVC: git add $$dest.dvc data/raw/.gitignore"
+	  echo "$$dest tracked by DVC: git add $$dest.dvc data/raw/$(NAME)/.gitignore"
 
 insurance-data: install  ## the insurance table: make insurance-data CSV=path/to/insurance.csv (= make data NAME=insurance)
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
@@ -64,7 +64,7 @@ tune-worker: install  ## join the running tune stage's study (tune.storage on Po
 bench-tune: install  ## trials/s of distributed tuning with 1, 2, 3 processes (PostgreSQL on 127.0.0.1)
 	$(BIN)/python -m bench.tune_workers $(ARGS)
 
-bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance.csv)
+bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance/insurance.csv)
 	$(BIN)/python -m bench.quality
 
 s3: install  ## start the local S3 server (SeaweedFS in .s3/), create the bucket, point DVC at it

@@ -68,10 +68,10 @@ def messy_clinical_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
 
 
 def messy_clinical_conf() -> dict:
-    """conf/dataset/trial.yaml for messy_clinical_frame written to data/raw/trial.csv."""
+    """conf/dataset/trial.yaml for messy_clinical_frame written to data/raw/trial/trial.csv."""
     return {
         "name": "trial",
-        "source": {"format": "csv", "path": "data/raw/trial.csv"},
+        "source": {"format": "csv", "path": "data/raw/trial/trial.csv"},
         "target": "outcome",
         "target_unit": "score",
         "id": "record id",

@@ -98,7 +98,7 @@ def test_validate_numeric_frame_with_nan(diabetes_ds):
 
 def test_missing_file_says_which_and_the_command_that_gets_it(insurance_ds, tmp_path):
     with pytest.raises(DataValidationError,
-                       match=r"data/raw/insurance.csv: file not found. Get the insurance table "
+                       match=r"data/raw/insurance/insurance.csv: file not found. Get the insurance table "
                              r"with `make data NAME=insurance FILE="):
         load_raw(insurance_ds, root=tmp_path)
 
@@ -160,11 +160,11 @@ def test_custom_na_tokens_replace_the_defaults():
 
 
 def test_csv_with_semicolons_decimal_commas_and_latin1(tmp_path):
-    raw = tmp_path / "data/raw/t.csv"
+    raw = tmp_path / "data/raw/t/t.csv"
     raw.parent.mkdir(parents=True)
     raw.write_bytes("pid;âge;poids;y\n1;40;70,5;1,25\n2;51;;2,5\n3;62;80,25;\n".encode("latin-1"))
     ds = parse_dataset({
-        "name": "t", "source": {"format": "csv", "path": "data/raw/t.csv", "delimiter": ";",
+        "name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv", "delimiter": ";",
                                 "decimal": ",", "encoding": "latin-1"},
         "target": "y", "target_unit": "u", "id": "pid",
         "columns": {"âge": {"type": "int"}, "poids": {"type": "float", "missing": True},
@@ -177,10 +177,10 @@ def test_csv_with_semicolons_decimal_commas_and_latin1(tmp_path):
 
 
 def test_wrong_encoding_is_one_clear_message(tmp_path):
-    raw = tmp_path / "data/raw/t.csv"
+    raw = tmp_path / "data/raw/t/t.csv"
     raw.parent.mkdir(parents=True)
     raw.write_bytes("a,y\n\xe9,1\n".encode("latin-1"))
-    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t.csv"},
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"},
                         "target": "y", "target_unit": "u",
                         "columns": {"a": {"type": "category", "categories": ["x"]},
                                     "y": {"type": "float"}}}, "t.yaml")
@@ -190,11 +190,11 @@ def test_wrong_encoding_is_one_clear_message(tmp_path):
 
 def test_parquet_source_reads_only_the_used_columns(tmp_path):
     frame = messy_clinical_frame(80, seed=5)
-    path = tmp_path / "data/raw/trial.parquet"
+    path = tmp_path / "data/raw/trial/trial.parquet"
     path.parent.mkdir(parents=True)
     frame.to_parquet(path)
     ds = dataclasses.replace(messy_clinical_spec(),
-                             source=SourceConfig("parquet", "data/raw/trial.parquet"))
+                             source=SourceConfig("parquet", "data/raw/trial/trial.parquet"))
     raw = load_raw(ds, tmp_path)
     assert set(raw.frame.columns) == set(ds.used)
     assert set(raw.header) == set(frame.columns)
@@ -205,7 +205,7 @@ def test_parquet_source_reads_only_the_used_columns(tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"source": {"format": "csv", "path": "elsewhere/t.csv"}}, r"source.path: 'elsewhere/t.csv' is not under data/raw/"),
+        ({"source": {"format": "csv", "path": "elsewhere/t.csv"}}, r"source.path: 'elsewhere/t.csv' is not in data/raw/t/"),
         ({"id": "y"}, r"id: 'y' is also listed under columns"),
         ({"ignore": ["a"]}, r"ignore: \['a'\] also used"),
         ({"columns": {"a": {"type": "category", "categories": ["(missing)"]}, "y": {"type": "float"}}},
@@ -215,14 +215,14 @@ def test_parquet_source_reads_only_the_used_columns(tmp_path):
     ],
 )
 def test_dataset_description_errors_name_the_key(change, message):
-    base = {"name": "t", "source": {"format": "csv", "path": "data/raw/t.csv"}, "target": "y",
+    base = {"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"}, "target": "y",
             "target_unit": "u", "columns": {"a": {"type": "float"}, "y": {"type": "float"}}}
     with pytest.raises(ConfigError, match=message):
         parse_dataset({**base, **change}, "conf/dataset/t.yaml")
 
 
 def test_categories_given_as_numbers_in_yaml_are_text():
-    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t.csv"},
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"},
                         "target": "y", "target_unit": "u",
                         "columns": {"sex": {"type": "category", "categories": [1, 2]},
                                     "y": {"type": "float"}}}, "t.yaml")

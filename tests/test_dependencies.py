@@ -22,9 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from devtools.tiny_model import TinyModel
-from tests.test_serve import pycache as pycache  # noqa: F401  (fixture)
 from tests.test_serve import real_server
-from tests.test_serve import tiny as tiny  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).parent / "uv"  # pinned and installed by the Makefile
@@ -164,7 +162,7 @@ def index_reachable() -> bool:
 
 @pytest.mark.timeout(600)
 def test_serve_extra_alone_runs_the_service_without_the_pipeline_in_400_mb(
-    tiny: TinyModel, tmp_path: Path, pycache: Path  # noqa: F811
+    tiny: TinyModel, tmp_path: Path, pycache: Path
 ) -> None:
     venv = tmp_path / "serve-venv"
     sync = subprocess.run(

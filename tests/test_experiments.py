@@ -6,17 +6,17 @@ from medcast.experiments import exp_table
 # shared by two files prefixed with the file ("reports/metrics.json:model" below).
 ROWS = [
     {"Experiment": None, "rev": "workspace", "typ": "baseline", "Created": None, "parent": None,
-     "State": None, "Executor": None, "reports/metrics.json:model": "ridge", "test.r2": 0.45,
-     "test.rmse": 53.0, "test.mae": 42.0, "cv.r2_mean": 0.48, "cv.r2_std": 0.04,
-     "dataset.name": "diabetes", "tune.n_trials": 3.0, "params.yaml:model": "x",
-     "train.cv_folds": 5.0},
+     "State": None, "Executor": None, "dataset.name": "diabetes",
+     "reports/metrics.json:model": "ridge", "test.r2": 0.45, "test.rmse": 53.0, "cv.r2": 0.48,
+     "test.mae": 42.0, "cv.r2_std": 0.04, "dataset": "diabetes", "tune.n_trials": 3.0,
+     "params.yaml:model": "x", "train.cv_folds": 5.0},
     {"Experiment": None, "rev": "main", "typ": "baseline", "Created": "Nov 22, 2026",
      "parent": None, "State": None, "Executor": None, "reports/metrics.json:model": None,
-     "test.r2": None, "dataset.name": None, "tune.n_trials": None},
+     "test.r2": None, "dataset.name": None, "dataset": None, "tune.n_trials": None},
     {"Experiment": "ins", "rev": "def4567", "typ": "branch_base", "Created": "04:00 AM",
-     "parent": None, "State": None, "Executor": None,
-     "reports/metrics.json:model": "gradient_boosting", "test.r2": 0.88, "cv.r2_mean": 0.86,
-     "dataset.name": "insurance", "tune.n_trials": 40.0},
+     "parent": None, "State": None, "Executor": None, "dataset.name": "insurance",
+     "reports/metrics.json:model": "gradient_boosting", "test.r2": 0.88, "cv.r2": 0.86,
+     "dataset": "insurance", "tune.n_trials": 40.0},
 ]
 
 
@@ -28,7 +28,7 @@ def test_exp_table_flattens_workspace_and_experiments():
     assert table.loc["workspace", "n_trials"] == 3
     assert table.loc["ins", "dataset"] == "insurance"
     assert table.loc["ins", "baseline"] == "main"
-    assert table.loc["ins", "cv_r2_mean"] == 0.86
+    assert table.loc["ins", "cv_r2"] == 0.86
     assert "cv_folds" not in " ".join(table.columns)  # params are not scores
 
 

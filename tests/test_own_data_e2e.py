@@ -28,11 +28,11 @@ def messy_repo(tmp_path_factory):
     """A study copy whose dataset is the messy trial table, built with `dvc repro`."""
     tmp = tmp_path_factory.mktemp("messy")
     repo = make_copy(tmp / "repo", **SMALL)
-    frame = write_messy_clinical_csv(repo / "data/raw/trial.csv", n=300, seed=7)
+    frame = write_messy_clinical_csv(repo / "data/raw/trial/trial.csv", n=300, seed=7)
     (repo / "conf/dataset/trial.yaml").write_text(yaml.safe_dump(messy_clinical_conf(),
                                                                  sort_keys=False))
     run(["python", "-m", "medcast.config", "dataset=trial"], repo)
-    run(["dvc", "add", "data/raw/trial.csv"], repo)
+    run(["dvc", "add", "data/raw/trial/trial.csv"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "trial data"], repo)
     run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db")
@@ -46,7 +46,7 @@ def test_repro_on_a_messy_table_reports_drops_and_traces_every_prediction(messy_
     dropped = int(frame["outcome"].isna().sum())
     assert metrics["n_dropped_missing_target"] == dropped > 0
     assert metrics["n_train"] + metrics["n_test"] == len(frame) - dropped
-    assert metrics["test"]["r2"] > 0.5  # the imputed features still carry the signal
+    assert metrics["test.r2"] > 0.5  # the imputed features still carry the signal
     schema = json.loads((repo / "data/processed/schema.json").read_text())
     assert schema["n_dropped_missing_target"] == dropped
     report = (repo / "reports/report.md").read_text()
@@ -132,14 +132,15 @@ def test_init_then_exp_run_works_with_no_edit(tmp_path):
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
 
     # What `make data NAME=trial FILE=…` does, then the README's next step, untouched.
-    (repo / "data/raw/trial.csv").write_bytes(export.read_bytes())
-    run(["dvc", "add", "data/raw/trial.csv"], repo)
+    (repo / "data/raw/trial").mkdir()
+    (repo / "data/raw/trial/trial_export.csv").write_bytes(export.read_bytes())
+    run(["dvc", "add", "data/raw/trial/trial_export.csv"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "trial"], repo)
     run(["dvc", "exp", "run", "-S", "dataset=trial"], repo,
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["dataset"] == {"name": "trial"}
+    assert metrics["dataset.name"] == "trial"
     assert metrics["n_dropped_missing_target"] == int(frame["outcome"].isna().sum())
 
 

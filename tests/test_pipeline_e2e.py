@@ -42,7 +42,7 @@ def built_repo(tmp_path_factory):
     """One tiny `dvc repro` shared by the flows that inspect its results (same xdist group)."""
     tmp = tmp_path_factory.mktemp("built")
     repo = make_copy(tmp / "repo", **TINY)
-    write_insurance_csv(repo / "data/raw/insurance.csv", n=120)
+    write_insurance_csv(repo / "data/raw/insurance/insurance.csv", n=120)
     mlflow_uri = f"sqlite:///{tmp}/mlflow.db"
     run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
     return repo, mlflow_uri
@@ -54,9 +54,10 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
     for rel in OUTPUTS:
         assert (repo / rel).exists(), rel
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["model"] == "mlp" and metrics["dataset"] == {"name": "diabetes"}
-    assert set(metrics["test"]) == {"r2", "rmse", "mae"}
-    assert {"r2", "r2_std", "rmse", "rmse_std", "mae", "mae_std"} <= set(metrics["cv"])
+    assert metrics["model"] == "mlp" and metrics["dataset.name"] == "diabetes"
+    assert list(metrics)[:5] == ["dataset.name", "model", "test.r2", "test.rmse", "cv.r2"]
+    assert {f"{split}.{m}" for split in ("test", "cv") for m in ("r2", "rmse", "mae")} <= set(metrics)
+    assert {"cv.r2_std", "cv.rmse_std", "cv.mae_std", "n_train", "n_test"} <= set(metrics)
 
     again = run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
     assert "Running stage" not in again.stdout
@@ -125,8 +126,8 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
 def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     repo = make_copy(tmp_path / "repo", **{**TINY, "train.select": "null",
                                             "train.candidates": "[ridge,knn]"})
-    write_insurance_csv(repo / "data/raw/insurance.csv", n=150)
-    run(["dvc", "add", "data/raw/insurance.csv"], repo)
+    write_insurance_csv(repo / "data/raw/insurance/insurance.csv", n=150)
+    run(["dvc", "add", "data/raw/insurance/insurance.csv"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "insurance pointer"], repo)
     # No MLFLOW_TRACKING_URI: the default store at the repository root must collect the

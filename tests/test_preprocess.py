@@ -40,7 +40,7 @@ def _run_stage(tmp_path, params):
 
 
 def test_main_writes_splits_and_schema(tmp_path):
-    write_insurance_csv(tmp_path / "data/raw/insurance.csv", n=100)
+    write_insurance_csv(tmp_path / "data/raw/insurance/insurance.csv", n=100)
     out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
     assert out.returncode == 0, out.stderr
     train = pd.read_parquet(tmp_path / "data/processed/train.parquet")
@@ -51,9 +51,9 @@ def test_main_writes_splits_and_schema(tmp_path):
 
 
 def test_main_on_bad_data_exits_2_with_one_message_and_no_traceback(tmp_path):
-    frame = write_insurance_csv(tmp_path / "data/raw/insurance.csv", n=40)
+    frame = write_insurance_csv(tmp_path / "data/raw/insurance/insurance.csv", n=40)
     frame.loc[6, "smoker"] = "maybe"
-    frame.to_csv(tmp_path / "data/raw/insurance.csv", index=False)
+    frame.to_csv(tmp_path / "data/raw/insurance/insurance.csv", index=False)
     out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
     assert out.returncode == 2
     assert "column 'smoker': unknown category ['maybe'] in row 7" in out.stderr
@@ -87,7 +87,7 @@ def test_schema_keeps_the_declared_cutoffs_through_a_round_trip(tmp_path):
 def test_main_on_a_messy_table_drops_rows_without_target_and_keeps_the_id(tmp_path):
     from devtools.factories import messy_clinical_conf, write_messy_clinical_csv
 
-    frame = write_messy_clinical_csv(tmp_path / "data/raw/trial.csv", n=200, seed=4)
+    frame = write_messy_clinical_csv(tmp_path / "data/raw/trial/trial.csv", n=200, seed=4)
     _run_stage(tmp_path, tiny_params())  # copies conf/ first
     (tmp_path / "conf/dataset/trial.yaml").write_text(yaml.safe_dump(messy_clinical_conf(), sort_keys=False))
     out = _run_stage(tmp_path, tiny_params("dataset=trial"))
@@ -112,9 +112,9 @@ def test_main_without_the_raw_file_says_which_and_how_to_get_it(tmp_path):
     out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "error: data/raw/insurance.csv: file not found. Get the insurance table with `make data "
-        "NAME=insurance FILE=<your copy of it>` (or `dvc pull data/raw/insurance.csv.dvc` if a "
-        "colleague pushed it), then run again"]
+        "error: data/raw/insurance/insurance.csv: file not found. Get the insurance table with "
+        "`make data NAME=insurance FILE=<your copy of insurance.csv>` (or `dvc pull "
+        "data/raw/insurance/insurance.csv.dvc` if a colleague pushed it), then run again"]
 
 
 def test_main_with_an_unknown_dataset_lists_the_known_ones(tmp_path):

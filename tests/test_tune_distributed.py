@@ -41,7 +41,7 @@ def workspace(root: Path, storage: str, *overrides: str, space: dict | None = No
                       "train.cv_folds=3", "tune.heartbeat_interval=1", "tune.grace_period=3",
                       "tune.worker_wait=60", *overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    write_insurance_csv(root / "data/raw/insurance.csv", n=150)
+    write_insurance_csv(root / "data/raw/insurance/insurance.csv", n=150)
     subprocess.run([sys.executable, "-m", "medcast.preprocess"], cwd=root, env=venv_env(),
                    check=True, capture_output=True, timeout=60)
     (root / "models").mkdir(exist_ok=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from medcast.datasets.spec import DatasetConfig, load_dataset
+from medcast.datasets.spec import DatasetConfig, dataset_config
 from medcast.errors import ConfigError
 from medcast.typed import build
 
@@ -192,7 +192,7 @@ def parse_params(raw: dict[str, Any], root: str | os.PathLike[str] = ".",
     root = Path(root)
     study = parse_study(raw, label)
     params = Params(
-        dataset=load_dataset(study.dataset, root),
+        dataset=dataset_config(study.dataset, root),
         models=load_models(root) if models is None else models,
         paths=load_paths(root), preprocess=study.preprocess, train=study.train,
         tune=study.tune, evaluate=study.evaluate, plot=study.plot,

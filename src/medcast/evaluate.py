@@ -15,7 +15,7 @@ from medcast import tracking
 from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_frame, split_xy
-from medcast.metrics import SUMMARY_KEYS, scores
+from medcast.metrics import SUMMARY_KEYS, scores, split_scores
 from medcast.models.io import load_meta, load_model
 
 log = logging.getLogger("medcast.evaluate")
@@ -36,14 +36,19 @@ def predictions_frame(y_true: pd.Series, y_pred: Any, ids: pd.Series | None = No
 
 def metrics_report(meta: dict[str, Any], test: dict[str, float], schema: FeatureSchema,
                    n_train: int, n_test: int) -> dict[str, Any]:
-    """reports/metrics.json: what experiments are compared on. Key order is column order in
-    `dvc exp show`: the dataset and model, then the headline scores, then counts. The tuned
-    hyperparameters are in reports/tuning.json (and MLflow)."""
+    """reports/metrics.json: what experiments are compared on, with dotted names that are the
+    same in `dvc exp show`, `dvc metrics diff` and MLflow (test.r2, cv.r2, cv.r2_std, …). Its
+    key order is the column order of `dvc exp show`: dataset and model, then the headline scores
+    (test R² and RMSE, CV R²) so that they fit a terminal, the other scores, the row counts.
+    The tuned hyperparameters are in reports/tuning.json (and MLflow)."""
+    cv = meta["cv"]
+    scores_ = {"test.r2": test["r2"], "test.rmse": test["rmse"], "cv.r2": cv["r2"],
+               "cv.rmse": cv["rmse"], "test.mae": test["mae"], "cv.mae": cv["mae"],
+               **{f"cv.{k}": cv[k] for k in SUMMARY_KEYS if k.endswith("_std")}}
     return {
-        "dataset": {"name": schema.dataset},
+        "dataset.name": schema.dataset,
         "model": meta["model"],
-        "test": {k: round(v, 6) for k, v in test.items()},
-        "cv": {k: round(meta["cv"][k], 6) for k in SUMMARY_KEYS},
+        **{k: round(float(v), 6) for k, v in scores_.items()},
         "n_train": n_train,
         "n_test": n_test,
         "n_dropped_missing_target": schema.n_dropped_missing_target,
@@ -74,7 +79,7 @@ def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSche
              "nullable": f.nullable, "missing_rate": f.missing_rate}
             for f in schema.features
         ],
-        "metrics": {"test": report["test"], "cv": report["cv"]},
+        "metrics": split_scores(report),
         "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
         "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
         "parity": parity,
@@ -106,15 +111,16 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir:
              example: pd.DataFrame, predicted: Any, served: list[Path]) -> str | None:
     """Log the tuned model (code-based pyfunc over the skops/.keras files: nothing pickled) and
     register it as `<dataset>`; the new version, having passed evaluation, becomes `champion`."""
-    dataset = report["dataset"]["name"]
+    dataset = report["dataset.name"]
     mlflow = tracking.start(dataset)
     name = f"medcast-{dataset}"
     tags = tracking.run_tags("evaluate", candidate=report["model"])
     with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
         mlflow.log_params({"dataset": dataset, "model": report["model"],
                            **tracking.flat("hp", hyperparameters)})
-        mlflow.log_metrics({**tracking.flat("test", report["test"]),
-                            **tracking.flat("cv", report["cv"])})
+        # metrics.json's numbers under metrics.json's names
+        mlflow.log_metrics({k: v for k, v in report.items()
+                            if isinstance(v, float) and k.partition(".")[0] in ("test", "cv")})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
@@ -155,7 +161,7 @@ def main() -> None:
     ids = test[schema.id] if schema.id else None
     predictions_frame(y, predicted, ids).to_csv(paths.predictions, index=False)
     log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], schema.dataset,
-             report["test"]["r2"], report["test"]["rmse"], report["test"]["mae"])
+             report["test.r2"], report["test.rmse"], report["test.mae"])
 
     from medcast.onnx.export import save_onnx, to_onnx
     from medcast.onnx.parity import check_parity

@@ -27,7 +27,7 @@ def _cell(row: dict[str, Any], file: str, name: str) -> Any:
 
 
 def _scores(row: dict[str, Any]) -> dict[str, Any]:
-    """test.r2 → test_r2, cv.r2_mean → cv_r2_mean, from metrics.json's columns."""
+    """test.r2 → test_r2, cv.r2_std → cv_r2_std, from metrics.json's columns."""
     out = {}
     for key, value in row.items():
         file, _, name = key.rpartition(":")
@@ -54,7 +54,9 @@ def exp_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "rev": row.get("rev"),
             "baseline": baseline,
             "created": row.get("Created"),
-            "dataset": _cell(row, PARAMS_FILE, "dataset.name"),
+            # the param (what was asked for), else metrics.json's name (what was evaluated)
+            "dataset": _cell(row, PARAMS_FILE, "dataset") or _cell(row, METRICS_FILE,
+                                                                   "dataset.name"),
             "selected": _cell(row, METRICS_FILE, "model"),
             # dvc.api gives every number as a float
             "n_trials": int(n_trials) if isinstance(n_trials, float) else n_trials,

@@ -33,6 +33,16 @@ def summarize(folds: list[dict[str, float]]) -> dict[str, float]:
     return {**means, **stds}
 
 
+def split_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{"test": {"r2": …}, "cv": {"r2": …, "r2_std": …}} from metrics.json's dotted names."""
+    out: dict[str, dict[str, float]] = {"test": {}, "cv": {}}
+    for key, value in report.items():
+        split, _, name = key.partition(".")
+        if split in out and name:
+            out[split][name] = value
+    return out
+
+
 def cross_validate(
     estimator: Any,
     X: pd.DataFrame,

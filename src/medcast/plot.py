@@ -13,6 +13,7 @@ import pandas as pd
 from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, encoded_name, load_schema, read_split
+from medcast.metrics import split_scores
 from medcast.models.io import find_mlp, load_meta, load_model
 
 log = logging.getLogger("medcast.plot")
@@ -156,7 +157,8 @@ def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.Da
     """reports/report.md: leaderboard, tuned model, figures (paths relative to reports/)."""
     cols = ["rank", "model", "cv_r2", "cv_r2_std", "cv_rmse", "cv_rmse_std",
             "cv_mae", "test_r2", "test_rmse"]
-    test, cv = metrics["test"], metrics["cv"]
+    scores = split_scores(metrics)
+    test, cv = scores["test"], scores["cv"]
     lines = [
         f"# medcast study: {schema.dataset} → {schema.target}",
         "",
@@ -218,7 +220,7 @@ def main() -> None:
     plot_importance(perm, mlp_weight_table(estimator), meta["model"],
                     figures / "feature_importance.png")
     plot_history(pd.read_csv(paths.history), schema.target, figures / "training_history.png")
-    plot_predicted_vs_actual(pred, schema.target, metrics["test"]["r2"],
+    plot_predicted_vs_actual(pred, schema.target, metrics["test.r2"],
                              figures / "predicted_vs_actual.png")
     plot_residuals(pred, schema.target, figures / "residuals.png")
     plot_cv_scores(pd.read_csv(paths.cv_scores), figures / "cv_scores.png")

@@ -4,8 +4,8 @@ validating it, and drafting a description from a new table (`python -m medcast.d
 from __future__ import annotations
 
 from medcast.datasets.read import RawTable, load_raw
-from medcast.datasets.spec import DatasetConfig, load_dataset
+from medcast.datasets.spec import DatasetConfig, dataset_config
 from medcast.datasets.validate import drop_missing_target, validate
 
-__all__ = ["DatasetConfig", "RawTable", "drop_missing_target", "load_dataset", "load_raw",
+__all__ = ["DatasetConfig", "RawTable", "drop_missing_target", "dataset_config", "load_raw",
            "validate"]

@@ -18,12 +18,12 @@ import pandas as pd
 from medcast.datasets.read import RawTable, read_header, read_raw
 from medcast.datasets.spec import (
     DEFAULT_NA_VALUES,
-    RAW_DIR,
     DatasetConfig,
     SourceConfig,
     check_name,
     dataset_file,
     parse_dataset,
+    raw_dir,
 )
 from medcast.datasets.validate import missing_mask
 from medcast.errors import ConfigError
@@ -51,24 +51,15 @@ class Draft:
 
 def guess_source(file: Path, name: str, delimiter: str | None, decimal: str,
                  encoding: str) -> SourceConfig:
-    """The source as it will be read from data/raw/ (where `make data` puts the table)."""
+    """The source as it will be read from data/raw/<name>/ (where `make data` puts it)."""
     suffix = file.suffix.lower()
     fmt = "parquet" if suffix in (".parquet", ".pq") else "csv"
-    inside = _relative_raw(file)
-    path = inside or f"{RAW_DIR}/{name}{suffix or '.csv'}"
+    path = (raw_dir(name) / file.name).as_posix()
     if fmt == "parquet":
         return SourceConfig("parquet", path)
     if delimiter is None:
         delimiter = _sniff_delimiter(file, encoding)
     return SourceConfig("csv", path, delimiter=delimiter, decimal=decimal, encoding=encoding)
-
-
-def _relative_raw(file: Path) -> str | None:
-    try:
-        rel = file.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return None
-    return rel.as_posix() if rel.parts[:2] == tuple(RAW_DIR.split("/")) else None
 
 
 def _sniff_delimiter(file: Path, encoding: str) -> str:

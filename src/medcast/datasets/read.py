@@ -28,8 +28,8 @@ class RawTable:
 def missing_file_message(ds: DatasetConfig) -> str:
     return (
         f"{ds.raw}: file not found. Get the {ds.name} table with `make data NAME={ds.name} "
-        f"FILE=<your copy of it>` (or `dvc pull {ds.raw}.dvc` if a colleague pushed it), "
-        "then run again"
+        f"FILE=<your copy of {Path(ds.raw).name}>` (or `dvc pull {ds.raw}.dvc` if a colleague "
+        "pushed it), then run again"
     )
 
 

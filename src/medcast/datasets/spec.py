@@ -16,7 +16,7 @@ from medcast.errors import ConfigError
 from medcast.typed import build
 
 DATASET_DIR = "conf/dataset"
-RAW_DIR = "data/raw"  # every raw table lives here: the preprocess stage depends on the folder
+RAW_DIR = "data/raw"  # data/raw/<name>/ holds dataset <name>'s table: a dep of preprocess
 
 # Tokens read as "no value" unless a dataset says otherwise (`na_values`); compared after
 # stripping whitespace, case-sensitively ("na" stays a value: it may be a real code).
@@ -82,6 +82,11 @@ class DatasetConfig:
         return self.source.path
 
 
+def raw_dir(name: str) -> Path:
+    """The folder of dataset `name`'s raw table(s): data/raw/<name>."""
+    return Path(RAW_DIR) / name
+
+
 def dataset_names(root: Path = Path(".")) -> list[str]:
     return sorted(p.stem for p in (root / DATASET_DIR).glob("*.yaml"))
 
@@ -96,7 +101,7 @@ def check_name(name: Any) -> str:
     return name
 
 
-def load_dataset(name: str, root: Path = Path(".")) -> DatasetConfig:
+def dataset_config(name: str, root: Path = Path(".")) -> DatasetConfig:
     """conf/dataset/<name>.yaml, validated; a missing file says how to draft one."""
     path = dataset_file(check_name(name), root)
     if not path.exists():
@@ -144,10 +149,11 @@ def _check_source(ds: DatasetConfig) -> None:
     if src.format == "sklearn":
         if src.path not in BUNDLED:
             raise ConfigError(f"source.path: bundled tables are {list(BUNDLED)}, got {src.path!r}")
-    elif Path(src.path).is_absolute() or Path(src.path).parts[:2] != tuple(RAW_DIR.split("/")):
+    elif Path(src.path).is_absolute() or Path(src.path).parent != raw_dir(ds.name):
         raise ConfigError(
-            f"source.path: {src.path!r} is not under {RAW_DIR}/ (the preprocess stage depends on "
-            f"that folder): copy the table there with `make data NAME={ds.name} FILE={src.path}`"
+            f"source.path: {src.path!r} is not in {raw_dir(ds.name)}/ (the preprocess stage "
+            f"depends on that folder): copy the table there with `make data NAME={ds.name} "
+            f"FILE={src.path}`"
         )
     if len(src.delimiter) != 1 or len(src.decimal) != 1 or src.delimiter == src.decimal:
         raise ConfigError("source.delimiter and source.decimal: one character each, different")
