@@ -129,7 +129,8 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     meta = {"model": "ridge", "dataset": schema.dataset, "params": params, "cv": cv}
     report = metrics_report(meta, scores(held_out[TARGET[0]], pipe.predict(x_test)),
                             schema, len(x), len(x_test))
-    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, x_test))
+    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, x_test),
+                      frame.to_csv(index=False).encode())
     (models / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     write_lock(root)
 
@@ -171,7 +172,8 @@ def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
     onnx_bytes = (models_dir / "model.onnx").read_bytes()
     meta = {"model": "ridge", "dataset": schema.dataset, "params": {"alpha": 1.0}, "cv": cv}
     report = metrics_report(meta, scores(yt, pipe.predict(Xt)), schema, len(X), len(Xt))
-    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, Xt))
+    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, Xt),
+                      train.to_csv(index=False).encode())
     (models_dir / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     write_lock(root)
     examples = json.loads(Xt.head(5).to_json(orient="records"))

@@ -175,7 +175,7 @@ def stage_reads(recorded: set[str]) -> tuple[set[str], set[str]]:
         head = key.split(".")[0]
         if head == "dataset":
             params.add("dataset")
-            files.add("conf/dataset")
+            files.add("conf/dataset/${dataset}.yaml")
         elif head == "models":
             files.add("conf/model")
         elif head != "paths":
@@ -242,6 +242,7 @@ def test_every_stage_lists_the_params_it_reads_and_nothing_more(recorded):
     assert problems == {}
     assert "train.cv_folds" in stage_reads(recorded["tune"])[0]  # the recorder sees through calls
     assert "conf/model" in stage_reads(recorded["train"])[1]
+    assert "conf/dataset/${dataset}.yaml" in stage_reads(recorded["preprocess"])[1]
 
 
 @pytest.mark.e2e
