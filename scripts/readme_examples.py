@@ -1,8 +1,11 @@
-"""The README's example request and answer, from a real run: serves the pipeline's current model
-(models/model.onnx + models/model.json, md5-checked against dvc.lock, as `make serve` does),
-sends the first patient of the test split to POST /predict and rewrites the README block
-between `<!-- readme_examples:predict -->` and `<!-- /readme_examples:predict -->`. The request
-id is random, so it is shown as "…".
+"""The README's examples, from real runs, rewritten between `<!-- readme_examples:NAME -->` and
+`<!-- /readme_examples:NAME -->` (only the blocks the README has):
+
+* `predict`: serves the pipeline's current model (models/model.onnx + models/model.json,
+  md5-checked against dvc.lock, as `make serve` does), sends the first patient of the test
+  split to POST /predict (the request id is random, so it is shown as "…");
+* `init` and `init-yaml`: `python -m medcast.datasets init` on a generated messy clinical table
+  (devtools.factories), its summary and the conf/dataset/trial.yaml it writes.
 
     python -m scripts.readme_examples [--repo .] [--readme README.md] [--check]
 
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +26,7 @@ from typing import Any
 
 from devtools.service import ROOT, ServiceError, running, service_env
 
-BEGIN = "<!-- readme_examples:predict -->"
-END = "<!-- /readme_examples:predict -->"
+INIT = ["exports/trial.csv", "--name", "trial", "--target", "outcome", "--id", "record id"]
 PORT = 8000  # what the README shows: `make serve`'s default MEDCAST_PORT
 
 
@@ -49,22 +53,43 @@ def block(request: dict[str, Any], answer: dict[str, Any]) -> str:
     """The README's fenced example, between the markers."""
     shown = {**answer, "request_id": "…"}  # random per request: not shown
     return "\n".join([
-        BEGIN,
         "```bash",
         f"make serve &             # http://127.0.0.1:{PORT}; another port: MEDCAST_PORT=8001 make serve",
         f"curl -s localhost:{PORT}/predict -H 'content-type: application/json' \\",
         f"  -d '{json.dumps(request, ensure_ascii=False)}'",
         f"# {json.dumps(shown, ensure_ascii=False, separators=(',', ':'))}",
         "```",
-        END,
     ])
 
 
-def replace_block(readme: str, new: str) -> str:
-    start, end = readme.find(BEGIN), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"no block between {BEGIN} and {END}")
-    return readme[:start] + new + readme[end + len(END):]
+def init_blocks() -> dict[str, str]:
+    """`init` on a generated table: the command with its summary, and the YAML it writes."""
+    from devtools.factories import write_messy_clinical_csv
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shutil.copytree(ROOT / "conf", root / "conf")
+        write_messy_clinical_csv(root / "exports/trial.csv", n=300, seed=0)
+        out = subprocess.run([sys.executable, "-m", "medcast.datasets", "init", *INIT], cwd=root,
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode:
+            raise RuntimeError(f"init failed: {out.stderr}")
+        drafted = (root / "conf/dataset/trial.yaml").read_text()
+    shown = " ".join(f'"{a}"' if " " in a else a for a in INIT)
+    return {"init": f"```text\n$ python -m medcast.datasets init {shown}\n{out.stdout}```",
+            "init-yaml": f"```yaml\n{drafted}```"}
+
+
+def replace_block(readme: str, name: str, new: str) -> str:
+    begin, end = f"<!-- readme_examples:{name} -->", f"<!-- /readme_examples:{name} -->"
+    start, stop = readme.find(begin), readme.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"no block between {begin} and {end}")
+    return readme[:start + len(begin)] + "\n" + new + "\n" + readme[stop:]
+
+
+def has_block(readme: str, name: str) -> bool:
+    return f"<!-- readme_examples:{name} -->" in readme
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,32 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 if stale")
     args = parser.parse_args(argv)
 
-    import httpx
-
-    repo = args.repo.resolve()
-    needed = [repo / p for p in ("dvc.lock", "models/model.onnx", "models/model.json",
-                                 "data/processed/test.parquet")]
-    if missing := [str(p) for p in needed if not p.exists()]:
-        print(f"error: {', '.join(missing)} missing: run `make repro` first", file=sys.stderr)
-        return 2
-    card = json.loads((repo / "models/model.json").read_text())
-    request = example_request(card, repo / "data/processed/test.parquet")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = service_env(MEDCAST_REPO=str(repo), MEDCAST_LOG_LEVEL="WARNING",
-                              MEDCAST_DATABASE_URL=f"sqlite:///{Path(tmp) / 'log.db'}")
-            with running(env, cwd=Path(tmp), log=Path(tmp) / "serve.log", timeout=60) as service:
-                answer = httpx.post(f"{service.url}/predict", json=request, timeout=10)
-                service.stop()
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if answer.status_code != 200:
-        print(f"error: POST /predict answered {answer.status_code}: {answer.text}", file=sys.stderr)
-        return 1
     readme = args.readme.read_text()
+    blocks: dict[str, str] = {}
+    if has_block(readme, "predict"):
+        try:
+            blocks["predict"] = predict_block(args.repo.resolve())
+        except (RuntimeError, ServiceError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    if has_block(readme, "init"):
+        blocks.update(init_blocks())
+    updated = readme
     try:
-        updated = replace_block(readme, block(request, answer.json()))
+        for name, text in blocks.items():
+            updated = replace_block(updated, name, text)
     except ValueError as exc:
         print(f"error: {args.readme}: {exc}", file=sys.stderr)
         return 2
@@ -108,11 +121,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.readme}: the example is stale; run `python -m scripts.readme_examples`",
                   file=sys.stderr)
             return 1
-        print(f"{args.readme}: the example matches the model ({card['onnx_md5']})")
+        print(f"{args.readme}: the examples match ({', '.join(blocks)})")
         return 0
     args.readme.write_text(updated)
-    print(f"{args.readme}: example from {card['name']} ({card['model']}, md5 {card['onnx_md5']})")
+    print(f"{args.readme}: examples written ({', '.join(blocks)})")
     return 0
+
+
+def predict_block(repo: Path) -> str:
+    """Serve `repo`'s model, send the first test patient; raises RuntimeError/ServiceError."""
+    import httpx
+
+    needed = [repo / p for p in ("dvc.lock", "models/model.onnx", "models/model.json",
+                                 "data/processed/test.parquet")]
+    if missing := [str(p) for p in needed if not p.exists()]:
+        raise RuntimeError(f"{', '.join(missing)} missing: run `make repro` first")
+    card = json.loads((repo / "models/model.json").read_text())
+    request = example_request(card, repo / "data/processed/test.parquet")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = service_env(MEDCAST_REPO=str(repo), MEDCAST_LOG_LEVEL="WARNING",
+                          MEDCAST_DATABASE_URL=f"sqlite:///{Path(tmp) / 'log.db'}")
+        with running(env, cwd=Path(tmp), log=Path(tmp) / "serve.log", timeout=60) as service:
+            answer = httpx.post(f"{service.url}/predict", json=request, timeout=10)
+            service.stop()
+    if answer.status_code != 200:
+        raise RuntimeError(f"POST /predict answered {answer.status_code}: {answer.text}")
+    return block(request, answer.json())
 
 
 if __name__ == "__main__":
