@@ -78,11 +78,17 @@ def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
     return check
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("model", ["tiny", "nullable"])
 def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(
-    repo: Path, tmp_path: Path, pycache: Path
+    model: str, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
-    """Every operation of /schema/openapi.json, positive and negative data, all default checks."""
+    """Every operation of /schema/openapi.json, positive and negative data, all default checks;
+    also for a model whose card has nullable features (null or absent fields are valid there)."""
+    if model == "nullable":
+        from devtools.tiny_model import build_nullable_model
+
+        repo = build_nullable_model(tmp_path / "nullable").root
     import requests
     import schemathesis
     from hypothesis.errors import Unsatisfiable
