@@ -56,7 +56,7 @@ def to_onnx(estimator: Any, schema: FeatureSchema) -> onnx.ModelProto:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
-    from medcast.onnx.converters import register
+    from medcast.onnx.converters.registry import register
 
     if OUTPUT_NAME in schema.names:
         raise ArtifactError(f"a feature is named '{OUTPUT_NAME}', the graph's output name")
