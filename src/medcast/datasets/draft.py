@@ -82,13 +82,14 @@ def draft(file: Path, name: str, target: str, features: list[str] | None = None,
     reading = DatasetConfig(name, SourceConfig(source.format, str(file), source.delimiter,
                                                source.decimal, source.encoding),
                             target, "", {})
-    header = [h.strip() for h in read_header(reading, Path("."))]
+    written = read_header(reading, Path("."))
+    header = [h.strip() for h in written]
     for wanted in [target, *(features or []), *([id_column] if id_column else [])]:
         if wanted not in header:
             close = difflib.get_close_matches(wanted, header, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"{file}: no column '{wanted}'{hint}; columns: {header}")
-    raw = read_raw(reading, list(read_header(reading, Path("."))), Path("."))
+    raw = read_raw(reading, written, Path("."))
     raw = raw.rename(columns=lambda c: str(c).strip())
     table = RawTable(raw, header, str(file))
     text = {c: table.frame[c].map(lambda v: None if v is None else str(v).strip()) for c in header}
