@@ -233,6 +233,19 @@ def test_tampered_weights_fail_parity_naming_the_row(ridge):
         check_parity(est, tampered, X_test)
 
 
+def test_saved_bytes_do_not_depend_on_opset_order(ridge, tmp_path):
+    """skl2onnx lists opset domains in set order (PYTHONHASHSEED): the file must not."""
+    _, model, _, _ = ridge
+    shuffled = type(model)()
+    shuffled.CopyFrom(model)
+    reversed_ = list(shuffled.opset_import)[::-1]
+    del shuffled.opset_import[:]
+    shuffled.opset_import.extend(reversed_)
+    save_onnx(model, tmp_path / "a.onnx")
+    save_onnx(shuffled, tmp_path / "b.onnx")
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
 def test_corrupted_file_is_refused(ridge, tmp_path):
     est, model, schema, X_test = ridge
     path = tmp_path / "model.onnx"

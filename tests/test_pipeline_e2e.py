@@ -95,7 +95,8 @@ def _differing_outs(a: bytes, b: bytes) -> list[str]:
 def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     """Same inputs, same bytes: two clean copies (different git commits) write the same
     dvc.lock, and `dvc repro -f` after a committed `dvc repro` leaves it unchanged (the MLP
-    included: TensorFlow runs with op determinism on one machine)."""
+    included: TensorFlow runs with op determinism on one machine). Each run gets another
+    PYTHONHASHSEED: set and dict order must not reach a file (it once reached the ONNX opsets)."""
     repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
     # Same files, another commit: an output that embedded the revision could not match.
     run(["git", "commit", "--amend", "-q", "-m", "copy b"], repos[1])
@@ -103,8 +104,9 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     assert heads[0] != heads[1]
     procs = [subprocess.Popen(["dvc", "repro"], cwd=r, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True,
-                              env=venv_env(**GIT_ID, MLFLOW_TRACKING_URI=f"sqlite:///{r}.db"))
-             for r in repos]
+                              env=venv_env(**GIT_ID, MLFLOW_TRACKING_URI=f"sqlite:///{r}.db",
+                                           PYTHONHASHSEED=str(seed)))
+             for seed, r in enumerate(repos, start=1)]
     for p in procs:
         out, _ = p.communicate(timeout=900)
         assert p.returncode == 0, out
@@ -117,7 +119,8 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     repo = repos[0]
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "study results"], repo)
-    run(["dvc", "repro", "-f"], repo, timeout=900, MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db")
+    run(["dvc", "repro", "-f"], repo, timeout=900, MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db",
+        PYTHONHASHSEED="3")
     forced = (repo / "dvc.lock").read_bytes()
     assert forced == locks[0], f"outputs differ after dvc repro -f: {_differing_outs(locks[0], forced)}"
     assert run(["git", "status", "--porcelain"], repo).stdout == ""

@@ -222,7 +222,12 @@ def _decimal_nodes(inputs: list[str], outputs: list[str]) -> tuple[list[Any], li
 
 
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
-    """Write `model` to `path` atomically (a reader never sees half a file)."""
+    """Write `model` to `path` atomically (a reader never sees half a file), with the same
+    bytes for the same graph: skl2onnx lists the opset domains in set order, which follows
+    PYTHONHASHSEED, so they are sorted here."""
+    ordered = sorted(model.opset_import, key=lambda opset: (opset.domain, opset.version))
+    del model.opset_import[:]
+    model.opset_import.extend(ordered)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
