@@ -5,7 +5,10 @@
   md5-checked against dvc.lock, as `make serve` does), sends the first patient of the test
   split to POST /predict (the request id is random, so it is shown as "…");
 * `init` and `init-yaml`: `python -m medcast.datasets init` on a generated messy clinical table
-  (devtools.factories), its summary and the conf/dataset/trial.yaml it writes.
+  (devtools.factories), its summary and the conf/dataset/trial.yaml it writes;
+* `exp-show` and `exp-diff`: `dvc exp show` in a 120-column terminal and `dvc exp diff` of the
+  first two experiments, as they are in the repository (run the README's two-dataset queue
+  first).
 
     python -m scripts.readme_examples [--repo .] [--readme README.md] [--check]
 
@@ -80,6 +83,29 @@ def init_blocks() -> dict[str, str]:
             "init-yaml": f"```yaml\n{drafted}```"}
 
 
+def experiment_blocks(repo: Path) -> dict[str, str]:
+    """`dvc exp show` (COLUMNS=120) and `dvc exp diff` of the first two experiments of HEAD."""
+    import os
+
+    def dvc(*args: str) -> str:
+        out = subprocess.run([str(Path(sys.executable).with_name("dvc")), *args], cwd=repo,
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "COLUMNS": "120"})
+        if out.returncode:
+            raise RuntimeError(f"dvc {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    names = dvc("exp", "list", "--name-only").split()
+    if len(names) < 2:
+        raise RuntimeError("fewer than two experiments on HEAD: run the README's queue first "
+                           "(dvc exp run --queue -S 'dataset=diabetes,insurance'; dvc queue start)")
+    a, b = sorted(names)[:2]
+    show = dvc("exp", "show", "--no-pager")
+    diff = dvc("exp", "diff", a, b)
+    return {"exp-show": f"```text\n$ dvc exp show\n{show.rstrip()}\n```",
+            "exp-diff": f"```text\n$ dvc exp diff {a} {b}\n{diff.rstrip()}\n```"}
+
+
 def replace_block(readme: str, name: str, new: str) -> str:
     begin, end = f"<!-- readme_examples:{name} -->", f"<!-- /readme_examples:{name} -->"
     start, stop = readme.find(begin), readme.find(end)
@@ -109,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if has_block(readme, "init"):
         blocks.update(init_blocks())
+    if has_block(readme, "exp-show"):
+        try:
+            blocks.update(experiment_blocks(args.repo.resolve()))
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     updated = readme
     try:
         for name, text in blocks.items():
