@@ -84,7 +84,9 @@ def init_blocks() -> dict[str, str]:
 
 
 def experiment_blocks(repo: Path) -> dict[str, str]:
-    """`dvc exp show` (COLUMNS=120) and `dvc exp diff` of the first two experiments of HEAD."""
+    """`dvc exp show` as a 120-column terminal shows it, and `dvc exp diff` of the first two
+    experiments of HEAD. In a terminal DVC renders the whole table and pipes it through
+    `less -RS` (long lines chopped, scroll sideways): the first 120 columns of each line."""
     import os
 
     def dvc(*args: str) -> str:
@@ -100,7 +102,7 @@ def experiment_blocks(repo: Path) -> dict[str, str]:
         raise RuntimeError("fewer than two experiments on HEAD: run the README's queue first "
                            "(dvc exp run --queue -S 'dataset=diabetes,insurance'; dvc queue start)")
     a, b = sorted(names)[:2]
-    show = dvc("exp", "show", "--no-pager")
+    show = "\n".join(line[:120].rstrip() for line in dvc("exp", "show").splitlines())
     diff = dvc("exp", "diff", a, b)
     return {"exp-show": f"```text\n$ dvc exp show\n{show.rstrip()}\n```",
             "exp-diff": f"```text\n$ dvc exp diff {a} {b}\n{diff.rstrip()}\n```"}
