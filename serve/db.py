@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateTable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0001"  # the newest revision in serve/migrations/versions (a test checks it)
+HEAD = "0002"  # the newest revision in serve/migrations/versions (a test checks it)
 
 metadata = sa.MetaData()
 
@@ -48,9 +48,12 @@ predictions = sa.Table(
     sa.Column("features", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     sa.Column("prediction", sa.Float(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
+    # who asked: the client name of the request's X-API-Key (NULL: keys off, or rows before 0002)
+    sa.Column("client", sa.String(100), nullable=True),
     sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
     sa.Index("ix_predictions_created_at", "created_at"),
     sa.Index("ix_predictions_model_md5", "model_md5"),
+    sa.Index("ix_predictions_client_id", "client", "id"),
 )
 
 # What a writer supplies: every column but the generated `id`, in table order.
@@ -73,6 +76,7 @@ class LogRow(msgspec.Struct, gc=False):
     features: Any  # the request's msgspec Struct (or a mapping): a JSON object of features
     prediction: float
     latency_ms: float
+    client: str | None = None  # None: client keys are off
 
 
 if LogRow.__struct_fields__ != COLUMNS:  # one definition: a change to one must change the other
@@ -275,14 +279,30 @@ def count_rows(engine: sa.Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
 
 
-def fetch_page(engine: sa.Engine, after: int, limit: int) -> list[dict[str, Any]]:
-    """Rows with id > after, oldest first (keyset paging: stable while rows are appended)."""
-    query = (
-        sa.select(predictions)
-        .where(predictions.c.id > after)
-        .order_by(predictions.c.id)
-        .limit(limit)
-    )
+def fetch_page(
+    engine: sa.Engine,
+    cursor: int | None,
+    limit: int,
+    *,
+    descending: bool = False,
+    client: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Up to `limit` rows by id — oldest first from id > cursor, or newest first
+    (`descending`) from id < cursor — optionally one client's and `since` ≤ created_at < `until`
+    (aware datetimes). Keyset paging: stable while rows are appended."""
+    c = predictions.c
+    query = sa.select(predictions)
+    if cursor is not None:
+        query = query.where(c.id < cursor if descending else c.id > cursor)
+    if client is not None:
+        query = query.where(c.client == client)
+    if since is not None:
+        query = query.where(c.created_at >= _stored_time(engine, since))
+    if until is not None:
+        query = query.where(c.created_at < _stored_time(engine, until))
+    query = query.order_by(c.id.desc() if descending else c.id).limit(limit)
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(query).mappings()]
     for r in rows:
@@ -290,6 +310,12 @@ def fetch_page(engine: sa.Engine, after: int, limit: int) -> list[dict[str, Any]
         if isinstance(ts, datetime):
             r["created_at"] = ts.isoformat() if ts.tzinfo else ts.isoformat() + "+00:00"
     return rows
+
+
+def _stored_time(engine: sa.Engine, ts: datetime) -> datetime:
+    # SQLite keeps created_at as naive UTC text (see _tuples): compare like with like.
+    ts = ts.astimezone(UTC)
+    return ts.replace(tzinfo=None) if engine.dialect.name == "sqlite" else ts
 
 
 class Database:
