@@ -9,7 +9,10 @@ log's columns: `LogRow` (what the service writes) is checked against it, and the
 PostgreSQL staging table, the paged reads and the monitoring notebook's read derive from it.
 
 Migrations live in `serve/migrations/` (Alembic). `ensure_schema()` runs `alembic upgrade head`
-unless the database already records `HEAD` (so a warm start does not import Alembic). Nothing
+unless the database already records `HEAD` (so a warm start does not import Alembic). The
+service itself may run as a role with only INSERT and SELECT on the table (and USAGE on its id
+sequence): nothing here updates or deletes a row, and `python -m serve migrate` migrates as the
+owner role. Nothing
 here imports Litestar: `medcast.monitoring` reads the log through this module.
 """
 
@@ -164,15 +167,50 @@ def quiet_alembic() -> Iterator[None]:
             alembic_logger.setLevel(logging.NOTSET)
 
 
+class SchemaError(RuntimeError):
+    """The log's schema is not at HEAD and this database role may not migrate it."""
+
+
+def _denied(exc: BaseException) -> bool:
+    """A permission error of the database (SQLSTATE 42501: insufficient privilege)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
+
+
 def ensure_schema(engine: sa.Engine) -> str:
     """`alembic upgrade head` unless already there, without Alembic's INFO lines; returns what
-    was done (the service logs it)."""
-    current = current_revision(engine)
+    was done (the service logs it). A role that may not migrate (the service's least-privilege
+    role: INSERT and SELECT only) gets SchemaError saying to run `python -m serve migrate`; on
+    PostgreSQL the failed attempt is rolled back whole (DDL is transactional)."""
+    try:
+        current = current_revision(engine)
+    except sa.exc.DBAPIError as exc:
+        if _denied(exc):
+            raise SchemaError("this role may not read table alembic_version: GRANT SELECT ON "
+                              "alembic_version to it (see the README, least privilege)") from None
+        raise
     if current == HEAD:
         return f"schema at {HEAD}"
-    with quiet_alembic():
-        upgrade(engine, "head")
+    try:
+        with quiet_alembic():
+            upgrade(engine, "head")
+    except sa.exc.DBAPIError as exc:
+        if _denied(exc):
+            raise SchemaError(
+                f"schema at {current or 'base'}, the service needs {HEAD}, and this role may not "
+                "migrate: run `python -m serve migrate` as the owner role "
+                "(MEDCAST_MIGRATE_DATABASE_URL)"
+            ) from None
+        raise
     return f"schema migrated {current or 'base'} → {HEAD}"
+
+
+def migrate_as_owner(url: str) -> str:
+    """`python -m serve migrate`: ensure_schema through its own engine (the owner role's URL)."""
+    engine = make_engine(url)
+    try:
+        return ensure_schema(engine)
+    finally:
+        engine.dispose()
 
 
 # ---- rows -----------------------------------------------------------------------------------
