@@ -41,8 +41,9 @@ def _read(path: Path, what: str) -> bytes:
 def _certificates(path: Path, what: str) -> list[Any]:
     from cryptography import x509
 
+    data = _read(path, what)
     try:
-        certs = x509.load_pem_x509_certificates(_read(path, what))
+        certs = x509.load_pem_x509_certificates(data)
     except ValueError:
         raise TLSError(f"{what}={str(path)!r}: not a PEM certificate") from None
     return certs
