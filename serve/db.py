@@ -319,21 +319,24 @@ def count_rows(engine: sa.Engine) -> int:
 
 def fetch_page(
     engine: sa.Engine,
-    cursor: int | None,
+    after: int | None,
     limit: int,
     *,
+    before: int | None = None,
     descending: bool = False,
     client: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Up to `limit` rows by id — oldest first from id > cursor, or newest first
-    (`descending`) from id < cursor — optionally one client's and `since` ≤ created_at < `until`
-    (aware datetimes). Keyset paging: stable while rows are appended."""
+    """Up to `limit` rows with after < id < before, oldest first or newest first
+    (`descending`), optionally one client's and `since` ≤ created_at < `until` (aware
+    datetimes). Keyset paging: stable while rows are appended."""
     c = predictions.c
     query = sa.select(predictions)
-    if cursor is not None:
-        query = query.where(c.id < cursor if descending else c.id > cursor)
+    if after is not None:
+        query = query.where(c.id > after)
+    if before is not None:
+        query = query.where(c.id < before)
     if client is not None:
         query = query.where(c.client == client)
     if since is not None:

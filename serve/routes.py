@@ -153,67 +153,71 @@ def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
     raise NotAuthorizedException(UNAUTHORIZED)
 
 
-def _instant(name: str, raw: str | None) -> datetime | None:
-    """An ISO-8601 query value as an aware UTC datetime (no offset: UTC); ValueError names it."""
-    if raw is None:
+def _instant(name: str, raw: str) -> datetime | None:
+    """An ISO-8601 query value as an aware UTC datetime (no offset: UTC); ValueError names it.
+    A bound whose offset carries it past year 1 or 9999 is clamped there (same rows)."""
+    if not raw:
         return None
     try:
-        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise ValueError(f"{name}={raw!r}: expected an ISO-8601 date or time, e.g. "
                          "2026-01-31T12:00:00+00:00") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+_TIME = "date-time"  # documented as RFC 3339; any ISO-8601 form Python reads is taken
 
 
 @get(
     "/predictions",
     guards=[require_api_key],
     summary="The prediction log, paged by id (needs X-API-Key)",
-    description="Oldest first from `after` (next page: `next_after`), or newest first with "
-                "`order=desc` from `before` (next page: `next_before`); optionally only one "
-                "client's rows and a time window (`since` ≤ created_at < `until`, ISO-8601).",
+    description="Rows with after < id < before, oldest first (next page: `after=next_after`) "
+                "or newest first with `order=desc` (next page: `before=next_before`); "
+                "optionally one client's rows and a time window (`since` ≤ created_at < "
+                "`until`, ISO-8601; no offset: UTC).",
     security=[{"ApiKey": []}],
     responses={k: v for k, v in ERRORS.items() if k != 413}
     | {401: error_spec("missing or wrong X-API-Key"),
        403: error_spec("no API key configured: the log is disabled"),
-       422: error_spec("a bad `since`/`until` time, or a cursor of the other order")},
+       422: error_spec("`since` or `until` is not an ISO-8601 time")},
 )
 async def predictions_page(
     request: Request[Any, Any, Any],
-    after: Annotated[int | None, Parameter(ge=0, le=2**53,  # exact in JSON (a double)
-                                           description="order=asc: rows with id > after")] = None,
-    before: Annotated[int | None, Parameter(ge=1, le=2**53,
-                                            description="order=desc: rows with id < before")] = None,
+    after: Annotated[int, Parameter(ge=0, le=2**53,  # exact in JSON (a double)
+                                    description="rows with id > after")] = 0,
+    before: Annotated[int, Parameter(ge=0, le=2**53,
+                                     description="rows with id < before (0: no bound)")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     order: Annotated[Literal["asc", "desc"], Parameter(description="by id")] = "asc",
     client: Annotated[str | None, Parameter(max_length=100,
                                             description="only this client's rows")] = None,
-    since: Annotated[str | None, Parameter(max_length=64,
-                                           description="created_at ≥ since (ISO-8601)")] = None,
-    until: Annotated[str | None, Parameter(max_length=64,
-                                           description="created_at < until (ISO-8601)")] = None,
+    since: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
+                                    description="created_at ≥ since")] = "",
+    until: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
+                                    description="created_at < until")] = "",
 ) -> Response:
     service = service_of(request)
-    if order == "asc" and before is not None:
-        return error_response(422, "before= pages order=desc; use after= with order=asc",
-                              "before")
-    if order == "desc" and after is not None:
-        return error_response(422, "after= pages order=asc; use before= with order=desc", "after")
     try:
         window = _instant("since", since), _instant("until", until)
     except ValueError as exc:
-        field = str(exc).partition("=")[0]
-        return error_response(422, str(exc), field)
-    cursor = (before if order == "desc" else after) or None
+        return error_response(422, str(exc), str(exc).partition("=")[0])
+    descending = order == "desc"
     try:
-        rows = await asyncio.to_thread(fetch_page, service.db.engine, cursor, limit,
-                                       descending=order == "desc", client=client,
-                                       since=window[0], until=window[1])
+        rows = await asyncio.to_thread(fetch_page, service.db.engine, after or None, limit,
+                                       before=before or None, descending=descending,
+                                       client=client, since=window[0], until=window[1])
     except Exception as exc:  # noqa: BLE001 - database down or not migrated
         return error_response(503, f"prediction log unavailable: {type(exc).__name__}")
     nxt = rows[-1]["id"] if len(rows) == limit else None
     page: dict[str, Any] = {"items": rows}
-    page["next_before" if order == "desc" else "next_after"] = nxt
+    page["next_before" if descending else "next_after"] = nxt
     page["buffered_rows"] = service.log.depth
     return Response(_encode(page), media_type=JSON)
 

@@ -112,8 +112,14 @@ def security_headers(hsts: bool) -> Any:
     response — errors and 404s included, which route middleware would not see."""
     extra = [*SECURITY_HEADERS, *([(b"strict-transport-security", HSTS)] if hsts else [])]
 
+    names = {name for name, _ in extra}
+
     async def add_headers(message: Any, scope: Any) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), *extra]
+            headers = list(message.get("headers", ()))
+            present = {bytes(name).lower() for name, _ in headers} & names
+            # a route's own stricter value (the dashboard's full CSP) wins
+            message["headers"] = headers + ([h for h in extra if h[0] not in present]
+                                            if present else extra)
 
     return add_headers
