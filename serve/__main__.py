@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
         if name != "list":
             action.add_argument("name", metavar="NAME")
         if name == "revoke":
-            action.add_argument("--key", help="revoke only this key of NAME (rotation)")
+            action.add_argument("--key", help="revoke only this key of NAME (rotation); "
+                                "'-' reads it from stdin (keeps it out of the shell history)")
         action.add_argument("--file", type=Path, help="the clients file "
                             "(default: MEDCAST_CLIENTS_FILE)")
     return parser
@@ -89,7 +90,8 @@ def _keys(args: argparse.Namespace) -> int:
         elif args.action == "revoke":
             if not path.exists():
                 raise clients.ClientsError(f"clients file {str(path)!r}: does not exist")
-            n = clients.revoke(path, args.name, args.key)
+            old = sys.stdin.readline().strip() if args.key == "-" else args.key
+            n = clients.revoke(path, args.name, old)
             if not n:
                 print(f"medcast serve keys: no {'such key of' if args.key else 'key for'} "
                       f"{args.name!r} in {path}", file=sys.stderr)

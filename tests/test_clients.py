@@ -5,6 +5,7 @@ reloading (mtime and SIGHUP), the client name on every log row and `GET /predict
 
 from __future__ import annotations
 
+import io
 import signal
 import stat
 from collections.abc import Iterator
@@ -73,10 +74,12 @@ def test_keys_add_prints_the_key_once_and_stores_only_its_hash_mode_600(
 
 
 def test_keys_revoke_removes_a_name_or_one_key(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "clients"
     old, new, other = add(path, "a", capsys), add(path, "a", capsys), add(path, "b", capsys)
-    assert main(["keys", "revoke", "a", "--key", old, "--file", str(path)]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(old + "\n"))
+    assert main(["keys", "revoke", "a", "--key", "-", "--file", str(path)]) == 0
     c = Clients(path)
     assert (c.name_of(old), c.name_of(new), c.name_of(other)) == (None, "a", "b")
     assert main(["keys", "revoke", "a", "--file", str(path)]) == 0
