@@ -15,6 +15,7 @@ import pytest
 
 from devtools.certs import Pair, TestCA
 from devtools.service import running, service_env
+from devtools.tiny_model import TinyModel
 from serve.settings import Settings
 from serve.tls import TLSError, check
 
@@ -60,17 +61,28 @@ def tls_env(repo: Path, tmp_path: Path, pycache: Path, pair: Pair, client_ca: Pa
 
 
 def test_https_with_verification_works_and_plain_http_to_the_tls_port_fails(
-    ca: TestCA, repo: Path, tmp_path: Path, pycache: Path
+    ca: TestCA, tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
+    import httpx
+
+    from serve.clients import add_key
+
     server = ca.server()
     context = client_context(ca)
-    env = tls_env(repo, tmp_path, pycache, server)
+    key = add_key(tmp_path / "clients", "ward-a")
+    env = {**tls_env(repo, tmp_path, pycache, server),
+           "MEDCAST_CLIENTS_FILE": str(tmp_path / "clients")}
     with running(env, cwd=tmp_path, log=tmp_path / "serve.log", tls=context) as service:
         assert service.url.startswith("https://")
         r = get(service.port, context)
         assert r.status == 200
         assert r.getheader("Strict-Transport-Security") == "max-age=31536000; includeSubDomains"
         assert r.getheader("X-Content-Type-Options") == "nosniff"
+        with httpx.Client(verify=context, timeout=5) as https:  # a prediction with a key
+            p = https.post(f"{service.url}/predict", json=tiny.examples[0],
+                           headers={"X-API-Key": key})
+            assert p.status_code == 200, p.text
+            assert https.post(f"{service.url}/predict", json=tiny.examples[0]).status_code == 401
         with pytest.raises((OSError, http.client.HTTPException)):  # no HTTP on the TLS port
             get(service.port, None)
         with pytest.raises(ssl.SSLCertVerificationError):  # a client not trusting our CA
