@@ -77,6 +77,11 @@ def test_service_logs_with_insert_and_select_only_and_that_role_cannot_update_or
         written(client, 3)
         rows = client.get("/predictions", headers={"X-API-Key": key}).json()["items"]
         assert [r["client"] for r in rows] == ["ward-a"] * 3
+        # the audit filters on PostgreSQL (timestamptz): time window, client, newest first
+        since = client.get("/predictions", params={"since": rows[1]["created_at"],
+                                                   "client": "ward-a", "order": "desc"},
+                           headers={"X-API-Key": key}).json()["items"]
+        assert [r["id"] for r in since] == [rows[2]["id"], rows[1]["id"]]
 
     engine = sa.create_engine(url)
     try:
