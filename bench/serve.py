@@ -8,7 +8,11 @@ HTTP/1.1 client that costs the shared CPU less), then stops the service (it drai
 counts the rows.
 
     python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 10]
-                          [--client raw|httpx]
+                          [--client raw|httpx] [--secure]
+
+`--secure` measures instead what HTTPS and client keys cost: one service per configuration
+(plain HTTP; keys; HTTPS; HTTPS + keys, certificates from devtools/certs.py), the same load
+(16 connections, --seconds each), throughput and p99 printed side by side from one run.
 
 Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny model into a
 temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only).
@@ -48,17 +52,25 @@ def pct(values: list[float], q: float) -> float:
 # ---- load generator (runs in its own process) -----------------------------------------------
 
 
-def _request_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
+def _request_bytes(host: str, port: int, path: str, body: bytes, key: str | None = None) -> bytes:
+    extra = f"X-API-Key: {key}\r\n" if key else ""
     return (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
+def _tls_context(ca: str | None) -> Any:
+    import ssl
+
+    return ssl.create_default_context(cafile=ca) if ca else None
+
+
 async def _raw_worker(host: str, port: int, bodies: list[bytes], deadline: float,
-                      lat: list[float], statuses: dict[int, int], path: str) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
-    reqs = [_request_bytes(host, port, path, b) for b in bodies]
+                      lat: list[float], statuses: dict[int, int], path: str,
+                      ca: str | None = None, key: str | None = None) -> None:
+    reader, writer = await asyncio.open_connection(host, port, ssl=_tls_context(ca))
+    reqs = [_request_bytes(host, port, path, b, key) for b in bodies]
     i = 0
     try:
         while time.perf_counter() < deadline:
@@ -80,9 +92,10 @@ async def _raw_worker(host: str, port: int, bodies: list[bytes], deadline: float
 
 
 async def _httpx_worker(client: Any, url: str, bodies: list[bytes], deadline: float,
-                        lat: list[float], statuses: dict[int, int], path: str) -> None:
+                        lat: list[float], statuses: dict[int, int], path: str,
+                        key: str | None = None) -> None:
     i = 0
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **({"X-API-Key": key} if key else {})}
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         r = await client.post(url + path, content=bodies[i % len(bodies)], headers=headers)
@@ -92,7 +105,8 @@ async def _httpx_worker(client: Any, url: str, bodies: list[bytes], deadline: fl
 
 
 async def _load(port: int, conc: int, seconds: float, client: str, path: str,
-                bodies: list[bytes]) -> dict[str, Any]:
+                bodies: list[bytes], ca: str | None = None, key: str | None = None
+                ) -> dict[str, Any]:
     lat: list[float] = []
     statuses: dict[int, int] = {}
     start = time.perf_counter()
@@ -101,14 +115,17 @@ async def _load(port: int, conc: int, seconds: float, client: str, path: str,
         import httpx
 
         limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
-        async with httpx.AsyncClient(limits=limits, timeout=30) as c:
+        scheme = "https" if ca else "http"
+        async with httpx.AsyncClient(limits=limits, timeout=30,
+                                     verify=_tls_context(ca) or True) as c:
             await asyncio.gather(*[
-                _httpx_worker(c, f"http://127.0.0.1:{port}", bodies, deadline, lat, statuses, path)
+                _httpx_worker(c, f"{scheme}://127.0.0.1:{port}", bodies, deadline, lat, statuses,
+                              path, key)
                 for _ in range(conc)
             ])
     else:
         await asyncio.gather(*[
-            _raw_worker("127.0.0.1", port, bodies, deadline, lat, statuses, path)
+            _raw_worker("127.0.0.1", port, bodies, deadline, lat, statuses, path, ca, key)
             for _ in range(conc)
         ])
     elapsed = time.perf_counter() - start
@@ -118,21 +135,23 @@ async def _load(port: int, conc: int, seconds: float, client: str, path: str,
 
 
 def load_main(argv: list[str]) -> None:
-    port, conc, seconds, client, path, body_file = argv
+    port, conc, seconds, client, path, body_file, *secure = argv
     bodies = json.loads(Path(body_file).read_text())
     raw = [json.dumps(b).encode() for b in bodies]
-    out = asyncio.run(_load(int(port), int(conc), float(seconds), client, path, raw))
+    options = json.loads(secure[0]) if secure else {}  # {"ca": CA file, "key": client key}
+    out = asyncio.run(_load(int(port), int(conc), float(seconds), client, path, raw,
+                            options.get("ca"), options.get("key")))
     print(json.dumps(out))
 
 
 def run_load(port: int, conc: int, seconds: float, client: str, path: str,
-             bodies: list[Any]) -> dict[str, Any]:
+             bodies: list[Any], ca: str | None = None, key: str | None = None) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(bodies, f)
     try:
         out = subprocess.run(
             [sys.executable, "-m", "bench.serve", "--_load", str(port), str(conc), str(seconds),
-             client, path, f.name],
+             client, path, f.name, json.dumps({"ca": ca, "key": key})],
             cwd=ROOT, capture_output=True, text=True, timeout=seconds + 120, check=True,
         )
     finally:
@@ -199,6 +218,49 @@ def pg_available() -> bool:
         return False
 
 
+def secure_comparison(env: dict[str, str], tmp: Path, seconds: float, client: str,
+                      bodies: list[Any]) -> int:
+    """Plain HTTP, keys, HTTPS, HTTPS + keys: one service each, the same load; rows answered
+    2xx (all must be logged)."""
+    from devtools.certs import TestCA
+
+    ca = TestCA(tmp / "pki")
+    server = ca.server()
+    clients = tmp / "clients"
+    from serve.clients import add_key
+
+    key = add_key(clients, "bench")
+    keys = {"MEDCAST_CLIENTS_FILE": str(clients)}
+    tls = {"MEDCAST_TLS_CERT_FILE": str(server.cert), "MEDCAST_TLS_KEY_FILE": str(server.key)}
+    configurations = [("plain HTTP", {}, False), ("HTTP + client keys", keys, False),
+                      ("HTTPS", tls, True), ("HTTPS + client keys", {**tls, **keys}, True)]
+    context = _tls_context(str(ca.pem))
+    answered = 0
+    rows = []
+    for name, extra, https in configurations:
+        service = start({**env, **extra}, cwd=ROOT, log=tmp / "serve-secure.log", timeout=60,
+                        poll_s=0.005, tls=context if https else None)
+        try:
+            opts = {"ca": str(ca.pem) if https else None,
+                    "key": key if "MEDCAST_CLIENTS_FILE" in extra else None}
+            warm = run_load(service.port, 4, 1.0, client, "/predict", bodies, **opts)
+            answered += sum(v for k, v in warm["statuses"].items() if 200 <= k < 300)
+            r = run_load(service.port, 16, seconds, client, "/predict", bodies, **opts)
+        finally:
+            service.stop(timeout=60)
+        ok = sum(v for k, v in r["statuses"].items() if 200 <= k < 300)
+        rows.append((name, r["n"] / r["elapsed"], r["p50_ms"], r["p99_ms"], ok, r["n"]))
+        answered += ok
+    print(f"\nPOST /predict, 16 connections, {seconds:.0f} s per configuration, {client} client, "
+          f"one run (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, shared "
+          "with other work: compare the columns, not the absolute figures)")
+    print(f"  {'configuration':<22} {'req/s':>8} {'vs plain':>9} {'p50 ms':>8} {'p99 ms':>8}  2xx")
+    base = rows[0][1]
+    for name, rps, p50, p99, ok, n in rows:
+        print(f"  {name:<22} {rps:8.0f} {rps / base:8.0%} {p50:8.2f} {p99:8.2f}  {ok}/{n}")
+    return answered
+
+
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--_load":
         load_main(sys.argv[2:])
@@ -209,6 +271,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw")
     ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--secure", action="store_true",
+                    help="compare plain HTTP with client keys and HTTPS instead")
     args = ap.parse_args()
     import sqlalchemy as sa
 
@@ -251,6 +315,17 @@ def main() -> int:
     results: dict[str, Any] = {}
     answered = 0  # rows the client got a 2xx for
     try:
+        if args.secure:
+            answered = secure_comparison(env, tmp, args.seconds, args.client, bodies)
+            engine = sa.create_engine(db_url)
+            with engine.connect() as c:
+                rows = c.execute(sa.text("SELECT count(*) FROM predictions")).scalar_one()
+                clients = c.execute(sa.text("SELECT count(*) FROM predictions "
+                                            "WHERE client = 'bench'")).scalar_one()
+            engine.dispose()
+            print(f"prediction log: {rows} rows for {answered} predictions answered 2xx "
+                  f"({clients} with client 'bench') → {'OK' if rows == answered else 'MISMATCH'}")
+            return 0 if rows == answered else 1
         service, cold_first, cpu_first = start_service(env, tmp / "serve-first.log")
         print(f"cold start to ready (fresh database, runs the migration): {cold_first:.2f} s "
               f"(CPU {cpu_first:.2f} s)")

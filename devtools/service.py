@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -47,9 +48,11 @@ def service_env(pycache: Path | None = None, base: Mapping[str, str] | None = No
     return env
 
 
-def is_ready(port: int, host: str = HOST) -> bool:
-    """One `GET /health/ready`: True on 200; False on any other status or no answer."""
-    conn = http.client.HTTPConnection(host, port, timeout=1)
+def is_ready(port: int, host: str = HOST, tls: ssl.SSLContext | None = None) -> bool:
+    """One `GET /health/ready` (over HTTPS with `tls`, a client context that trusts the
+    service's CA): True on 200; False on any other status or no answer."""
+    conn = (http.client.HTTPSConnection(host, port, timeout=1, context=tls) if tls is not None
+            else http.client.HTTPConnection(host, port, timeout=1))
     try:
         conn.request("GET", "/health/ready")
         return conn.getresponse().status == 200
@@ -67,10 +70,11 @@ class ServiceProcess:
     port: int
     log: Path  # the service's stdout and stderr
     ready_s: float = float("nan")  # wall seconds from the start to the first ready answer
+    tls: ssl.SSLContext | None = None  # the client context of an HTTPS service
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{HOST}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -93,7 +97,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise ServiceError(f"the service exited with status {self.proc.returncode} "
                                    f"before it was ready:\n{self.output(3000)}")
-            if is_ready(self.port):
+            if is_ready(self.port, tls=self.tls):
                 return time.perf_counter() - start
             if time.monotonic() > deadline:
                 raise ServiceError(f"the service was not ready within {timeout:g} s:\n"
@@ -121,17 +125,18 @@ class ServiceProcess:
 
 def start(env: Mapping[str, str], *, cwd: Path, log: Path, port: int | None = None,
           args: Sequence[str] = SERVE, timeout: float = 30, poll_s: float = 0.02,
-          python: str = sys.executable) -> ServiceProcess:
+          python: str = sys.executable, tls: ssl.SSLContext | None = None) -> ServiceProcess:
     """Start `python <args>` (default `-m serve`; `python` may be another virtualenv's) with
     MEDCAST_PORT=`port` (default: a free one) in `cwd`, its output into `log`, and wait until
-    it is ready. On failure the process is killed and reaped before ServiceError is raised."""
+    it is ready (over HTTPS with `tls`, the client's SSL context). On failure the process is
+    killed and reaped before ServiceError is raised."""
     port = port or free_port()
     started = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen([python, *args], cwd=cwd,
                                 env={**env, "MEDCAST_PORT": str(port)},
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    service = ServiceProcess(proc, port, log)
+    service = ServiceProcess(proc, port, log, tls=tls)
     try:
         service.wait_ready(timeout, poll_s)
     except BaseException:

@@ -23,6 +23,7 @@ from serve.ratelimit import rate_limit_config
 from serve.routes import API
 from serve.service import Service, lifespan
 from serve.settings import Settings
+from serve.tls import security_headers
 
 # Paths the per-client rate limit never counts: probes, scrapes, docs and the dashboard page.
 UNLIMITED = ["/health/", "/metrics", "/schema", "/dashboard"]
@@ -48,6 +49,7 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
         after_exception=[log_exception],
+        before_send=[security_headers(hsts=settings.tls)],
         openapi_config=openapi_config(),
     )
 

@@ -9,7 +9,10 @@ log's columns: `LogRow` (what the service writes) is checked against it, and the
 PostgreSQL staging table, the paged reads and the monitoring notebook's read derive from it.
 
 Migrations live in `serve/migrations/` (Alembic). `ensure_schema()` runs `alembic upgrade head`
-unless the database already records `HEAD` (so a warm start does not import Alembic). Nothing
+unless the database already records `HEAD` (so a warm start does not import Alembic). The
+service itself may run as a role with only INSERT and SELECT on the table (and USAGE on its id
+sequence): nothing here updates or deletes a row, and `python -m serve migrate` migrates as the
+owner role. Nothing
 here imports Litestar: `medcast.monitoring` reads the log through this module.
 """
 
@@ -19,7 +22,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateTable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0001"  # the newest revision in serve/migrations/versions (a test checks it)
+HEAD = "0002"  # the newest revision in serve/migrations/versions (a test checks it)
 
 metadata = sa.MetaData()
 
@@ -48,9 +51,12 @@ predictions = sa.Table(
     sa.Column("features", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     sa.Column("prediction", sa.Float(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
+    # who asked: the client name of the request's X-API-Key (NULL: keys off, or rows before 0002)
+    sa.Column("client", sa.String(100), nullable=True),
     sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
     sa.Index("ix_predictions_created_at", "created_at"),
     sa.Index("ix_predictions_model_md5", "model_md5"),
+    sa.Index("ix_predictions_client_id", "client", "id"),
 )
 
 # What a writer supplies: every column but the generated `id`, in table order.
@@ -73,6 +79,7 @@ class LogRow(msgspec.Struct, gc=False):
     features: Any  # the request's msgspec Struct (or a mapping): a JSON object of features
     prediction: float
     latency_ms: float
+    client: str | None = None  # None: client keys are off
 
 
 if LogRow.__struct_fields__ != COLUMNS:  # one definition: a change to one must change the other
@@ -160,15 +167,50 @@ def quiet_alembic() -> Iterator[None]:
             alembic_logger.setLevel(logging.NOTSET)
 
 
+class SchemaError(RuntimeError):
+    """The log's schema is not at HEAD and this database role may not migrate it."""
+
+
+def _denied(exc: BaseException) -> bool:
+    """A permission error of the database (SQLSTATE 42501: insufficient privilege)."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
+
+
 def ensure_schema(engine: sa.Engine) -> str:
     """`alembic upgrade head` unless already there, without Alembic's INFO lines; returns what
-    was done (the service logs it)."""
-    current = current_revision(engine)
+    was done (the service logs it). A role that may not migrate (the service's least-privilege
+    role: INSERT and SELECT only) gets SchemaError saying to run `python -m serve migrate`; on
+    PostgreSQL the failed attempt is rolled back whole (DDL is transactional)."""
+    try:
+        current = current_revision(engine)
+    except sa.exc.DBAPIError as exc:
+        if _denied(exc):
+            raise SchemaError("this role may not read table alembic_version: GRANT SELECT ON "
+                              "alembic_version to it (see the README, least privilege)") from None
+        raise
     if current == HEAD:
         return f"schema at {HEAD}"
-    with quiet_alembic():
-        upgrade(engine, "head")
+    try:
+        with quiet_alembic():
+            upgrade(engine, "head")
+    except sa.exc.DBAPIError as exc:
+        if _denied(exc):
+            raise SchemaError(
+                f"schema at {current or 'base'}, the service needs {HEAD}, and this role may not "
+                "migrate: run `python -m serve migrate` as the owner role "
+                "(MEDCAST_MIGRATE_DATABASE_URL)"
+            ) from None
+        raise
     return f"schema migrated {current or 'base'} → {HEAD}"
+
+
+def migrate_as_owner(url: str) -> str:
+    """`python -m serve migrate`: ensure_schema through its own engine (the owner role's URL)."""
+    engine = make_engine(url)
+    try:
+        return ensure_schema(engine)
+    finally:
+        engine.dispose()
 
 
 # ---- rows -----------------------------------------------------------------------------------
@@ -275,14 +317,33 @@ def count_rows(engine: sa.Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
 
 
-def fetch_page(engine: sa.Engine, after: int, limit: int) -> list[dict[str, Any]]:
-    """Rows with id > after, oldest first (keyset paging: stable while rows are appended)."""
-    query = (
-        sa.select(predictions)
-        .where(predictions.c.id > after)
-        .order_by(predictions.c.id)
-        .limit(limit)
-    )
+def fetch_page(
+    engine: sa.Engine,
+    after: int | None,
+    limit: int,
+    *,
+    before: int | None = None,
+    descending: bool = False,
+    client: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Up to `limit` rows with after < id < before, oldest first or newest first
+    (`descending`), optionally one client's and `since` ≤ created_at < `until` (aware
+    datetimes). Keyset paging: stable while rows are appended."""
+    c = predictions.c
+    query = sa.select(predictions)
+    if after is not None:
+        query = query.where(c.id > after)
+    if before is not None:
+        query = query.where(c.id < before)
+    if client is not None:
+        query = query.where(c.client == client)
+    if since is not None:
+        query = query.where(c.created_at >= _stored_time(engine, since))
+    if until is not None:
+        query = query.where(c.created_at < _stored_time(engine, until))
+    query = query.order_by(c.id.desc() if descending else c.id).limit(limit)
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(query).mappings()]
     for r in rows:
@@ -290,6 +351,12 @@ def fetch_page(engine: sa.Engine, after: int, limit: int) -> list[dict[str, Any]
         if isinstance(ts, datetime):
             r["created_at"] = ts.isoformat() if ts.tzinfo else ts.isoformat() + "+00:00"
     return rows
+
+
+def _stored_time(engine: sa.Engine, ts: datetime) -> datetime:
+    # SQLite keeps created_at as naive UTC text (see _tuples): compare like with like.
+    ts = ts.astimezone(UTC)
+    return ts.replace(tzinfo=None) if engine.dialect.name == "sqlite" else ts
 
 
 class Database:

@@ -1,4 +1,4 @@
-"""Per-client-IP rate limiting through Litestar's `RateLimitConfig`, with an O(1) counter.
+"""Per-client rate limiting through Litestar's `RateLimitConfig`, with an O(1) counter.
 
 Litestar's stock middleware keeps every request timestamp of the window per client, JSON-encoded
 in a store, behind one lock: at a few thousand requests/s a window holds thousands of entries
@@ -6,6 +6,10 @@ that are decoded and re-encoded on every request. This subclass (plugged in with
 `RateLimitConfig.middleware_class`) keeps a fixed-window counter per client in process memory —
 the same limit, the same `RateLimit-*` headers, plus `Retry-After` on 429. Like the default
 in-memory store, the limit is per process.
+
+A client is the name behind the request's valid X-API-Key when client keys are on
+(MEDCAST_CLIENTS_FILE): clients behind one proxy or NAT do not share a budget. Requests without
+a valid key (and every request when keys are off) count per client IP.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from litestar.middleware.rate_limit import (
     RateLimitMiddleware,
 )
 
+from serve.service import client_of
+
 
 class CountingRateLimitMiddleware(RateLimitMiddleware):
     def __init__(self, app: Any, config: RateLimitConfig) -> None:
@@ -30,8 +36,12 @@ class CountingRateLimitMiddleware(RateLimitMiddleware):
         self.last_sweep = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        client = scope.get("client")
-        key = client[0] if client else "127.0.0.1"
+        name = client_of(scope)
+        if name is not None:
+            key = f"key:{name}"  # never equal to an IP address
+        else:
+            client = scope.get("client")
+            key = client[0] if client else "127.0.0.1"
         now = int(time.time())
         entry = self.counters.get(key)
         if entry is None or entry[1] <= now:

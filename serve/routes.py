@@ -8,12 +8,13 @@ coercion; a prediction's rows are offered to the log before its 2xx is sent.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -27,7 +28,7 @@ from serve.db import LogRow, fetch_page
 from serve.metrics import CONTENT_TYPE
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.schemas import BatchOut, InputError, PredictionOut
-from serve.service import service_of
+from serve.service import client_of, service_of
 
 logger = logging.getLogger("medcast.serve")
 
@@ -53,7 +54,8 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     latency = (time.perf_counter() - start) * 1000
     now = datetime.now(UTC)
     md5, revision, dataset = model.md5, model.revision, model.card.dataset
-    rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency)
+    client = client_of(request.scope)
+    rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
             for i, (p, v) in enumerate(zip(patients, values, strict=True))]
     if not service.log.offer(rows):
         return error_response(503, "prediction log buffer is full; retry later",
@@ -67,13 +69,24 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     return Response(_encode(out), media_type=JSON, headers={"X-Request-ID": rid})
 
 
+UNAUTHORIZED = "missing or wrong X-API-Key header"  # one message: no hint which part was wrong
+
+
+def require_client(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """With client keys on (MEDCAST_CLIENTS_FILE), a request needs a client's key."""
+    if service_of(connection).clients is not None and client_of(connection.scope) is None:
+        raise NotAuthorizedException(UNAUTHORIZED)
+
+
 def _answers(out: type, description: str) -> dict[int, ResponseSpec]:
     """A prediction route's documented responses: its result, or one of the ERRORS."""
-    return {200: ResponseSpec(out, description=description), **ERRORS}
+    return {200: ResponseSpec(out, description=description),
+            401: error_spec("client keys are on and X-API-Key is missing or wrong"), **ERRORS}
 
 
 @post("/predict", status_code=200, summary="Predict for one patient",
       description="Body: one JSON object, one property per model feature (see GET /model).",
+      guards=[require_client], security=[{"ApiKey": []}],
       responses=_answers(PredictionOut, "the prediction"))
 async def predict(request: Request[Any, Any, Any]) -> Response:
     return await _answer(request, batch=False)
@@ -81,6 +94,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response:
 
 @post("/predict/batch", status_code=200, summary="Predict for many patients (one model call)",
       description='Body: {"instances": [...]}, at most MEDCAST_MAX_BATCH objects (maxItems).',
+      guards=[require_client], security=[{"ApiKey": []}],
       responses=_answers(BatchOut, "predictions in input order"))
 async def predict_batch(request: Request[Any, Any, Any]) -> Response:
     return await _answer(request, batch=True)
@@ -120,42 +134,92 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response:
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    api_key = service_of(connection).settings.api_key
-    if api_key is None:
+    """GET /predictions: MEDCAST_API_KEY (the log reader's key) or, with client keys on, any
+    client's key; neither configured: the route is disabled."""
+    service = service_of(connection)
+    api_key = service.settings.api_key
+    if api_key is None and service.clients is None:
         raise PermissionDeniedException(
-            "GET /predictions is disabled: no API key is configured "
-            "(set MEDCAST_API_KEY or MEDCAST_API_KEY_FILE)"
+            "GET /predictions is disabled: no API key is configured (set MEDCAST_API_KEY, "
+            "MEDCAST_API_KEY_FILE or MEDCAST_CLIENTS_FILE)"
         )
+    if service.clients is not None and client_of(connection.scope) is not None:
+        return
     given = connection.headers.get("x-api-key")
-    if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
-        raise NotAuthorizedException("missing or wrong X-API-Key header")
+    if api_key is not None and given is not None and hmac.compare_digest(
+        hashlib.sha256(given.encode()).digest(), hashlib.sha256(api_key.encode()).digest()
+    ):
+        return
+    raise NotAuthorizedException(UNAUTHORIZED)
+
+
+def _instant(name: str, raw: str) -> datetime | None:
+    """An ISO-8601 query value as an aware UTC datetime (no offset: UTC); ValueError names it.
+    A bound whose offset carries it past year 1 or 9999 is clamped there (same rows)."""
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected an ISO-8601 date or time, e.g. "
+                         "2026-01-31T12:00:00+00:00") from None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+_TIME = "date-time"  # documented as RFC 3339; any ISO-8601 form Python reads is taken
 
 
 @get(
     "/predictions",
     guards=[require_api_key],
-    summary="The prediction log, oldest first, paged by id (needs X-API-Key)",
+    summary="The prediction log, paged by id (needs X-API-Key)",
+    description="Rows with after < id < before, oldest first (next page: `after=next_after`) "
+                "or newest first with `order=desc` (next page: `before=next_before`); "
+                "optionally one client's rows and a time window (`since` ≤ created_at < "
+                "`until`, ISO-8601; no offset: UTC).",
     security=[{"ApiKey": []}],
-    responses={k: v for k, v in ERRORS.items() if k not in (413, 422)}
+    responses={k: v for k, v in ERRORS.items() if k != 413}
     | {401: error_spec("missing or wrong X-API-Key"),
-       403: error_spec("no API key configured: the log is disabled")},
+       403: error_spec("no API key configured: the log is disabled"),
+       422: error_spec("`since` or `until` is not an ISO-8601 time")},
 )
 async def predictions_page(
     request: Request[Any, Any, Any],
     after: Annotated[int, Parameter(ge=0, le=2**53,  # exact in JSON (a double)
-                                    description="return rows with id > after")] = 0,
+                                    description="rows with id > after")] = 0,
+    before: Annotated[int, Parameter(ge=0, le=2**53,
+                                     description="rows with id < before (0: no bound)")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    order: Annotated[Literal["asc", "desc"], Parameter(description="by id")] = "asc",
+    client: Annotated[str | None, Parameter(max_length=100,
+                                            description="only this client's rows")] = None,
+    since: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
+                                    description="created_at ≥ since")] = "",
+    until: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
+                                    description="created_at < until")] = "",
 ) -> Response:
     service = service_of(request)
     try:
-        rows = await asyncio.to_thread(fetch_page, service.db.engine, after, limit)
+        window = _instant("since", since), _instant("until", until)
+    except ValueError as exc:
+        return error_response(422, str(exc), str(exc).partition("=")[0])
+    descending = order == "desc"
+    try:
+        rows = await asyncio.to_thread(fetch_page, service.db.engine, after or None, limit,
+                                       before=before or None, descending=descending,
+                                       client=client, since=window[0], until=window[1])
     except Exception as exc:  # noqa: BLE001 - database down or not migrated
         return error_response(503, f"prediction log unavailable: {type(exc).__name__}")
     nxt = rows[-1]["id"] if len(rows) == limit else None
-    return Response(
-        _encode({"items": rows, "next_after": nxt, "buffered_rows": service.log.depth}),
-        media_type=JSON,
-    )
+    page: dict[str, Any] = {"items": rows}
+    page["next_before" if descending else "next_after"] = nxt
+    page["buffered_rows"] = service.log.depth
+    return Response(_encode(page), media_type=JSON)
 
 
 API = [predict, predict_batch, model_card, live, ready, metrics_endpoint, predictions_page]

@@ -10,9 +10,11 @@ database, both in worker threads and concurrently; failures leave the service al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import multiprocessing
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +23,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.connection import ASGIConnection
 
+from serve.clients import Clients
 from serve.db import Database
 from serve.log import PredictionLog
 from serve.metrics import MULTIPROC_ENV, Metrics
@@ -44,6 +47,8 @@ class Service:
         self.model: LoadedModel | None = None
         self.model_error: str | None = "the model is loading"
         self.metrics = Metrics()
+        # a bad or unsafe clients file raises here: the service does not start
+        self.clients = Clients(settings.clients_file) if settings.clients_file else None
         self.db = database or Database(settings.db_url)
         self.log = PredictionLog(
             self.db.write,
@@ -133,10 +138,39 @@ def service_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Service:
     return connection.app.state.service  # type: ignore[no-any-return]
 
 
+_CLIENT = "medcast.client"  # the scope key caching a request's client name ("" = none)
+
+
+def client_of(scope: Any) -> str | None:
+    """The name of the client whose X-API-Key the request carries (None: no key, a wrong key,
+    or no clients file); resolved once per request (the rate limit and the guard both ask)."""
+    cached = scope.get(_CLIENT)
+    if cached is None:
+        clients = scope["app"].state.service.clients
+        key = None
+        if clients is not None:
+            for name, value in scope["headers"]:
+                if name == b"x-api-key":
+                    key = value.decode("latin-1")
+                    break
+        cached = scope[_CLIENT] = (clients.name_of(key) if clients is not None else None) or ""
+    return cached or None
+
+
+def _hangup(service: Service) -> None:
+    logger.info("SIGHUP: re-reading the client keys")
+    if service.clients is not None:
+        service.clients.reload()
+
+
 @asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     service: Service = app.state.service
     await service.startup()
+    if service.clients is not None:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the
+            # main thread (TestClient) or no signals here: the mtime check still reloads
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _hangup, service)
     ok, body = service.readiness()
     level = logging.INFO if ok else logging.WARNING
     logger.log(level, "ready=%s in %.2f s after create_app%s", ok,
@@ -144,4 +178,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if service.clients is not None:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await service.shutdown()

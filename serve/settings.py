@@ -30,7 +30,13 @@ class Settings:
     dvc_remote: str | None = None  # DVC remote name for by-revision loading (default remote)
     figures_dir: str = "reports/figures"  # the dashboard's figures: relative to the repo
     database_url: str = ""  # "" → sqlite:///<repo>/serve.db
-    api_key: str | None = None  # None: GET /predictions is disabled
+    api_key: str | None = None  # None: GET /predictions is disabled (unless clients_file)
+    # Per-client keys (serve.clients): set, every prediction route needs a client's X-API-Key.
+    clients_file: Path | None = None
+    tls_cert_file: Path | None = None  # both set: HTTPS only (serve.tls)
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # set: client certificates required (mutual TLS)
+    migrate_database_url: str = ""  # `python -m serve migrate` as the owner role; "" → db_url
     max_batch: int = 1000
     max_body_bytes: int = 2 * 1024 * 1024
     # Per client IP and process; None disables the limiter.
@@ -74,6 +80,11 @@ class Settings:
             figures_dir=env.get("FIGURES_DIR") or d.figures_dir,
             database_url=env.get("DATABASE_URL") or "",
             api_key=env.get("API_KEY") or None,
+            clients_file=env.path("CLIENTS_FILE"),
+            tls_cert_file=env.path("TLS_CERT_FILE"),
+            tls_key_file=env.path("TLS_KEY_FILE"),
+            tls_client_ca_file=env.path("TLS_CLIENT_CA_FILE"),
+            migrate_database_url=env.get("MIGRATE_DATABASE_URL") or "",
             max_batch=env.integer("MAX_BATCH", d.max_batch, minimum=1),
             max_body_bytes=env.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             rate_limit=env.rate("RATE_LIMIT", d.rate_limit),
@@ -85,7 +96,23 @@ class Settings:
             host=env.get("HOST") or d.host,
             port=env.integer("PORT", d.port, minimum=0),
             log_level=(env.get("LOG_LEVEL") or d.log_level).upper(),
-        )
+        )._checked()
+
+    def _checked(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError("set both MEDCAST_TLS_CERT_FILE and MEDCAST_TLS_KEY_FILE, or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise SettingsError("MEDCAST_TLS_CLIENT_CA_FILE needs MEDCAST_TLS_CERT_FILE and "
+                                "MEDCAST_TLS_KEY_FILE (mutual TLS is TLS)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    @property
+    def migrate_url(self) -> str:
+        return self.migrate_database_url or self.db_url
 
 
 class _Env:
@@ -110,6 +137,11 @@ class _Env:
             except OSError as exc:
                 raise SettingsError(f"{file_key}={path!r}: cannot read ({exc.strerror})") from exc
         return value.strip() if value is not None else None
+
+    def path(self, name: str) -> Path | None:
+        """A file path (relative to the working directory); checked where it is used."""
+        raw = self.environ.get(f"MEDCAST_{name}", "").strip()
+        return Path(raw).resolve() if raw else None
 
     def integer(self, name: str, default: int, minimum: int) -> int:
         raw = self.get(name)

@@ -58,6 +58,7 @@ EXCLUDED_CHECKS: list[Any] = []  # none: every default check runs
 # Per operation and generation mode. Three operations take input (both modes), four take none
 # (one positive case each, no negative one exists): 6 × 170 + 4 ≥ 1,000 cases.
 FUZZ_EXAMPLES = 170
+KEYED = ("/predict", "/predict/batch", "/predictions")  # client keys are on while fuzzing
 
 
 def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
@@ -71,7 +72,7 @@ def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
         counts[label] += 1
         # The key only with valid data: negative cases may drop the header and must get a 4xx.
         positive = mode == mode.POSITIVE
-        headers = {"X-API-Key": KEY} if case.path == "/predictions" and positive else None
+        headers = {"X-API-Key": KEY} if case.path in KEYED and positive else None
         case.call_and_validate(base_url=base, session=session, headers=headers,
                                excluded_checks=EXCLUDED_CHECKS or None)
 
@@ -83,8 +84,9 @@ def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
 def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(
     model: str, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
-    """Every operation of /schema/openapi.json, positive and negative data, all default checks;
-    also for a model whose card has nullable features (null or absent fields are valid there)."""
+    """Every operation of /schema/openapi.json, positive and negative data, all default checks,
+    with client keys on (positive cases carry a client's key, negative ones may lack it); also
+    for a model whose card has nullable features (null or absent fields are valid there)."""
     if model == "nullable":
         from devtools.tiny_model import build_nullable_model
 
@@ -97,7 +99,12 @@ def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(
     db_url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     failures: list[str] = []
     counts: dict[str, int] = {}
-    with launch(repo, db_url, pycache, tmp_path) as (port, proc):
+    from serve.clients import key_hash
+
+    clients = tmp_path / "clients"
+    clients.write_text(f"fuzzer {key_hash(KEY)}\n")
+    clients.chmod(0o600)
+    with launch(repo, db_url, pycache, tmp_path, MEDCAST_CLIENTS_FILE=str(clients)) as (port, proc):
         base = f"http://127.0.0.1:{port}"
         schema = schemathesis.openapi.from_url(f"{base}/schema/openapi.json")
         session = requests.Session()

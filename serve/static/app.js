@@ -1,7 +1,8 @@
 // The medcast dashboard (served by serve/dashboard.py; no build step, no dependencies).
 // Reads GET /model (the card: facts, metrics, features, and the prediction form built from
 // them), GET /health/ready and GET /dashboard/figures; posts the form to POST /predict; with the
-// key the user types (kept in sessionStorage, sent as X-API-Key) reads GET /predictions.
+// key the user types (kept in sessionStorage, sent as X-API-Key) reads GET /predictions and,
+// with client keys on, authorises POST /predict.
 // Every string from the server goes into the page as text (textContent), never as HTML.
 
 const KEY_STORE = "medcast.apiKey";
@@ -276,12 +277,15 @@ async function onPredict(event) {
   button.disabled = true;
   const started = performance.now();
   try {
+    // With client keys on (MEDCAST_CLIENTS_FILE) predictions need the key too.
+    const key = sessionStorage.getItem(KEY_STORE);
     const { response, body } = await fetchJSON("/predict", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...(key ? { "X-API-Key": key } : {}) },
       body: JSON.stringify(patient),
     });
     if (response.ok) renderResult(body, performance.now() - started);
+    else if (response.status === 401) show($("form-error"), "The service needs a client key: enter it under the prediction log (API key), then predict again.");
     else showServerError(response, body);
   } catch (error) {
     show($("form-error"), `The request failed: ${error.message}`);
@@ -390,7 +394,7 @@ function onKey(event) {
   event.preventDefault();
   const key = $("api-key").value.trim();
   if (!key) {
-    show($("log-error"), "Enter the API key (MEDCAST_API_KEY of the service).");
+    show($("log-error"), "Enter the API key (MEDCAST_API_KEY, or a client key of MEDCAST_CLIENTS_FILE).");
     return;
   }
   sessionStorage.setItem(KEY_STORE, key);

@@ -1,0 +1,123 @@
+"""Least privilege on the prediction log (PostgreSQL): `python -m serve migrate` as the owner,
+the service as a role with only INSERT and SELECT on the log (plus USAGE on its id sequence and
+SELECT on alembic_version) — it serves, logs and reads, and that role cannot UPDATE or DELETE a
+row. Each test creates its own role (unique name) and drops it afterwards: parallel-safe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from devtools.tiny_model import TinyModel
+from serve import db as servedb
+from serve.__main__ import main
+from tests.support.serving import PG_URL
+from tests.test_clients import add, make, serving, written
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def grants(schema: str, role: str) -> list[str]:
+    """The README's grants for the service role, in this test's schema."""
+    return [
+        f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"',
+        f'GRANT SELECT, INSERT ON "{schema}".predictions TO "{role}"',
+        f'GRANT USAGE ON SEQUENCE "{schema}".predictions_id_seq TO "{role}"',
+        f'GRANT SELECT ON "{schema}".alembic_version TO "{role}"',
+    ]
+
+
+@pytest.fixture
+def service_role(pg_url: str) -> Iterator[tuple[str, str, str]]:
+    """(role, its URL into the test's schema, the schema): a LOGIN role with no privileges."""
+    schema = parse_qs(urlsplit(pg_url).query)["options"][0].split("=", 1)[1]
+    role = f"secure16_svc_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+    try:
+        yield role, pg_url.replace("//postgres@", f"//{role}@", 1), schema
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE usename = :r"), {"r": role})
+            conn.execute(sa.text(f'DROP OWNED BY "{role}"'))
+            conn.execute(sa.text(f'DROP ROLE "{role}"'))
+        admin.dispose()
+
+
+def test_service_logs_with_insert_and_select_only_and_that_role_cannot_update_or_delete(
+    tiny: TinyModel, repo: Path, tmp_path: Path, pg_url: str,
+    service_role: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    role, url, schema = service_role
+    monkeypatch.setenv("MEDCAST_DATABASE_URL", url)
+    monkeypatch.setenv("MEDCAST_MIGRATE_DATABASE_URL", pg_url)  # the owner
+    assert main(["migrate"]) == 0
+    assert f"schema migrated base → {servedb.HEAD}" in capsys.readouterr().out
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        for grant in grants(schema, role):
+            conn.execute(sa.text(grant))
+    admin.dispose()
+
+    key = add(tmp_path / "clients", "ward-a", capsys)
+    with serving(make(repo, tmp_path / "clients", database_url=url)) as client:
+        assert client.get("/health/ready").status_code == 200
+        for body in tiny.examples[:3]:
+            r = client.post("/predict", json=body, headers={"X-API-Key": key})
+            assert r.status_code == 200
+        written(client, 3)
+        rows = client.get("/predictions", headers={"X-API-Key": key}).json()["items"]
+        assert [r["client"] for r in rows] == ["ward-a"] * 3
+        # the audit filters on PostgreSQL (timestamptz): time window, client, newest first
+        since = client.get("/predictions", params={"since": rows[1]["created_at"],
+                                                   "client": "ward-a", "order": "desc"},
+                           headers={"X-API-Key": key}).json()["items"]
+        assert [r["id"] for r in since] == [rows[2]["id"], rows[1]["id"]]
+
+    engine = sa.create_engine(url)
+    try:
+        for statement in ("UPDATE predictions SET prediction = 0",
+                          "DELETE FROM predictions",
+                          "TRUNCATE predictions",
+                          "ALTER TABLE predictions DROP COLUMN client"):
+            with pytest.raises(sa.exc.ProgrammingError) as refused, engine.begin() as conn:
+                conn.execute(sa.text(statement))
+            assert refused.value.orig.sqlstate == "42501", statement  # type: ignore[union-attr]
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM predictions "
+                                        "WHERE prediction <> 0")).scalar_one() == 3
+    finally:
+        engine.dispose()
+
+
+def test_role_that_may_not_migrate_stays_unready_and_says_to_run_migrate(
+    repo: Path, tmp_path: Path, service_role: tuple[str, str, str],
+) -> None:
+    role, url, schema = service_role
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+    admin.dispose()
+    with serving(make(repo, None, database_url=url, log_retry_max_s=0.05)) as client:
+        r = client.get("/health/ready")
+        assert r.status_code == 503
+        assert "run `python -m serve migrate` as the owner role" in r.json()["reason"], r.json()
+
+
+def test_migrate_command_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MEDCAST_DATABASE_URL",
+                       "postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    monkeypatch.delenv("MEDCAST_MIGRATE_DATABASE_URL", raising=False)
+    assert main(["migrate"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medcast serve migrate: OperationalError") and "\n" not in err
