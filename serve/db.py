@@ -85,19 +85,33 @@ def _json_dumps(obj: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine that never prints bound parameters (patient data) in its error messages."""
+SQLITE_SYNCHRONOUS = ("normal", "full", "extra")
+
+
+def make_engine(url: str, sqlite_synchronous: str = "full") -> sa.Engine:
+    """An engine that never prints bound parameters (patient data) in its error messages.
+
+    SQLite runs in WAL mode (readers do not block the writer) with `PRAGMA synchronous` =
+    `sqlite_synchronous`: with `normal` a committed transaction survives the process being
+    killed (it is in the WAL file, which the OS writes out) but not a power loss or OS crash;
+    `full` (the default) also syncs the WAL to disk at every commit, so it survives those too.
+    PostgreSQL's own defaults (fsync, synchronous_commit on) survive both.
+    """
+    if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite_synchronous {sqlite_synchronous!r}: expected one of "
+                         f"{', '.join(SQLITE_SYNCHRONOUS)}")
     kwargs: dict[str, Any] = {"hide_parameters": True, "json_serializer": _json_dumps}
     if url.startswith("postgresql"):
         kwargs.update(pool_size=4, max_overflow=4, pool_pre_ping=False)
     engine = sa.create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
+        synchronous = sqlite_synchronous.upper()  # one of three constants: safe in the PRAGMA
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the flusher
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
@@ -295,15 +309,16 @@ def fetch_page(engine: sa.Engine, after: int, limit: int) -> list[dict[str, Any]
 class Database:
     """The engine (created lazily: a bad URL is a readiness reason, not a crash) and its schema."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sqlite_synchronous: str = "full") -> None:
         self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
         self._engine: sa.Engine | None = None
         self.schema_status: str | None = None
 
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = make_engine(self.url)
+            self._engine = make_engine(self.url, self.sqlite_synchronous)
         return self._engine
 
     @property
@@ -316,6 +331,11 @@ class Database:
 
     def write(self, rows: list[LogRow]) -> int:
         return insert_rows(self.engine, rows)
+
+    def ping(self) -> None:
+        """One round trip (raises while the database is unreachable)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         if self._engine is not None:

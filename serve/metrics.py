@@ -64,7 +64,8 @@ class Metrics:
         self.log_retries = Counter("medcast_prediction_log_write_retries",
                                    "Failed prediction-log writes (retried).", registry=r)
         self.log_rejected = Counter("medcast_prediction_log_rejected_rows",
-                                    "Rows refused because the buffer was full (503).", registry=r)
+                                    "Rows refused with a 503 (buffer full, or no commit in time).",
+                                    registry=r)
         self.model_ready = Gauge("medcast_model_ready", "1 when a verified model is loaded.",
                                  registry=r, multiprocess_mode="livemin")
         # (route, method, status) → its counter and histogram children: labels() costs a lock

@@ -692,10 +692,12 @@ def test_retry_after_a_lost_commit_does_not_duplicate(tiny: TinyModel, repo: Pat
     assert log_count(settings.db_url) == len(tiny.examples)
 
 
-def test_rows_are_kept_while_the_database_is_down(tiny: TinyModel, repo: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_buffered_rows_are_kept_while_the_database_is_down(
+    tiny: TinyModel, repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     missing = repo / "not-yet"  # SQLite cannot open a file in a missing folder: "down"
-    settings = make_settings(repo, database_url=f"sqlite:///{missing / 'log.db'}")
+    settings = make_settings(repo, database_url=f"sqlite:///{missing / 'log.db'}",
+                             log_durability="buffered")
     with caplog.at_level("DEBUG"), serving(settings) as client:
         r = client.get("/health/ready")
         assert r.status_code == 503 and "database" in r.json()["reason"]
@@ -743,7 +745,7 @@ def test_postgresql_connection_loss_is_retried(tiny: TinyModel, repo: Path, pg_u
 def test_full_buffer_answers_503_instead_of_dropping(tiny: TinyModel, repo: Path) -> None:
     missing = repo / "down"
     settings = make_settings(repo, database_url=f"sqlite:///{missing / 'log.db'}",
-                             log_buffer_max=4, log_drain_s=0.2)
+                             log_buffer_max=4, log_drain_s=0.2, log_durability="buffered")
     with serving(settings) as client:
         for body in tiny.examples[:3]:
             assert client.post("/predict", json=body).status_code == 200
@@ -759,7 +761,8 @@ def test_full_buffer_answers_503_instead_of_dropping(tiny: TinyModel, repo: Path
 
 
 def test_shutdown_drains_the_buffer(tiny: TinyModel, repo: Path) -> None:
-    settings = make_settings(repo, log_flush_ms=60_000)  # nothing flushes before shutdown
+    settings = make_settings(repo, log_flush_ms=60_000,  # nothing flushes before shutdown
+                             log_durability="buffered")
     with serving(settings) as client:
         for body in tiny.examples[:10]:
             assert client.post("/predict", json=body).status_code == 200
@@ -771,7 +774,7 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
     tiny: TinyModel, repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(repo, database_url=f"sqlite:///{repo / 'gone' / 'x.db'}",
-                             log_drain_s=0.3)
+                             log_drain_s=0.3, log_durability="buffered")
     with caplog.at_level("ERROR"):
         client = TestClient(create_app(settings), timeout=10)
         client.__enter__()
