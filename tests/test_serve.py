@@ -118,11 +118,41 @@ def test_settings_read_env_and_file_variants(tmp_path: Path) -> None:
         ({"MEDCAST_API_KEY": "a", "MEDCAST_API_KEY_FILE": "/x"}, "not both"),
         ({"MEDCAST_API_KEY_FILE": "/nonexistent/key"}, "cannot read"),
         ({"MEDCAST_LOG_FLUSH_MS": "nan"}, "MEDCAST_LOG_FLUSH_MS"),
+        ({"MEDCAST_LOG_FLUSH_MS": "-1"}, "between 0 and 60000"),
+        ({"MEDCAST_LOG_DURABILITY": "eventually"}, "expected one of ack, buffered"),
+        ({"MEDCAST_LOG_ACK_TIMEOUT_MS": "0"}, "MEDCAST_LOG_ACK_TIMEOUT_MS='0': must be"),
+        ({"MEDCAST_SQLITE_SYNCHRONOUS": "off"}, "expected one of normal, full, extra"),
     ],
 )
 def test_settings_reject_malformed_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_settings_durability_defaults_and_the_window_per_mode() -> None:
+    d = Settings.from_env({})
+    assert (d.log_durability, d.flush_window_ms, d.log_ack_timeout_ms) == ("ack", 0.0, 2000.0)
+    assert d.sqlite_synchronous == "full"
+    b = Settings.from_env({"MEDCAST_LOG_DURABILITY": "Buffered",
+                           "MEDCAST_SQLITE_SYNCHRONOUS": "NORMAL"})
+    assert (b.log_durability, b.flush_window_ms, b.sqlite_synchronous) == (
+        "buffered", 20.0, "normal")
+    w = Settings.from_env({"MEDCAST_LOG_FLUSH_MS": "2.5", "MEDCAST_LOG_ACK_TIMEOUT_MS": "500"})
+    assert (w.flush_window_ms, w.log_ack_timeout_ms) == (2.5, 500.0)
+
+
+@pytest.mark.parametrize("level", ["normal", "full"])
+def test_sqlite_log_runs_in_wal_mode_with_the_synchronous_level(level: str, tmp_path: Path
+                                                                ) -> None:
+    engine = servedb.make_engine(f"sqlite:///{tmp_path / 'w.db'}", level)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            # 1 NORMAL, 2 FULL
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == {"normal": 1,
+                                                                           "full": 2}[level]
+    finally:
+        engine.dispose()
 
 
 def test_main_exits_2_with_a_clear_message_on_bad_settings(pycache: Path) -> None:
@@ -690,6 +720,51 @@ def test_retry_after_a_lost_commit_does_not_duplicate(tiny: TinyModel, repo: Pat
         wait_until(lambda: scraped(client, "medcast_prediction_log_write_retries_total") == 1,
                    what="a retry")
     assert log_count(settings.db_url) == len(tiny.examples)
+
+
+class SwitchableDatabase(servedb.Database):
+    """A real SQLite log whose writes and probes fail while `down` is set."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+
+    def write(self, rows: list[servedb.LogRow]) -> int:
+        self._check()
+        return super().write(rows)
+
+    def ping(self) -> None:
+        self._check()
+        super().ping()
+
+
+def test_ack_database_down_answers_503_after_the_timeout_and_readiness_follows(
+    tiny: TinyModel, repo: Path
+) -> None:
+    settings = make_settings(repo, log_ack_timeout_ms=300)
+    database = SwitchableDatabase(settings.db_url)
+    with serving(settings, database=database) as client:
+        r = client.post("/predict", json=tiny.examples[0])
+        assert r.status_code == 200  # answered once committed: the row is there already
+        assert log_count(settings.db_url) == 1
+        database.down = True
+        t0 = time.monotonic()
+        r = client.post("/predict", json=tiny.examples[1])
+        waited = time.monotonic() - t0
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "no commit within 300 ms" in r.json()["detail"] and 0.25 < waited < 3
+        assert len(r.headers["X-Request-ID"]) == 32
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "writes failing" in ready.json()["reason"]
+        database.down = False  # back: a probe sees it, with no request needed
+        wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready again")
+        assert client.post("/predict", json=tiny.examples[2]).status_code == 200
+        metrics = client.get("/metrics").text
+        assert metric(metrics, "medcast_predictions_total") == 2
+        assert metric(metrics, "medcast_prediction_log_rejected_rows_total") == 1
+    assert log_count(settings.db_url) == 2  # the 503's row was withdrawn, never written
 
 
 def test_buffered_rows_are_kept_while_the_database_is_down(
