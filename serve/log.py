@@ -9,9 +9,11 @@ Two durabilities (MEDCAST_LOG_DURABILITY):
   flush starts when `chunk_rows` rows wait, or when the oldest has waited `window_s` (0: as soon
   as the writer is free; rows arriving during a write form the next batch). When no commit
   comes within `ack_timeout_s` (the database is down or too slow) `record()` gives a reason
-  and the request answers 503. Its rows are withdrawn if no write holds them yet; if a write
-  does (or a commit whose acknowledgement was lost applied them), the row may still appear in
-  the log later: a row without a 2xx is possible, a 2xx without a row is not.
+  and the request answers 503, and its rows are withdrawn: never written, never retried. If a
+  write holds them at that moment, that write decides (committed: the request is answered
+  normally), for at most another `ack_timeout_s`; a write still running then (a hung
+  connection), or a commit whose acknowledgement was lost, may put the row of a request
+  answered 503 in the log: a row without a 2xx is possible, a 2xx without a row is not.
 - `buffered`: `record()` returns as soon as the rows are in the buffer; they are written at most
   one window (20 ms by default) later. A hard kill loses what was still buffered.
 
@@ -75,12 +77,15 @@ def _reason(exc: BaseException) -> str:
 class _Group:
     """One request's rows and, in `ack` mode, the future its request awaits."""
 
-    __slots__ = ("at", "fut", "rows", "withdrawn", "writing")
+    __slots__ = ("at", "fut", "late", "rows", "timer", "withdrawn", "writing")
 
-    def __init__(self, rows: list[Any], fut: asyncio.Future[None] | None, at: float) -> None:
+    def __init__(self, rows: list[Any], fut: asyncio.Future[str | None] | None,
+                 at: float) -> None:
         self.rows, self.fut, self.at = rows, fut, at
         self.writing = False  # inside a write attempt now
+        self.late = False  # its wait ran out during a write attempt: that attempt decides
         self.withdrawn = False  # its request was answered 503: never (re)try it
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class PredictionLog:
@@ -148,7 +153,8 @@ class PredictionLog:
         self.rejected += n
         self.figures.rejected(n)
 
-    def _enqueue(self, rows: list[Any], fut: asyncio.Future[None] | None) -> _Group | None:
+    def _enqueue(self, rows: list[Any], fut: asyncio.Future[str | None] | None
+                 ) -> _Group | None:
         if self._stopping or self._depth + len(rows) > self.max_rows:
             self._refuse(len(rows))
             return None
@@ -170,22 +176,39 @@ class PredictionLog:
         for a 503: the buffer is full, or no commit came within `ack_timeout_s`."""
         if not self.ack:
             return None if self._enqueue(rows, None) is not None else BUFFER_FULL
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str | None] = loop.create_future()
         group = self._enqueue(rows, fut)
         if group is None:
             return BUFFER_FULL
+        group.timer = loop.call_later(self.ack_timeout_s, self._expire, group)
         try:
-            await asyncio.wait_for(fut, self.ack_timeout_s)
-        except TimeoutError:
-            self.timeouts += 1
-            self._withdraw(group)
-            return (f"prediction log: no commit within {self.ack_timeout_s * 1000:g} ms "
-                    f"({self.last_error or 'database slow'}); nothing was answered, retry later")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - stop() gave up on these rows
-            return f"prediction log: {exc}"
-        return None
+            return await fut  # None: committed; else the reason (set by the writer or _expire)
+        finally:
+            group.timer.cancel()
+
+    def _timed_out(self) -> str:
+        return (f"prediction log: no commit within {self.ack_timeout_s * 1000:g} ms "
+                f"({self.last_error or 'database slow'}); retry later")
+
+    def _expire(self, group: _Group) -> None:
+        """The wait of `group`'s request ran out."""
+        fut = group.fut
+        if fut is None or fut.done():
+            return
+        if group.writing and not group.late:
+            # A write holds its rows: let it decide, within a second wait (a hung connection).
+            group.late = True
+            group.timer = asyncio.get_running_loop().call_later(
+                self.ack_timeout_s, self._expire, group)
+            return
+        self._answer_503(group)
+
+    def _answer_503(self, group: _Group) -> None:
+        self.timeouts += 1
+        self._withdraw(group)
+        if group.fut is not None and not group.fut.done():
+            group.fut.set_result(self._timed_out())
 
     def _withdraw(self, group: _Group) -> None:
         """Its request answers 503: do not write it unless a write holds it already."""
@@ -230,7 +253,7 @@ class PredictionLog:
         left = self._depth
         for group in self._buf:  # requests still waiting (ack) learn it now, not at their timeout
             if group.fut is not None and not group.fut.done():
-                group.fut.set_exception(RuntimeError("the service stopped before the commit"))
+                group.fut.set_result("prediction log: the service stopped before the commit")
         self._buf = []
         if left:
             logger.error(
@@ -341,6 +364,8 @@ class PredictionLog:
                         self._depth -= len(g.rows)
                         self.figures.buffered(-len(g.rows))
                         self._refuse(len(g.rows))
+                    elif g.late:  # its wait ran out during this attempt, which failed: 503
+                        self._answer_503(g)
                     else:
                         keep.append(g)
                 self._buf[:0] = keep

@@ -155,20 +155,40 @@ def test_no_commit_in_time_answers_a_reason_and_the_rows_are_never_written() -> 
     assert db.rows == ["next"]
 
 
-def test_a_row_whose_write_is_in_flight_at_the_timeout_may_still_be_written() -> None:
-    """The documented case of a row without a 2xx: the request answered 503, but the write
-    holding its row went on and committed."""
+def test_a_wait_that_runs_out_during_a_write_takes_that_writes_outcome() -> None:
+    """The write holding the rows when the wait runs out decides: it commits a moment
+    later, so the request is answered normally (no 503 for a row that is in the log)."""
     db = FakeDb()
     db.gate = threading.Event()
 
     async def body(log: PredictionLog) -> None:
+        task = asyncio.create_task(log.record(["slow"]))
+        await until(lambda: db.attempts == 1)
+        await asyncio.sleep(0.15)  # past the 100 ms wait, within the second one
+        assert not task.done()
+        db.gate.set()  # type: ignore[union-attr]
+        assert await task is None
+
+    log = run(lambda: PredictionLog(db.write, ack_timeout_s=0.1), body)
+    assert db.rows == ["slow"] and log.timeouts == 0
+
+
+def test_a_write_hung_past_both_waits_answers_503_and_its_row_may_be_written_later() -> None:
+    """The documented case of a row without a 2xx: the request answered 503 (after twice the
+    wait), but the hung write holding its row went on and committed."""
+    db = FakeDb()
+    db.gate = threading.Event()
+
+    async def body(log: PredictionLog) -> None:
+        t0 = time.monotonic()
         reason = await log.record(["late"])
-        assert reason is not None and "no commit within" in reason
+        assert reason is not None and "no commit within 100 ms" in reason
+        assert 0.18 < time.monotonic() - t0 < 2
         db.gate.set()  # type: ignore[union-attr]
         await until(lambda: db.rows == ["late"])
 
     log = run(lambda: PredictionLog(db.write, ack_timeout_s=0.1), body)
-    assert log.depth == 0
+    assert log.depth == 0 and log.timeouts == 1
 
 
 def test_a_row_withdrawn_during_a_failing_write_is_not_retried() -> None:
@@ -177,8 +197,8 @@ def test_a_row_withdrawn_during_a_failing_write_is_not_retried() -> None:
     db.down = True
 
     async def body(log: PredictionLog) -> None:
-        reason = await log.record(["gone"])
-        assert reason is not None and not log.failing  # the attempt is still held
+        reason = await log.record(["gone"])  # 2 × 0.1 s: the attempt is still held
+        assert reason is not None and not log.failing
         db.gate.set()  # type: ignore[union-attr]
         await until(lambda: log.failing)  # the attempt failed: "gone" is dropped, not retried
         db.down = False
