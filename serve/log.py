@@ -338,7 +338,14 @@ class PredictionLog:
                     await self._wake.wait()
                 continue
             if not self._stopping and self._depth < self.chunk_rows:
-                # Group commit: let the batch fill until the oldest row has waited a window.
+                # Group commit. Requests the event loop is already handling add their rows
+                # within an iteration or two: take them along (costs nothing when alone).
+                seen = -1
+                while seen != self._depth < self.chunk_rows:
+                    seen = self._depth
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                # Then let the batch fill until the oldest row has waited a window.
                 delay = self._buf[0].at + self.window_s - time.monotonic()
                 if delay > 0:
                     self._wake.clear()
