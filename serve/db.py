@@ -199,6 +199,13 @@ _SQLITE_INSERT = (
     f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # nosec B608
     "ON CONFLICT (request_id, item) DO NOTHING"
 )
+_PG_INSERT = (
+    f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "  # nosec B608
+    "ON CONFLICT (request_id, item) DO NOTHING"
+)
+# PostgreSQL: up to this many rows, one pipelined executemany (one round trip before the commit)
+# beats COPY + INSERT … SELECT (two); above it COPY wins. The group commits of `ack` are small.
+PG_COPY_FROM_ROWS = 256
 # Positions of the values a driver-level insert cannot take as they are.
 _JSON_AT = tuple(i for i, c in enumerate(LOG_COLUMNS) if isinstance(c.type, sa.JSON))
 _TIME_AT = tuple(i for i, c in enumerate(LOG_COLUMNS) if isinstance(c.type, sa.DateTime))
@@ -233,14 +240,20 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
     """Insert rows in one transaction, skipping (request_id, item) pairs already present.
 
     The hot path bypasses SQLAlchemy's per-row processing (it costs the request path CPU through
-    the GIL): PostgreSQL gets a COPY into a temp table and one INSERT … SELECT … ON CONFLICT DO
-    NOTHING; SQLite one executemany of INSERT … ON CONFLICT DO NOTHING.
+    the GIL): PostgreSQL gets, for a small batch, one pipelined executemany of INSERT … ON
+    CONFLICT DO NOTHING, for a large one a COPY into a temp table and one INSERT … SELECT … ON
+    CONFLICT DO NOTHING; SQLite one executemany of INSERT … ON CONFLICT DO NOTHING.
     """
     if not rows:
         return 0
     name, driver = engine.dialect.name, engine.dialect.driver
     if name == "postgresql" and driver == "psycopg":
         data = _tuples(rows, sqlite=False)
+        if len(data) < PG_COPY_FROM_ROWS:
+            with engine.begin() as conn, \
+                    conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                cur.executemany(_PG_INSERT, data)  # pipelined by psycopg
+            return len(rows)
         with engine.begin() as conn:
             info = conn.connection.info  # lives as long as the pooled DBAPI connection
             try:

@@ -678,19 +678,21 @@ def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: s
     assert [name for name, _ in staged] == list(servedb.COLUMNS)
 
 
+@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_insert_is_idempotent(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
+                              request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
         f"sqlite:///{tmp_path / 'i.db'}")
     engine = servedb.make_engine(url)
     try:
         servedb.ensure_schema(engine)
-        rows = _rows(5)
+        rows = _rows(n)
         servedb.insert_rows(engine, rows[:3])
         servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
-        assert servedb.count_rows(engine) == 5
-        page = servedb.fetch_page(engine, 0, 10)
-        assert [r["item"] for r in page] == [0, 1, 2, 3, 4]
+        assert servedb.count_rows(engine) == n
+        page = servedb.fetch_page(engine, 0, n + 5)
+        assert [r["item"] for r in page] == list(range(n))
         assert page[0]["features"] == {"age": 30, "smoker": "no"}
     finally:
         engine.dispose()
