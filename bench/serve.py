@@ -4,14 +4,15 @@ and that every 2xx prediction is in the prediction log.
 
 Starts `python -m serve` in a subprocess on a free 127.0.0.1 port (PostgreSQL on 127.0.0.1:5432
 database `test` in a throwaway schema when reachable, else SQLite in a temp dir), once per
-configuration: MEDCAST_LOG_DURABILITY=buffered (window 20 ms), then ack with each window of
-`--windows` (ms; the first is the default, 0). Each is driven from a second process (asyncio;
-`--client httpx` for httpx.AsyncClient, default a minimal keep-alive HTTP/1.1 client that costs
-the shared CPU less) at 1 and 16 connections, then stopped (it drains its log) and its rows
-counted against its 2xx answers.
+configuration, all at once: MEDCAST_LOG_DURABILITY=ack with each window of `--windows` (ms; the
+first is the one checked against the targets) and buffered (window 20 ms). Each is driven from a
+second process (asyncio; `--client httpx` for httpx.AsyncClient, default a minimal keep-alive
+HTTP/1.1 client that costs the shared CPU less) at 1 and 16 connections, in interleaved rounds
+(a shared machine's load drifts: the medians are compared), then stopped (it drains its log);
+the log's rows are counted against the 2xx answers.
 
-    python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 5]
-                          [--windows 0,2] [--client raw|httpx]
+    python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 3]
+                          [--rounds 3] [--windows 0,2] [--client raw|httpx]
 
 Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny model into a
 temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only).
@@ -219,51 +220,37 @@ def count_log(db_url: str) -> tuple[int, int]:
     return int(rows), int(dup)
 
 
-def run_config(name: str, env: dict[str, str], log: Path, args: argparse.Namespace,
-               bodies: list[Any], batch: bool) -> dict[str, Any]:
-    """One service configuration: warm-up, 1 and 16 connections (and batches); stopped at the
-    end. Returns its figures and the rows it answered 2xx for."""
+def finish_config(out: dict[str, Any], service: ServiceProcess, args: argparse.Namespace,
+                  bodies: list[Any], batch: bool) -> None:
+    """Batch latency (if asked), write retries, then a graceful stop (it drains the log)."""
     import httpx
 
-    out: dict[str, Any] = {"name": name, "answered": 0}
-    service, cold, cpu = start_service(env, log)
-    try:
-        out["cold_s"] = cold
-        port = service.port
-        warm = run_load(port, 4, 1.0, args.client, "/predict", bodies)  # warm-up, logged too
-        out["answered"] += sum(v for k, v in warm["statuses"].items() if 200 <= k < 300)
-        for conc in (1, 16):
-            r = run_load(port, conc, args.seconds, args.client, "/predict", bodies)
-            ok = sum(v for k, v in r["statuses"].items() if 200 <= k < 300)
-            out["answered"] += ok
-            out[conc] = {"rps": r["n"] / r["elapsed"], "p50": r["p50_ms"], "p99": r["p99_ms"],
-                         "non2xx": r["n"] - ok}
-        if batch:
-            body = {"instances": [bodies[i % len(bodies)] for i in range(1000)]}
-            lat = []
-            with httpx.Client(timeout=30) as c:
-                for _ in range(args.batches):
-                    # One batch at a time, each once the log has room for it (buffered: a
-                    # backlog answers 503 rather than drop rows): a batch's latency.
-                    wait_log_below(c, port, 5000)
-                    t0 = time.perf_counter()
-                    resp = c.post(f"http://127.0.0.1:{port}/predict/batch", json=body)
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    assert resp.status_code == 200, resp.text
-                    out["answered"] += 1000
-            out["batch"] = (statistics.median(lat), min(lat), max(lat))
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-        for line in text.splitlines():
-            if line.startswith("medcast_prediction_log_write_retries_total"):
-                out["retries"] = int(float(line.rsplit(" ", 1)[1]))
-        t0 = time.perf_counter()
-        service.stop(timeout=60)
-        out["stop_s"] = time.perf_counter() - t0
-        if "Traceback" in service.output():
-            print(service.output(3000))
-    finally:
-        service.kill()
-    return out
+    port = service.port
+    # /predict only (before the batches): rows per commit of single predictions
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    for line in text.splitlines():
+        for key, name in (("retries", "medcast_prediction_log_write_retries_total"),
+                          ("commits", "medcast_prediction_log_commits_total"),
+                          ("written", "medcast_prediction_log_rows_written_total")):
+            if line.startswith(name + " "):
+                out[key] = int(float(line.rsplit(" ", 1)[1]))
+    if batch:
+        body = {"instances": [bodies[i % len(bodies)] for i in range(1000)]}
+        lat = []
+        with httpx.Client(timeout=30) as c:
+            for _ in range(args.batches):
+                # One batch at a time, each once the log has room for it (buffered: a backlog
+                # answers 503 rather than drop rows): a batch's latency.
+                wait_log_below(c, port, 5000)
+                t0 = time.perf_counter()
+                resp = c.post(f"http://127.0.0.1:{port}/predict/batch", json=body)
+                lat.append((time.perf_counter() - t0) * 1000)
+                assert resp.status_code == 200, resp.text
+                out["answered"] += 1000
+        out["batch"] = (statistics.median(lat), min(lat), max(lat))
+    service.stop(timeout=60)
+    if "Traceback" in service.output():
+        print(service.output(3000))
 
 
 def main() -> int:
@@ -273,7 +260,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", default="models")
     ap.add_argument("--db", choices=["auto", "postgres", "sqlite"], default="auto")
-    ap.add_argument("--seconds", type=float, default=5, help="per connection count and mode")
+    ap.add_argument("--seconds", type=float, default=3, help="per cell and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians shown)")
     ap.add_argument("--windows", default="0,2",
                     help="ack group-commit windows to measure, ms (MEDCAST_LOG_FLUSH_MS)")
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw")
@@ -327,6 +315,7 @@ def main() -> int:
                                           "MEDCAST_LOG_FLUSH_MS": str(w)}) for w in windows]
     configs.insert(1, ("buffered, window 20 ms", {"MEDCAST_LOG_DURABILITY": "buffered"}))
     results: list[dict[str, Any]] = []
+    services: list[ServiceProcess] = []
     answered = 0  # rows the clients got a 2xx for, over every configuration
     rows = dup = 0
     try:
@@ -335,14 +324,38 @@ def main() -> int:
         print(f"cold start to ready (fresh database, runs the migration): {cold_first:.2f} s "
               f"(CPU {cpu_first:.2f} s)")
         service.stop()
+        # Every configuration runs at once (idle while another is measured) and is measured in
+        # `--rounds` interleaved rounds: the shared machine's load drifts, the medians compare.
         for k, (name, extra) in enumerate(configs):
-            r = run_config(name, service_env(pycache, **base, **extra), tmp / f"serve-{k}.log",
-                           args, bodies, batch=k == 0)
+            service, cold, _ = start_service(service_env(pycache, **base, **extra),
+                                             tmp / f"serve-{k}.log")
+            services.append(service)
+            results.append({"name": name, "answered": 0, "cold_s": cold,
+                            1: [], 16: []})
+        for r, service in zip(results, services, strict=True):
+            warm = run_load(service.port, 4, 1.0, args.client, "/predict", bodies)
+            r["answered"] += sum(v for k, v in warm["statuses"].items() if 200 <= k < 300)
+        for _ in range(args.rounds):
+            for r, service in zip(results, services, strict=True):
+                for conc in (1, 16):
+                    x = run_load(service.port, conc, args.seconds, args.client, "/predict",
+                                 bodies)
+                    ok = sum(v for k, v in x["statuses"].items() if 200 <= k < 300)
+                    r["answered"] += ok
+                    r[conc].append({"rps": x["n"] / x["elapsed"], "p50": x["p50_ms"],
+                                    "p99": x["p99_ms"], "non2xx": x["n"] - ok})
+        for k, (r, service) in enumerate(zip(results, services, strict=True)):
+            finish_config(r, service, args, bodies, batch=k == 0)
             answered += r["answered"]
-            results.append(r)
-            print(f"  {name}: done (cold start {r['cold_s']:.2f} s)", flush=True)
+            for conc in (1, 16):  # the median round of each figure
+                cells = r[conc]
+                r[conc] = {f: statistics.median(c[f] for c in cells) for f in ("rps", "p50",
+                                                                                "p99")}
+                r[conc]["non2xx"] = sum(c["non2xx"] for c in cells)
         rows, dup = count_log(db_url)
     finally:
+        for service in services:
+            service.kill()
         if "service" in locals():
             service.kill()
         if schema:
@@ -351,8 +364,9 @@ def main() -> int:
             admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nPOST /predict, {args.seconds:g} s per cell, {args.client} client, "
-          f"{'PostgreSQL' if use_pg else 'SQLite'} log:")
+    print(f"\nPOST /predict, {args.client} client, {'PostgreSQL' if use_pg else 'SQLite'} log; "
+          f"median of {args.rounds} interleaved rounds of {args.seconds:g} s per cell "
+          f"(load average {os.getloadavg()[0]:.1f} at the end):")
     print(f"  {'MEDCAST_LOG_DURABILITY':26} {'conns':>5} {'req/s':>7} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'non-2xx':>7}")
     for r in results:
@@ -361,6 +375,8 @@ def main() -> int:
             print(f"  {r['name']:26} {conc:5d} {c['rps']:7.0f} {c['p50']:7.2f} {c['p99']:7.2f} "
                   f"{c['non2xx']:7d}")
     ack0, buffered = results[0], results[1]
+    print("  rows per commit (POST /predict, all rounds): " + ", ".join(
+        f"{r['name']} {r.get('written', 0) / max(1, r.get('commits', 0)):.1f}" for r in results))
     print("\nwhat waiting for the commit costs (ack minus buffered, same run): p50 "
           f"{ack0[1]['p50'] - buffered[1]['p50']:+.2f} ms at 1 connection, "
           f"{ack0[16]['p50'] - buffered[16]['p50']:+.2f} ms at 16")

@@ -6,8 +6,9 @@ Two durabilities (MEDCAST_LOG_DURABILITY):
 - `ack` (the default): `record()` returns only once the transaction holding the request's rows
   has committed, so a 2xx is never sent for a row that is not in the database, whatever happens
   to the process afterwards (SIGKILL, OOM). Requests that arrive together share one commit: a
-  flush starts when `chunk_rows` rows wait, or when the oldest has waited `window_s` (0: as soon
-  as the writer is free; rows arriving during a write form the next batch). When no commit
+  flush starts when `chunk_rows` rows wait, when as many requests wait as the last commit held,
+  or when the oldest has waited `window_s` (rows arriving during a write form the next batch; a
+  request alone is written at once, the window costs only concurrent requests). When no commit
   comes within `ack_timeout_s` (the database is down or too slow) `record()` gives a reason
   and the request answers 503, and its rows are withdrawn: never written, never retried. If a
   write holds them at that moment, that write decides (committed: the request is answered
@@ -47,7 +48,8 @@ class LogFigures(Protocol):
     def buffered(self, rows: int) -> None:
         """`rows` entered (> 0) or left (< 0) the buffer."""
 
-    def written(self, rows: int) -> None: ...
+    def written(self, rows: int) -> None:
+        """One transaction of `rows` rows committed."""
 
     def retried(self) -> None: ...
 
@@ -120,6 +122,7 @@ class PredictionLog:
         self.figures: LogFigures = figures or _NoFigures()
         self._buf: list[_Group] = []  # waiting, oldest first (withdrawn ones skipped at take)
         self._depth = 0  # rows waiting or being written, withdrawn ones excluded
+        self._expect = 1  # requests in the last commit: `ack` waits (≤ window) for as many
         self._prepared = prepare is None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -159,7 +162,8 @@ class PredictionLog:
             self._refuse(len(rows))
             return None
         group = _Group(rows, fut, time.monotonic())
-        if not self._buf or self._depth + len(rows) >= self.chunk_rows:
+        if (not self._buf or self._depth + len(rows) >= self.chunk_rows
+                or len(self._buf) + 1 == self._expect):
             self._wake.set()  # the first row starts the window; a full batch ends it
         self._buf.append(group)
         self._depth += len(rows)
@@ -345,9 +349,11 @@ class PredictionLog:
                     seen = self._depth
                     await asyncio.sleep(0)
                     await asyncio.sleep(0)
-                # Then let the batch fill until the oldest row has waited a window.
+                # Then let the batch fill until the oldest row has waited a window. `ack`
+                # waits only for as many requests as the last commit held (those clients
+                # are likely to be back): alone, a request is written at once.
                 delay = self._buf[0].at + self.window_s - time.monotonic()
-                if delay > 0:
+                if delay > 0 and (not self.ack or len(self._buf) < self._expect):
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
@@ -388,5 +394,6 @@ class PredictionLog:
                 g.writing = False
                 if g.fut is not None and not g.fut.done():
                     g.fut.set_result(None)
+            self._expect = len(batch)
             self._recovered()
             backoff = 0.0

@@ -61,6 +61,9 @@ class Metrics:
                                 multiprocess_mode="livesum")
         self.log_written = Counter("medcast_prediction_log_rows_written",
                                    "Rows written to the prediction log.", registry=r)
+        self.log_commits = Counter("medcast_prediction_log_commits",
+                                   "Prediction-log transactions committed (group commits).",
+                                   registry=r)
         self.log_retries = Counter("medcast_prediction_log_write_retries",
                                    "Failed prediction-log writes (retried).", registry=r)
         self.log_rejected = Counter("medcast_prediction_log_rejected_rows",
@@ -88,6 +91,7 @@ class Metrics:
 
     def written(self, rows: int) -> None:
         self.log_written.inc(rows)
+        self.log_commits.inc()
 
     def retried(self) -> None:
         self.log_retries.inc()

@@ -766,6 +766,7 @@ def test_ack_database_down_answers_503_after_the_timeout_and_readiness_follows(
         metrics = client.get("/metrics").text
         assert metric(metrics, "medcast_predictions_total") == 2
         assert metric(metrics, "medcast_prediction_log_rejected_rows_total") == 1
+        assert metric(metrics, "medcast_prediction_log_commits_total") == 2
     assert log_count(settings.db_url) == 2  # the 503's row was withdrawn, never written
 
 

@@ -84,6 +84,37 @@ def test_requests_arriving_together_share_one_commit_and_all_return_after_it() -
     assert log.rows_written == 20 and log.commits == 1 and log.depth == 0
 
 
+def test_ack_alone_is_written_at_once_and_the_window_waits_for_as_many_as_last_time() -> None:
+    db = FakeDb()
+
+    async def staggered(i: int) -> str | None:
+        await asyncio.sleep(0.02 * i)
+        return await log_.record([f"b{i}"])
+
+    async def body(log: PredictionLog) -> None:
+        t0 = time.monotonic()
+        assert await log.record(["alone"]) is None  # the window is 5 s: not waited for
+        assert time.monotonic() - t0 < 2
+        assert await asyncio.gather(*[log.record([f"a{i}"]) for i in range(4)]) == [None] * 4
+        # The last commit held 4 requests: the next flush waits (≤ the window) for 4, which
+        # arrive 20 ms apart, and writes them together.
+        t0 = time.monotonic()
+        assert await asyncio.gather(*[staggered(i) for i in range(4)]) == [None] * 4
+        assert time.monotonic() - t0 < 2
+
+    log_ = PredictionLog(db.write, window_s=5)
+
+    async def main() -> None:
+        log_.start()
+        try:
+            await body(log_)
+        finally:
+            await log_.stop(2)
+
+    asyncio.run(main())
+    assert [len(c) for c in db.commits] == [1, 4, 4]
+
+
 def test_ack_returns_only_once_the_commit_is_done() -> None:
     db = FakeDb()
     db.gate = threading.Event()
