@@ -12,7 +12,7 @@ HTTP/1.1 client that costs the shared CPU less) at 1 and 16 connections, in inte
 the log's rows are counted against the 2xx answers.
 
     python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 3]
-                          [--rounds 3] [--windows 0,2] [--client raw|httpx]
+                          [--rounds 3] [--windows 2,0] [--client raw|httpx]
 
 Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny model into a
 temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only).
@@ -174,6 +174,18 @@ def log_depth(client: Any, port: int) -> int:
     return -1
 
 
+def log_counts(port: int) -> tuple[float, float]:
+    """(rows written, commits) of the prediction log so far, from /metrics."""
+    import httpx
+
+    values = {}
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        values[name] = value
+    return (float(values.get("medcast_prediction_log_rows_written_total", "nan")),
+            float(values.get("medcast_prediction_log_commits_total", "nan")))
+
+
 def wait_log_below(client: Any, port: int, rows: int, timeout: float = 30) -> float:
     t0 = time.perf_counter()
     while log_depth(client, port) >= rows and time.perf_counter() - t0 < timeout:
@@ -226,14 +238,9 @@ def finish_config(out: dict[str, Any], service: ServiceProcess, args: argparse.N
     import httpx
 
     port = service.port
-    # /predict only (before the batches): rows per commit of single predictions
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    for line in text.splitlines():
-        for key, name in (("retries", "medcast_prediction_log_write_retries_total"),
-                          ("commits", "medcast_prediction_log_commits_total"),
-                          ("written", "medcast_prediction_log_rows_written_total")):
-            if line.startswith(name + " "):
-                out[key] = int(float(line.rsplit(" ", 1)[1]))
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+        if line.startswith("medcast_prediction_log_write_retries_total "):
+            out["retries"] = int(float(line.rsplit(" ", 1)[1]))
     if batch:
         body = {"instances": [bodies[i % len(bodies)] for i in range(1000)]}
         lat = []
@@ -262,7 +269,7 @@ def main() -> int:
     ap.add_argument("--db", choices=["auto", "postgres", "sqlite"], default="auto")
     ap.add_argument("--seconds", type=float, default=3, help="per cell and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians shown)")
-    ap.add_argument("--windows", default="0,2",
+    ap.add_argument("--windows", default="2,0",
                     help="ack group-commit windows to measure, ms (MEDCAST_LOG_FLUSH_MS)")
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw")
     ap.add_argument("--batches", type=int, default=30)
@@ -338,19 +345,22 @@ def main() -> int:
         for _ in range(args.rounds):
             for r, service in zip(results, services, strict=True):
                 for conc in (1, 16):
+                    before = log_counts(service.port)
                     x = run_load(service.port, conc, args.seconds, args.client, "/predict",
                                  bodies)
+                    after = log_counts(service.port)
                     ok = sum(v for k, v in x["statuses"].items() if 200 <= k < 300)
                     r["answered"] += ok
                     r[conc].append({"rps": x["n"] / x["elapsed"], "p50": x["p50_ms"],
-                                    "p99": x["p99_ms"], "non2xx": x["n"] - ok})
+                                    "p99": x["p99_ms"], "non2xx": x["n"] - ok,
+                                    "rpc": (after[0] - before[0]) / max(1, after[1] - before[1])})
         for k, (r, service) in enumerate(zip(results, services, strict=True)):
             finish_config(r, service, args, bodies, batch=k == 0)
             answered += r["answered"]
             for conc in (1, 16):  # the median round of each figure
                 cells = r[conc]
-                r[conc] = {f: statistics.median(c[f] for c in cells) for f in ("rps", "p50",
-                                                                                "p99")}
+                r[conc] = {f: statistics.median(c[f] for c in cells)
+                           for f in ("rps", "p50", "p99", "rpc")}
                 r[conc]["non2xx"] = sum(c["non2xx"] for c in cells)
         rows, dup = count_log(db_url)
     finally:
@@ -368,15 +378,13 @@ def main() -> int:
           f"median of {args.rounds} interleaved rounds of {args.seconds:g} s per cell "
           f"(load average {os.getloadavg()[0]:.1f} at the end):")
     print(f"  {'MEDCAST_LOG_DURABILITY':26} {'conns':>5} {'req/s':>7} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'non-2xx':>7}")
+          f"{'p99 ms':>7} {'non-2xx':>7} {'rows/commit':>11}")
     for r in results:
         for conc in (1, 16):
             c = r[conc]
             print(f"  {r['name']:26} {conc:5d} {c['rps']:7.0f} {c['p50']:7.2f} {c['p99']:7.2f} "
-                  f"{c['non2xx']:7d}")
+                  f"{c['non2xx']:7d} {c['rpc']:11.1f}")
     ack0, buffered = results[0], results[1]
-    print("  rows per commit (POST /predict, all rounds): " + ", ".join(
-        f"{r['name']} {r.get('written', 0) / max(1, r.get('commits', 0)):.1f}" for r in results))
     print("\nwhat waiting for the commit costs (ack minus buffered, same run): p50 "
           f"{ack0[1]['p50'] - buffered[1]['p50']:+.2f} ms at 1 connection, "
           f"{ack0[16]['p50'] - buffered[16]['p50']:+.2f} ms at 16")

@@ -27,7 +27,7 @@ settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_RATE_LIMIT      per client IP: '<n>/<second|minute|hour|day>', off  default: 1000/second
   MEDCAST_LOG_BUFFER_MAX  prediction-log rows held while the db is slow/down  default: 10000
   MEDCAST_LOG_DURABILITY  ack: a 2xx only once its row is committed; buffered  default: ack
-  MEDCAST_LOG_FLUSH_MS    group-commit window (ms)          default: 0 (ack), 20 (buffered)
+  MEDCAST_LOG_FLUSH_MS    group-commit window (ms)          default: 2 (ack), 20 (buffered)
   MEDCAST_LOG_ACK_TIMEOUT_MS  ack: longest wait for the commit, then 503     default: 2000
   MEDCAST_SQLITE_SYNCHRONOUS  normal: commits survive a process kill; full: also a power
                           loss; extra                                        default: full

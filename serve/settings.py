@@ -18,9 +18,10 @@ _UNITS = ("second", "minute", "hour", "day")
 Durability = Literal["ack", "buffered"]
 DURABILITIES = ("ack", "buffered")
 SQLITE_SYNCHRONOUS = ("normal", "full", "extra")
-# The flush window's default per durability: `ack` waits for the commit (every ms is latency),
-# `buffered` answers first (a longer window only batches more).
-DEFAULT_FLUSH_MS: dict[str, float] = {"ack": 0.0, "buffered": 20.0}
+# The flush window's default per durability: `ack` waits for the commit, so its window is short
+# (and a lone request does not wait for it: serve/log.py); `buffered` answers first (a longer
+# window only batches more).
+DEFAULT_FLUSH_MS: dict[str, float] = {"ack": 2.0, "buffered": 20.0}
 
 
 class SettingsError(ValueError):

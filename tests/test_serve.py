@@ -131,7 +131,7 @@ def test_settings_reject_malformed_values(env: dict[str, str], message: str) -> 
 
 def test_settings_durability_defaults_and_the_window_per_mode() -> None:
     d = Settings.from_env({})
-    assert (d.log_durability, d.flush_window_ms, d.log_ack_timeout_ms) == ("ack", 0.0, 2000.0)
+    assert (d.log_durability, d.flush_window_ms, d.log_ack_timeout_ms) == ("ack", 2.0, 2000.0)
     assert d.sqlite_synchronous == "full"
     b = Settings.from_env({"MEDCAST_LOG_DURABILITY": "Buffered",
                            "MEDCAST_SQLITE_SYNCHRONOUS": "NORMAL"})
