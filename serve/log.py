@@ -40,6 +40,7 @@ from typing import Any, Protocol
 logger = logging.getLogger("medcast.serve.log")
 
 BUFFER_FULL = "prediction log buffer is full; retry later"
+STOPPING = "the service is stopping; retry later"
 
 
 class LogFigures(Protocol):
@@ -179,17 +180,20 @@ class PredictionLog:
         """None once the rows are committed (`ack`) or buffered (`buffered`); otherwise why not,
         for a 503: the buffer is full, or no commit came within `ack_timeout_s`."""
         if not self.ack:
-            return None if self._enqueue(rows, None) is not None else BUFFER_FULL
+            return None if self._enqueue(rows, None) is not None else self._refusal()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[str | None] = loop.create_future()
         group = self._enqueue(rows, fut)
         if group is None:
-            return BUFFER_FULL
+            return self._refusal()
         group.timer = loop.call_later(self.ack_timeout_s, self._expire, group)
         try:
             return await fut  # None: committed; else the reason (set by the writer or _expire)
         finally:
             group.timer.cancel()
+
+    def _refusal(self) -> str:
+        return STOPPING if self._stopping else BUFFER_FULL
 
     def _timed_out(self) -> str:
         return (f"prediction log: no commit within {self.ack_timeout_s * 1000:g} ms "

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from serve.log import BUFFER_FULL, PredictionLog
+from serve.log import BUFFER_FULL, STOPPING, PredictionLog
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -286,6 +286,7 @@ def test_stop_answers_the_requests_still_waiting() -> None:
         assert await log.stop(0.2) == 1
         reason = await asyncio.wait_for(task, 2)
         assert reason is not None and "stopped before the commit" in reason
+        assert await log.record(["after"]) == STOPPING
 
     asyncio.run(main())
 
