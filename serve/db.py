@@ -94,7 +94,8 @@ def make_engine(url: str, sqlite_synchronous: str = "full") -> sa.Engine:
     SQLite runs in WAL mode (readers do not block the writer) with `PRAGMA synchronous` =
     `sqlite_synchronous`: with `normal` a committed transaction survives the process being
     killed (it is in the WAL file, which the OS writes out) but not a power loss or OS crash;
-    `full` (the default) also syncs the WAL to disk at every commit, so it survives those too.
+    `full` (the default) also syncs the WAL to disk at every commit, so it survives those too
+    (`extra` adds nothing to `full` in WAL mode).
     PostgreSQL's own defaults (fsync, synchronous_commit on) survive both.
     """
     if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
