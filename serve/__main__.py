@@ -36,7 +36,12 @@ settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_MAX_BODY_BYTES  request body limit (413 above)                    default: 2 MiB
   MEDCAST_RATE_LIMIT      per client IP: '<n>/<second|minute|hour|day>', off  default: 1000/second
   MEDCAST_LOG_BUFFER_MAX  prediction-log rows held while the db is slow/down  default: 10000
-  MEDCAST_LOG_FLUSH_MS, MEDCAST_LOG_CHUNK_ROWS, MEDCAST_LOG_RETRY_MAX_S, MEDCAST_LOG_DRAIN_S
+  MEDCAST_LOG_DURABILITY  ack: a 2xx only once its row is committed; buffered  default: ack
+  MEDCAST_LOG_FLUSH_MS    group-commit window (ms)          default: 2 (ack), 20 (buffered)
+  MEDCAST_LOG_ACK_TIMEOUT_MS  ack: longest wait for the commit, then 503     default: 2000
+  MEDCAST_SQLITE_SYNCHRONOUS  normal: commits survive a process kill; full: also a power
+                          loss; extra                                        default: full
+  MEDCAST_LOG_CHUNK_ROWS, MEDCAST_LOG_RETRY_MAX_S, MEDCAST_LOG_DRAIN_S
   MEDCAST_HOST, MEDCAST_PORT, MEDCAST_LOG_LEVEL                     default: 127.0.0.1, 8000, INFO
   PROMETHEUS_MULTIPROC_DIR  an empty folder shared by several worker processes (uvicorn
                           --workers N): /metrics then sums them all          default: unset

@@ -92,19 +92,34 @@ def _json_dumps(obj: Any) -> str:
     return msgspec.json.encode(obj).decode()
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine that never prints bound parameters (patient data) in its error messages."""
+SQLITE_SYNCHRONOUS = ("normal", "full", "extra")
+
+
+def make_engine(url: str, sqlite_synchronous: str = "full") -> sa.Engine:
+    """An engine that never prints bound parameters (patient data) in its error messages.
+
+    SQLite runs in WAL mode (readers do not block the writer) with `PRAGMA synchronous` =
+    `sqlite_synchronous`: with `normal` a committed transaction survives the process being
+    killed (it is in the WAL file, which the OS writes out) but not a power loss or OS crash;
+    `full` (the default) also syncs the WAL to disk at every commit, so it survives those too
+    (`extra` adds nothing to `full` in WAL mode).
+    PostgreSQL's own defaults (fsync, synchronous_commit on) survive both.
+    """
+    if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite_synchronous {sqlite_synchronous!r}: expected one of "
+                         f"{', '.join(SQLITE_SYNCHRONOUS)}")
     kwargs: dict[str, Any] = {"hide_parameters": True, "json_serializer": _json_dumps}
     if url.startswith("postgresql"):
         kwargs.update(pool_size=4, max_overflow=4, pool_pre_ping=False)
     engine = sa.create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
+        synchronous = sqlite_synchronous.upper()  # one of three constants: safe in the PRAGMA
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the flusher
-            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=5000")
             cur.close()
 
@@ -227,6 +242,13 @@ _SQLITE_INSERT = (
     f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # nosec B608
     "ON CONFLICT (request_id, item) DO NOTHING"
 )
+_PG_INSERT = (
+    f"INSERT INTO predictions ({_INSERT_COLS}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "  # nosec B608
+    "ON CONFLICT (request_id, item) DO NOTHING"
+)
+# PostgreSQL: up to this many rows, one pipelined executemany (one round trip before the commit)
+# beats COPY + INSERT … SELECT (two); above it COPY wins. The group commits of `ack` are small.
+PG_COPY_FROM_ROWS = 256
 # Positions of the values a driver-level insert cannot take as they are.
 _JSON_AT = tuple(i for i, c in enumerate(LOG_COLUMNS) if isinstance(c.type, sa.JSON))
 _TIME_AT = tuple(i for i, c in enumerate(LOG_COLUMNS) if isinstance(c.type, sa.DateTime))
@@ -261,14 +283,20 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
     """Insert rows in one transaction, skipping (request_id, item) pairs already present.
 
     The hot path bypasses SQLAlchemy's per-row processing (it costs the request path CPU through
-    the GIL): PostgreSQL gets a COPY into a temp table and one INSERT … SELECT … ON CONFLICT DO
-    NOTHING; SQLite one executemany of INSERT … ON CONFLICT DO NOTHING.
+    the GIL): PostgreSQL gets, for a small batch, one pipelined executemany of INSERT … ON
+    CONFLICT DO NOTHING, for a large one a COPY into a temp table and one INSERT … SELECT … ON
+    CONFLICT DO NOTHING; SQLite one executemany of INSERT … ON CONFLICT DO NOTHING.
     """
     if not rows:
         return 0
     name, driver = engine.dialect.name, engine.dialect.driver
     if name == "postgresql" and driver == "psycopg":
         data = _tuples(rows, sqlite=False)
+        if len(data) < PG_COPY_FROM_ROWS:
+            with engine.begin() as conn, \
+                    conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                cur.executemany(_PG_INSERT, data)  # pipelined by psycopg
+            return len(rows)
         with engine.begin() as conn:
             info = conn.connection.info  # lives as long as the pooled DBAPI connection
             try:
@@ -362,15 +390,16 @@ def _stored_time(engine: sa.Engine, ts: datetime) -> datetime:
 class Database:
     """The engine (created lazily: a bad URL is a readiness reason, not a crash) and its schema."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sqlite_synchronous: str = "full") -> None:
         self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
         self._engine: sa.Engine | None = None
         self.schema_status: str | None = None
 
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            self._engine = make_engine(self.url)
+            self._engine = make_engine(self.url, self.sqlite_synchronous)
         return self._engine
 
     @property
@@ -383,6 +412,11 @@ class Database:
 
     def write(self, rows: list[LogRow]) -> int:
         return insert_rows(self.engine, rows)
+
+    def ping(self) -> None:
+        """One round trip (raises while the database is unreachable)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         if self._engine is not None:

@@ -1,17 +1,29 @@
-"""The prediction log's write path: an in-memory buffer flushed off the request path.
+"""The prediction log's write path: requests hand their rows to a buffer; one background task
+writes them in group commits (one transaction per flush, executemany/COPY).
 
-A request appends its rows with `offer()` *before* its response is sent; a background task
-writes them every `flush_ms` in one transaction per chunk (executemany). The guarantees:
+Two durabilities (MEDCAST_LOG_DURABILITY):
 
-- no 2xx without its rows in the buffer: when the buffer is full `offer()` refuses and the
-  request gets a 503 instead of a prediction;
-- a failed write keeps its rows and is retried with exponential backoff (counted), and the
-  insert skips rows that already exist, so a retry after a lost commit acknowledgement does not
-  duplicate anything;
-- `stop()` drains the buffer with a bounded wait and reports how many rows it could not write.
+- `ack` (the default): `record()` returns only once the transaction holding the request's rows
+  has committed, so a 2xx is never sent for a row that is not in the database, whatever happens
+  to the process afterwards (SIGKILL, OOM). Requests that arrive together share one commit: a
+  flush starts when `chunk_rows` rows wait, when as many requests wait as the last commit held,
+  or when the oldest has waited `window_s` (rows arriving during a write form the next batch; a
+  request alone is written at once, the window costs only concurrent requests). When no commit
+  comes within `ack_timeout_s` (the database is down or too slow) `record()` gives a reason
+  and the request answers 503, and its rows are withdrawn: never written, never retried. If a
+  write holds them at that moment, that write decides (committed: the request is answered
+  normally), for at most another `ack_timeout_s`; a write still running then (a hung
+  connection), or a commit whose acknowledgement was lost, may put the row of a request
+  answered 503 in the log: a row without a 2xx is possible, a 2xx without a row is not.
+- `buffered`: `record()` returns as soon as the rows are in the buffer; they are written at most
+  one window (20 ms by default) later. A hard kill loses what was still buffered.
 
-What is lost: rows buffered when the process is killed hard (SIGKILL, OOM) — at most one flush
-interval's worth while the database is up. Patient data never reaches the application log.
+Both: a full buffer (`max_rows`) refuses rows (503) rather than drop them; a failed write keeps
+its rows and is retried with exponential backoff (counted), and the insert skips rows that
+already exist, so a retry after a lost commit acknowledgement duplicates nothing; after a
+failure the writer probes the database (even with nothing to write) and `failing` stays true
+until a write or probe succeeds (readiness); `stop()` drains the buffer with a bounded wait and
+reports how many rows it could not write. Patient data never reaches the application log.
 Every change of its figures (rows buffered, written, refused, failed writes) is reported as it
 happens to a `LogFigures` (the service's metrics), so several processes can be summed exactly.
 """
@@ -27,6 +39,9 @@ from typing import Any, Protocol
 
 logger = logging.getLogger("medcast.serve.log")
 
+BUFFER_FULL = "prediction log buffer is full; retry later"
+STOPPING = "the service is stopping; retry later"
+
 
 class LogFigures(Protocol):
     """Where the log reports its figures as they change (serve.metrics.Metrics)."""
@@ -34,7 +49,8 @@ class LogFigures(Protocol):
     def buffered(self, rows: int) -> None:
         """`rows` entered (> 0) or left (< 0) the buffer."""
 
-    def written(self, rows: int) -> None: ...
+    def written(self, rows: int) -> None:
+        """One transaction of `rows` rows committed."""
 
     def retried(self) -> None: ...
 
@@ -61,37 +77,64 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+class _Group:
+    """One request's rows and, in `ack` mode, the future its request awaits."""
+
+    __slots__ = ("at", "fut", "late", "rows", "timer", "withdrawn", "writing")
+
+    def __init__(self, rows: list[Any], fut: asyncio.Future[str | None] | None,
+                 at: float) -> None:
+        self.rows, self.fut, self.at = rows, fut, at
+        self.writing = False  # inside a write attempt now
+        self.late = False  # its wait ran out during a write attempt: that attempt decides
+        self.withdrawn = False  # its request was answered 503: never (re)try it
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class PredictionLog:
-    """Rows (serve.db.LogRow) buffered by requests and written by one background task."""
+    """Rows (serve.db.LogRow) recorded by requests and written by one background task."""
 
     def __init__(
         self,
         write: Callable[[list[Any]], Any],
         prepare: Callable[[], Any] | None = None,
         *,
+        durability: str = "ack",
         max_rows: int = 10_000,
-        flush_s: float = 0.02,
+        window_s: float = 0.0,
         chunk_rows: int = 5_000,
+        ack_timeout_s: float = 2.0,
         retry_max_s: float = 2.0,
+        probe: Callable[[], Any] | None = None,
         figures: LogFigures | None = None,
     ) -> None:
+        if durability not in ("ack", "buffered"):
+            raise ValueError(f"durability {durability!r}: expected 'ack' or 'buffered'")
         self._write = write
         self._prepare = prepare
+        self._probe = probe
+        self.ack = durability == "ack"
+        self.durability = durability
         self.max_rows = max_rows
-        self.flush_s = flush_s
+        self.window_s = window_s
         self.chunk_rows = chunk_rows
+        self.ack_timeout_s = ack_timeout_s
         self.retry_max_s = retry_max_s
         self.figures: LogFigures = figures or _NoFigures()
-        self._buf: list[Any] = []
-        self._inflight: list[Any] = []
+        self._buf: list[_Group] = []  # waiting, oldest first (withdrawn ones skipped at take)
+        self._depth = 0  # rows waiting or being written, withdrawn ones excluded
+        self._expect = 1  # requests in the last commit: `ack` waits (≤ window) for as many
         self._prepared = prepare is None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # first row, a full batch, or stop
+        self._stop = asyncio.Event()
         # this process's own figures (its log messages, /health/ready); /metrics gets `figures`
         self.rows_written = 0
+        self.commits = 0
         self.retries = 0
         self.rejected = 0
+        self.timeouts = 0
         self.last_error: str | None = None
         self.failing_since: float | None = None
 
@@ -99,21 +142,91 @@ class PredictionLog:
 
     @property
     def depth(self) -> int:
-        return len(self._buf) + len(self._inflight)
+        return self._depth
 
     @property
     def prepared(self) -> bool:
         return self._prepared
 
-    def offer(self, rows: list[Any]) -> bool:
-        """Buffer rows; False (nothing buffered) when they do not fit or the log is stopping."""
-        if self._stopping or self.depth + len(rows) > self.max_rows:
-            self.rejected += len(rows)
-            self.figures.rejected(len(rows))
-            return False
-        self._buf.extend(rows)
+    @property
+    def failing(self) -> bool:
+        """The last write (or probe) failed and none has succeeded since."""
+        return self.failing_since is not None
+
+    def _refuse(self, n: int) -> None:
+        self.rejected += n
+        self.figures.rejected(n)
+
+    def _enqueue(self, rows: list[Any], fut: asyncio.Future[str | None] | None
+                 ) -> _Group | None:
+        if self._stopping or self._depth + len(rows) > self.max_rows:
+            self._refuse(len(rows))
+            return None
+        group = _Group(rows, fut, time.monotonic())
+        if (not self._buf or self._depth + len(rows) >= self.chunk_rows
+                or len(self._buf) + 1 == self._expect):
+            self._wake.set()  # the first row starts the window; a full batch ends it
+        self._buf.append(group)
+        self._depth += len(rows)
         self.figures.buffered(len(rows))
-        return True
+        return group
+
+    def offer(self, rows: list[Any]) -> bool:
+        """Buffer rows without waiting for their commit; False (nothing buffered) when they do
+        not fit or the log is stopping."""
+        return self._enqueue(rows, None) is not None
+
+    async def record(self, rows: list[Any]) -> str | None:
+        """None once the rows are committed (`ack`) or buffered (`buffered`); otherwise why not,
+        for a 503: the buffer is full, or no commit came within `ack_timeout_s`."""
+        if not self.ack:
+            return None if self._enqueue(rows, None) is not None else self._refusal()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str | None] = loop.create_future()
+        group = self._enqueue(rows, fut)
+        if group is None:
+            return self._refusal()
+        group.timer = loop.call_later(self.ack_timeout_s, self._expire, group)
+        try:
+            return await fut  # None: committed; else the reason (set by the writer or _expire)
+        finally:
+            group.timer.cancel()
+
+    def _refusal(self) -> str:
+        return STOPPING if self._stopping else BUFFER_FULL
+
+    def _timed_out(self) -> str:
+        return (f"prediction log: no commit within {self.ack_timeout_s * 1000:g} ms "
+                f"({self.last_error or 'database slow'}); retry later")
+
+    def _expire(self, group: _Group) -> None:
+        """The wait of `group`'s request ran out."""
+        fut = group.fut
+        if fut is None or fut.done():
+            return
+        if group.writing and not group.late:
+            # A write holds its rows: let it decide, within a second wait (a hung connection).
+            group.late = True
+            group.timer = asyncio.get_running_loop().call_later(
+                self.ack_timeout_s, self._expire, group)
+            return
+        self._answer_503(group)
+
+    def _answer_503(self, group: _Group) -> None:
+        self.timeouts += 1
+        self._withdraw(group)
+        if group.fut is not None and not group.fut.done():
+            group.fut.set_result(self._timed_out())
+
+    def _withdraw(self, group: _Group) -> None:
+        """Its request answers 503: do not write it unless a write holds it already."""
+        if group.withdrawn:
+            return
+        group.withdrawn = True
+        if not group.writing:  # a write holding it settles it (written, or dropped on failure)
+            self._depth -= len(group.rows)
+            self.figures.buffered(-len(group.rows))
+            self._refuse(len(group.rows))
 
     # ---- background task ----------------------------------------------------------------------
 
@@ -137,15 +250,19 @@ class PredictionLog:
         """Stop taking rows, write what is buffered (bounded); return rows left unwritten."""
         self._stopping = True
         self._wake.set()
-        if self._task is None:
-            return self.depth
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        left = self.depth
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+        left = self._depth
+        for group in self._buf:  # requests still waiting (ack) learn it now, not at their timeout
+            if group.fut is not None and not group.fut.done():
+                group.fut.set_result("prediction log: the service stopped before the commit")
+        self._buf = []
         if left:
             logger.error(
                 "prediction log: %d rows could not be written before shutdown (%s)",
@@ -162,54 +279,125 @@ class PredictionLog:
             self.failing_since = None
             self.last_error = None
 
+    def _failed(self, exc: BaseException) -> None:
+        self.retries += 1
+        self.figures.retried()
+        self.last_error = _reason(exc)
+        if self.failing_since is None:
+            self.failing_since = time.time()
+            logger.warning(
+                "prediction log: write failed, keeping %d rows and retrying (%s)",
+                self._depth, self.last_error,
+            )
+
+    def _take(self) -> list[_Group]:
+        """The oldest waiting groups, up to `chunk_rows` rows (at least one group)."""
+        batch: list[_Group] = []
+        n = 0
+        i = 0
+        buf = self._buf
+        while i < len(buf):
+            g = buf[i]
+            i += 1
+            if g.withdrawn:
+                continue
+            if batch and n + len(g.rows) > self.chunk_rows:
+                i -= 1
+                break
+            batch.append(g)
+            n += len(g.rows)
+        del buf[:i]
+        return batch
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by stop() only (a retry backoff: new rows do not hurry it)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    def _grow(self, backoff: float) -> float:
+        return min(self.retry_max_s, max(self.window_s, 0.01, backoff * 2))
+
     async def _run(self) -> None:
-        delay = self.flush_s
-        backoff = self.flush_s
+        backoff = 0.0
         while True:
-            if self._stopping and not self.depth:
-                return
-            if delay > 0:
-                # stop() wakes the flusher at once instead of after the interval
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+            if backoff:
+                if self._stopping:  # draining: retry soon, bounded by stop()'s timeout
+                    await asyncio.sleep(min(backoff, 0.1))
+                else:
+                    await self._pause(backoff)
+            if not self._buf:
+                if self._stopping:
+                    return
+                # Nothing to write, but the schema or readiness waits for the database.
+                check = (self._prepare if not self._prepared
+                         else self._probe if self.failing else None)
+                if check is not None:
+                    try:
+                        await asyncio.to_thread(check)
+                    except Exception as exc:  # noqa: BLE001 - still down
+                        self._failed(exc)
+                        backoff = self._grow(backoff)
+                        continue
+                    self._prepared = True
+                    self._recovered()
+                    backoff = 0.0
                 self._wake.clear()
-            else:
-                await asyncio.sleep(0)
+                if not self._buf:
+                    await self._wake.wait()
+                continue
+            if not self._stopping and self._depth < self.chunk_rows:
+                # Group commit. Requests the event loop is already handling add their rows
+                # within an iteration or two: take them along (costs nothing when alone).
+                seen = -1
+                while seen != self._depth < self.chunk_rows:
+                    seen = self._depth
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                # Then let the batch fill until the oldest row has waited a window. `ack`
+                # waits only for as many requests as the last commit held (those clients
+                # are likely to be back): alone, a request is written at once.
+                delay = self._buf[0].at + self.window_s - time.monotonic()
+                if delay > 0 and (not self.ack or len(self._buf) < self._expect):
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+            batch = self._take()
+            if not batch:
+                continue
+            rows = [r for g in batch for r in g.rows] if len(batch) > 1 else batch[0].rows
+            for g in batch:
+                g.writing = True
             try:
                 if not self._prepared:
                     await asyncio.to_thread(self._prepare)  # type: ignore[arg-type]
                     self._prepared = True
-                    self._recovered()
-                if not self._inflight:
-                    if not self._buf:
-                        delay = self.flush_s
-                        continue
-                    if len(self._buf) <= self.chunk_rows:
-                        self._inflight, self._buf = self._buf, []
-                    else:
-                        self._inflight = self._buf[: self.chunk_rows]
-                        del self._buf[: self.chunk_rows]
-                await asyncio.to_thread(self._write, self._inflight)
+                await asyncio.to_thread(self._write, rows)
             except Exception as exc:  # noqa: BLE001 - the database is down or refusing: retry
-                self.retries += 1
-                self.figures.retried()
-                self.last_error = _reason(exc)
-                if self.failing_since is None:
-                    self.failing_since = time.time()
-                    logger.warning(
-                        "prediction log: write failed, keeping %d rows and retrying (%s)",
-                        self.depth, self.last_error,
-                    )
-                backoff = min(self.retry_max_s, max(self.flush_s, backoff * 2))
-                delay = backoff
+                self._failed(exc)
+                keep = []
+                for g in batch:
+                    g.writing = False
+                    if g.withdrawn:  # answered 503 during the attempt: drop it now
+                        self._depth -= len(g.rows)
+                        self.figures.buffered(-len(g.rows))
+                        self._refuse(len(g.rows))
+                    elif g.late:  # its wait ran out during this attempt, which failed: 503
+                        self._answer_503(g)
+                    else:
+                        keep.append(g)
+                self._buf[:0] = keep
+                backoff = self._grow(backoff)
                 continue
-            if self._inflight:
-                written = len(self._inflight)
-                self.rows_written += written
-                self._inflight = []
-                self.figures.buffered(-written)
-                self.figures.written(written)
+            n = len(rows)
+            self.rows_written += n
+            self.commits += 1
+            self._depth -= n
+            self.figures.buffered(-n)
+            self.figures.written(n)
+            for g in batch:
+                g.writing = False
+                if g.fut is not None and not g.fut.done():
+                    g.fut.set_result(None)
+            self._expect = len(batch)
             self._recovered()
-            backoff = self.flush_s
-            # Catch up without sleeping while a backlog remains.
-            delay = 0 if len(self._buf) >= self.chunk_rows else self.flush_s
+            backoff = 0.0

@@ -61,10 +61,14 @@ class Metrics:
                                 multiprocess_mode="livesum")
         self.log_written = Counter("medcast_prediction_log_rows_written",
                                    "Rows written to the prediction log.", registry=r)
+        self.log_commits = Counter("medcast_prediction_log_commits",
+                                   "Prediction-log transactions committed (group commits).",
+                                   registry=r)
         self.log_retries = Counter("medcast_prediction_log_write_retries",
                                    "Failed prediction-log writes (retried).", registry=r)
         self.log_rejected = Counter("medcast_prediction_log_rejected_rows",
-                                    "Rows refused because the buffer was full (503).", registry=r)
+                                    "Rows refused with a 503 (buffer full, or no commit in time).",
+                                    registry=r)
         self.model_ready = Gauge("medcast_model_ready", "1 when a verified model is loaded.",
                                  registry=r, multiprocess_mode="livemin")
         # (route, method, status) → its counter and histogram children: labels() costs a lock
@@ -87,6 +91,7 @@ class Metrics:
 
     def written(self, rows: int) -> None:
         self.log_written.inc(rows)
+        self.log_commits.inc()
 
     def retried(self) -> None:
         self.log_retries.inc()

@@ -51,7 +51,8 @@ ERRORS = {
     413: error_spec("body larger than MEDCAST_MAX_BODY_BYTES"),
     422: error_spec("a feature is missing, extra, of the wrong type, out of range or unknown"),
     429: error_spec("rate limit exceeded (see the RateLimit-* and Retry-After headers)"),
-    503: error_spec("model not ready, or the prediction log buffer is full"),
+    503: error_spec("model not ready, the prediction log buffer is full, or its row was not "
+                    "committed in time (MEDCAST_LOG_DURABILITY=ack); retry after Retry-After"),
 }
 
 

@@ -2,7 +2,8 @@
 
 Each handler reads the app's Service (`service_of`). The prediction routes take the body as
 bytes and validate it with the decoders generated from the model card: one decode, no
-coercion; a prediction's rows are offered to the log before its 2xx is sent.
+coercion; a prediction's 2xx is sent only once its rows are committed (MEDCAST_LOG_DURABILITY=ack)
+or buffered (`buffered`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ _encode = msgspec.json.encode
 
 
 async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
-    """Both prediction routes: decode, one model call, rows offered to the log before the
-    2xx (a full buffer answers 503 instead)."""
+    """Both prediction routes: decode, one model call, rows recorded in the log before the
+    2xx (a full buffer, or no commit in time, answers 503 instead)."""
     start = time.perf_counter()
     service = service_of(request)
     model = service.model
@@ -57,9 +58,9 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     client = client_of(request.scope)
     rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
             for i, (p, v) in enumerate(zip(patients, values, strict=True))]
-    if not service.log.offer(rows):
-        return error_response(503, "prediction log buffer is full; retry later",
-                              **{"Retry-After": "1"})
+    refused = await service.log.record(rows)  # ack: returns once the rows are committed
+    if refused is not None:  # X-Request-ID: its row may still appear (see serve.log)
+        return error_response(503, refused, **{"Retry-After": "1", "X-Request-ID": rid})
     service.metrics.predictions.inc(len(rows))
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",

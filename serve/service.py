@@ -49,14 +49,17 @@ class Service:
         self.metrics = Metrics()
         # a bad or unsafe clients file raises here: the service does not start
         self.clients = Clients(settings.clients_file) if settings.clients_file else None
-        self.db = database or Database(settings.db_url)
+        self.db = database or Database(settings.db_url, settings.sqlite_synchronous)
         self.log = PredictionLog(
             self.db.write,
             self.db.prepare,
+            durability=settings.log_durability,
             max_rows=settings.log_buffer_max,
-            flush_s=settings.log_flush_ms / 1000,
+            window_s=settings.flush_window_ms / 1000,
             chunk_rows=settings.log_chunk_rows,
+            ack_timeout_s=settings.log_ack_timeout_ms / 1000,
             retry_max_s=settings.log_retry_max_s,
+            probe=self.db.ping,
             figures=self.metrics,
         )
         self.started = time.perf_counter()
@@ -112,6 +115,8 @@ class Service:
             reasons.append(f"model: {self.model_error}")
         if not self.log.prepared:
             reasons.append(f"database: not migrated yet ({self.log.last_error or 'connecting'})")
+        elif self.log.failing:
+            reasons.append(f"database: writes failing ({self.log.last_error})")
         if self.log.depth >= self.log.max_rows:
             reasons.append("prediction log buffer is full (database down or too slow)")
         body: dict[str, Any] = {
@@ -124,6 +129,7 @@ class Service:
             "database": {
                 "status": "failing" if self.log.last_error else "ok",
                 "dialect": self.db.dialect,
+                "durability": self.log.durability,
                 "reason": self.log.last_error,
                 "buffered_rows": self.log.depth,
             },

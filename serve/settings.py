@@ -11,10 +11,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 RateUnit = Literal["second", "minute", "hour", "day"]
 _UNITS = ("second", "minute", "hour", "day")
+Durability = Literal["ack", "buffered"]
+DURABILITIES = ("ack", "buffered")
+SQLITE_SYNCHRONOUS = ("normal", "full", "extra")
+# The flush window's default per durability: `ack` waits for the commit, so its window is short
+# (and a lone request does not wait for it: serve/log.py); `buffered` answers first (a longer
+# window only batches more).
+DEFAULT_FLUSH_MS: dict[str, float] = {"ack": 2.0, "buffered": 20.0}
 
 
 class SettingsError(ValueError):
@@ -42,8 +49,12 @@ class Settings:
     # Per client IP and process; None disables the limiter.
     rate_limit: tuple[RateUnit, int] | None = ("second", 1000)
     log_buffer_max: int = 10_000  # rows waiting for the database; beyond: 503
-    log_flush_ms: float = 20.0
-    log_chunk_rows: int = 5_000  # rows per INSERT transaction
+    # ack: a 2xx only once its rows are committed; buffered: answer first, write ≤ a window later
+    log_durability: Durability = "ack"
+    log_flush_ms: float | None = None  # the flush window; None: DEFAULT_FLUSH_MS[durability]
+    log_chunk_rows: int = 5_000  # rows per INSERT transaction (a full batch flushes at once)
+    log_ack_timeout_ms: float = 2_000.0  # ack: longest wait for the commit, then 503
+    sqlite_synchronous: str = "full"  # PRAGMA synchronous of a SQLite log (WAL mode)
     log_retry_max_s: float = 2.0  # cap of the exponential backoff while the database is down
     log_drain_s: float = 10.0  # bounded wait for the buffer at shutdown
     host: str = "127.0.0.1"
@@ -53,6 +64,12 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.repo / 'serve.db').resolve()}"
+
+    @property
+    def flush_window_ms(self) -> float:
+        if self.log_flush_ms is not None:
+            return self.log_flush_ms
+        return DEFAULT_FLUSH_MS[self.log_durability]
 
     @property
     def figures_path(self) -> Path:
@@ -89,8 +106,14 @@ class Settings:
             max_body_bytes=env.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             rate_limit=env.rate("RATE_LIMIT", d.rate_limit),
             log_buffer_max=env.integer("LOG_BUFFER_MAX", d.log_buffer_max, minimum=1),
-            log_flush_ms=env.number("LOG_FLUSH_MS", d.log_flush_ms, minimum=1),
+            log_durability=env.choice("LOG_DURABILITY", d.log_durability,  # type: ignore[arg-type]
+                                      DURABILITIES),
+            log_flush_ms=env.number("LOG_FLUSH_MS", None, minimum=0, maximum=60_000),
             log_chunk_rows=env.integer("LOG_CHUNK_ROWS", d.log_chunk_rows, minimum=1),
+            log_ack_timeout_ms=env.number("LOG_ACK_TIMEOUT_MS", d.log_ack_timeout_ms,
+                                          minimum=1, maximum=600_000),
+            sqlite_synchronous=env.choice("SQLITE_SYNCHRONOUS", d.sqlite_synchronous,
+                                          SQLITE_SYNCHRONOUS),
             log_retry_max_s=env.number("LOG_RETRY_MAX_S", d.log_retry_max_s, minimum=0.01),
             log_drain_s=env.number("LOG_DRAIN_S", d.log_drain_s, minimum=0),
             host=env.get("HOST") or d.host,
@@ -155,7 +178,8 @@ class _Env:
             raise SettingsError(f"MEDCAST_{name}={raw!r}: must be ≥ {minimum}")
         return value
 
-    def number(self, name: str, default: float, minimum: float) -> float:
+    def number(self, name: str, default: Any, minimum: float,
+               maximum: float = float("inf")) -> Any:
         raw = self.get(name)
         if raw in (None, ""):
             return default
@@ -163,9 +187,19 @@ class _Env:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"MEDCAST_{name}={raw!r}: expected a number") from None
-        if not value >= minimum or value == float("inf"):
-            raise SettingsError(f"MEDCAST_{name}={raw!r}: must be a finite number ≥ {minimum}")
+        if not minimum <= value <= maximum or value == float("inf"):
+            bound = f"≥ {minimum:g}" if maximum == float("inf") else (
+                f"between {minimum:g} and {maximum:g}")
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: must be a finite number {bound}")
         return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.get(name)
+        if raw in (None, ""):
+            return default
+        if raw.lower() not in choices:
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: expected one of {', '.join(choices)}")
+        return raw.lower()
 
     def rate(
         self, name: str, default: tuple[RateUnit, int] | None

@@ -118,11 +118,41 @@ def test_settings_read_env_and_file_variants(tmp_path: Path) -> None:
         ({"MEDCAST_API_KEY": "a", "MEDCAST_API_KEY_FILE": "/x"}, "not both"),
         ({"MEDCAST_API_KEY_FILE": "/nonexistent/key"}, "cannot read"),
         ({"MEDCAST_LOG_FLUSH_MS": "nan"}, "MEDCAST_LOG_FLUSH_MS"),
+        ({"MEDCAST_LOG_FLUSH_MS": "-1"}, "between 0 and 60000"),
+        ({"MEDCAST_LOG_DURABILITY": "eventually"}, "expected one of ack, buffered"),
+        ({"MEDCAST_LOG_ACK_TIMEOUT_MS": "0"}, "MEDCAST_LOG_ACK_TIMEOUT_MS='0': must be"),
+        ({"MEDCAST_SQLITE_SYNCHRONOUS": "off"}, "expected one of normal, full, extra"),
     ],
 )
 def test_settings_reject_malformed_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_settings_durability_defaults_and_the_window_per_mode() -> None:
+    d = Settings.from_env({})
+    assert (d.log_durability, d.flush_window_ms, d.log_ack_timeout_ms) == ("ack", 2.0, 2000.0)
+    assert d.sqlite_synchronous == "full"
+    b = Settings.from_env({"MEDCAST_LOG_DURABILITY": "Buffered",
+                           "MEDCAST_SQLITE_SYNCHRONOUS": "NORMAL"})
+    assert (b.log_durability, b.flush_window_ms, b.sqlite_synchronous) == (
+        "buffered", 20.0, "normal")
+    w = Settings.from_env({"MEDCAST_LOG_FLUSH_MS": "2.5", "MEDCAST_LOG_ACK_TIMEOUT_MS": "500"})
+    assert (w.flush_window_ms, w.log_ack_timeout_ms) == (2.5, 500.0)
+
+
+@pytest.mark.parametrize("level", ["normal", "full"])
+def test_sqlite_log_runs_in_wal_mode_with_the_synchronous_level(level: str, tmp_path: Path
+                                                                ) -> None:
+    engine = servedb.make_engine(f"sqlite:///{tmp_path / 'w.db'}", level)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            # 1 NORMAL, 2 FULL
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == {"normal": 1,
+                                                                           "full": 2}[level]
+    finally:
+        engine.dispose()
 
 
 def test_main_exits_2_with_a_clear_message_on_bad_settings(pycache: Path) -> None:
@@ -652,19 +682,21 @@ def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: s
     assert [name for name, _ in staged] == list(servedb.COLUMNS)
 
 
+@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_insert_is_idempotent(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
+                              request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
         f"sqlite:///{tmp_path / 'i.db'}")
     engine = servedb.make_engine(url)
     try:
         servedb.ensure_schema(engine)
-        rows = _rows(5)
+        rows = _rows(n)
         servedb.insert_rows(engine, rows[:3])
         servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
-        assert servedb.count_rows(engine) == 5
-        page = servedb.fetch_page(engine, 0, 10)
-        assert [r["item"] for r in page] == [0, 1, 2, 3, 4]
+        assert servedb.count_rows(engine) == n
+        page = servedb.fetch_page(engine, 0, n + 5)
+        assert [r["item"] for r in page] == list(range(n))
         assert page[0]["features"] == {"age": 30, "smoker": "no"}
     finally:
         engine.dispose()
@@ -696,10 +728,58 @@ def test_retry_after_a_lost_commit_does_not_duplicate(tiny: TinyModel, repo: Pat
     assert log_count(settings.db_url) == len(tiny.examples)
 
 
-def test_rows_are_kept_while_the_database_is_down(tiny: TinyModel, repo: Path,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+class SwitchableDatabase(servedb.Database):
+    """A real SQLite log whose writes and probes fail while `down` is set."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise sa.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+
+    def write(self, rows: list[servedb.LogRow]) -> int:
+        self._check()
+        return super().write(rows)
+
+    def ping(self) -> None:
+        self._check()
+        super().ping()
+
+
+def test_ack_database_down_answers_503_after_the_timeout_and_readiness_follows(
+    tiny: TinyModel, repo: Path
+) -> None:
+    settings = make_settings(repo, log_ack_timeout_ms=300)
+    database = SwitchableDatabase(settings.db_url)
+    with serving(settings, database=database) as client:
+        r = client.post("/predict", json=tiny.examples[0])
+        assert r.status_code == 200  # answered once committed: the row is there already
+        assert log_count(settings.db_url) == 1
+        database.down = True
+        t0 = time.monotonic()
+        r = client.post("/predict", json=tiny.examples[1])
+        waited = time.monotonic() - t0
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert "no commit within 300 ms" in r.json()["detail"] and 0.25 < waited < 3
+        assert len(r.headers["X-Request-ID"]) == 32
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and "writes failing" in ready.json()["reason"]
+        database.down = False  # back: a probe sees it, with no request needed
+        wait_until(lambda: client.get("/health/ready").status_code == 200, what="ready again")
+        assert client.post("/predict", json=tiny.examples[2]).status_code == 200
+        metrics = client.get("/metrics").text
+        assert metric(metrics, "medcast_predictions_total") == 2
+        assert metric(metrics, "medcast_prediction_log_rejected_rows_total") == 1
+        assert metric(metrics, "medcast_prediction_log_commits_total") == 2
+    assert log_count(settings.db_url) == 2  # the 503's row was withdrawn, never written
+
+
+def test_buffered_rows_are_kept_while_the_database_is_down(
+    tiny: TinyModel, repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     missing = repo / "not-yet"  # SQLite cannot open a file in a missing folder: "down"
-    settings = make_settings(repo, database_url=f"sqlite:///{missing / 'log.db'}")
+    settings = make_settings(repo, database_url=f"sqlite:///{missing / 'log.db'}",
+                             log_durability="buffered")
     with caplog.at_level("DEBUG"), serving(settings) as client:
         r = client.get("/health/ready")
         assert r.status_code == 503 and "database" in r.json()["reason"]
@@ -747,7 +827,7 @@ def test_postgresql_connection_loss_is_retried(tiny: TinyModel, repo: Path, pg_u
 def test_full_buffer_answers_503_instead_of_dropping(tiny: TinyModel, repo: Path) -> None:
     missing = repo / "down"
     settings = make_settings(repo, database_url=f"sqlite:///{missing / 'log.db'}",
-                             log_buffer_max=4, log_drain_s=0.2)
+                             log_buffer_max=4, log_drain_s=0.2, log_durability="buffered")
     with serving(settings) as client:
         for body in tiny.examples[:3]:
             assert client.post("/predict", json=body).status_code == 200
@@ -763,7 +843,8 @@ def test_full_buffer_answers_503_instead_of_dropping(tiny: TinyModel, repo: Path
 
 
 def test_shutdown_drains_the_buffer(tiny: TinyModel, repo: Path) -> None:
-    settings = make_settings(repo, log_flush_ms=60_000)  # nothing flushes before shutdown
+    settings = make_settings(repo, log_flush_ms=60_000,  # nothing flushes before shutdown
+                             log_durability="buffered")
     with serving(settings) as client:
         for body in tiny.examples[:10]:
             assert client.post("/predict", json=body).status_code == 200
@@ -775,7 +856,7 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
     tiny: TinyModel, repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(repo, database_url=f"sqlite:///{repo / 'gone' / 'x.db'}",
-                             log_drain_s=0.3)
+                             log_drain_s=0.3, log_durability="buffered")
     with caplog.at_level("ERROR"):
         client = TestClient(create_app(settings), timeout=10)
         client.__enter__()

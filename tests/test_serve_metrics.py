@@ -36,6 +36,7 @@ SERIES = {
     "medcast_predictions_total": (),
     "medcast_prediction_log_buffer_rows": (),
     "medcast_prediction_log_rows_written_total": (),
+    "medcast_prediction_log_commits_total": (),
     "medcast_prediction_log_write_retries_total": (),
     "medcast_prediction_log_rejected_rows_total": (),
     "medcast_model_ready": (),
