@@ -1,0 +1,129 @@
+"""Calibration of medcast's conformal intervals (medcast.intervals) over repeated 80/20 splits:
+prints test coverage (mean, spread) of the chosen, adaptive and constant variants, mean widths,
+and coverage per smoker group on insurance.
+
+    python -m bench.intervals [--seeds 20] [--level 0.9] [--insurance PATH]
+
+Cheap models with their conf/model defaults (no tuning): ridge on diabetes, the polynomial
+elastic net (insurance's selected candidate) on insurance; 5-fold OOF residuals as in the
+`evaluate` stage. The insurance table is read where it lies (never copied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.quality import find_insurance
+from medcast import intervals, models
+from medcast.config import load_models
+from medcast.datasets import dataset_config, load_raw, validate
+from medcast.features import infer_schema, split_xy
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {"diabetes": "ridge", "insurance": "poly_elastic_net"}
+CV_FOLDS = 5
+DEFAULT_SEED = 42
+
+
+def load(name: str, path: Path | None) -> tuple[Any, pd.DataFrame]:
+    ds = dataset_config(name, ROOT)
+    if path is None:
+        raw = load_raw(ds, ROOT)
+    else:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return ds, validate(raw, ds)
+
+
+def one_split(ds: Any, frame: pd.DataFrame, model: str, defaults: dict[str, Any], seed: int,
+              level: float) -> dict[str, Any]:
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(frame, test_size=0.2, random_state=seed)
+    schema = infer_schema(train, ds)
+    X, y = split_xy(train, schema)
+    Xt, yt = split_xy(test, schema)
+    estimator = models.build(model, defaults, schema, seed)
+    oof = intervals.oof_predictions(estimator, X, y, CV_FOLDS, seed)
+    predicted = estimator.fit(X, y).predict(Xt)
+    variants = intervals.fit_both(X, y, oof, schema, level, CV_FOLDS, seed)
+    chosen = intervals.choose(variants)
+    out: dict[str, Any] = {"method": chosen.method}
+    for label, variant in (("chosen", chosen), *variants.items()):
+        lower, upper = variant.bounds(Xt, predicted)
+        groups = intervals.coverage_by_group(yt, lower, upper, Xt, predicted, schema)
+        out[label] = {"coverage": float(intervals.covered(yt, lower, upper).mean()),
+                      "width": float(np.mean(upper - lower)),
+                      "groups": {k: v["coverage"] for k, v in groups.items()}}
+    return out
+
+
+def spread(values: list[float]) -> str:
+    return (f"mean {100 * statistics.mean(values):5.1f} %  sd {100 * statistics.pstdev(values):4.1f}"
+            f"  min {100 * min(values):5.1f}  max {100 * max(values):5.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=20, help="splits (seeds 42, 0, 1, …)")
+    ap.add_argument("--level", type=float, default=0.9)
+    ap.add_argument("--insurance", help="path of the real insurance.csv")
+    args = ap.parse_args()
+    configs = load_models(ROOT)
+    seeds = [DEFAULT_SEED, *[s for s in range(args.seeds + 1) if s != DEFAULT_SEED]][: args.seeds]
+    studies: list[tuple[str, Path | None]] = [("diabetes", None)]
+    insurance = find_insurance(args.insurance)
+    if insurance:
+        studies.append(("insurance", insurance))
+    else:
+        print("insurance: skipped (no insurance.csv found; pass --insurance PATH)")
+    checks: list[tuple[str, bool]] = []
+    level = args.level
+    for name, path in studies:
+        ds, frame = load(name, path)
+        model = MODELS[name]
+        start = time.perf_counter()
+        runs = [one_split(ds, frame, model, configs[model].defaults, s, level) for s in seeds]
+        seconds = time.perf_counter() - start
+        default = runs[0]
+        print(f"\n{name} ({model}, conf defaults; {len(seeds)} splits 80/20, {seconds:.0f} s), "
+              f"level {level:.0%}")
+        print(f"  default split (seed {DEFAULT_SEED}): method {default['method']}, coverage "
+              f"{100 * default['chosen']['coverage']:.1f} %, mean width "
+              f"adaptive {default['adaptive']['width']:.4g} vs constant "
+              f"{default['constant']['width']:.4g}")
+        for label in ("chosen", "adaptive", "constant"):
+            cover = [r[label]["coverage"] for r in runs]
+            width = statistics.mean(r[label]["width"] for r in runs)
+            print(f"  {label:9} coverage {spread(cover)}   mean width {width:.4g}")
+        methods = [r["method"] for r in runs]
+        print(f"  chosen method: adaptive in {methods.count('adaptive')} of {len(runs)} splits")
+        default_gap = abs(default["chosen"]["coverage"] - level)
+        mean_gap = abs(statistics.mean(r["chosen"]["coverage"] for r in runs) - level)
+        checks += [(f"{name}: default-split coverage within ±5 points of {level:.0%}",
+                    default_gap <= 0.05),
+                   (f"{name}: mean coverage over {len(runs)} splits within ±2 points",
+                    mean_gap <= 0.02)]
+        if name == "insurance":
+            for group in ("smoker=no", "smoker=yes"):
+                print(f"  {group:10}", end="")
+                for label in ("chosen", "adaptive", "constant"):
+                    values = [r[label]["groups"][group] for r in runs]
+                    print(f"  {label} mean {100 * statistics.mean(values):5.1f} % "
+                          f"(min {100 * min(values):5.1f})", end="")
+                print(f"  default split {100 * default['chosen']['groups'][group]:.1f} %")
+                checks.append((f"insurance {group}: default-split coverage ≥ 80 %",
+                               default["chosen"]["groups"][group] >= 0.8))
+    print()
+    for label, ok in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}")
+
+
+if __name__ == "__main__":
+    main()
