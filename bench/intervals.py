@@ -34,10 +34,8 @@ DEFAULT_SEED = 42
 
 def load(name: str, path: Path | None) -> tuple[Any, pd.DataFrame]:
     ds = dataset_config(name, ROOT)
-    if path is None:
-        raw = load_raw(ds, ROOT)
-    else:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    raw = load_raw(ds, ROOT) if path is None else pd.read_csv(path, dtype=str,
+                                                               keep_default_na=False)
     return ds, validate(raw, ds)
 
 
