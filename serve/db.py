@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateTable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0001"  # the newest revision in serve/migrations/versions (a test checks it)
+HEAD = "0003"  # the newest revision in serve/migrations/versions (a test checks it)
 
 metadata = sa.MetaData()
 
@@ -48,6 +48,9 @@ predictions = sa.Table(
     sa.Column("features", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
     sa.Column("prediction", sa.Float(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
+    # The prediction interval's bounds (level in the model card); null for a model without.
+    sa.Column("lower", sa.Float(), nullable=True),
+    sa.Column("upper", sa.Float(), nullable=True),
     sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
     sa.Index("ix_predictions_created_at", "created_at"),
     sa.Index("ix_predictions_model_md5", "model_md5"),
@@ -73,6 +76,8 @@ class LogRow(msgspec.Struct, gc=False):
     features: Any  # the request's msgspec Struct (or a mapping): a JSON object of features
     prediction: float
     latency_ms: float
+    lower: float | None = None
+    upper: float | None = None
 
 
 if LogRow.__struct_fields__ != COLUMNS:  # one definition: a change to one must change the other
