@@ -30,10 +30,12 @@ OUTPUTS = [
     "data/processed/train.parquet", "data/processed/test.parquet", "data/processed/schema.json",
     "reports/leaderboard.json", "reports/leaderboard.csv", "reports/cv_scores.csv",
     "models/selection.json", "models/tuned/pipeline.skops", "models/tuned/mlp.keras",
-    "reports/metrics.json", "reports/predictions.csv", "reports/report.md",
+    "reports/metrics.json", "reports/intervals.json", "reports/predictions.csv",
+    "reports/report.md",
     "models/model.onnx", "models/model.json",
     "reports/figures/feature_importance.png", "reports/figures/training_history.png",
     "reports/figures/predicted_vs_actual.png", "reports/figures/residuals.png",
+    "reports/figures/intervals.png",
 ]
 
 
@@ -58,6 +60,14 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
     assert list(metrics)[:5] == ["dataset.name", "model", "test.r2", "test.rmse", "cv.r2"]
     assert {f"{split}.{m}" for split in ("test", "cv") for m in ("r2", "rmse", "mae")} <= set(metrics)
     assert {"cv.r2_std", "cv.rmse_std", "cv.mae_std", "n_train", "n_test"} <= set(metrics)
+    assert metrics["interval.level"] == 0.9 and metrics["interval.method"] in ("adaptive",
+                                                                                "constant")
+    assert 0.5 <= metrics["interval.coverage"] <= 1 and metrics["interval.mean_width"] > 0
+    detail = json.loads((repo / "reports/intervals.json").read_text())
+    assert {"sex=1", "sex=2", "prediction Q1", "prediction Q4"} <= set(detail["coverage_by_group"])
+    header = (repo / "reports/predictions.csv").read_text().splitlines()[0]
+    assert header.endswith(",lower,upper")
+    assert "interval coverage" in (repo / "reports/report.md").read_text()
 
     again = run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
     assert "Running stage" not in again.stdout
