@@ -58,7 +58,8 @@ def one_split(ds: Any, frame: pd.DataFrame, model: str, defaults: dict[str, Any]
         groups = intervals.coverage_by_group(yt, lower, upper, Xt, predicted, schema)
         out[label] = {"coverage": float(intervals.covered(yt, lower, upper).mean()),
                       "width": float(np.mean(upper - lower)),
-                      "groups": {k: v["coverage"] for k, v in groups.items()}}
+                      "groups": {k: v["coverage"] for k, v in groups.items()},
+                      "group_widths": {k: v["mean_width"] for k, v in groups.items()}}
     return out
 
 
@@ -116,6 +117,10 @@ def main() -> None:
                     print(f"  {label} mean {100 * statistics.mean(values):5.1f} % "
                           f"(min {100 * min(values):5.1f})", end="")
                 print(f"  default split {100 * default['chosen']['groups'][group]:.1f} %")
+                widths = {label: statistics.mean(r[label]["group_widths"][group] for r in runs)
+                          for label in ("adaptive", "constant")}
+                print(f"  {'':10}  mean width adaptive {widths['adaptive']:.4g} vs constant "
+                      f"{widths['constant']:.4g}")
                 checks.append((f"insurance {group}: default-split coverage ≥ 80 %",
                                default["chosen"]["groups"][group] >= 0.8))
     print()

@@ -8,10 +8,12 @@ HTTP/1.1 client that costs the shared CPU less), then stops the service (it drai
 counts the rows.
 
     python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 10]
-                          [--client raw|httpx]
+                          [--client raw|httpx] [--interval adaptive|constant|none]
 
 Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny model into a
-temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only).
+temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only),
+with prediction intervals of the `--interval` kind (`none`: a graph without them, to measure
+what intervals cost).
 """
 
 from __future__ import annotations
@@ -209,6 +211,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw")
     ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--interval", choices=["adaptive", "constant", "none"], default="adaptive",
+                    help="the tiny model's prediction intervals")
     args = ap.parse_args()
     import sqlalchemy as sa
 
@@ -221,9 +225,11 @@ def main() -> int:
         card = json.loads((ROOT / model_dir / "model.json").read_text())
         print(f"model: {ROOT / model_dir} ({card['name']})")
     else:
-        tiny = build_tiny_model(tmp / "repo")
+        interval = None if args.interval == "none" else args.interval
+        tiny = build_tiny_model(tmp / "repo", interval=interval)
         repo, rel, card = tiny.root, "models", tiny.card
-        print(f"model: none in {model_dir}/, built the tiny model ({card['name']})")
+        print(f"model: none in {model_dir}/, built the tiny model ({card['name']}, intervals: "
+              f"{args.interval})")
 
     bodies = bodies_from_card(card, 64)
 
