@@ -63,6 +63,54 @@ def one_split(ds: Any, frame: pd.DataFrame, model: str, defaults: dict[str, Any]
     return out
 
 
+def serving_cost(repeats: int = 3, calls: int = 2000) -> None:
+    """What the interval adds to the served model call: ONNX Runtime on medcast's export of a
+    ridge pipeline (generated insurance-like table), one row and a 1,000-row batch, without
+    intervals and with adaptive ones (the difficulty subgraph), alternated, median of
+    `repeats`."""
+    import onnxruntime as ort
+
+    from devtools.factories import insurance_frame
+    from devtools.tiny_model import feature_schema
+    from medcast.features import typed
+    from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
+    from medcast.onnx.export import onnx_inputs, to_onnx
+    from medcast.onnx.intervals import with_intervals
+
+    frame = insurance_frame(400, 0)
+    schema = feature_schema(frame)
+    X, y = typed(frame, schema), frame[schema.target].astype(float)
+    pipe = models.build("ridge", {"alpha": 1.0}, schema, 0)
+    oof = intervals.oof_predictions(pipe, X, y, CV_FOLDS, 0)
+    adaptive = intervals.fit_both(X, y, oof, schema, 0.9, CV_FOLDS, 0)["adaptive"]
+    plain = to_onnx(pipe.fit(X, y), schema)
+    graphs = {"none": (plain, [OUTPUT_NAME]),
+              "adaptive": (with_intervals(plain, adaptive, schema),
+                           [OUTPUT_NAME, *INTERVAL_OUTPUTS])}
+    one, batch = onnx_inputs(X.head(1), schema), onnx_inputs(X.sample(1000, replace=True,
+                                                                     random_state=0), schema)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    sessions = {kind: (ort.InferenceSession(g.SerializeToString(), options,
+                                            providers=["CPUExecutionProvider"]), outputs)
+                for kind, (g, outputs) in graphs.items()}
+    timings: dict[tuple[str, str], list[float]] = {}
+    for _ in range(repeats):
+        for kind, (session, outputs) in sessions.items():
+            for label, data, n in (("one row", one, calls), ("1,000 rows", batch, calls // 100)):
+                start = time.perf_counter()
+                for _ in range(n):
+                    session.run(outputs, data)
+                timings.setdefault((kind, label), []).append((time.perf_counter() - start) / n)
+    print("\nserved model call (ONNX Runtime, 1 thread, ridge exported by medcast, generated "
+          f"insurance table; median of {repeats}):")
+    for label in ("one row", "1,000 rows"):
+        without = statistics.median(timings[("none", label)]) * 1e6
+        with_ = statistics.median(timings[("adaptive", label)]) * 1e6
+        print(f"  {label:10}  without intervals {without:8.1f} µs   with adaptive intervals "
+              f"{with_:8.1f} µs  (+{with_ - without:.1f} µs)")
+
+
 def spread(values: list[float]) -> str:
     return (f"mean {100 * statistics.mean(values):5.1f} %  sd {100 * statistics.pstdev(values):4.1f}"
             f"  min {100 * min(values):5.1f}  max {100 * max(values):5.1f}")
@@ -73,7 +121,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20, help="splits (seeds 42, 0, 1, …)")
     ap.add_argument("--level", type=float, default=0.9)
     ap.add_argument("--insurance", help="path of the real insurance.csv")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the served model call's cost with and without intervals")
     args = ap.parse_args()
+    serving_cost()
+    if args.cost_only:
+        return
     configs = load_models(ROOT)
     seeds = [DEFAULT_SEED, *[s for s in range(args.seeds + 1) if s != DEFAULT_SEED]][: args.seeds]
     studies: list[tuple[str, Path | None]] = [("diabetes", None)]

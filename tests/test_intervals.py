@@ -98,6 +98,8 @@ def test_graph_lower_upper_equal_the_pipelines_bounds(fitted, method):
     graph = with_intervals(to_onnx(estimator, SCHEMA), variants[method], SCHEMA)
     check_signature(graph, SCHEMA)
     assert [o.name for o in graph.graph.output] == [OUTPUT_NAME, *INTERVAL_OUTPUTS]
+    # the difficulty subgraph reads the model's own decimal inputs (no second conversion)
+    assert not [n.name for n in graph.graph.node if n.name.startswith("difficulty_medcast_in_")]
     X, _ = heteroscedastic(200, seed=2)
     check_parity(estimator, graph, X)
     lower, upper = variants[method].bounds(X, estimator.predict(X))

@@ -46,8 +46,9 @@ def with_intervals(model: onnx.ModelProto, interval: IntervalModel, schema: Feat
             raise ArtifactError("an adaptive interval needs its fitted difficulty model")
         difficulty = compose.add_prefix(to_onnx(interval.difficulty, schema), PREFIX,
                                         rename_inputs=False)
-        graph.node.extend(difficulty.graph.node)
-        graph.initializer.extend(difficulty.graph.initializer)
+        nodes, initializers = _share_decimal_inputs(difficulty.graph, taken, schema)
+        graph.node.extend(nodes)
+        graph.initializer.extend(initializers)
         # skl2onnx declares the lowest opset each graph needs (≤ TARGET_OPSET): the merged
         # graph takes the higher per domain (the operators used mean the same in both).
         versions = {o.domain: o.version for o in out.opset_import}
@@ -81,6 +82,27 @@ def with_intervals(model: onnx.ModelProto, interval: IntervalModel, schema: Feat
     except Exception as err:
         raise ArtifactError(f"the graph with intervals is not valid ONNX: {err}") from err
     return out
+
+
+def _share_decimal_inputs(difficulty: Any, taken: set[str], schema: FeatureSchema
+                          ) -> tuple[list[Any], list[Any]]:
+    """The difficulty graph's nodes and initializers, minus its own float32 → decimal input
+    conversion when the model's graph already computes the same doubles (to_onnx's
+    `<feature>__f64` tensors): the two would compute identical values, and on one row the
+    conversion's ~40 small operators are most of the subgraph's cost."""
+    from medcast.onnx.export import _DOUBLE_SUFFIX, _PREFIX
+
+    shared = {f"{PREFIX}{name}{_DOUBLE_SUFFIX}": f"{name}{_DOUBLE_SUFFIX}"
+              for name in schema.numeric}
+    if not shared or not set(shared.values()) <= taken:
+        return list(difficulty.node), list(difficulty.initializer)
+    own = PREFIX + _PREFIX
+    nodes = [n for n in difficulty.node if not n.name.startswith(own)]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            node.input[i] = shared.get(name, name)
+    used = {name for node in nodes for name in node.input}
+    return nodes, [t for t in difficulty.initializer if t.name in used]
 
 
 def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any, upper: Any,
