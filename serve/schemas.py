@@ -120,9 +120,13 @@ class IntervalOut(msgspec.Struct):
     """A prediction interval: the true value lies in [lower, upper] for a share `level` of
     patients (conformal, calibrated on the training data; coverage measured on the test set)."""
 
-    level: float
-    lower: float
-    upper: float
+    level: Annotated[float, msgspec.Meta(
+        gt=0, lt=1, examples=[0.9],
+        description="the share of patients whose true value falls inside (0.9: 9 in 10)")]
+    lower: Annotated[float, msgspec.Meta(description="lower bound, in the target's units",
+                                         examples=[60.5])]
+    upper: Annotated[float, msgspec.Meta(description="upper bound, in the target's units",
+                                         examples=[245.2])]
 
 
 class PredictionOut(msgspec.Struct):
