@@ -132,6 +132,7 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir:
     tags = tracking.run_tags("evaluate", candidate=report["model"])
     with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
         mlflow.log_params({"dataset": dataset, "model": report["model"],
+                           **{k: report[k] for k in ("interval.method",) if k in report},
                            **tracking.flat("hp", hyperparameters)})
         # metrics.json's numbers under metrics.json's names
         mlflow.log_metrics({k: v for k, v in report.items()
