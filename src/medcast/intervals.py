@@ -15,6 +15,10 @@ Method ("CV" split-conformal; Vovk's cross-conformal / Barber et al.'s jackknife
 Both variants are fitted; the one whose coverage on the training OOF rows is closest to the
 level in its worst group (each category of each categorical feature, each quartile of the
 prediction) is kept — constant width on a tie — and recorded as `method`.
+The served interval is centred on the model refitted on every training row, not on the K fold
+models (as CV+ would need, K graphs at serving time): the exact finite-sample guarantee of split
+conformal then holds only approximately (OOF residuals come from models fitted on (K−1)/K of the
+rows, so they err slightly wide). Calibration is measured instead: bench/intervals.py.
 Pure functions over NumPy/pandas; scikit-learn is imported inside them.
 """
 
