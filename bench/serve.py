@@ -13,14 +13,16 @@ the log's rows are counted against the 2xx answers.
 
     python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 3]
                           [--rounds 3] [--windows 2,0] [--client raw|httpx]
-                          [--secure]
+                          [--interval adaptive|constant|none] [--secure]
 
 `--secure` measures instead what HTTPS and client keys cost: one service per configuration
 (plain HTTP; keys; HTTPS; HTTPS + keys, certificates from devtools/certs.py), the same load
 (16 connections, --seconds each), throughput and p99 printed side by side from one run.
 
 Without a model in --model-dir (with its md5 in ./dvc.lock) it builds the tiny model into a
-temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only).
+temp dir (devtools/tiny_model.py; needs scikit-learn and skl2onnx in the benchmark process only),
+with prediction intervals of the `--interval` kind (`none`: a graph without them, to measure
+what intervals cost).
 """
 
 from __future__ import annotations
@@ -338,6 +340,8 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--secure", action="store_true",
                     help="compare plain HTTP with client keys and HTTPS instead")
+    ap.add_argument("--interval", choices=["adaptive", "constant", "none"], default="adaptive",
+                    help="the tiny model's prediction intervals")
     args = ap.parse_args()
     try:
         windows = [float(w) for w in args.windows.split(",")]
@@ -354,9 +358,11 @@ def main() -> int:
         card = json.loads((ROOT / model_dir / "model.json").read_text())
         print(f"model: {ROOT / model_dir} ({card['name']})")
     else:
-        tiny = build_tiny_model(tmp / "repo")
+        interval = None if args.interval == "none" else args.interval
+        tiny = build_tiny_model(tmp / "repo", interval=interval)
         repo, rel, card = tiny.root, "models", tiny.card
-        print(f"model: none in {model_dir}/, built the tiny model ({card['name']})")
+        print(f"model: none in {model_dir}/, built the tiny model ({card['name']}, intervals: "
+              f"{args.interval})")
 
     bodies = bodies_from_card(card, 64)
 

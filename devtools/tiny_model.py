@@ -29,6 +29,7 @@ CATEGORICAL = ("sex", "smoker", "region")
 FEATURES = ("age", "sex", "bmi", "children", "smoker", "region")
 TARGET = ("charges", "USD per year")
 CV_FOLDS = 5
+LEVEL = 0.9  # the interval's level
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class TinyModel:
     md5: str
     examples: list[dict[str, Any]]  # valid request bodies
     expected: list[float]  # scikit-learn's predictions for `examples`
+    # the pipeline's interval bounds for `examples` (medcast.intervals), when built with them
+    expected_lower: list[float] | None = None
+    expected_upper: list[float] | None = None
 
     @property
     def onnx(self) -> Path:
@@ -89,7 +93,23 @@ def _float32(frame: Any) -> Any:
     return out
 
 
-def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
+def _with_intervals(onx: Any, pipe: Any, x: Any, y: Any, schema: Any, seed: int,
+                    method: str) -> tuple[Any, Any]:
+    """The graph with `lower`/`upper` outputs, and the interval model (medcast.intervals)
+    calibrated on out-of-fold residuals as `evaluate` does (`method` forced, for the tests)."""
+    from medcast import intervals
+    from medcast.features import typed
+    from medcast.onnx.intervals import with_intervals
+
+    X = typed(x, schema)
+    oof = intervals.oof_predictions(pipe, X, y, CV_FOLDS, seed)
+    model = intervals.fit_both(X, y, oof, schema, LEVEL, CV_FOLDS, seed)[method]
+    return with_intervals(onx, model, schema), model
+
+
+def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | None = "adaptive"
+                     ) -> TinyModel:
+    """`interval`: "adaptive" or "constant" width, or None for a model without intervals."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.compose import ColumnTransformer
@@ -118,6 +138,10 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     onx = convert_sklearn(pipe, initial_types=types,
                           final_types=[("prediction", FloatTensorType([None, 1]))],
                           target_opset={"": 17, "ai.onnx.ml": 3})
+    schema = feature_schema(frame)
+    interval_model = None
+    if interval is not None:
+        onx, interval_model = _with_intervals(onx, pipe, x, y, schema, seed, interval)
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     onnx_bytes = onx.SerializeToString()
@@ -125,12 +149,12 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
 
     held_out = insurance_frame(n // 3, seed + 1)
     x_test = _float32(held_out)
-    schema = feature_schema(frame)
     meta = {"model": "ridge", "dataset": schema.dataset, "params": params, "cv": cv}
     report = metrics_report(meta, scores(held_out[TARGET[0]], pipe.predict(x_test)),
                             schema, len(x), len(x_test))
     card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, x_test),
-                      frame.to_csv(index=False).encode())
+                      frame.to_csv(index=False).encode(),
+                      interval_model.card() if interval_model else None)
     (models / "model.json").write_text(json.dumps(card, indent=2) + "\n")
     write_lock(root)
 
@@ -141,7 +165,14 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0) -> TinyModel:
     ]
     examples = [{k: (float(v) if k == "bmi" else v) for k, v in e.items()} for e in examples]
     expected = [float(v) for v in pipe.predict(_float32(sample))]
-    return TinyModel(root, card, md5_file(models / "model.onnx"), examples, expected)
+    lower = upper = None
+    if interval_model is not None:
+        from medcast.features import typed
+
+        bounds = interval_model.bounds(typed(sample, schema), expected)
+        lower, upper = ([float(v) for v in b] for b in bounds)
+    return TinyModel(root, card, md5_file(models / "model.onnx"), examples, expected, lower,
+                     upper)
 
 
 def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateTable
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0002"  # the newest revision in serve/migrations/versions (a test checks it)
+HEAD = "0003"  # the newest revision in serve/migrations/versions (a test checks it)
 
 metadata = sa.MetaData()
 
@@ -53,6 +53,9 @@ predictions = sa.Table(
     sa.Column("latency_ms", sa.Float(), nullable=False),
     # who asked: the client name of the request's X-API-Key (NULL: keys off, or rows before 0002)
     sa.Column("client", sa.String(100), nullable=True),
+    # The prediction interval's bounds (level in the model card); null for a model without.
+    sa.Column("lower", sa.Float(), nullable=True),
+    sa.Column("upper", sa.Float(), nullable=True),
     sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
     sa.Index("ix_predictions_created_at", "created_at"),
     sa.Index("ix_predictions_model_md5", "model_md5"),
@@ -80,6 +83,8 @@ class LogRow(msgspec.Struct, gc=False):
     prediction: float
     latency_ms: float
     client: str | None = None  # None: client keys are off
+    lower: float | None = None
+    upper: float | None = None
 
 
 if LogRow.__struct_fields__ != COLUMNS:  # one definition: a change to one must change the other

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
-from medcast.onnx.contract import ORT_TYPES, OUTPUT_NAME, feed
+from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
 from serve.schemas import CardError, ModelCard, RequestSchema, example_patient, parse_card
 from serve.settings import Settings
 
@@ -55,9 +55,16 @@ class LoadedModel:
     schema: RequestSchema
     load_seconds: float = 0.0
     _features: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    _outputs: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self._features = tuple((f.name, f.type) for f in self.card.features)
+        self._outputs = [OUTPUT_NAME, *(INTERVAL_OUTPUTS if self.interval_level else ())]
+
+    @property
+    def interval_level(self) -> float | None:
+        """The level of the graph's `lower`/`upper` outputs (None: a model without them)."""
+        return self.card.interval.level if self.card.interval is not None else None
 
     def predict_rows(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
         """One ORT call for all rows (tuples in card feature order; None where a nullable
@@ -66,6 +73,17 @@ class LoadedModel:
         feeds = feed(self._features, rows)
         (out,) = self.session.run([OUTPUT_NAME], feeds)
         return np.asarray(out, dtype=np.float32).reshape(n)
+
+    def predict_with_bounds(self, rows: list[tuple[Any, ...]]
+                            ) -> tuple[list[float], list[float] | None, list[float] | None]:
+        """Predictions and the interval's lower and upper bounds (None without intervals),
+        from one ORT call, as Python floats."""
+        n = len(rows)
+        outs = self.session.run(self._outputs, feed(self._features, rows))
+        values = [np.asarray(o, dtype=np.float32).reshape(n).tolist() for o in outs]
+        if len(values) == 1:
+            return values[0], None, None
+        return values[0], values[1], values[2]
 
 
 def _lock_md5s(lock_path: Path, paths: list[str]) -> dict[str, str]:
@@ -188,6 +206,13 @@ def _session(model_bytes: bytes, card: ModelCard) -> Any:
     outputs = [o.name for o in session.get_outputs()]
     if OUTPUT_NAME not in outputs:
         raise ModelError(f"the model has no output named {OUTPUT_NAME!r} (outputs: {outputs})")
+    bounds = [name for name in INTERVAL_OUTPUTS if name in outputs]
+    if card.interval is not None and len(bounds) != len(INTERVAL_OUTPUTS):
+        raise ModelError(f"the card states a {card.interval.level:.0%} interval but the model has "
+                         f"no outputs {list(INTERVAL_OUTPUTS)} (outputs: {outputs})")
+    if card.interval is None and bounds:
+        raise ModelError(f"the model has interval outputs {bounds} but the card states no "
+                         "interval level")
     return session
 
 

@@ -28,7 +28,7 @@ from litestar.params import Parameter
 from serve.db import LogRow, fetch_page
 from serve.metrics import CONTENT_TYPE
 from serve.openapi import ERRORS, JSON, error_response, error_spec
-from serve.schemas import BatchOut, InputError, PredictionOut
+from serve.schemas import BatchOut, InputError, IntervalOut, PredictionOut
 from serve.service import client_of, service_of
 
 logger = logging.getLogger("medcast.serve")
@@ -50,14 +50,22 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     except InputError as exc:
         return error_response(exc.status, exc.detail, exc.field)
     astuple = msgspec.structs.astuple
-    values = model.predict_rows([astuple(p) for p in patients]).tolist()
+    values, lower, upper = model.predict_with_bounds([astuple(p) for p in patients])
     rid = uuid.uuid4().hex
     latency = (time.perf_counter() - start) * 1000
     now = datetime.now(UTC)
     md5, revision, dataset = model.md5, model.revision, model.card.dataset
     client = client_of(request.scope)
-    rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
-            for i, (p, v) in enumerate(zip(patients, values, strict=True))]
+    level = model.interval_level
+    intervals = None
+    if level is not None and lower is not None and upper is not None:
+        rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client, lo, hi)
+                for i, (p, v, lo, hi) in enumerate(zip(patients, values, lower, upper,
+                                                       strict=True))]
+        intervals = [IntervalOut(level, lo, hi) for lo, hi in zip(lower, upper, strict=True)]
+    else:
+        rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
+                for i, (p, v) in enumerate(zip(patients, values, strict=True))]
     refused = await service.log.record(rows)  # ack: returns once the rows are committed
     if refused is not None:  # X-Request-ID: its row may still appear (see serve.log)
         return error_response(503, refused, **{"Retry-After": "1", "X-Request-ID": rid})
@@ -65,8 +73,8 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",
                      rid, len(rows), latency)
-    out = (BatchOut(values, md5, rid, len(values)) if batch
-           else PredictionOut(values[0], md5, rid))
+    out = (BatchOut(values, intervals, md5, rid, len(values)) if batch
+           else PredictionOut(values[0], intervals[0] if intervals else None, md5, rid))
     return Response(_encode(out), media_type=JSON, headers={"X-Request-ID": rid})
 
 
@@ -88,7 +96,7 @@ def _answers(out: type, description: str) -> dict[int, ResponseSpec]:
 @post("/predict", status_code=200, summary="Predict for one patient",
       description="Body: one JSON object, one property per model feature (see GET /model).",
       guards=[require_client], security=[{"ApiKey": []}],
-      responses=_answers(PredictionOut, "the prediction"))
+      responses=_answers(PredictionOut, "the prediction and its interval"))
 async def predict(request: Request[Any, Any, Any]) -> Response:
     return await _answer(request, batch=False)
 
@@ -96,7 +104,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response:
 @post("/predict/batch", status_code=200, summary="Predict for many patients (one model call)",
       description='Body: {"instances": [...]}, at most MEDCAST_MAX_BATCH objects (maxItems).',
       guards=[require_client], security=[{"ApiKey": []}],
-      responses=_answers(BatchOut, "predictions in input order"))
+      responses=_answers(BatchOut, "predictions and their intervals in input order"))
 async def predict_batch(request: Request[Any, Any, Any]) -> Response:
     return await _answer(request, batch=True)
 

@@ -31,6 +31,14 @@ class Feature(msgspec.Struct, frozen=True):
     missing_rate: float | None = None  # share missing in the training split
 
 
+class IntervalCard(msgspec.Struct, frozen=True):
+    """The card's `interval`: the conformal interval the graph's `lower`/`upper` outputs give."""
+
+    level: Annotated[float, msgspec.Meta(gt=0, lt=1)]
+    method: str | None = None
+    coverage: float | None = None  # measured on the test split
+
+
 class ModelCard(msgspec.Struct, frozen=True):
     """`models/model.json`; unknown keys are kept in the raw dict and served by GET /model."""
 
@@ -44,6 +52,7 @@ class ModelCard(msgspec.Struct, frozen=True):
     params: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     training_revision: str | None = None
+    interval: IntervalCard | None = None
 
 
 class CardError(ValueError):
@@ -107,14 +116,31 @@ class ErrorOut(msgspec.Struct):
     field: str | None = None
 
 
+class IntervalOut(msgspec.Struct):
+    """A prediction interval: the true value lies in [lower, upper] for a share `level` of
+    patients (conformal, calibrated on the training data; coverage measured on the test set)."""
+
+    level: Annotated[float, msgspec.Meta(
+        gt=0, lt=1, examples=[0.9],
+        description="the share of patients whose true value falls inside (0.9: 9 in 10)")]
+    lower: Annotated[float, msgspec.Meta(description="lower bound, in the target's units",
+                                         examples=[60.5])]
+    upper: Annotated[float, msgspec.Meta(description="upper bound, in the target's units",
+                                         examples=[245.2])]
+
+
 class PredictionOut(msgspec.Struct):
     prediction: float
+    # null only for a model exported without intervals
+    interval: IntervalOut | None
     model_version: str
     request_id: str
 
 
 class BatchOut(msgspec.Struct):
     predictions: list[float]
+    # one per prediction, in input order; null only for a model exported without intervals
+    intervals: list[IntervalOut] | None
     model_version: str
     request_id: str
     count: int

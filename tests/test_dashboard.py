@@ -317,6 +317,14 @@ def test_dashboard_in_a_browser(
             assert re.fullmatch(r"[0-9a-f]{32}", request_id)
             shown = float(page.locator("#result-value").inner_text().replace(",", ""))
             assert math.isclose(shown, tiny.expected[0], rel_tol=1e-4, abs_tol=0.01)
+            # … and its 90 % range, with a sentence on what 90 % means
+            expect(page.locator("#result-interval")).to_be_visible()
+            expect(page.locator("#interval-level")).to_have_text("90%")
+            for bound, expected in (("lower", tiny.expected_lower[0]),
+                                    ("upper", tiny.expected_upper[0])):
+                text = page.locator(f"#interval-{bound}").inner_text().replace(",", "")
+                assert math.isclose(float(text), expected, rel_tol=1e-4, abs_tol=0.01), bound
+            expect(page.locator("#interval-meaning")).to_contain_text("9 in 10 patients")
 
             # client side: above max → the browser's own message next to the field, no request
             posts = sum(r.method == "POST" for r in requests)

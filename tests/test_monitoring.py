@@ -5,7 +5,10 @@ import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 
-from medcast.monitoring import hourly, read_log
+import pandas as pd
+import pytest
+
+from medcast.monitoring import hourly, join_outcomes, read_log, read_outcomes, realised_coverage
 from serve import db as servedb
 
 
@@ -26,7 +29,7 @@ def _rows(n, start):
                            model_md5="m", model_revision="workspace",
                            dataset="diabetes" if i < 5 else "insurance",
                            features={"bmi": 20.0 + i, "age": 40}, prediction=100.0 + i,
-                           latency_ms=1.0 + i)
+                           latency_ms=1.0 + i, lower=90.0 + i, upper=110.0 + i)
             for i in range(n)]
 
 
@@ -68,3 +71,30 @@ def test_read_log_imports_no_web_framework(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "light" in out.stdout, out.stderr[-3000:]
+
+
+def test_outcomes_join_by_request_id_and_give_realised_coverage_per_day(tmp_path):
+    start = datetime(2026, 11, 22, 8, tzinfo=UTC)
+    rows = _rows(4, start) + _rows(2, start + timedelta(days=1))
+    for i, row in enumerate(rows[4:]):
+        row.request_id = f"d2-{i}"
+    url = _log_db(tmp_path, rows)
+    # r0 inside, r1 outside, r2 on the upper bound, r3 no outcome; day 2: one inside
+    (tmp_path / "outcomes.csv").write_text(
+        "request_id,actual\nr0,100\nr1,150\nr2,112\nd2-0,95\nnot-logged,1\n")
+    outcomes = read_outcomes(tmp_path / "outcomes.csv")
+    joined = join_outcomes(read_log(url), outcomes)
+    assert sorted(joined["request_id"]) == ["d2-0", "r0", "r1", "r2"]
+    assert dict(zip(joined["request_id"], joined["covered"], strict=True)) == {
+        "r0": 1.0, "r1": 0.0, "r2": 1.0, "d2-0": 1.0}
+    daily = realised_coverage(joined)
+    assert list(daily["outcomes"]) == [3, 1]
+    assert list(daily["coverage"]) == pytest.approx([2 / 3, 1.0])
+    assert list(daily["mean_width"]) == pytest.approx([20.0, 20.0])
+
+
+def test_outcomes_file_without_its_columns_is_refused(tmp_path):
+    path = tmp_path / "outcomes.csv"
+    pd.DataFrame({"id": ["r0"], "actual": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"missing \['request_id'\]"):
+        read_outcomes(path)

@@ -52,7 +52,10 @@ def test_repro_on_a_messy_table_reports_drops_and_traces_every_prediction(messy_
     report = (repo / "reports/report.md").read_text()
     assert f"rows without a target dropped (never imputed): {dropped}" in report
     predictions = pd.read_csv(repo / "reports/predictions.csv")
-    assert list(predictions.columns) == ["record id", "actual", "predicted", "residual"]
+    assert list(predictions.columns) == ["record id", "actual", "predicted", "residual", "lower",
+                                         "upper"]
+    assert (predictions["lower"] <= predictions["predicted"]).all()
+    assert (predictions["predicted"] <= predictions["upper"]).all()
     assert set(predictions["record id"]) <= set(frame["record id"])
     assert len(predictions) == metrics["n_test"]
     card = json.loads((repo / "models/model.json").read_text())

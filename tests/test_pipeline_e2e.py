@@ -30,10 +30,12 @@ OUTPUTS = [
     "data/processed/train.parquet", "data/processed/test.parquet", "data/processed/schema.json",
     "reports/leaderboard.json", "reports/leaderboard.csv", "reports/cv_scores.csv",
     "models/selection.json", "models/tuned/pipeline.skops", "models/tuned/mlp.keras",
-    "reports/metrics.json", "reports/predictions.csv", "reports/report.md",
+    "reports/metrics.json", "reports/intervals.json", "reports/predictions.csv",
+    "reports/report.md",
     "models/model.onnx", "models/model.json",
     "reports/figures/feature_importance.png", "reports/figures/training_history.png",
     "reports/figures/predicted_vs_actual.png", "reports/figures/residuals.png",
+    "reports/figures/intervals.png",
 ]
 
 
@@ -58,6 +60,14 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
     assert list(metrics)[:5] == ["dataset.name", "model", "test.r2", "test.rmse", "cv.r2"]
     assert {f"{split}.{m}" for split in ("test", "cv") for m in ("r2", "rmse", "mae")} <= set(metrics)
     assert {"cv.r2_std", "cv.rmse_std", "cv.mae_std", "n_train", "n_test"} <= set(metrics)
+    assert metrics["interval.level"] == 0.9 and metrics["interval.method"] in ("adaptive",
+                                                                                "constant")
+    assert 0.5 <= metrics["interval.coverage"] <= 1 and metrics["interval.mean_width"] > 0
+    detail = json.loads((repo / "reports/intervals.json").read_text())
+    assert {"sex=1", "sex=2", "prediction Q1", "prediction Q4"} <= set(detail["coverage_by_group"])
+    header = (repo / "reports/predictions.csv").read_text().splitlines()[0]
+    assert header.endswith(",lower,upper")
+    assert "interval coverage" in (repo / "reports/report.md").read_text()
 
     again = run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
     assert "Running stage" not in again.stdout
@@ -331,26 +341,39 @@ def served(built_repo, tmp_path_factory):
 @pytest.mark.xdist_group("built_repo")
 @pytest.mark.parametrize("notebook", ["01-eda.ipynb", "02-experiments.ipynb", "04-api-client.ipynb",
                                       "03-monitoring.ipynb"])
-def test_notebook_runs_top_to_bottom(built_repo, served, notebook, monkeypatch):
+def test_notebook_runs_top_to_bottom(built_repo, served, notebook, monkeypatch, tmp_path):
     import httpx
 
     from medcast.notebooks import execute
 
     repo, mlflow_uri = built_repo
     url, db = served
+    extra = {}
     if notebook.startswith("03"):  # something to monitor: the test split, served in one batch
-        test = json.loads(json.dumps(__import__("pandas").read_parquet(repo / "data/processed/test.parquet")
-                                     .drop(columns="progression").to_dict(orient="records")))
-        httpx.post(f"{url}/predict/batch", json={"instances": test}, timeout=10).raise_for_status()
+        import pandas as pd
+
+        split = pd.read_parquet(repo / "data/processed/test.parquet")
+        test = json.loads(json.dumps(split.drop(columns="progression").to_dict(orient="records")))
+        answer = httpx.post(f"{url}/predict/batch", json={"instances": test}, timeout=10)
+        answer.raise_for_status()
         time.sleep(0.5)  # the log is flushed every ~20 ms
-    env = venv_env(MLFLOW_TRACKING_URI=mlflow_uri, MEDCAST_URL=url, MEDCAST_DATABASE_URL=db)
+        # … and their true outcomes, joined by request id: the realised interval coverage
+        outcomes = tmp_path / "outcomes.csv"
+        pd.DataFrame({"request_id": answer.json()["request_id"], "item": range(len(split)),
+                      "actual": split["progression"]}).to_csv(outcomes, index=False)
+        extra["MEDCAST_OUTCOMES"] = str(outcomes)
+    env = venv_env(MLFLOW_TRACKING_URI=mlflow_uri, MEDCAST_URL=url, MEDCAST_DATABASE_URL=db,
+                   **extra)
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
     nb = execute(repo / "notebooks" / notebook, timeout=300)
     errors = [o for cell in nb.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images >= (0 if notebook.startswith("04") else 3)
+    assert images >= {"04": 0, "03": 4}.get(notebook[:2], 3)
+    if notebook.startswith("03"):
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "realised coverage" in text and "nominal 90%" in text
 
 
 @pytest.mark.xdist_group("built_repo")

@@ -29,9 +29,10 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 
 from devtools.service import running, service_env
-from devtools.tiny_model import TinyModel, md5_file, write_lock
+from devtools.tiny_model import TinyModel, build_tiny_model, md5_file, write_lock
 from serve import db as servedb
 from serve.app import create_app
+from serve.model import ModelError, load_model
 from serve.settings import Settings, SettingsError
 from tests.support.serving import PG_URL, metric
 
@@ -191,11 +192,59 @@ def test_predict_matches_the_trained_pipeline(tiny: TinyModel, repo: Path) -> No
             r = client.post("/predict", json=body)
             assert r.status_code == 200, r.text
             out = r.json()
-            assert set(out) == {"prediction", "model_version", "request_id"}
+            assert set(out) == {"prediction", "interval", "model_version", "request_id"}
             assert math.isclose(out["prediction"], expected, rel_tol=1e-4)
             assert out["model_version"] == tiny.md5
             assert r.headers["x-request-id"] == out["request_id"]
             assert len(out["request_id"]) == 32
+
+
+def test_served_interval_equals_the_pipelines(tiny: TinyModel, repo: Path) -> None:
+    """Parity: the graph's lower/upper equal medcast.intervals' bounds to 1e-4 relative (to the
+    bound, or to the prediction for a bound near zero, as the export's parity check measures),
+    and the interval is wider for smokers (adaptive width)."""
+    assert tiny.expected_lower is not None and tiny.expected_upper is not None
+    with serving(make_settings(repo)) as client:
+        for i, body in enumerate(tiny.examples):
+            out = client.post("/predict", json=body).json()
+            interval = out["interval"]
+            assert set(interval) == {"level", "lower", "upper"} and interval["level"] == 0.9
+            near_zero = 1e-4 * abs(tiny.expected[i])
+            assert math.isclose(interval["lower"], tiny.expected_lower[i], rel_tol=1e-4,
+                                abs_tol=near_zero)
+            assert math.isclose(interval["upper"], tiny.expected_upper[i], rel_tol=1e-4,
+                                abs_tol=near_zero)
+            assert interval["lower"] < out["prediction"] < interval["upper"]
+        patient = {**tiny.examples[0], "smoker": "no"}
+        widths = {}
+        for smoker in ("no", "yes"):
+            got = client.post("/predict", json={**patient, "smoker": smoker}).json()["interval"]
+            widths[smoker] = got["upper"] - got["lower"]
+    assert widths["yes"] > widths["no"]
+
+
+def test_model_without_intervals_answers_a_null_interval(tmp_path: Path) -> None:
+    build_tiny_model(tmp_path / "plain", n=120, interval=None)
+    with serving(make_settings(tmp_path / "plain")) as client:
+        body = client.get("/model").json()
+        assert "interval" not in body
+        example = {"age": 40, "sex": "male", "bmi": 30.0, "children": 1, "smoker": "no",
+                   "region": "northeast"}
+        out = client.post("/predict", json=example).json()
+        assert out["interval"] is None and out["prediction"] > 0
+        batch = client.post("/predict/batch", json={"instances": [example]}).json()
+        assert batch["intervals"] is None
+
+
+def test_card_stating_an_interval_the_graph_lacks_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    build_tiny_model(root, n=120, interval=None)
+    card = json.loads((root / "models/model.json").read_text())
+    card["interval"] = {"level": 0.9}
+    (root / "models/model.json").write_text(json.dumps(card))
+    write_lock(root)
+    with pytest.raises(ModelError, match="no outputs"):
+        load_model(make_settings(root))
 
 
 def test_predict_charges_more_for_smokers(tiny: TinyModel, repo: Path) -> None:
@@ -226,7 +275,23 @@ def test_batch_predicts_all_rows_in_one_model_call(tiny: TinyModel, repo: Path) 
         assert out["count"] == len(tiny.examples) and out["model_version"] == tiny.md5
         for got, expected in zip(out["predictions"], tiny.expected, strict=True):
             assert math.isclose(got, expected, rel_tol=1e-4)
+        assert len(out["intervals"]) == len(tiny.examples)
+        for got, lo, hi, pred in zip(out["intervals"], tiny.expected_lower, tiny.expected_upper,
+                                     tiny.expected, strict=True):
+            assert got["level"] == 0.9
+            assert math.isclose(got["lower"], lo, rel_tol=1e-4, abs_tol=1e-4 * abs(pred))
+            assert math.isclose(got["upper"], hi, rel_tol=1e-4, abs_tol=1e-4 * abs(pred))
     assert log_count(app.state.service.settings.db_url) == len(tiny.examples)
+    engine = servedb.make_engine(app.state.service.settings.db_url)
+    try:
+        with engine.connect() as conn:
+            logged = conn.execute(sa.select(servedb.predictions.c.item, servedb.predictions.c.lower,
+                                            servedb.predictions.c.upper)
+                                  .order_by(servedb.predictions.c.item)).all()
+    finally:
+        engine.dispose()
+    for (item, lo, hi), got in zip(logged, out["intervals"], strict=True):  # the log's bounds
+        assert (lo, hi) == (pytest.approx(got["lower"]), pytest.approx(got["upper"])), item
 
 
 def test_batch_size_is_bounded(tiny: TinyModel, repo: Path) -> None:
@@ -570,8 +635,8 @@ def test_service_start_prints_no_alembic_info_line(repo: Path, tmp_path: Path, p
     with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
         assert service.stop() == 0
     lines = service.output().splitlines()
-    assert any(f"prediction log on sqlite: schema migrated base → {servedb.HEAD}" in line
-               for line in lines)
+    migrated = f"prediction log on sqlite: schema migrated base → {servedb.HEAD}"
+    assert any(migrated in line for line in lines)
     assert not [line for line in lines if " alembic" in line], lines
 
 
@@ -659,9 +724,8 @@ def test_log_row_is_the_tables_columns_in_order_with_their_types() -> None:
     hints = typing.get_type_hints(servedb.LogRow)
     for column in columns:
         if not isinstance(column.type, sa.JSON):  # features: the request's own object
-            expected = column.type.python_type
-            if column.nullable:
-                expected = expected | None  # type: ignore[assignment]
+            python_type = column.type.python_type
+            expected = python_type | None if column.nullable else python_type
             assert hints[column.name] == expected, column.name
 
 

@@ -314,11 +314,31 @@ function renderResult(out, ms) {
   $("result-label").textContent = `${card.target} =`;
   $("result-value").textContent = twoDecimals.format(out.prediction);
   $("result-unit").textContent = card.target_unit || "";
+  renderInterval(out.interval);
   $("result-version").textContent = out.model_version;
   $("result-request").textContent = out.request_id;
   $("result-latency").textContent = `${ms.toFixed(0)} ms`;
   $("result").hidden = false;
   if (sessionStorage.getItem(KEY_STORE)) setTimeout(loadLog, 300); // the log is written in the background
+}
+
+// The conformal interval served with the prediction, and what its level means in words.
+function renderInterval(interval) {
+  const box = $("result-interval");
+  box.hidden = !interval;
+  if (!interval) return;
+  const percent = Math.round(interval.level * 100);
+  const outOf = percent % 10 === 0 ? `${percent / 10} in 10` : `${percent} in 100`;
+  $("interval-level").textContent = `${percent}%`;
+  $("interval-lower").textContent = twoDecimals.format(interval.lower);
+  $("interval-upper").textContent = twoDecimals.format(interval.upper);
+  const measured = card.interval && card.interval.coverage != null
+    ? ` On the held-out test patients, ${(card.interval.coverage * 100).toFixed(1)}% fell inside theirs.`
+    : "";
+  $("interval-meaning").textContent =
+    `${percent}% means: for about ${outOf} patients like this one, the true value of ${card.target} ` +
+    `falls inside this range (calibrated on the training data's cross-validation errors). ` +
+    `It is a statement about many patients, not a guarantee for this one.${measured}`;
 }
 
 // ---- the prediction log (needs the API key) -------------------------------------------------

@@ -55,6 +55,7 @@ class PathsConfig:
     onnx: str
     card: str
     metrics: str
+    intervals: str
     predictions: str
     importance: str
     figures: str
@@ -95,6 +96,8 @@ class TuneConfig:
 class EvaluateConfig:
     # ONNX and native predictions must agree to this relative difference on every test row.
     parity_rtol: float = 1e-4
+    # Conformal prediction intervals (medcast.intervals) cover the true value this often.
+    interval_level: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,8 @@ def _check_study(p: StudyParams) -> None:
         raise ConfigError("train.candidates: empty; name at least one model")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
+    if not 0.0 < p.evaluate.interval_level < 1.0:
+        raise ConfigError(f"evaluate.interval_level: {p.evaluate.interval_level} is not in (0, 1)")
 
 
 def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:

@@ -1,6 +1,9 @@
 """Stage evaluate: score the tuned model on the held-out test set → reports/metrics.json and
-reports/predictions.csv; export it as one ONNX graph (models/model.onnx, checked for parity on
-the whole test set) with its model card (models/model.json); register it in MLflow (`champion`)."""
+reports/predictions.csv; calibrate conformal prediction intervals on the training split's
+out-of-fold residuals (medcast.intervals) and measure their coverage on the test set →
+reports/intervals.json; export model and interval as one ONNX graph (models/model.onnx, checked
+for parity on the whole test set) with its model card (models/model.json); register it in
+MLflow (`champion`)."""
 
 from __future__ import annotations
 
@@ -9,12 +12,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from medcast import tracking
+from medcast import intervals, tracking
 from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_frame, split_xy
+from medcast.intervals import IntervalModel
 from medcast.metrics import SUMMARY_KEYS, scores, split_scores
 from medcast.models.io import load_meta, load_model
 
@@ -23,11 +28,14 @@ log = logging.getLogger("medcast.evaluate")
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
-def predictions_frame(y_true: pd.Series, y_pred: Any, ids: pd.Series | None = None
-                      ) -> pd.DataFrame:
-    """reports/predictions.csv: [id,] actual, predicted, residual per test row."""
+def predictions_frame(y_true: pd.Series, y_pred: Any, ids: pd.Series | None = None,
+                      lower: Any = None, upper: Any = None) -> pd.DataFrame:
+    """reports/predictions.csv: [id,] actual, predicted, residual[, lower, upper] per test
+    row."""
     frame = pd.DataFrame({"actual": y_true.to_numpy(), "predicted": y_pred})
     frame["residual"] = frame["actual"] - frame["predicted"]
+    if lower is not None and upper is not None:
+        frame["lower"], frame["upper"] = lower, upper
     frame = frame.round(6)
     if ids is not None:
         frame.insert(0, str(ids.name), ids.to_numpy())
@@ -35,12 +43,15 @@ def predictions_frame(y_true: pd.Series, y_pred: Any, ids: pd.Series | None = No
 
 
 def metrics_report(meta: dict[str, Any], test: dict[str, float], schema: FeatureSchema,
-                   n_train: int, n_test: int) -> dict[str, Any]:
+                   n_train: int, n_test: int, interval: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
     """reports/metrics.json: what experiments are compared on, with dotted names that are the
     same in `dvc exp show`, `dvc metrics diff` and MLflow (test.r2, cv.r2, cv.r2_std, …). Its
     key order is the column order of `dvc exp show`: dataset and model, then the headline scores
-    (test R² and RMSE, CV R²) so that they fit a terminal, the other scores, the row counts.
-    The tuned hyperparameters are in reports/tuning.json (and MLflow)."""
+    (test R² and RMSE, CV R²) so that they fit a terminal, the other scores, the interval's
+    level, test coverage, mean width and method (`interval`: medcast.intervals.interval_report),
+    the row counts. Coverage per group is in reports/intervals.json; the tuned hyperparameters
+    are in reports/tuning.json (and MLflow)."""
     cv = meta["cv"]
     scores_ = {"test.r2": test["r2"], "test.rmse": test["rmse"], "cv.r2": cv["r2"],
                "cv.rmse": cv["rmse"], "test.mae": test["mae"], "cv.mae": cv["mae"],
@@ -49,6 +60,7 @@ def metrics_report(meta: dict[str, Any], test: dict[str, float], schema: Feature
         "dataset.name": schema.dataset,
         "model": meta["model"],
         **{k: round(float(v), 6) for k, v in scores_.items()},
+        **(interval or {}),
         "n_train": n_train,
         "n_test": n_test,
         "n_dropped_missing_target": schema.n_dropped_missing_target,
@@ -56,7 +68,8 @@ def metrics_report(meta: dict[str, Any], test: dict[str, float], schema: Feature
 
 
 def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSchema,
-               onnx_bytes: bytes, parity: dict[str, float], train_bytes: bytes) -> dict[str, Any]:
+               onnx_bytes: bytes, parity: dict[str, float], train_bytes: bytes,
+               interval: dict[str, Any] | None = None) -> dict[str, Any]:
     """models/model.json: what the service validates requests against and shows at GET /model.
 
     Only what the stage's inputs determine, so the same inputs give the same bytes: the git
@@ -83,6 +96,8 @@ def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSche
         "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
         "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
         "parity": parity,
+        # The graph's `lower`/`upper` outputs: level, method, q, floor, test coverage.
+        **({"interval": interval} if interval else {}),
     }
 
 
@@ -117,10 +132,12 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir:
     tags = tracking.run_tags("evaluate", candidate=report["model"])
     with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
         mlflow.log_params({"dataset": dataset, "model": report["model"],
+                           **{k: report[k] for k in ("interval.method",) if k in report},
                            **tracking.flat("hp", hyperparameters)})
         # metrics.json's numbers under metrics.json's names
         mlflow.log_metrics({k: v for k, v in report.items()
-                            if isinstance(v, float) and k.partition(".")[0] in ("test", "cv")})
+                            if isinstance(v, float)
+                            and k.partition(".")[0] in ("test", "cv", "interval")})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
@@ -143,38 +160,71 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir:
     return str(version)
 
 
+def calibrate(estimator: Any, X_train: pd.DataFrame, y_train: pd.Series, X: pd.DataFrame,
+              y: pd.Series, predicted: Any, schema: FeatureSchema, level: float, n_folds: int,
+              seed: int) -> tuple[IntervalModel, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Intervals from the tuned pipeline's out-of-fold residuals on the training split (its
+    hyperparameters refitted per fold, the folds of train/tune), their bounds on the test rows
+    and reports/intervals.json (chosen method, calibration, coverage per group)."""
+    oof = intervals.oof_predictions(estimator, X_train, y_train, n_folds, seed)
+    model = intervals.fit_intervals(X_train, y_train, oof, schema, level, n_folds, seed)
+    lower, upper = model.bounds(X, predicted)
+    detail = {
+        **model.card(),
+        "training_worst_group_gap": {k: round(v, 6) for k, v in model.worst_gap.items()},
+        "coverage_by_group": intervals.coverage_by_group(y, lower, upper, X, predicted, schema),
+    }
+    return model, lower, upper, detail
+
+
 @cli
 def main() -> None:
     params = load_params()
     paths = params.paths
     schema = load_schema(Path(paths.schema))
-    n_train = len(read_frame(Path(paths.train), schema))
+    X_train, y_train = split_xy(read_frame(Path(paths.train), schema), schema)
+    n_train = len(X_train)
     test = read_frame(Path(paths.test), schema)
     X, y = split_xy(test, schema)
     model_dir = Path(paths.model_dir)
     meta = load_meta(model_dir)
     estimator = load_model(model_dir)
     predicted = estimator.predict(X)
-    report = metrics_report(meta, scores(y, predicted), schema, n_train, len(X))
+    level = params.evaluate.interval_level
+    interval, lower, upper, detail = calibrate(
+        estimator, X_train, y_train, X, y, predicted, schema, level, params.train.cv_folds,
+        params.train.seed)
+    summary = intervals.interval_report(interval, y, lower, upper)
+    report = metrics_report(meta, scores(y, predicted), schema, n_train, len(X), summary)
     Path(paths.metrics).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.metrics).write_text(json.dumps(report, indent=2) + "\n")
+    Path(paths.intervals).write_text(json.dumps(detail, indent=2) + "\n")
     ids = test[schema.id] if schema.id else None
-    predictions_frame(y, predicted, ids).to_csv(paths.predictions, index=False)
+    predictions_frame(y, predicted, ids, lower, upper).to_csv(paths.predictions, index=False)
     log.info("%s on %s: test R² %.3f, RMSE %.4g, MAE %.4g", meta["model"], schema.dataset,
              report["test.r2"], report["test.rmse"], report["test.mae"])
+    log.info("%.0f %% intervals (%s width, chosen on training OOF residuals): test coverage "
+             "%.1f %%, mean width %.4g", 100 * level, interval.method,
+             100 * summary["interval.coverage"], summary["interval.mean_width"])
 
     from medcast.onnx.export import save_onnx, to_onnx
+    from medcast.onnx.intervals import check_interval_parity, with_intervals
     from medcast.onnx.parity import check_parity
 
-    onnx_model = to_onnx(estimator, schema)
+    onnx_model = with_intervals(to_onnx(estimator, schema), interval, schema)
     rows = parity_rows(X, schema)
     parity = check_parity(estimator, onnx_model, rows, rtol=params.evaluate.parity_rtol)
     log.info("ONNX parity on %d rows (%d with a missing value): max relative difference %.2g "
              "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
              parity["max_rel_diff"], params.evaluate.parity_rtol)
+    bounds = interval.bounds(rows, estimator.predict(rows))
+    interval_parity = check_interval_parity(onnx_model, rows, *bounds,
+                                            rtol=params.evaluate.parity_rtol)
+    parity["interval_max_rel_diff"] = interval_parity["max_rel_diff"]
     save_onnx(onnx_model, paths.onnx)
+    card_interval = {**interval.card(), "coverage": summary["interval.coverage"]}
     card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity,
-                      Path(paths.train).read_bytes())
+                      Path(paths.train).read_bytes(), card_interval)
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
     register(report, meta["params"], model_dir, Path(paths.schema), X.head(5), predicted[:5],
              [Path(paths.onnx), Path(paths.card)])

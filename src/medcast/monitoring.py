@@ -1,5 +1,7 @@
 """Read the service's prediction log (any SQLAlchemy URL) as a DataFrame with one column per
-input feature, for monitoring notebooks: volume, latency and drift against the training data.
+input feature, for monitoring notebooks: volume, latency and drift against the training data;
+join true outcomes, once known, to it by request id and measure the realised coverage of the
+served prediction intervals over time.
 The log's columns come from its table definition (serve.db: SQLAlchemy and msgspec, no web
 framework)."""
 
@@ -13,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 DEFAULT_URL_FILE = "serve.db"  # the service's default: sqlite:///<repo>/serve.db
+OUTCOMES_ENV = "MEDCAST_OUTCOMES"  # where notebook 03 looks for the outcomes file
 
 
 def log_url(repo: Path | None = None) -> str:
@@ -60,4 +63,51 @@ def hourly(log: pd.DataFrame) -> pd.DataFrame:
         "predictions": grouped["prediction"].count(),
         "latency_p50_ms": grouped["latency_ms"].median(),
         "latency_p99_ms": grouped["latency_ms"].quantile(0.99),
+    })
+
+
+def read_outcomes(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """True outcomes of served predictions, from a CSV or Parquet file with columns
+
+    * `request_id` — the id the service answered with (`X-Request-ID`, `request_id`);
+    * `item` — optional: the row of a batch request (0-based; 0 for `POST /predict`);
+    * `actual` — the observed value, in the target's units.
+
+    Other columns are kept. Raises ValueError naming what is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no outcomes file")
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in ("request_id", "actual") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: outcomes need columns request_id and actual; missing {missing}")
+    if "item" not in frame.columns:
+        frame["item"] = 0
+    frame["request_id"] = frame["request_id"].astype(str)
+    frame["item"] = frame["item"].astype(int)
+    frame["actual"] = pd.to_numeric(frame["actual"], errors="raise").astype(float)
+    return frame
+
+
+def join_outcomes(log: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Logged predictions that have an outcome (inner join on request_id and item), with
+    `covered`: whether the outcome fell inside the served interval [lower, upper] (NaN where
+    the model served none)."""
+    keep = [c for c in outcomes.columns if c not in log.columns or c in ("request_id", "item")]
+    joined = log.merge(outcomes[keep], on=["request_id", "item"], how="inner")
+    has_interval = joined["lower"].notna() & joined["upper"].notna()
+    inside = (joined["lower"] <= joined["actual"]) & (joined["actual"] <= joined["upper"])
+    joined["covered"] = inside.astype(float).where(has_interval)
+    return joined
+
+
+def realised_coverage(joined: pd.DataFrame, freq: str = "1D") -> pd.DataFrame:
+    """Per period of `freq` (by prediction time): outcomes known, share inside the served
+    interval, and mean interval width."""
+    rows = joined[joined["covered"].notna()].set_index("created_at")
+    grouped = rows.resample(freq)
+    return pd.DataFrame({
+        "outcomes": grouped["covered"].count(),
+        "coverage": grouped["covered"].mean(),
+        "mean_width": (rows["upper"] - rows["lower"]).resample(freq).mean(),
     })

@@ -1,5 +1,6 @@
 """Stage plot: figures in reports/figures/ (feature importance, MLP training history, predicted
-vs actual, residuals, CV scores per candidate) and reports/report.md, the study at a glance."""
+vs actual, residuals, prediction intervals and their coverage per group, CV scores per
+candidate) and reports/report.md, the study at a glance."""
 
 from __future__ import annotations
 
@@ -129,6 +130,38 @@ def plot_residuals(pred: pd.DataFrame, target: str, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_intervals(pred: pd.DataFrame, groups: dict[str, dict[str, float]], level: float,
+                   target: str, path: Path) -> None:
+    """Left: each test row's interval sorted by prediction, the actual value marked (red where
+    it falls outside). Right: coverage per group against the nominal level."""
+    import numpy as np
+
+    fig, axes = _figure(2)
+    left, right = axes[0]
+    rows = pred.sort_values("predicted").reset_index(drop=True)
+    x = np.arange(len(rows))
+    inside = (rows["lower"] <= rows["actual"]) & (rows["actual"] <= rows["upper"])
+    left.vlines(x, rows["lower"], rows["upper"], color="tab:blue", alpha=0.35, lw=2,
+                label=f"{level:.0%} interval")
+    left.plot(x, rows["predicted"], color="tab:blue", lw=1, label="prediction")
+    left.scatter(x[inside], rows["actual"][inside], s=10, color="k", label="actual (inside)")
+    left.scatter(x[~inside], rows["actual"][~inside], s=14, color="tab:red",
+                 label="actual (outside)")
+    left.set_xlabel("test rows, sorted by prediction")
+    left.set_ylabel(target)
+    left.set_title(f"Prediction intervals: {inside.mean():.1%} of test rows covered")
+    left.legend(fontsize=8)
+    names = list(groups)[::-1]
+    coverage = [groups[n]["coverage"] for n in names]
+    right.barh([f"{n} (n={groups[n]['n']})" for n in names], coverage, color="tab:green")
+    right.axvline(level, color="k", ls="--", lw=1, label=f"nominal {level:.0%}")
+    right.set_xlim(0, 1)
+    right.set_xlabel("share of test rows inside their interval")
+    right.set_title("Coverage per group (test set)")
+    right.legend(fontsize=8)
+    _save(fig, path)
+
+
 def plot_cv_scores(folds: pd.DataFrame, path: Path) -> None:
     order = folds.groupby("model")["rmse"].mean().sort_values().index.tolist()
     fig, axes = _figure(1, width=8)
@@ -153,7 +186,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.DataFrame,
-                    tuning: dict[str, Any], figures: dict[str, str]) -> str:
+                    tuning: dict[str, Any], figures: dict[str, str],
+                    intervals: dict[str, Any] | None = None) -> str:
     """reports/report.md: leaderboard, tuned model, figures (paths relative to reports/)."""
     cols = ["rank", "model", "cv_r2", "cv_r2_std", "cv_rmse", "cv_rmse_std",
             "cv_mae", "test_r2", "test_rmse"]
@@ -176,19 +210,53 @@ def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.Da
         f"Optuna: {tuning['n_trials']} trials, best #{tuning['best_trial']}, "
         f"parameters `{json.dumps(tuning['best_params'])}`.",
         "",
-        "| split | R² | RMSE | MAE |",
-        "|---|---|---|---|",
+        "| split | R² | RMSE | MAE | interval coverage | mean interval width |",
+        "|---|---|---|---|---|---|",
         f"| CV (mean ± std) | {cv['r2']:.3f} ± {cv['r2_std']:.3f} | "
         f"{cv['rmse']:.4g} ± {cv['rmse_std']:.3g} | {cv['mae']:.4g} ± "
-        f"{cv['mae_std']:.3g} |",
-        f"| test | {test['r2']:.3f} | {test['rmse']:.4g} | {test['mae']:.4g} |",
+        f"{cv['mae_std']:.3g} | | |",
+        f"| test | {test['r2']:.3f} | {test['rmse']:.4g} | {test['mae']:.4g} | "
+        f"{_coverage(metrics)} |",
         "",
+        *_interval_lines(metrics, intervals),
         "## Figures",
         "",
     ]
     for title, rel in figures.items():
         lines += [f"### {title}", "", f"![{title}]({rel})", ""]
     return "\n".join(lines)
+
+
+def _coverage(metrics: dict[str, Any]) -> str:
+    if "interval.coverage" not in metrics:
+        return "— | —"
+    return (f"{metrics['interval.coverage']:.1%} (nominal {metrics['interval.level']:.0%}) | "
+            f"{metrics['interval.mean_width']:.4g}")
+
+
+def _interval_lines(metrics: dict[str, Any], intervals: dict[str, Any] | None) -> list[str]:
+    """The prediction intervals: method, and coverage per group (reports/intervals.json)."""
+    if not intervals or "interval.level" not in metrics:
+        return []
+    level = metrics["interval.level"]
+    gaps = intervals.get("training_worst_group_gap", {})
+    table = pd.DataFrame([{"group": name, "test rows": g["n"], "coverage": f"{g['coverage']:.1%}",
+                           "mean width": g["mean_width"]}
+                          for name, g in intervals["coverage_by_group"].items()])
+    return [
+        "## Prediction intervals",
+        "",
+        f"Conformal {level:.0%} intervals from the training split's out-of-fold residuals "
+        f"(`{intervals['method']}` width, chosen on the training folds, where the worst "
+        "group's coverage was "
+        + " and ".join(f"{100 * abs(v):.1f} points from nominal with {k} width"
+                       for k, v in gaps.items())
+        + f"). For {level:.0%} of new patients the true value should fall inside; measured "
+        f"on the test set: {metrics['interval.coverage']:.1%}.",
+        "",
+        markdown_table(table),
+        "",
+    ]
 
 
 def _missing_lines(schema: FeatureSchema) -> list[str]:
@@ -224,6 +292,9 @@ def main() -> None:
                              figures / "predicted_vs_actual.png")
     plot_residuals(pred, schema.target, figures / "residuals.png")
     plot_cv_scores(pd.read_csv(paths.cv_scores), figures / "cv_scores.png")
+    intervals = json.loads(Path(paths.intervals).read_text())
+    plot_intervals(pred, intervals["coverage_by_group"], metrics["interval.level"], schema.target,
+                   figures / "intervals.png")
 
     reports = Path(paths.report).parent
     titles = {
@@ -232,12 +303,14 @@ def main() -> None:
         "MLP training history": "training_history.png",
         "Predicted vs actual (test set)": "predicted_vs_actual.png",
         "Residuals (test set)": "residuals.png",
+        "Prediction intervals and coverage per group (test set)": "intervals.png",
     }
     rel = {t: str((figures / f).relative_to(reports)) if figures.is_relative_to(reports)
            else str(figures / f) for t, f in titles.items()}
     board = pd.read_csv(paths.leaderboard_csv)
     tuning = json.loads(Path(paths.tuning).read_text())
-    Path(paths.report).write_text(report_markdown(schema, metrics, board, tuning, rel))
+    Path(paths.report).write_text(report_markdown(schema, metrics, board, tuning, rel,
+                                                  intervals))
     log.info("figures in %s, report in %s", figures, paths.report)
 
 

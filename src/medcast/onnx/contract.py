@@ -5,7 +5,9 @@ the service (serve/model.py). NumPy only, so that serving stays light.
   [N, 1]: float32 for numeric features (int ones included), string for categorical ones;
 * a missing value is NaN (numbers) or the empty string (categories): the graph imputes it as
   the pipeline does (median + indicator, the "(missing)" level);
-* one output, `prediction`, shape [N, 1], float32, in target units.
+* one output, `prediction`, shape [N, 1], float32, in target units; a graph exported with
+  intervals (medcast.onnx.intervals) also has `lower` and `upper`, same shape and type: the
+  bounds of the conformal prediction interval at the level its model card states.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 OUTPUT_NAME = "prediction"
+INTERVAL_OUTPUTS = ("lower", "upper")  # the interval's bounds, beside `prediction`
 MISSING_TEXT = ""  # a missing category, as fed to the graph
 # ONNX Runtime's name of each feature type's input tensor.
 ORT_TYPES = {"int": "tensor(float)", "float": "tensor(float)", "category": "tensor(string)"}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from medcast.errors import ArtifactError, DataValidationError
 from medcast.features import FeatureSchema
-from medcast.onnx.contract import OUTPUT_NAME, column
+from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME, column
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import onnx
@@ -293,5 +293,7 @@ def check_signature(model: onnx.ModelProto, schema: FeatureSchema) -> None:
     if got_in != expected_in:
         raise ArtifactError(f"ONNX inputs {got_in} do not match the schema's {expected_in}")
     got_out = describe(model.graph.output)
-    if got_out != [(OUTPUT_NAME, TensorProto.FLOAT, ["N", 1])]:
-        raise ArtifactError(f"ONNX output {got_out} is not [('{OUTPUT_NAME}', float, [N, 1])]")
+    names = [OUTPUT_NAME] if len(got_out) == 1 else [OUTPUT_NAME, *INTERVAL_OUTPUTS]
+    if got_out != [(name, TensorProto.FLOAT, ["N", 1]) for name in names]:
+        raise ArtifactError(f"ONNX outputs {got_out} are not [('{OUTPUT_NAME}', float, [N, 1])]"
+                            f" (and {list(INTERVAL_OUTPUTS)} alike, with intervals)")

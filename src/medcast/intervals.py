@@ -1,0 +1,206 @@
+"""Conformal prediction intervals from out-of-fold residuals: fitted on the training split only
+(no rows held back), reported on the test split, exported into the served ONNX graph.
+
+Method ("CV" split-conformal; Vovk's cross-conformal / Barber et al.'s jackknife family):
+
+1. K-fold out-of-fold (OOF) predictions of the tuned pipeline on the training split (the same
+   seeded folds as train/tune), residuals r_i = y_i − ŷ_oof(x_i).
+2. A difficulty model σ(x) (a small gradient-boosting pipeline on the same preprocessing) learns
+   |r| from the features. Its own predictions for the conformity scores are cross-fitted (each
+   fold's σ comes from a σ-model that did not see that fold), so the scores stay honest.
+3. Scores s_i = |r_i| / max(σ(x_i), floor) (adaptive) or s_i = |r_i| (constant width); q is their
+   ⌈(n+1)·level⌉-th smallest value (the finite-sample conformal quantile).
+4. The interval of a new x is ŷ(x) ± q·max(σ(x), floor) (adaptive) or ŷ(x) ± q (constant).
+
+Both variants are fitted; the one whose coverage on the training OOF rows is closest to the
+level in its worst group (each category of each categorical feature, each quartile of the
+prediction) is kept — constant width on a tie — and recorded as `method`.
+The served interval is centred on the model refitted on every training row, not on the K fold
+models (as CV+ would need, K graphs at serving time): the exact finite-sample guarantee of split
+conformal then holds only approximately (OOF residuals come from models fitted on (K−1)/K of the
+rows, so they err slightly wide). Calibration is measured instead: bench/intervals.py.
+Pure functions over NumPy/pandas; scikit-learn is imported inside them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medcast.features import FeatureSchema
+
+METHODS = ("adaptive", "constant")
+# The difficulty model: a small, shallow boosting of |residual| (medcast.models' candidate, so
+# it exports to ONNX exactly like a served model).
+DIFFICULTY_MODEL = "gradient_boosting"
+DIFFICULTY_PARAMS: dict[str, Any] = {"n_estimators": 100, "learning_rate": 0.05, "max_depth": 2,
+                                     "subsample": 1.0, "min_samples_leaf": 20}
+# σ(x) never goes below this share of the mean |OOF residual| (a boosted |r| may reach ~0).
+FLOOR_SHARE = 0.25
+# Groups with fewer rows than this are reported but do not decide the method.
+MIN_GROUP = 10
+
+
+@dataclass(frozen=True)
+class IntervalModel:
+    """What makes an interval from a prediction: ŷ ± q·scale(x)."""
+
+    level: float
+    method: str  # "adaptive" | "constant"
+    q: float  # conformal quantile of the scores (target units for "constant")
+    floor: float  # lower bound of σ(x) (target units; "adaptive" only)
+    difficulty: Any | None = None  # fitted pipeline x → σ(x) ("adaptive" only)
+    # Worst-group |coverage − level| on the training OOF rows, per method (how it was chosen).
+    worst_gap: dict[str, float] = field(default_factory=dict)
+
+    def scale(self, X: pd.DataFrame) -> np.ndarray:
+        if self.method == "constant" or self.difficulty is None:
+            return np.ones(len(X))
+        return np.maximum(np.asarray(self.difficulty.predict(X), dtype=float).reshape(-1),
+                          self.floor)
+
+    def bounds(self, X: pd.DataFrame, predicted: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds for rows X whose point predictions are `predicted`."""
+        pred = np.asarray(predicted, dtype=float).reshape(-1)
+        half = self.q * self.scale(X)
+        return pred - half, pred + half
+
+    def card(self) -> dict[str, Any]:
+        """The model card's `interval` entry (what the service reports with each answer)."""
+        return {"level": self.level, "method": self.method, "q": round(self.q, 9),
+                "floor": round(self.floor, 9)}
+
+
+def _folds(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import KFold
+
+    return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.arange(n)))
+
+
+def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int, seed: int
+                    ) -> np.ndarray:
+    """Out-of-fold predictions of a fresh clone of `estimator` per fold (the seeded KFold of
+    medcast.metrics.cross_validate: the folds train and tune score on)."""
+    from sklearn.base import clone
+
+    out = np.empty(len(X))
+    for fit_idx, val_idx in _folds(len(X), n_folds, seed):
+        model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
+        out[val_idx] = np.asarray(model.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
+    return out
+
+
+def conformal_quantile(scores: Any, level: float) -> float:
+    """The ⌈(n+1)·level⌉-th smallest score (the largest when that exceeds n): with exchangeable
+    rows, a new score falls at or below it with probability ≥ level."""
+    values = np.sort(np.asarray(scores, dtype=float))
+    if not len(values):
+        raise ValueError("no residuals to calibrate intervals on")
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be between 0 and 1, got {level}")
+    k = min(math.ceil((len(values) + 1) * level), len(values))
+    return float(values[k - 1])
+
+
+def difficulty_model(schema: FeatureSchema, seed: int) -> Any:
+    from medcast import models
+
+    return models.build(DIFFICULTY_MODEL, DIFFICULTY_PARAMS, schema, seed)
+
+
+def group_masks(X: pd.DataFrame, predicted: Any, schema: FeatureSchema
+                ) -> dict[str, np.ndarray]:
+    """Boolean row masks per group: "<feature>=<category>" for each category seen of each
+    categorical feature, and "prediction Q1".."Q4" (quartiles of `predicted`)."""
+    out: dict[str, np.ndarray] = {}
+    for name in schema.categorical:
+        values = X[name].astype(object).where(X[name].notna(), None).to_numpy()
+        for category in sorted({str(v) for v in values if v is not None}):
+            out[f"{name}={category}"] = np.array([v is not None and str(v) == category
+                                                  for v in values])
+        if any(v is None for v in values):
+            out[f"{name}=(missing)"] = np.array([v is None for v in values])
+    pred = np.asarray(predicted, dtype=float).reshape(-1)
+    if len(pred):
+        edges = np.quantile(pred, [0.25, 0.5, 0.75])
+        quartile = np.searchsorted(edges, pred, side="right")
+        for k in range(4):
+            out[f"prediction Q{k + 1}"] = quartile == k
+    return out
+
+
+def covered(y: Any, lower: Any, upper: Any) -> np.ndarray:
+    y = np.asarray(y, dtype=float).reshape(-1)
+    return (np.asarray(lower) <= y) & (y <= np.asarray(upper))
+
+
+def coverage_by_group(y: Any, lower: Any, upper: Any, X: pd.DataFrame, predicted: Any,
+                      schema: FeatureSchema) -> dict[str, dict[str, float]]:
+    """{group: {"coverage": share covered, "n": rows, "mean_width": …}} (see group_masks)."""
+    hit = covered(y, lower, upper)
+    width = np.asarray(upper) - np.asarray(lower)
+    return {
+        name: {"coverage": round(float(hit[mask].mean()), 6), "n": int(mask.sum()),
+               "mean_width": round(float(width[mask].mean()), 6)}
+        for name, mask in group_masks(X, predicted, schema).items() if mask.any()
+    }
+
+
+def worst_gap(groups: dict[str, dict[str, float]], level: float) -> float:
+    """The largest |coverage − level| over groups of at least MIN_GROUP rows."""
+    gaps = [abs(g["coverage"] - level) for g in groups.values() if g["n"] >= MIN_GROUP]
+    return max(gaps, default=0.0)
+
+
+def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, level: float,
+             n_folds: int, seed: int) -> dict[str, IntervalModel]:
+    """Both variants calibrated on the OOF residuals of the training split, each with the
+    worst-group gaps of both (how fit_intervals chooses)."""
+    oof = np.asarray(oof, dtype=float).reshape(-1)
+    residual = np.abs(np.asarray(y, dtype=float) - oof)
+    q_const = conformal_quantile(residual, level)
+    const_groups = coverage_by_group(y, oof - q_const, oof + q_const, X, oof, schema)
+    # σ cross-fitted for the scores (each fold's from a model that did not see it), then
+    # refitted on every row for serving.
+    floor = FLOOR_SHARE * float(residual.mean()) or 1e-12
+    target = pd.Series(residual, index=X.index)
+    sigma = np.empty(len(X))
+    for fit_idx, val_idx in _folds(len(X), n_folds, seed):
+        part = difficulty_model(schema, seed).fit(X.iloc[fit_idx], target.iloc[fit_idx])
+        sigma[val_idx] = np.asarray(part.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
+    sigma = np.maximum(sigma, floor)
+    q_adapt = conformal_quantile(residual / sigma, level)
+    adapt_groups = coverage_by_group(y, oof - q_adapt * sigma, oof + q_adapt * sigma, X, oof,
+                                     schema)
+    gaps = {"adaptive": worst_gap(adapt_groups, level), "constant": worst_gap(const_groups, level)}
+    difficulty = difficulty_model(schema, seed).fit(X, target)
+    return {"adaptive": IntervalModel(level, "adaptive", q_adapt, floor, difficulty, gaps),
+            "constant": IntervalModel(level, "constant", q_const, 0.0, None, gaps)}
+
+
+def choose(variants: dict[str, IntervalModel]) -> IntervalModel:
+    """The variant with the smaller worst-group gap; constant width on a tie."""
+    gaps = variants["constant"].worst_gap
+    return variants["adaptive" if gaps["adaptive"] < gaps["constant"] else "constant"]
+
+
+def fit_intervals(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, level: float,
+                  n_folds: int, seed: int) -> IntervalModel:
+    """Calibrate both variants and keep the one better calibrated per group."""
+    return choose(fit_both(X, y, oof, schema, level, n_folds, seed))
+
+
+def interval_report(model: IntervalModel, y: Any, lower: Any, upper: Any
+                    ) -> dict[str, Any]:
+    """metrics.json's flat interval keys on the test split."""
+    width = np.asarray(upper) - np.asarray(lower)
+    return {
+        "interval.level": model.level,
+        "interval.coverage": round(float(covered(y, lower, upper).mean()), 6),
+        "interval.mean_width": round(float(width.mean()), 6),
+        "interval.method": model.method,
+    }
