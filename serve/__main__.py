@@ -113,7 +113,7 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings) -> int:
-    from serve.db import migrate_as_owner
+    from serve.migrate import migrate_as_owner
 
     try:
         print(migrate_as_owner(settings.migrate_url))

@@ -15,13 +15,12 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from serve.dashboard import DASHBOARD
-from serve.db import Database
 from serve.metrics import MetricsMiddleware
 from serve.model import Artifacts
 from serve.openapi import log_exception, openapi_config
 from serve.ratelimit import rate_limit_config
 from serve.routes import API
-from serve.service import Service, lifespan
+from serve.service import Database, Service, lifespan
 from serve.settings import Settings
 from serve.tls import security_headers
 

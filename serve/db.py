@@ -1,5 +1,4 @@
-"""The prediction log table, its row, its engine, idempotent bulk inserts and the Alembic
-entry points.
+"""The prediction log table, its row, its engine, idempotent bulk inserts and paged reads.
 
 One table, `predictions`: one row per prediction (a batch request of n rows logs n rows sharing
 its request id, `item` 0..n-1; a single prediction has item 0). `(request_id, item)` is unique,
@@ -8,23 +7,16 @@ skips the rows that exist instead of duplicating them. The table is the one defi
 log's columns: `LogRow` (what the service writes) is checked against it, and the inserts, the
 PostgreSQL staging table, the paged reads and the monitoring notebook's read derive from it.
 
-Migrations live in `serve/migrations/` (Alembic). `ensure_schema()` runs `alembic upgrade head`
-unless the database already records `HEAD` (so a warm start does not import Alembic). The
-service itself may run as a role with only INSERT and SELECT on the table (and USAGE on its id
-sequence): nothing here updates or deletes a row, and `python -m serve migrate` migrates as the
-owner role. Nothing
-here imports Litestar: `medcast.monitoring` reads the log through this module.
+Its migrations are in `serve.migrate`. The service itself may run as a role with only INSERT
+and SELECT on the table (and USAGE on its id sequence): nothing here updates or deletes a row.
+Nothing here imports Litestar: `medcast.monitoring` reads the log through this module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -32,9 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateTable
-
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-HEAD = "0003"  # the newest revision in serve/migrations/versions (a test checks it)
 
 metadata = sa.MetaData()
 
@@ -129,108 +118,6 @@ def make_engine(url: str, sqlite_synchronous: str = "full") -> sa.Engine:
             cur.close()
 
     return engine
-
-
-# ---- migrations -----------------------------------------------------------------------------
-
-
-def alembic_config(connection: sa.Connection | None = None, url: str | None = None) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    if url is not None:
-        cfg.attributes["url"] = url  # not via set_main_option: '%' in passwords
-    return cfg
-
-
-def current_revision(engine: sa.Engine) -> str | None:
-    with engine.connect() as conn:
-        if not sa.inspect(conn).has_table("alembic_version"):
-            return None
-        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-
-
-def upgrade(engine: sa.Engine, target: str = "head") -> None:
-    from alembic import command
-
-    with engine.begin() as conn:
-        command.upgrade(alembic_config(conn), target)
-
-
-def downgrade(engine: sa.Engine, target: str = "base") -> None:
-    from alembic import command
-
-    with engine.begin() as conn:
-        command.downgrade(alembic_config(conn), target)
-
-
-_ALEMBIC_LEVEL = threading.Lock()
-
-
-@contextlib.contextmanager
-def quiet_alembic() -> Iterator[None]:
-    """Alembic's INFO lines ("Context impl …", "Will assume …", "Running upgrade …") while the
-    service migrates say no more than the one line the service logs; its warnings stay. A
-    level configured for the `alembic` logger (alembic.ini, the user's logging) is kept."""
-    alembic_logger = logging.getLogger("alembic")
-    with _ALEMBIC_LEVEL:
-        if alembic_logger.level != logging.NOTSET:
-            yield
-            return
-        alembic_logger.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            alembic_logger.setLevel(logging.NOTSET)
-
-
-class SchemaError(RuntimeError):
-    """The log's schema is not at HEAD and this database role may not migrate it."""
-
-
-def _denied(exc: BaseException) -> bool:
-    """A permission error of the database (SQLSTATE 42501: insufficient privilege)."""
-    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "42501"
-
-
-def ensure_schema(engine: sa.Engine) -> str:
-    """`alembic upgrade head` unless already there, without Alembic's INFO lines; returns what
-    was done (the service logs it). A role that may not migrate (the service's least-privilege
-    role: INSERT and SELECT only) gets SchemaError saying to run `python -m serve migrate`; on
-    PostgreSQL the failed attempt is rolled back whole (DDL is transactional)."""
-    try:
-        current = current_revision(engine)
-    except sa.exc.DBAPIError as exc:
-        if _denied(exc):
-            raise SchemaError("this role may not read table alembic_version: GRANT SELECT ON "
-                              "alembic_version to it (see the README, least privilege)") from None
-        raise
-    if current == HEAD:
-        return f"schema at {HEAD}"
-    try:
-        with quiet_alembic():
-            upgrade(engine, "head")
-    except sa.exc.DBAPIError as exc:
-        if _denied(exc):
-            raise SchemaError(
-                f"schema at {current or 'base'}, the service needs {HEAD}, and this role may not "
-                "migrate: run `python -m serve migrate` as the owner role "
-                "(MEDCAST_MIGRATE_DATABASE_URL)"
-            ) from None
-        raise
-    return f"schema migrated {current or 'base'} → {HEAD}"
-
-
-def migrate_as_owner(url: str) -> str:
-    """`python -m serve migrate`: ensure_schema through its own engine (the owner role's URL)."""
-    engine = make_engine(url)
-    try:
-        return ensure_schema(engine)
-    finally:
-        engine.dispose()
 
 
 # ---- rows -----------------------------------------------------------------------------------
@@ -390,39 +277,3 @@ def _stored_time(engine: sa.Engine, ts: datetime) -> datetime:
     # SQLite keeps created_at as naive UTC text (see _tuples): compare like with like.
     ts = ts.astimezone(UTC)
     return ts.replace(tzinfo=None) if engine.dialect.name == "sqlite" else ts
-
-
-class Database:
-    """The engine (created lazily: a bad URL is a readiness reason, not a crash) and its schema."""
-
-    def __init__(self, url: str, sqlite_synchronous: str = "full") -> None:
-        self.url = url
-        self.sqlite_synchronous = sqlite_synchronous
-        self._engine: sa.Engine | None = None
-        self.schema_status: str | None = None
-
-    @property
-    def engine(self) -> sa.Engine:
-        if self._engine is None:
-            self._engine = make_engine(self.url, self.sqlite_synchronous)
-        return self._engine
-
-    @property
-    def dialect(self) -> str:
-        return sa.engine.make_url(self.url).get_backend_name()
-
-    def prepare(self) -> None:
-        """Migrate to head (raises while the database is unreachable)."""
-        self.schema_status = ensure_schema(self.engine)
-
-    def write(self, rows: list[LogRow]) -> int:
-        return insert_rows(self.engine, rows)
-
-    def ping(self) -> None:
-        """One round trip (raises while the database is unreachable)."""
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-
-    def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()

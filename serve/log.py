@@ -57,18 +57,8 @@ class LogFigures(Protocol):
     def rejected(self, rows: int) -> None: ...
 
 
-class _NoFigures:
-    def buffered(self, rows: int) -> None:
-        pass
-
-    def written(self, rows: int) -> None:
-        pass
-
-    def retried(self) -> None:
-        pass
-
-    def rejected(self, rows: int) -> None:
-        pass
+class _NoFigures(LogFigures):
+    """Figures nobody reads (the Protocol's methods do nothing)."""
 
 
 def _reason(exc: BaseException) -> str:

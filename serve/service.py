@@ -20,17 +20,56 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from litestar import Litestar
 from litestar.connection import ASGIConnection
 
 from serve.clients import Clients
-from serve.db import Database
+from serve.db import LogRow, insert_rows, make_engine
 from serve.log import PredictionLog
 from serve.metrics import MULTIPROC_ENV, Metrics
+from serve.migrate import ensure_schema
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
 from serve.settings import Settings
 
 logger = logging.getLogger("medcast.serve")
+
+
+class Database:
+    """The prediction-log database: the engine (created lazily: a bad URL is a readiness reason,
+    not a crash), its schema, its writes."""
+
+    def __init__(self, url: str, sqlite_synchronous: str = "full") -> None:
+        self.url = url
+        self.sqlite_synchronous = sqlite_synchronous
+        self._engine: sa.Engine | None = None
+        self.schema_status: str | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.url, self.sqlite_synchronous)
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return sa.engine.make_url(self.url).get_backend_name()
+
+    def prepare(self) -> None:
+        """Migrate to head (raises while the database is unreachable)."""
+        self.schema_status = ensure_schema(self.engine)
+
+    def write(self, rows: list[LogRow]) -> int:
+        return insert_rows(self.engine, rows)
+
+    def ping(self) -> None:
+        """One round trip (raises while the database is unreachable)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 class Service:

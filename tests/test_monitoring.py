@@ -10,6 +10,7 @@ import pytest
 
 from medcast.monitoring import hourly, join_outcomes, read_log, read_outcomes, realised_coverage
 from serve import db as servedb
+from serve import migrate as servemigrate
 
 
 def _log_db(tmp_path, rows):
@@ -17,7 +18,7 @@ def _log_db(tmp_path, rows):
     url = f"sqlite:///{tmp_path}/log.db"
     engine = servedb.make_engine(url)
     try:
-        servedb.ensure_schema(engine)
+        servemigrate.ensure_schema(engine)
         servedb.insert_rows(engine, rows)
     finally:
         engine.dispose()

@@ -153,6 +153,8 @@ _CLIENT = """
 import datetime as dt, json, sys
 import sqlalchemy as sa
 from serve import db as servedb
+from serve import service as serveservice
+from serve import migrate as servemigrate
 
 action, url = sys.argv[1], sys.argv[2]
 out = {}
@@ -164,7 +166,7 @@ try:
             out["ssl"], out["version"] = conn.execute(sa.text(
                 "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")).one()
     elif action == "prepare":
-        database = servedb.Database(url)
+        database = serveservice.Database(url)
         database.prepare()
         row = servedb.LogRow(request_id="a" * 32, item=0, created_at=dt.datetime.now(dt.UTC),
                              model_md5="0" * 32, model_revision="workspace", dataset="insurance",
@@ -172,7 +174,7 @@ try:
         out["status"] = database.schema_status is not None
         out["written"] = [database.write([row]), database.write([row])]
         out["count"] = servedb.count_rows(database.engine)
-        out["at_head"] = servedb.current_revision(database.engine) == servedb.HEAD
+        out["at_head"] = servemigrate.current_revision(database.engine) == servemigrate.HEAD
     elif action == "rows":
         engine = servedb.make_engine(url)
         with engine.connect() as conn:

@@ -31,6 +31,8 @@ from litestar.testing import TestClient
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel, build_tiny_model, md5_file, write_lock
 from serve import db as servedb
+from serve import migrate as servemigrate
+from serve import service as serveservice
 from serve.app import create_app
 from serve.model import ModelError, load_model
 from serve.settings import Settings, SettingsError
@@ -635,7 +637,7 @@ def test_service_start_prints_no_alembic_info_line(repo: Path, tmp_path: Path, p
     with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
         assert service.stop() == 0
     lines = service.output().splitlines()
-    migrated = f"prediction log on sqlite: schema migrated base → {servedb.HEAD}"
+    migrated = f"prediction log on sqlite: schema migrated base → {servemigrate.HEAD}"
     assert any(migrated in line for line in lines)
     assert not [line for line in lines if " alembic" in line], lines
 
@@ -650,14 +652,14 @@ def test_quiet_alembic_keeps_warnings_and_a_configured_level(
     before = alembic_logger.level  # other libraries in this process may have set it
     try:
         alembic_logger.setLevel(logging.NOTSET)  # as in the service: nobody configured it
-        with caplog.at_level(logging.INFO), servedb.quiet_alembic():
+        with caplog.at_level(logging.INFO), servemigrate.quiet_alembic():
             migration.info("Running upgrade  -> 0001")
             migration.warning("something real")
         assert [r.getMessage() for r in caplog.records] == ["something real"]
         assert alembic_logger.level == logging.NOTSET  # restored
         caplog.clear()
         alembic_logger.setLevel(logging.INFO)  # as alembic.ini configures the CLI
-        with caplog.at_level(logging.INFO), servedb.quiet_alembic():
+        with caplog.at_level(logging.INFO), servemigrate.quiet_alembic():
             migration.info("Running upgrade  -> 0001")
         assert [r.getMessage() for r in caplog.records] == ["Running upgrade  -> 0001"]
     finally:
@@ -668,8 +670,8 @@ def test_quiet_alembic_keeps_warnings_and_a_configured_level(
 def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:
     from alembic.script import ScriptDirectory
 
-    cfg = servedb.alembic_config()
-    assert ScriptDirectory.from_config(cfg).get_current_head() == servedb.HEAD
+    cfg = servemigrate.alembic_config()
+    assert ScriptDirectory.from_config(cfg).get_current_head() == servemigrate.HEAD
     engine = servedb.make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     _migrations_round_trip(engine)
 
@@ -681,23 +683,23 @@ def test_migrations_upgrade_and_downgrade_on_postgresql(pg_url: str) -> None:
 
 def _migrations_round_trip(engine: sa.Engine) -> None:
     try:
-        assert servedb.current_revision(engine) is None
-        assert "migrated" in servedb.ensure_schema(engine)
+        assert servemigrate.current_revision(engine) is None
+        assert "migrated" in servemigrate.ensure_schema(engine)
         insp = sa.inspect(engine)
         assert insp.has_table("predictions")
         indexes = {i["name"] for i in insp.get_indexes("predictions")}
         assert {"ix_predictions_created_at", "ix_predictions_model_md5"} <= indexes
-        assert servedb.ensure_schema(engine) == f"schema at {servedb.HEAD}"  # idempotent
+        assert servemigrate.ensure_schema(engine) == f"schema at {servemigrate.HEAD}"  # idempotent
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 
         with engine.connect() as conn:  # the migrations build exactly serve.db's table
             assert compare_metadata(MigrationContext.configure(conn), servedb.metadata) == []
-        servedb.downgrade(engine, "base")
+        servemigrate.downgrade(engine, "base")
         assert not sa.inspect(engine).has_table("predictions")
-        assert servedb.current_revision(engine) is None
-        servedb.upgrade(engine, "head")
-        assert servedb.current_revision(engine) == servedb.HEAD
+        assert servemigrate.current_revision(engine) is None
+        servemigrate.upgrade(engine, "head")
+        assert servemigrate.current_revision(engine) == servemigrate.HEAD
     finally:
         engine.dispose()
 
@@ -735,7 +737,7 @@ def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: s
                     "WHERE attrelid = to_regclass(:rel) AND attnum > 0 AND NOT attisdropped "
                     "ORDER BY attnum")
     try:
-        servedb.ensure_schema(engine)
+        servemigrate.ensure_schema(engine)
         with engine.begin() as conn:
             conn.exec_driver_sql(servedb.staging_ddl())
             staged = conn.execute(query, {"rel": "predictions_incoming"}).all()
@@ -754,7 +756,7 @@ def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
         f"sqlite:///{tmp_path / 'i.db'}")
     engine = servedb.make_engine(url)
     try:
-        servedb.ensure_schema(engine)
+        servemigrate.ensure_schema(engine)
         rows = _rows(n)
         servedb.insert_rows(engine, rows[:3])
         servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
@@ -766,7 +768,7 @@ def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
         engine.dispose()
 
 
-class LostAckDatabase(servedb.Database):
+class LostAckDatabase(serveservice.Database):
     """Commits the first write, then reports a failure (a lost acknowledgement)."""
 
     def __init__(self, url: str, failures: int = 1) -> None:
@@ -792,7 +794,7 @@ def test_retry_after_a_lost_commit_does_not_duplicate(tiny: TinyModel, repo: Pat
     assert log_count(settings.db_url) == len(tiny.examples)
 
 
-class SwitchableDatabase(servedb.Database):
+class SwitchableDatabase(serveservice.Database):
     """A real SQLite log whose writes and probes fail while `down` is set."""
 
     down = False

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from devtools.tiny_model import TinyModel
-from serve import db as servedb
+from serve import migrate as servemigrate
 from serve.__main__ import main
 from tests.support.serving import PG_URL
 from tests.test_clients import add, make, serving, written
@@ -61,7 +61,7 @@ def test_service_logs_with_insert_and_select_only_and_that_role_cannot_update_or
     monkeypatch.setenv("MEDCAST_DATABASE_URL", url)
     monkeypatch.setenv("MEDCAST_MIGRATE_DATABASE_URL", pg_url)  # the owner
     assert main(["migrate"]) == 0
-    assert f"schema migrated base → {servedb.HEAD}" in capsys.readouterr().out
+    assert f"schema migrated base → {servemigrate.HEAD}" in capsys.readouterr().out
     admin = sa.create_engine(PG_URL)
     with admin.begin() as conn:
         for grant in grants(schema, role):
