@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,32 @@ def split_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def fold_indices(n_rows: int, n_folds: int, seed: int) -> list[tuple[Any, Any]]:
+    """(fit rows, validation rows) of each fold: shuffled KFold, seeded."""
+    from sklearn.model_selection import KFold
+
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((n_rows, 1))))
+
+
+def capped(rows: Any, max_rows: int | None, seed: int, k: int) -> Any:
+    """At most max_rows of `rows` (a seeded draw per fold k, in the original order); all of
+    them when max_rows is None or not exceeded."""
+    rows = np.asarray(rows)
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    return np.sort(np.random.default_rng([seed, k]).choice(rows, max_rows, replace=False))
+
+
+def fit_score(estimator: Any, X: pd.DataFrame, y: pd.Series, fit_rows: Any,
+              val_rows: Any) -> dict[str, float]:
+    """Fit a fresh clone on fit_rows; its scores on val_rows (one task of a cross-validation)."""
+    from sklearn.base import clone
+
+    model = clone(estimator).fit(X.iloc[fit_rows], y.iloc[fit_rows])
+    return scores(y.iloc[val_rows], model.predict(X.iloc[val_rows]))
+
+
 def cross_validate(
     estimator: Any,
     X: pd.DataFrame,
@@ -50,17 +77,30 @@ def cross_validate(
     n_folds: int,
     seed: int,
     on_fold: Callable[[int, list[dict[str, float]]], None] | None = None,
+    n_jobs: int | None = 1,
+    cluster: str | None = None,
+    max_rows: int | None = None,
 ) -> list[dict[str, float]]:
     """Fit a fresh clone per fold (shuffled KFold, seeded); return each fold's validation scores.
-    `on_fold(k, scores_so_far)` may raise (e.g. Optuna pruning) to stop early."""
-    from sklearn.base import clone
-    from sklearn.model_selection import KFold
+    Folds run in n_jobs processes (None: every core) or on the Dask cluster at `cluster`; the
+    scores do not depend on where. `on_fold(k, scores_so_far)` is called in fold order and may
+    raise (e.g. Optuna pruning) to stop early. `max_rows` caps the rows each fold fits on (a
+    seeded subsample); every validation row is still scored."""
+    from medcast.parallel import ordered
 
+    calls = [(fit_score, (estimator, X, y, capped(fit, max_rows, seed, k), val))
+             for k, (fit, val) in enumerate(fold_indices(len(X), n_folds, seed))]
     folds: list[dict[str, float]] = []
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (fit_idx, val_idx) in enumerate(splitter.split(X)):
-        model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
-        folds.append(scores(y.iloc[val_idx], model.predict(X.iloc[val_idx])))
-        if on_fold is not None:
-            on_fold(k, folds)
+    results = ordered(calls, n_jobs, cluster)
+    try:
+        for k, fold in enumerate(results):
+            folds.append(fold)
+            if on_fold is not None:
+                on_fold(k, folds)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            with warnings.catch_warnings():  # "tasks ... have been cancelled": as intended
+                warnings.simplefilter("ignore", UserWarning)
+                close()
     return folds

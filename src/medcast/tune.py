@@ -17,11 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from medcast import models, tracking
+from medcast import tracking
 from medcast.config import Params, TuneConfig, load_params
 from medcast.errors import ArtifactError, ConfigError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
-from medcast.metrics import cross_validate, summarize
+from medcast.metrics import capped, cross_validate, summarize
+from medcast.models import large
 from medcast.models.io import save_model
 
 log = logging.getLogger("medcast.tune")
@@ -163,7 +164,8 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
             raise SurplusTrial("no ticket left: the budget was claimed by other workers")
         trial.set_user_attr("worker", worker)
         hp = {**base, **suggest(trial, space)}
-        estimator = models.build(model, hp, schema, train_cfg.seed)
+        plan = large.plan(model, hp, len(X), train_cfg.large)
+        estimator = large.build(plan, schema, train_cfg.seed)
 
         def report(k: int, folds: list[dict[str, float]]) -> None:
             trial.set_user_attr("folds", folds)  # kept for pruned trials too (MLflow)
@@ -172,7 +174,9 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
                 raise optuna.TrialPruned()
 
         try:
-            folds = cross_validate(estimator, X, y, train_cfg.cv_folds, train_cfg.seed, report)
+            folds = cross_validate(estimator, X, y, train_cfg.cv_folds, train_cfg.seed, report,
+                                   n_jobs=train_cfg.n_jobs, cluster=train_cfg.cluster,
+                                   max_rows=plan.max_rows)
         except InvalidParameterError as err:
             raise ConfigError(f"conf/model/{model}.yaml: {err}") from None
         return summarize(folds)["rmse"]
@@ -372,12 +376,15 @@ def stage(params: Params) -> None:
         cv = summarize(best.user_attrs["folds"])
         log.info("best trial %d of %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
                  best.number, finished, best.params, cv["rmse"], cv["r2"], len(X))
-        estimator = models.build(model, hp, schema, params.train.seed).fit(X, y)
+        plan = large.plan(model, hp, len(X), params.train.large)
+        rows = capped(range(len(X)), plan.max_rows, params.train.seed, params.train.cv_folds)
+        estimator = large.build(plan, schema, params.train.seed).fit(X.iloc[rows], y.iloc[rows])
         mlflow_.log_params({"dataset": schema.dataset, "model": model, "tune.n_trials": finished,
                             "study": study.study_name, **tracking.flat("hp", hp)})
         mlflow_.log_metrics(tracking.flat("cv", cv))
 
     meta = {"model": model, "dataset": schema.dataset, "params": hp, "cv": cv,
+            **({"fidelity": plan.fidelity, "fidelity_note": plan.note} if plan.note else {}),
             "folds": best.user_attrs["folds"], "study": study.study_name,
             "best_trial": best.number}
     save_model(estimator, Path(paths.model_dir), meta)
