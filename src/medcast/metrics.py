@@ -16,13 +16,19 @@ SUMMARY_KEYS = (*METRICS, *(f"{m}_std" for m in METRICS))
 
 
 def scores(y_true: Any, y_pred: Any) -> dict[str, float]:
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    return {
-        "r2": float(r2_score(y_true, y_pred)),
-        "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-    }
+    """R², RMSE and MAE (scikit-learn's definitions), with exactly rounded sums (math.fsum):
+    NumPy's sums take SIMD paths that depend on where an array starts in memory, and arrays
+    that reach a worker process by pickle start elsewhere than the caller's; these sums give
+    the same bits in any process."""
+    y = np.asarray(y_true, dtype="float64").reshape(-1)
+    p = np.asarray(y_pred, dtype="float64").reshape(-1)
+    n = len(y)
+    error = (y - p).tolist()
+    ss_res = math.fsum(e * e for e in error)
+    mean = math.fsum(y.tolist()) / n
+    ss_tot = math.fsum((v - mean) ** 2 for v in y.tolist())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot else (1.0 if ss_res == 0 else 0.0)
+    return {"r2": r2, "rmse": math.sqrt(ss_res / n), "mae": math.fsum(abs(e) for e in error) / n}
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, float]:

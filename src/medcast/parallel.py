@@ -3,10 +3,10 @@ dask backend). Results come back in submission order whatever ran where, so the 
 depend on the number of processes: every task is a pure function of its inputs (a cloned
 estimator with a fixed seed, fixed row indices).
 
-Threads: each process runs one BLAS/OpenMP thread (`medcast.errors.cli` sets OMP_NUM_THREADS=1,
-which the worker processes inherit; joblib also caps their thread pools) and TensorFlow one
-intra-op thread (`medcast.models.mlp.seed_everything`), so two workers on two cores do not
-oversubscribe them.
+Threads: every task runs with one BLAS/OpenMP thread (threadpoolctl, wherever it runs) and
+TensorFlow one intra-op thread (`medcast.models.mlp.seed_everything`), so n workers on n cores do
+not oversubscribe them and a product sums in the same order in any process. Parallelism comes
+from processes only.
 """
 
 from __future__ import annotations
@@ -46,6 +46,18 @@ def dask_client(address: str) -> Iterator[Any]:
         client.close()
 
 
+def one_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) on one thread: BLAS and OpenMP limited to one, and joblib inside it sequential
+    (a random forest's trees would otherwise run on the whole Dask cluster, where joblib's dask
+    backend is the default inside a task, and be summed in another order). The same
+    floating-point sums then happen in this process, a loky worker or a Dask worker."""
+    from joblib import parallel_config
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1), parallel_config(backend="sequential", n_jobs=1):
+        return fn(*args)
+
+
 def ordered(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs: int | None,
             cluster: str | None = None) -> Iterator[Any]:
     """Run `fn(*args)` for each call; yield the results in the calls' order as they become
@@ -53,7 +65,7 @@ def ordered(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs:
     consumer that stops early (an Optuna pruning) cancels what has not started."""
     from joblib import Parallel, delayed, parallel_config
 
-    tasks = [delayed(fn)(*args) for fn, args in calls]
+    tasks = [delayed(one_thread)(fn, *args) for fn, args in calls]
     if cluster is None:
         jobs = n_workers(n_jobs)
         if jobs == 1 or len(tasks) <= 1:
