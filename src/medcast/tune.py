@@ -11,19 +11,20 @@ import logging
 import os
 import socket
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from medcast import tracking
-from medcast.config import Params, TuneConfig, load_params
+from medcast.config import Params, load_params
 from medcast.errors import ArtifactError, ConfigError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import capped, cross_validate, summarize
 from medcast.models import large
 from medcast.models.io import save_model
+from medcast.optuna_storage import POLL_S as _POLL_S
+from medcast.optuna_storage import open_storage, shown_url
 
 log = logging.getLogger("medcast.tune")
 
@@ -82,50 +83,10 @@ def study_name(params: Params, model: str, dataset: str, X: pd.DataFrame) -> str
 # many workers join; a trial Optuna creates once the tickets are gone fails as surplus.
 TICKET = "ticket"
 CLOSED = "closed"  # study attribute the stage sets when it is done: workers stop
-_POLL_S = 0.5
 
 
 class SurplusTrial(Exception):
     """The budget was claimed by other processes between the check and this trial."""
-
-
-def open_storage(cfg: TuneConfig, attempts: int = 20) -> Any:
-    """RDBStorage with heartbeats and retry of stale trials. Concurrent first opens of a new
-    database race on creating Optuna's tables: database errors are retried for a few seconds."""
-    import optuna
-    import sqlalchemy.exc
-
-    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry)
-    for attempt in range(attempts):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    cfg.storage, heartbeat_interval=cfg.heartbeat_interval,
-                    grace_period=cfg.grace_period, heartbeat_stale_trial_callback=retry,
-                )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.OperationalError) as err:
-            # Concurrent DDL: duplicate type/table (PostgreSQL), "database is locked" (SQLite).
-            racing = not isinstance(err, sqlalchemy.exc.OperationalError) or "locked" in str(err)
-            if not racing or attempt == attempts - 1:
-                raise ConfigError(f"tune.storage: cannot open '{shown_url(cfg.storage)}': {err}") from None
-            time.sleep(_POLL_S)
-        except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
-            raise ConfigError(f"tune.storage: cannot open '{shown_url(cfg.storage)}': {err}") from None
-    raise AssertionError("unreachable")
-
-
-def shown_url(url: str) -> str:
-    """The storage URL for messages, with any password masked."""
-    import sqlalchemy.engine
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: nothing to hide in what we can parse
-        return url.split("@")[-1] if "@" in url else url
 
 
 def _sampler(seed: int) -> Any:
