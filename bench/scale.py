@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE_ROWS = {"insurance": 1338, "diabetes": 442}
 COMPARE = {
     "n_jobs": (["train.n_jobs=1"], []),
-    "policy": (["train.large.max_rows={}", "train.large.hist_boosting_above=null",
-                "train.large.mlp_max_steps=null"], []),
+    "policy": (["train.large.max_rows.svr=null", "train.large.max_rows.random_forest=null",
+                "train.large.hist_boosting_above=null", "train.large.mlp_max_steps=null"], []),
 }
 CANDIDATE_LINE = re.compile(r"\[\d+/\d+\] (\S+)\s+(?:CV RMSE .*?\((\d+\.\d)s\)(?: \[(\w+))?|"
                             r"(skipped))")

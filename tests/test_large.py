@@ -60,3 +60,12 @@ def test_bad_n_jobs_or_cluster_is_one_config_error():
         parse_params(tiny_params("train.n_jobs=0"), ROOT)
     with pytest.raises(ConfigError, match="train.cluster: 'myhost' is not a scheduler address"):
         parse_params(tiny_params("train.cluster=myhost"), ROOT)
+
+
+def test_null_turns_a_rule_off_from_the_command_line():
+    """`-S train.large.max_rows.svr=null` (Hydra merges mappings: `{}` would keep the keys)."""
+    large = parse_params(tiny_params("train.large.max_rows.svr=null",
+                                     "train.large.hist_boosting_above=null"), ROOT).train.large
+    assert plan("svr", {}, 107_040, large).fidelity == "full"
+    assert plan("gradient_boosting", GB, 107_040, large).fidelity == "full"
+    assert plan("random_forest", {}, 107_040, large).fidelity == "subsampled"

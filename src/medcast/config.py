@@ -72,10 +72,11 @@ class LargeConfig:
     """train.large: what candidates whose cost outgrows the rows do on large tables (train and
     tune apply it alike; medcast.models.large). Every threshold is in fit rows."""
 
-    # Fit on a seeded subsample of at most this many rows (validation still scores every row).
-    max_rows: dict[str, int] = field(default_factory=dict)
-    # Not run above this many rows (a leaderboard row says so).
-    skip_above: dict[str, int] = field(default_factory=dict)
+    # Fit on a seeded subsample of at most this many rows (validation still scores every row);
+    # null for a model turns its rule off (`-S train.large.max_rows.svr=null`).
+    max_rows: dict[str, int | None] = field(default_factory=dict)
+    # Not run above this many rows (a leaderboard row says so); null: always run.
+    skip_above: dict[str, int | None] = field(default_factory=dict)
     # gradient_boosting runs as HistGradientBoosting above this many rows (null: never).
     hist_boosting_above: int | None = None
     # The MLP's batch grows so that an epoch is at most this many steps (null: never).
