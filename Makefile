@@ -9,7 +9,7 @@ UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ tune-worker: install  ## join the running tune stage's study (tune.storage on Po
 
 bench-tune: install  ## trials/s of distributed tuning with 1, 2, 3 processes (PostgreSQL on 127.0.0.1)
 	$(BIN)/python -m bench.tune_workers $(ARGS)
+
+bench-scale: install  ## stage seconds/RSS and growth exponents on generated 1×/10×/100× tables (ARGS="--scales 1,10 --compare n_jobs")
+	$(BIN)/python -m bench.scale $(ARGS)
 
 bench: install  ## quality and speed figures of the default protocol (needs data/raw/insurance/insurance.csv)
 	$(BIN)/python -m bench.quality

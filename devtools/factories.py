@@ -99,3 +99,21 @@ def write_messy_clinical_csv(path, n: int = 300, seed: int = 0) -> pd.DataFrame:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return frame
+
+
+def diabetes_frame(n: int = 442, seed: int = 0) -> pd.DataFrame:
+    """A diabetes-like table of n rows: scikit-learn's bundled 442 patients (unscaled) resampled
+    with replacement, numbers jittered by 5% of each column's spread (sex kept), so the signal
+    and the columns stay those of the real study."""
+    from sklearn.datasets import load_diabetes
+
+    real = load_diabetes(scaled=False, as_frame=True).frame.rename(columns={"target": "progression"})
+    rng = np.random.default_rng(seed)
+    rows = real.iloc[rng.integers(0, len(real), n)].reset_index(drop=True)
+    for column in rows.columns:
+        if column == "sex":
+            continue
+        noise = rng.normal(0.0, 0.05 * real[column].std(), n)
+        rows[column] = (rows[column] + noise).clip(real[column].min(), real[column].max()).round(4)
+    rows["sex"] = rows["sex"].astype(int).astype(str)
+    return rows

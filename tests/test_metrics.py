@@ -39,3 +39,34 @@ def test_cross_validate_is_seeded_and_uses_every_fold():
     assert a == b
     assert a != c
     assert all(math.isfinite(f["rmse"]) for f in a)
+
+
+def test_cross_validate_in_two_processes_scores_as_in_one_and_stops_when_told():
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(80, 3)), columns=list("abc"))
+    y = pd.Series(X["a"] * 2 + rng.normal(size=80))
+    forest = RandomForestRegressor(n_estimators=10, random_state=0)
+    assert cross_validate(forest, X, y, 4, seed=1, n_jobs=2) == cross_validate(forest, X, y, 4, 1)
+
+    seen = []
+
+    def stop_after_two(k, folds):
+        seen.append(k)
+        if k == 1:
+            raise RuntimeError("pruned")
+
+    with pytest.raises(RuntimeError, match="pruned"):
+        cross_validate(forest, X, y, 4, seed=1, on_fold=stop_after_two, n_jobs=2)
+    assert seen == [0, 1]  # in fold order, whatever finished first
+
+
+def test_capped_rows_are_a_seeded_subset_in_order():
+    from medcast.metrics import capped
+
+    rows = np.arange(100, 200)
+    assert capped(rows, None, 0, 0) is not None and len(capped(rows, None, 0, 0)) == 100
+    a, b = capped(rows, 10, 0, 1), capped(rows, 10, 0, 1)
+    assert len(a) == 10 and list(a) == sorted(a) and set(a) <= set(rows)
+    assert list(a) == list(b) and list(a) != list(capped(rows, 10, 0, 2))

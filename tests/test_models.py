@@ -61,6 +61,14 @@ def test_mlp_is_a_sklearn_regressor_and_deterministic(insurance):
     assert set(mlp.history_) >= {"loss", "val_loss", "mae", "val_mae", "learning_rate"}
 
 
+def test_mlp_stops_on_its_time_budget(insurance):
+    """train.large.mlp_time_budget: a fit stops after the first epoch that ends past it."""
+    p, schema, X, y = insurance
+    hp = {**p.models["mlp"].defaults, "epochs": 50, "patience": 50, "time_budget": 0.0}
+    mlp = models.build("mlp", hp, schema, seed=7).fit(X, y).named_steps["model"].regressor_
+    assert mlp.n_epochs_ == 1
+
+
 @pytest.mark.parametrize("name", ["spline_ridge", "gradient_boosting", "mlp"])
 def test_save_and_load_round_trip_predicts_identically(insurance, tmp_path, name):
     p, schema, X, y = insurance

@@ -4,8 +4,15 @@ import pytest
 
 from devtools.factories import insurance_frame
 from medcast.datasets import validate
+from medcast.errors import ConfigError
 from medcast.features import infer_schema, split_xy
-from medcast.train import evaluate_candidate, history_frame, leaderboard, select
+from medcast.train import (
+    evaluate_candidate,
+    evaluate_candidates,
+    history_frame,
+    leaderboard,
+    select,
+)
 from tests.conftest import tiny
 
 
@@ -97,3 +104,49 @@ def test_mlp_cross_validation_prints_no_tensorflow_noise(tmp_path):
              if re.match(r"[EWI]\d{4} ", line) or "absl::InitializeLog" in line]
     assert noise == []
     assert os.path.getsize(tmp_path / "reports/history.csv") > 40  # the MLP really trained
+
+
+def test_scores_do_not_depend_on_the_number_of_processes(data):
+    """Folds and candidates run in worker processes; each task is seeded and cloned, so one
+    process and two give the same numbers (the MLP included: one TensorFlow thread each)."""
+    from dataclasses import replace
+
+    p, schema, X, y, Xt, yt = data
+    names = ["mlp", "ridge", "random_forest", "svr"]
+    hps = {n: p.models[n].defaults for n in names}
+    runs = [list(evaluate_candidates(names, hps, replace(p.train, n_jobs=jobs), schema, X, y,
+                                     Xt, yt)) for jobs in (1, 2)]
+    for one, two in zip(*runs, strict=True):
+        assert one.model == two.model
+        assert (one.folds, one.train, one.test, one.history) == \
+               (two.folds, two.train, two.test, two.history)
+    assert [r.model for r in runs[1]] == names  # listed order, though the MLP ran first
+
+
+def test_large_data_policy_is_recorded_in_the_leaderboard(data):
+    """Thresholds below the table's rows engage the policy: what ran, and why, per candidate;
+    a skipped candidate is listed last without scores and is never selected."""
+    from dataclasses import replace
+
+    from medcast.config import LargeConfig
+
+    p, schema, X, y, Xt, yt = data
+    policy = LargeConfig(max_rows={"svr": 50}, skip_above={"knn": 100}, hist_boosting_above=100,
+                         mlp_max_steps=2)
+    cfg = replace(p.train, n_jobs=1, large=policy)
+    names = ["svr", "knn", "gradient_boosting", "mlp", "ridge"]
+    results = list(evaluate_candidates(names, {n: p.models[n].defaults for n in names}, cfg,
+                                       schema, X, y, Xt, yt))
+    by = {r.model: r for r in results}
+    assert by["ridge"].fidelity == "full" and by["ridge"].note == ""
+    assert by["svr"].fidelity == "subsampled" and "50 of 120 rows" in by["svr"].note
+    assert by["knn"].fidelity == "skipped" and by["knn"].folds == []
+    assert by["gradient_boosting"].fidelity == "approximated"
+    assert "HistGradientBoosting" in by["gradient_boosting"].note
+    assert by["mlp"].fidelity == "approximated" and "batch 16 → 48" in by["mlp"].note
+    board = leaderboard(results)
+    assert board.iloc[-1]["model"] == "knn" and board.iloc[-1]["fidelity"] == "skipped"
+    assert list(board["fidelity"].iloc[:-1]) == [by[m].fidelity for m in board["model"].iloc[:-1]]
+    assert select(results, None).model != "knn"
+    with pytest.raises(ConfigError, match="skipped"):
+        select(results, "knn")

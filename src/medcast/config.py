@@ -69,12 +69,37 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
+class LargeConfig:
+    """train.large: what candidates whose cost outgrows the rows do on large tables (train and
+    tune apply it alike; medcast.models.large). Every threshold is in fit rows."""
+
+    # Fit on a seeded subsample of at most this many rows (validation still scores every row);
+    # null for a model turns its rule off (`-S train.large.max_rows.svr=null`).
+    max_rows: dict[str, int | None] = field(default_factory=dict)
+    # Not run above this many rows (a leaderboard row says so); null: always run.
+    skip_above: dict[str, int | None] = field(default_factory=dict)
+    # gradient_boosting runs as HistGradientBoosting above this many rows (null: never).
+    hist_boosting_above: int | None = None
+    # The MLP's batch grows so that an epoch is at most this many steps (null: never).
+    mlp_max_steps: int | None = None
+    # Seconds per MLP fit, then it stops with its best weights (null: no limit). Depends on the
+    # machine's speed: an MLP that stops on it is not byte-stable.
+    mlp_time_budget: float | None = None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int
     cv_folds: int
     select: str | None
     # "all": every model with a conf/model/<name>.yaml (by name); or a list of names.
     candidates: str | list[str] = "all"
+    # Processes for CV folds and candidates, in train and tune (null: every core); the scores
+    # do not depend on it.
+    n_jobs: int | None = None
+    # null: local processes; a Dask scheduler (tcp://host:8786) runs train's and tune's fits.
+    cluster: str | None = None
+    large: LargeConfig = field(default_factory=LargeConfig)
 
 
 @dataclass(frozen=True)
@@ -228,6 +253,11 @@ def _check_study(p: StudyParams) -> None:
                           f"{p.train.candidates!r}")
     if p.train.candidates == []:
         raise ConfigError("train.candidates: empty; name at least one model")
+    if p.train.n_jobs is not None and p.train.n_jobs < 1:
+        raise ConfigError(f"train.n_jobs: {p.train.n_jobs} must be at least 1 (null: every core)")
+    if p.train.cluster is not None and "://" not in p.train.cluster:
+        raise ConfigError(f"train.cluster: '{p.train.cluster}' is not a scheduler address like "
+                          "tcp://host:8786 (null: local processes)")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
     if not 0.0 < p.evaluate.interval_level < 1.0:

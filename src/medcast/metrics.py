@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +16,19 @@ SUMMARY_KEYS = (*METRICS, *(f"{m}_std" for m in METRICS))
 
 
 def scores(y_true: Any, y_pred: Any) -> dict[str, float]:
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    return {
-        "r2": float(r2_score(y_true, y_pred)),
-        "rmse": float(math.sqrt(mean_squared_error(y_true, y_pred))),
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-    }
+    """R², RMSE and MAE (scikit-learn's definitions), with exactly rounded sums (math.fsum):
+    NumPy's sums take SIMD paths that depend on where an array starts in memory, and arrays
+    that reach a worker process by pickle start elsewhere than the caller's; these sums give
+    the same bits in any process."""
+    y = np.asarray(y_true, dtype="float64").reshape(-1)
+    p = np.asarray(y_pred, dtype="float64").reshape(-1)
+    n = len(y)
+    error = (y - p).tolist()
+    ss_res = math.fsum(e * e for e in error)
+    mean = math.fsum(y.tolist()) / n
+    ss_tot = math.fsum((v - mean) ** 2 for v in y.tolist())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot else (1.0 if ss_res == 0 else 0.0)
+    return {"r2": r2, "rmse": math.sqrt(ss_res / n), "mae": math.fsum(abs(e) for e in error) / n}
 
 
 def summarize(folds: list[dict[str, float]]) -> dict[str, float]:
@@ -43,6 +50,32 @@ def split_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
+def fold_indices(n_rows: int, n_folds: int, seed: int) -> list[tuple[Any, Any]]:
+    """(fit rows, validation rows) of each fold: shuffled KFold, seeded."""
+    from sklearn.model_selection import KFold
+
+    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((n_rows, 1))))
+
+
+def capped(rows: Any, max_rows: int | None, seed: int, k: int) -> Any:
+    """At most max_rows of `rows` (a seeded draw per fold k, in the original order); all of
+    them when max_rows is None or not exceeded."""
+    rows = np.asarray(rows)
+    if max_rows is None or len(rows) <= max_rows:
+        return rows
+    return np.sort(np.random.default_rng([seed, k]).choice(rows, max_rows, replace=False))
+
+
+def fit_score(estimator: Any, X: pd.DataFrame, y: pd.Series, fit_rows: Any,
+              val_rows: Any) -> dict[str, float]:
+    """Fit a fresh clone on fit_rows; its scores on val_rows (one task of a cross-validation)."""
+    from sklearn.base import clone
+
+    model = clone(estimator).fit(X.iloc[fit_rows], y.iloc[fit_rows])
+    return scores(y.iloc[val_rows], model.predict(X.iloc[val_rows]))
+
+
 def cross_validate(
     estimator: Any,
     X: pd.DataFrame,
@@ -50,17 +83,30 @@ def cross_validate(
     n_folds: int,
     seed: int,
     on_fold: Callable[[int, list[dict[str, float]]], None] | None = None,
+    n_jobs: int | None = 1,
+    cluster: str | None = None,
+    max_rows: int | None = None,
 ) -> list[dict[str, float]]:
     """Fit a fresh clone per fold (shuffled KFold, seeded); return each fold's validation scores.
-    `on_fold(k, scores_so_far)` may raise (e.g. Optuna pruning) to stop early."""
-    from sklearn.base import clone
-    from sklearn.model_selection import KFold
+    Folds run in n_jobs processes (None: every core) or on the Dask cluster at `cluster`; the
+    scores do not depend on where. `on_fold(k, scores_so_far)` is called in fold order and may
+    raise (e.g. Optuna pruning) to stop early. `max_rows` caps the rows each fold fits on (a
+    seeded subsample); every validation row is still scored."""
+    from medcast.parallel import ordered
 
+    calls = [(fit_score, (estimator, X, y, capped(fit, max_rows, seed, k), val))
+             for k, (fit, val) in enumerate(fold_indices(len(X), n_folds, seed))]
     folds: list[dict[str, float]] = []
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (fit_idx, val_idx) in enumerate(splitter.split(X)):
-        model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
-        folds.append(scores(y.iloc[val_idx], model.predict(X.iloc[val_idx])))
-        if on_fold is not None:
-            on_fold(k, folds)
+    results = ordered(calls, n_jobs, cluster)
+    try:
+        for k, fold in enumerate(results):
+            folds.append(fold)
+            if on_fold is not None:
+                on_fold(k, folds)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            with warnings.catch_warnings():  # "tasks ... have been cancelled": as intended
+                warnings.simplefilter("ignore", UserWarning)
+                close()
     return folds

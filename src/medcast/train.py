@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ import pandas as pd
 
 from medcast import models, tracking
 from medcast.config import TrainConfig, load_params
-from medcast.errors import cli
+from medcast.errors import ConfigError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
-from medcast.metrics import METRICS, cross_validate, scores, summarize
+from medcast.metrics import METRICS, capped, fit_score, fold_indices, scores, summarize
+from medcast.models import large
+from medcast.parallel import ordered
 
 log = logging.getLogger("medcast.train")
 
@@ -31,6 +34,72 @@ class CandidateResult:
     test: dict[str, float]
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    # What ran (medcast.models.large): full, approximated, subsampled or skipped, and why.
+    fidelity: str = large.FULL
+    note: str = ""
+
+
+def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any, X_test: pd.DataFrame,
+              y_test: pd.Series) -> dict[str, Any]:
+    """One task: fit on `rows` of the training set; train and test scores, MLP history."""
+    model = estimator.fit(X.iloc[rows], y.iloc[rows])
+    target = model.named_steps["model"]
+    return {"train": scores(y, model.predict(X)), "test": scores(y_test, model.predict(X_test)),
+            "history": target_units(getattr(target.regressor_, "history_", {}),
+                                    target.transformer_)}
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return fn(*args), time.perf_counter() - start
+
+
+def evaluate_candidates(
+    names: list[str],
+    hps: dict[str, dict[str, Any]],
+    cfg: TrainConfig,
+    schema: FeatureSchema,
+    X: pd.DataFrame,
+    y: pd.Series,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+) -> Iterator[CandidateResult]:
+    """K-fold CV of each candidate on the training set, then one fit on all of it for train and
+    test scores. Every fold and final fit of every candidate is one task for train.n_jobs
+    processes (or train.cluster); results come in the candidates' order, and do not depend on
+    where they ran. `seconds` sums the candidate's tasks (busy time, not wall time)."""
+    plans = [large.plan(name, hps[name], len(X), cfg.large) for name in names]
+    splits = fold_indices(len(X), cfg.cv_folds, cfg.seed)
+    # The MLP's tasks go first: they are the longest, and a worker process that imported
+    # TensorFlow in its first task keeps it (joblib's loky restarts a worker whose memory grew
+    # by 300 MB after its first task, which would import TensorFlow again for every fold).
+    run = [p for p in plans if p.build_as == "mlp"] + [p for p in plans if p.build_as != "mlp"]
+    calls: list[tuple[Any, tuple[Any, ...]]] = []
+    for p in run:
+        if p.fidelity == large.SKIPPED:
+            continue
+        estimator = large.build(p, schema, cfg.seed)
+        calls += [(_timed, (fit_score, estimator, X, y, capped(fit, p.max_rows, cfg.seed, k), val))
+                  for k, (fit, val) in enumerate(splits)]
+        everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.cv_folds)
+        calls.append((_timed, (_full_fit, estimator, X, y, everything, X_test, y_test)))
+    results = ordered(calls, cfg.n_jobs, cfg.cluster)
+    done: dict[str, CandidateResult] = {}
+    for p in run:
+        if p.fidelity == large.SKIPPED:
+            done[p.model] = CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, {}, 0.0, {},
+                                            p.fidelity, p.note)
+        else:
+            tasks = [next(results) for _ in range(cfg.cv_folds + 1)]
+            folds = [fold for fold, _ in tasks[:-1]]
+            full = tasks[-1][0]
+            done[p.model] = CandidateResult(
+                model=p.model, params=dict(hps[p.model]), folds=folds, cv=summarize(folds),
+                train=full["train"], test=full["test"], seconds=sum(s for _, s in tasks),
+                history=full["history"], fidelity=p.fidelity, note=p.note,
+            )
+        while plans and plans[0].model in done:  # in the candidates' order
+            yield done.pop(plans.pop(0).model)
 
 
 def evaluate_candidate(
@@ -43,30 +112,8 @@ def evaluate_candidate(
     X_test: pd.DataFrame,
     y_test: pd.Series,
 ) -> CandidateResult:
-    """K-fold CV on the training set, then one fit on all of it for train and test scores."""
-    params = dict(hp)
-    estimator = models.build(name, params, schema, cfg.seed)
-    start = time.perf_counter()
-
-    def progress(k: int, folds: list[dict[str, float]]) -> None:
-        # Only slow candidates (the MLP) report each fold; fast ones would flood the log.
-        if time.perf_counter() - start > 5:
-            log.info("  %s fold %d/%d: RMSE %.4g", name, k + 1, cfg.cv_folds, folds[-1]["rmse"])
-
-    folds = cross_validate(estimator, X, y, cfg.cv_folds, cfg.seed, progress)
-    fitted = estimator.fit(X, y)
-    seconds = time.perf_counter() - start
-    target = fitted.named_steps["model"]
-    return CandidateResult(
-        model=name,
-        params=params,
-        folds=folds,
-        cv=summarize(folds),
-        train=scores(y, fitted.predict(X)),
-        test=scores(y_test, fitted.predict(X_test)),
-        seconds=seconds,
-        history=target_units(getattr(target.regressor_, "history_", {}), target.transformer_),
-    )
+    """One candidate (see evaluate_candidates)."""
+    return next(evaluate_candidates([name], {name: hp}, cfg, schema, X, y, X_test, y_test))
 
 
 def target_units(history: dict[str, list[float]], scaler: Any) -> dict[str, list[float]]:
@@ -78,22 +125,34 @@ def target_units(history: dict[str, list[float]], scaler: Any) -> dict[str, list
 
 
 def select(results: list[CandidateResult], forced: str | None) -> CandidateResult:
-    """The forced candidate, else the lowest mean CV RMSE (ties: listed order)."""
+    """The forced candidate, else the lowest mean CV RMSE (ties: listed order); never a
+    skipped one."""
+    ran = [r for r in results if r.fidelity != large.SKIPPED]
     if forced is not None:
-        return next(r for r in results if r.model == forced)
-    return min(results, key=lambda r: r.cv["rmse"])
+        chosen = next(r for r in results if r.model == forced)
+        if chosen.fidelity == large.SKIPPED:
+            raise ConfigError(f"train.select: '{forced}' was skipped ({chosen.note})")
+        return chosen
+    if not ran:
+        raise ConfigError("train: every candidate was skipped (train.large.skip_above)")
+    return min(ran, key=lambda r: r.cv["rmse"])
 
 
 def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
     """Scores only: the wall-clock fit time goes to MLflow (`fit_seconds`) and the log, never
     into this DVC output, so the same inputs give the same bytes."""
     rows = []
-    for r in sorted(results, key=lambda r: r.cv["rmse"]):
+    ran = sorted((r for r in results if r.fidelity != large.SKIPPED), key=lambda r: r.cv["rmse"])
+    for r in ran:
         row: dict[str, Any] = {"model": r.model}
         row.update({f"cv_{k}": v for k, v in r.cv.items()})
         row.update({f"train_{m}": r.train[m] for m in METRICS})
         row.update({f"test_{m}": r.test[m] for m in METRICS})
+        row.update({"fidelity": r.fidelity, "fidelity_note": r.note})
         rows.append(row)
+    # Skipped candidates last, without scores (null in the JSON, empty in the CSV).
+    rows += [{"model": r.model, "fidelity": r.fidelity, "fidelity_note": r.note}
+             for r in results if r.fidelity == large.SKIPPED]
     table = pd.DataFrame(rows)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
@@ -124,6 +183,7 @@ def _log_mlflow(dataset: str, cfg: TrainConfig, results: list[CandidateResult], 
             # Named as in params.yaml (train.*) and conf/model (hp.*), as `dvc exp show` does.
             mlflow.log_params({"dataset": dataset, "model": r.model,
                                "train.cv_folds": cfg.cv_folds, "train.seed": cfg.seed,
+                               "fidelity": r.fidelity,
                                **tracking.flat("hp", r.params)})
             for k, fold in enumerate(r.folds):
                 mlflow.log_metrics(tracking.flat("fold", fold), step=k)
@@ -143,11 +203,14 @@ def main() -> None:
 
     results = []
     names = params.candidates
-    for i, name in enumerate(names, 1):
-        r = evaluate_candidate(name, params.models[name].defaults, cfg, schema, X, y, X_test,
-                               y_test)
-        log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)", i, len(names),
-                 name, r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds)
+    hps = {name: params.models[name].defaults for name in names}
+    for i, r in enumerate(evaluate_candidates(names, hps, cfg, schema, X, y, X_test, y_test), 1):
+        if r.fidelity == large.SKIPPED:
+            log.info("[%d/%d] %-17s skipped: %s", i, len(names), r.model, r.note)
+        else:
+            log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)%s", i, len(names),
+                     r.model, r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds,
+                     f" [{r.fidelity}: {r.note}]" if r.note else "")
         results.append(r)
     chosen = select(results, cfg.select)
     log.info("selected %s (%s)", chosen.model, "forced" if cfg.select else "best mean CV RMSE")
@@ -155,7 +218,9 @@ def main() -> None:
     table = leaderboard(results)
     Path(paths.leaderboard).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(paths.leaderboard_csv, index=False)
-    Path(paths.leaderboard).write_text(json.dumps(table.to_dict(orient="records"), indent=2) + "\n")
+    records = [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+               for row in table.to_dict(orient="records")]  # a skipped candidate's NaN: null
+    Path(paths.leaderboard).write_text(json.dumps(records, indent=2) + "\n")
     folds = pd.DataFrame(
         [{"model": r.model, "fold": k, **f} for r in results for k, f in enumerate(r.folds)]
     )

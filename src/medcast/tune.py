@@ -11,18 +11,20 @@ import logging
 import os
 import socket
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from medcast import models, tracking
-from medcast.config import Params, TuneConfig, load_params
+from medcast import tracking
+from medcast.config import Params, load_params
 from medcast.errors import ArtifactError, ConfigError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
-from medcast.metrics import cross_validate, summarize
+from medcast.metrics import capped, cross_validate, summarize
+from medcast.models import large
 from medcast.models.io import save_model
+from medcast.optuna_storage import POLL_S as _POLL_S
+from medcast.optuna_storage import open_storage, shown_url
 
 log = logging.getLogger("medcast.tune")
 
@@ -81,50 +83,10 @@ def study_name(params: Params, model: str, dataset: str, X: pd.DataFrame) -> str
 # many workers join; a trial Optuna creates once the tickets are gone fails as surplus.
 TICKET = "ticket"
 CLOSED = "closed"  # study attribute the stage sets when it is done: workers stop
-_POLL_S = 0.5
 
 
 class SurplusTrial(Exception):
     """The budget was claimed by other processes between the check and this trial."""
-
-
-def open_storage(cfg: TuneConfig, attempts: int = 20) -> Any:
-    """RDBStorage with heartbeats and retry of stale trials. Concurrent first opens of a new
-    database race on creating Optuna's tables: database errors are retried for a few seconds."""
-    import optuna
-    import sqlalchemy.exc
-
-    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=cfg.max_retry)
-    for attempt in range(attempts):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    cfg.storage, heartbeat_interval=cfg.heartbeat_interval,
-                    grace_period=cfg.grace_period, heartbeat_stale_trial_callback=retry,
-                )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
-                sqlalchemy.exc.OperationalError) as err:
-            # Concurrent DDL: duplicate type/table (PostgreSQL), "database is locked" (SQLite).
-            racing = not isinstance(err, sqlalchemy.exc.OperationalError) or "locked" in str(err)
-            if not racing or attempt == attempts - 1:
-                raise ConfigError(f"tune.storage: cannot open '{shown_url(cfg.storage)}': {err}") from None
-            time.sleep(_POLL_S)
-        except Exception as err:  # SQLAlchemy raises many kinds for a bad URL
-            raise ConfigError(f"tune.storage: cannot open '{shown_url(cfg.storage)}': {err}") from None
-    raise AssertionError("unreachable")
-
-
-def shown_url(url: str) -> str:
-    """The storage URL for messages, with any password masked."""
-    import sqlalchemy.engine
-
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL at all: nothing to hide in what we can parse
-        return url.split("@")[-1] if "@" in url else url
 
 
 def _sampler(seed: int) -> Any:
@@ -163,7 +125,8 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
             raise SurplusTrial("no ticket left: the budget was claimed by other workers")
         trial.set_user_attr("worker", worker)
         hp = {**base, **suggest(trial, space)}
-        estimator = models.build(model, hp, schema, train_cfg.seed)
+        plan = large.plan(model, hp, len(X), train_cfg.large)
+        estimator = large.build(plan, schema, train_cfg.seed)
 
         def report(k: int, folds: list[dict[str, float]]) -> None:
             trial.set_user_attr("folds", folds)  # kept for pruned trials too (MLflow)
@@ -172,7 +135,9 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
                 raise optuna.TrialPruned()
 
         try:
-            folds = cross_validate(estimator, X, y, train_cfg.cv_folds, train_cfg.seed, report)
+            folds = cross_validate(estimator, X, y, train_cfg.cv_folds, train_cfg.seed, report,
+                                   n_jobs=train_cfg.n_jobs, cluster=train_cfg.cluster,
+                                   max_rows=plan.max_rows)
         except InvalidParameterError as err:
             raise ConfigError(f"conf/model/{model}.yaml: {err}") from None
         return summarize(folds)["rmse"]
@@ -372,12 +337,15 @@ def stage(params: Params) -> None:
         cv = summarize(best.user_attrs["folds"])
         log.info("best trial %d of %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
                  best.number, finished, best.params, cv["rmse"], cv["r2"], len(X))
-        estimator = models.build(model, hp, schema, params.train.seed).fit(X, y)
+        plan = large.plan(model, hp, len(X), params.train.large)
+        rows = capped(range(len(X)), plan.max_rows, params.train.seed, params.train.cv_folds)
+        estimator = large.build(plan, schema, params.train.seed).fit(X.iloc[rows], y.iloc[rows])
         mlflow_.log_params({"dataset": schema.dataset, "model": model, "tune.n_trials": finished,
                             "study": study.study_name, **tracking.flat("hp", hp)})
         mlflow_.log_metrics(tracking.flat("cv", cv))
 
     meta = {"model": model, "dataset": schema.dataset, "params": hp, "cv": cv,
+            **({"fidelity": plan.fidelity, "fidelity_note": plan.note} if plan.note else {}),
             "folds": best.user_attrs["folds"], "study": study.study_name,
             "best_trial": best.number}
     save_model(estimator, Path(paths.model_dir), meta)

@@ -3,7 +3,9 @@ treat it like any other candidate. TensorFlow is imported only when a model is f
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,12 @@ def seed_everything(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+    # One thread per op, in every process: the same sums in the same order whether the fit
+    # runs here or in one of several worker processes (medcast.parallel), and two workers on
+    # two cores do not oversubscribe them. Settable only before TensorFlow's first op.
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 class KerasMLPRegressor(RegressorMixin, BaseEstimator):
@@ -38,6 +46,7 @@ class KerasMLPRegressor(RegressorMixin, BaseEstimator):
         lr_patience: int = 10,
         min_lr: float = 1e-5,
         random_state: int = 42,
+        time_budget: float | None = None,
     ) -> None:
         self.units = units
         self.l2 = l2
@@ -51,6 +60,8 @@ class KerasMLPRegressor(RegressorMixin, BaseEstimator):
         self.lr_patience = lr_patience
         self.min_lr = min_lr
         self.random_state = random_state
+        # Seconds of training, then stop with the best weights so far (None: no limit).
+        self.time_budget = time_budget
 
     def _build(self, n_features: int) -> Any:
         import keras
@@ -89,6 +100,8 @@ class KerasMLPRegressor(RegressorMixin, BaseEstimator):
                 min_lr=self.min_lr,
             ),
         ]
+        if self.time_budget is not None:
+            callbacks.append(_TimeBudget(float(self.time_budget)))
         history = model.fit(
             X, y, epochs=self.epochs, batch_size=int(self.batch_size),
             validation_split=self.validation_split, callbacks=callbacks, verbose=0, shuffle=True,
@@ -110,3 +123,19 @@ class KerasMLPRegressor(RegressorMixin, BaseEstimator):
     def first_layer_weights(self) -> np.ndarray:
         """|W| of the first Dense layer: (n_features, units[0])."""
         return np.abs(np.asarray(self.model_.layers[0].get_weights()[0]))
+
+
+def _TimeBudget(seconds: float) -> Any:  # noqa: N802 - a class, built when Keras is imported
+    """A Keras callback that stops training after `seconds` (checked at each epoch's end);
+    EarlyStopping's restore_best_weights still restores the best epoch."""
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.start = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if time.monotonic() - self.start > seconds:
+                self.model.stop_training = True
+
+    return TimeBudget()

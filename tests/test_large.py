@@ -1,0 +1,71 @@
+"""The large-data policy: nothing changes below the thresholds; above them each rule engages
+and says why."""
+
+from __future__ import annotations
+
+import pytest
+
+from medcast.config import LargeConfig, parse_params
+from medcast.models.large import plan
+from tests.conftest import ROOT, tiny_params
+
+DEFAULTS = LargeConfig(max_rows={"svr": 10000, "random_forest": 50000}, hist_boosting_above=20000,
+                       mlp_max_steps=64)
+MLP = {"batch_size": 16, "validation_split": 0.2, "epochs": 300}
+GB = {"n_estimators": 200, "learning_rate": 0.05, "max_depth": 2, "subsample": 0.8,
+      "min_samples_leaf": 10}
+
+
+@pytest.mark.parametrize("rows", [353, 1070])  # the built-in tables' training rows
+@pytest.mark.parametrize("model,hp", [("svr", {}), ("random_forest", {}), ("mlp", MLP),
+                                      ("gradient_boosting", GB), ("ridge", {})])
+def test_built_in_tables_run_every_candidate_in_full(rows, model, hp):
+    p = plan(model, hp, rows, DEFAULTS)
+    assert (p.fidelity, p.build_as, p.hp, p.max_rows, p.note) == ("full", model, hp, None, "")
+
+
+def test_the_shipped_params_hold_these_thresholds():
+    assert parse_params(tiny_params(), ROOT).train.large == DEFAULTS
+
+
+def test_svr_above_max_rows_is_subsampled():
+    p = plan("svr", {"C": 1.0}, 107_040, DEFAULTS)
+    assert p.fidelity == "subsampled" and p.max_rows == 10000 and p.hp == {"C": 1.0}
+    assert p.note == "fitted on 10000 of 107040 rows: train.large.max_rows.svr=10000"
+
+
+def test_gradient_boosting_above_threshold_runs_as_histogram_boosting():
+    p = plan("gradient_boosting", GB, 20_001, DEFAULTS)
+    assert p.fidelity == "approximated" and p.build_as == "hist_boosting"
+    assert p.hp == {"max_iter": 200, "learning_rate": 0.05, "max_depth": 2, "min_samples_leaf": 10}
+
+
+def test_mlp_batch_grows_so_an_epoch_has_bounded_steps():
+    p = plan("mlp", MLP, 107_040, DEFAULTS)
+    assert p.fidelity == "approximated" and p.hp["batch_size"] == 1338  # ceil(85632 / 64)
+    assert 107_040 * 0.8 / p.hp["batch_size"] <= 64
+    timed = plan("mlp", MLP, 100, LargeConfig(mlp_time_budget=60.0))
+    assert timed.fidelity == "approximated" and timed.hp["time_budget"] == 60.0
+
+
+def test_skip_above_skips_and_says_why():
+    p = plan("knn", {}, 600_000, LargeConfig(skip_above={"knn": 500_000}))
+    assert p.fidelity == "skipped" and "skip_above.knn=500000" in p.note
+
+
+def test_bad_n_jobs_or_cluster_is_one_config_error():
+    from medcast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.n_jobs: 0 must be at least 1"):
+        parse_params(tiny_params("train.n_jobs=0"), ROOT)
+    with pytest.raises(ConfigError, match="train.cluster: 'myhost' is not a scheduler address"):
+        parse_params(tiny_params("train.cluster=myhost"), ROOT)
+
+
+def test_null_turns_a_rule_off_from_the_command_line():
+    """`-S train.large.max_rows.svr=null` (Hydra merges mappings: `{}` would keep the keys)."""
+    large = parse_params(tiny_params("train.large.max_rows.svr=null",
+                                     "train.large.hist_boosting_above=null"), ROOT).train.large
+    assert plan("svr", {}, 107_040, large).fidelity == "full"
+    assert plan("gradient_boosting", GB, 107_040, large).fidelity == "full"
+    assert plan("random_forest", {}, 107_040, large).fidelity == "subsampled"
