@@ -1,5 +1,5 @@
-"""Where fits run: local worker processes (joblib's loky backend) or a Dask cluster (joblib's
-dask backend). Results come back in submission order whatever ran where, so the scores never
+"""Where fits run: local worker processes (joblib's loky backend) or a Dask cluster (futures of
+a distributed.Client). Results come back in submission order whatever ran where, so the scores never
 depend on the number of processes: every task is a pure function of its inputs (a cloned
 estimator with a fixed seed, fixed row indices).
 
@@ -63,10 +63,11 @@ def ordered(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs:
     """Run `fn(*args)` for each call; yield the results in the calls' order as they become
     available. One process (n_jobs=1, no cluster) runs them here, one after the other; a
     consumer that stops early (an Optuna pruning) cancels what has not started."""
-    from joblib import Parallel, delayed, parallel_config
+    from joblib import Parallel, delayed
 
-    tasks = [delayed(one_thread)(fn, *args) for fn, args in calls]
+    calls = list(calls)
     if cluster is None:
+        tasks = [delayed(one_thread)(fn, *args) for fn, args in calls]
         jobs = n_workers(n_jobs)
         if jobs == 1 or len(tasks) <= 1:
             for task in tasks:
@@ -75,6 +76,13 @@ def ordered(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs:
             return
         yield from Parallel(n_jobs=min(jobs, len(tasks)), return_as="generator")(tasks)
         return
-    with dask_client(cluster) as client, parallel_config(backend="dask", client=client):
-        # pre_dispatch="all": every task is on the cluster at once, spread over its workers.
-        yield from Parallel(return_as="generator", pre_dispatch="all")(tasks)
+    with dask_client(cluster) as client:
+        # Every task on the cluster at once, as a future this process holds until its result is
+        # read: when a worker dies the scheduler reruns its tasks elsewhere (joblib's dask
+        # backend could drop such a task as "already forgotten").
+        futures = [client.submit(one_thread, fn, *args, pure=False) for fn, args in calls]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            client.cancel(futures)  # a consumer that stopped early (a pruned trial)
