@@ -13,7 +13,13 @@ the log's rows are counted against the 2xx answers.
 
     python -m bench.serve [--model-dir models] [--db auto|postgres|sqlite] [--seconds 3]
                           [--rounds 3] [--windows 2,0] [--client raw|httpx]
-                          [--interval adaptive|constant|none] [--secure]
+                          [--interval adaptive|constant|none] [--secure | --against REV]
+
+`--against REV` measures instead whether this checkout's service is slower than REV's (a
+commit, tag or branch): REV's files from `git archive`, each revision serving the tiny model its
+own code builds (without intervals, which older revisions did not have), both in
+MEDCAST_LOG_DURABILITY=buffered (the only mode before ack existed) and this checkout's also in
+ack, each in its own PostgreSQL schema; the same client and load, interleaved rounds, one run.
 
 `--secure` measures instead what HTTPS and client keys cost: one service per configuration
 (plain HTTP; keys; HTTPS; HTTPS + keys, certificates from devtools/certs.py), the same load
@@ -281,6 +287,151 @@ def secure_comparison(env: dict[str, str], tmp: Path, seconds: float, client: st
     return answered
 
 
+# A revision's tiny model, built by that revision's own code (devtools/ or, before it existed,
+# tests/serve_fixtures.py), printed as JSON.
+_BUILD_TINY = """
+import inspect, json, sys
+from pathlib import Path
+try:
+    from devtools.tiny_model import build_tiny_model
+except ImportError:
+    from tests.serve_fixtures import build_tiny_model
+kwargs = {"interval": None} if "interval" in inspect.signature(build_tiny_model).parameters else {}
+tiny = build_tiny_model(Path(sys.argv[1]), **kwargs)
+print(json.dumps({"root": str(tiny.root), "card": tiny.card}))
+"""
+
+
+def revision_tree(rev: str, tmp: Path) -> tuple[Path, str]:
+    """REV's files (`git archive`, no history) in a temp folder, and its short hash."""
+    try:
+        short = subprocess.run(["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"--against {rev}: not a commit of this repository "
+                         f"({exc.stderr.strip()})") from None
+    tree = tmp / f"rev-{short}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", short], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree, short
+
+
+def tiny_model_of(tree: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
+    """The tiny model (no intervals) that the code in `tree` builds: its repo and card."""
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{tree / 'src'}"}
+    out = subprocess.run([sys.executable, "-c", _BUILD_TINY, str(dest)], cwd=tree, env=env,
+                         capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"building {tree.name}'s tiny model failed:\n{out.stderr[-3000:]}")
+    built = json.loads(out.stdout.strip().splitlines()[-1])
+    return Path(built["root"]), built["card"]
+
+
+def measure(configs: list[tuple[str, dict[str, str], Path]], tmp: Path, args: argparse.Namespace,
+            bodies: list[Any], services: list[ServiceProcess]) -> list[dict[str, Any]]:
+    """Start every configuration (name, environment, working folder) at once, warm each, then
+    `args.rounds` interleaved rounds at 1 and 16 connections. Returns the per-round cells; the
+    started services are appended to `services` (the caller stops them, also on failure)."""
+    results: list[dict[str, Any]] = []
+    for k, (name, env, cwd) in enumerate(configs):
+        service = start(env, cwd=cwd, log=tmp / f"serve-{k}.log", timeout=60, poll_s=0.005)
+        services.append(service)
+        results.append({"name": name, "answered": 0, "cold_s": service.ready_s, 1: [], 16: []})
+    for r, service in zip(results, services, strict=True):
+        warm = run_load(service.port, 4, 1.0, args.client, "/predict", bodies)
+        r["answered"] += sum(v for k, v in warm["statuses"].items() if 200 <= k < 300)
+    for _ in range(args.rounds):
+        for r, service in zip(results, services, strict=True):
+            for conc in (1, 16):
+                before = log_counts(service.port)
+                x = run_load(service.port, conc, args.seconds, args.client, "/predict", bodies)
+                after = log_counts(service.port)
+                ok = sum(v for k, v in x["statuses"].items() if 200 <= k < 300)
+                r["answered"] += ok
+                r[conc].append({"rps": x["n"] / x["elapsed"], "p50": x["p50_ms"],
+                                "p99": x["p99_ms"], "non2xx": x["n"] - ok,
+                                "rpc": (after[0] - before[0]) / max(1, after[1] - before[1])})
+    return results
+
+
+def medians(r: dict[str, Any]) -> None:
+    """Each figure of `r` as its median round (non-2xx: summed)."""
+    for conc in (1, 16):
+        cells = r[conc]
+        r[conc] = {f: statistics.median(c[f] for c in cells) for f in ("rps", "p50", "p99", "rpc")}
+        r[conc]["non2xx"] = sum(c["non2xx"] for c in cells)
+
+
+def print_table(results: list[dict[str, Any]], title: str, vs: dict[str, Any] | None = None
+                ) -> None:
+    print(title)
+    extra = f" {'vs first':>8}" if vs is not None else ""
+    print(f"  {'configuration':30} {'conns':>5} {'req/s':>7}{extra} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'non-2xx':>7} {'rows/commit':>11}")
+    for r in results:
+        for conc in (1, 16):
+            c = r[conc]
+            ratio = f" {c['rps'] / vs[conc]['rps']:8.2f}" if vs is not None else ""
+            print(f"  {r['name']:30} {conc:5d} {c['rps']:7.0f}{ratio} {c['p50']:7.2f} "
+                  f"{c['p99']:7.2f} {c['non2xx']:7d} {c['rpc']:11.1f}")
+
+
+def against_comparison(rev: str, base: dict[str, str], pycache: Path, tmp: Path,
+                       args: argparse.Namespace, pg_schema: Any) -> int:
+    """REV's service against this checkout's (see the module's docstring). Exit status 1 when
+    this checkout is slower in buffered mode at 16 connections (the medians) or a 2xx row is
+    missing."""
+    tree, short = revision_tree(rev, tmp)
+    before_repo, _ = tiny_model_of(tree, tmp / "before-model")
+    after_repo, card = tiny_model_of(ROOT, tmp / "after-model")
+    urls = {name: pg_schema(name) for name in ("before", "after", "after_ack")}
+    env_before = service_env(pycache, **{**base, "MEDCAST_REPO": str(before_repo),
+                                         "MEDCAST_MODEL_DIR": "models",
+                                         "MEDCAST_DATABASE_URL": urls["before"],
+                                         "MEDCAST_LOG_DURABILITY": "buffered"})
+    env_before["PYTHONPATH"] = f"{tree}{os.pathsep}{tree / 'src'}"
+    after = {**base, "MEDCAST_REPO": str(after_repo), "MEDCAST_MODEL_DIR": "models"}
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip() or "this checkout"
+    configs = [
+        (f"{short} ({rev}), buffered", env_before, tree),
+        (f"{head}, buffered", service_env(pycache, **{
+            **after, "MEDCAST_DATABASE_URL": urls["after"], "MEDCAST_LOG_DURABILITY": "buffered"}),
+         ROOT),
+        (f"{head}, ack", service_env(pycache, **{
+            **after, "MEDCAST_DATABASE_URL": urls["after_ack"], "MEDCAST_LOG_DURABILITY": "ack"}),
+         ROOT),
+    ]
+    bodies = bodies_from_card(card, 64)
+    services: list[ServiceProcess] = []
+    answered = rows = dup = 0
+    try:
+        results = measure(configs, tmp, args, bodies, services)
+        for r, service, name in zip(results, services, urls, strict=True):
+            service.stop(timeout=60)
+            medians(r)
+            got, twice = count_log(urls[name])
+            answered += r["answered"]
+            rows += got
+            dup += twice
+    finally:
+        for service in services:
+            service.kill()
+    print_table(results, f"\nPOST /predict, tiny model without intervals, {args.client} client, "
+                f"median of {args.rounds} interleaved rounds of {args.seconds:g} s per cell, "
+                f"one run (load average {os.getloadavg()[0]:.1f} at the end):", vs=results[0])
+    ratio = results[1][16]["rps"] / results[0][16]["rps"]
+    ok = rows == answered and dup == 0
+    print(f"\n{head} vs {short}, buffered, 16 connections: {ratio:.2f}× the req/s, p99 "
+          f"{results[1][16]['p99']:.2f} vs {results[0][16]['p99']:.2f} ms → "
+          f"{'no slower' if ratio >= 0.97 else 'SLOWER'} (3% tolerance for noise)")
+    print(f"prediction log: {rows} rows for {answered} predictions answered 2xx (duplicates: "
+          f"{dup}) → {'OK' if ok else 'MISMATCH'}")
+    return 0 if ok and ratio >= 0.97 else 1
+
+
 def count_log(db_url: str) -> tuple[int, int]:
     """Rows in the log, and (request_id, item) pairs present more than once."""
     import sqlalchemy as sa
@@ -340,6 +491,8 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--secure", action="store_true",
                     help="compare plain HTTP with client keys and HTTPS instead")
+    ap.add_argument("--against", metavar="REV",
+                    help="compare this checkout's service with REV's (e.g. d5ba41b) instead")
     ap.add_argument("--interval", choices=["adaptive", "constant", "none"], default="adaptive",
                     help="the tiny model's prediction intervals")
     args = ap.parse_args()
@@ -353,7 +506,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="medcast-bench-"))
     model_dir = Path(args.model_dir)
-    if (ROOT / model_dir / "model.onnx").exists() and (ROOT / model_dir / "model.json").exists():
+    if args.against:
+        repo, rel, card = tmp, "models", {}  # each revision builds its own (against_comparison)
+    elif (ROOT / model_dir / "model.onnx").exists() and (ROOT / model_dir / "model.json").exists():
         repo, rel = ROOT, str(model_dir)
         card = json.loads((ROOT / model_dir / "model.json").read_text())
         print(f"model: {ROOT / model_dir} ({card['name']})")
@@ -364,18 +519,23 @@ def main() -> int:
         print(f"model: none in {model_dir}/, built the tiny model ({card['name']}, intervals: "
               f"{args.interval})")
 
-    bodies = bodies_from_card(card, 64)
+    bodies = bodies_from_card(card, 64) if card else []
 
-    schema = None
     use_pg = args.db == "postgres" or (args.db == "auto" and pg_available())
-    if use_pg:
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(PG_URL)
+    schemas: list[str] = []
+    admin = sa.create_engine(PG_URL) if use_pg else None
+
+    def database(name: str = "bench") -> str:
+        """A fresh prediction-log database: a throwaway PostgreSQL schema, or SQLite file."""
+        if admin is None:
+            return f"sqlite:///{tmp / name}.db"
+        schemas.append(f"bench_{uuid.uuid4().hex[:10]}")
         with admin.begin() as c:
-            c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        db_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    else:
-        db_url = f"sqlite:///{tmp / 'bench.db'}"
+            c.execute(sa.text(f'CREATE SCHEMA "{schemas[-1]}"'))
+        return f"{PG_URL}?options=-csearch_path%3D{schemas[-1]}"
+
+    db_url = database()
+    schema = schemas[0] if schemas else None
     print(f"prediction log: {'PostgreSQL schema ' + schema if schema else db_url}")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start "
           "(the machine may be shared: figures are as measured under that load)")
@@ -397,6 +557,8 @@ def main() -> int:
     answered = 0  # rows the clients got a 2xx for, over every configuration
     rows = dup = 0
     try:
+        if args.against:
+            return against_comparison(args.against, base, pycache, tmp, args, database)
         if args.secure:
             answered = secure_comparison(service_env(pycache, **base), tmp, args.seconds, args.client, bodies)
             engine = sa.create_engine(db_url)
@@ -415,57 +577,30 @@ def main() -> int:
         service.stop()
         # Every configuration runs at once (idle while another is measured) and is measured in
         # `--rounds` interleaved rounds: the shared machine's load drifts, the medians compare.
-        for k, (name, extra) in enumerate(configs):
-            service, cold, _ = start_service(service_env(pycache, **base, **extra),
-                                             tmp / f"serve-{k}.log")
-            services.append(service)
-            results.append({"name": name, "answered": 0, "cold_s": cold,
-                            1: [], 16: []})
-        for r, service in zip(results, services, strict=True):
-            warm = run_load(service.port, 4, 1.0, args.client, "/predict", bodies)
-            r["answered"] += sum(v for k, v in warm["statuses"].items() if 200 <= k < 300)
-        for _ in range(args.rounds):
-            for r, service in zip(results, services, strict=True):
-                for conc in (1, 16):
-                    before = log_counts(service.port)
-                    x = run_load(service.port, conc, args.seconds, args.client, "/predict",
-                                 bodies)
-                    after = log_counts(service.port)
-                    ok = sum(v for k, v in x["statuses"].items() if 200 <= k < 300)
-                    r["answered"] += ok
-                    r[conc].append({"rps": x["n"] / x["elapsed"], "p50": x["p50_ms"],
-                                    "p99": x["p99_ms"], "non2xx": x["n"] - ok,
-                                    "rpc": (after[0] - before[0]) / max(1, after[1] - before[1])})
+        results = measure(
+            [(name, service_env(pycache, **base, **extra), ROOT) for name, extra in configs],
+            tmp, args, bodies, services)
         for k, (r, service) in enumerate(zip(results, services, strict=True)):
             finish_config(r, service, args, bodies, batch=k == 0)
             answered += r["answered"]
-            for conc in (1, 16):  # the median round of each figure
-                cells = r[conc]
-                r[conc] = {f: statistics.median(c[f] for c in cells)
-                           for f in ("rps", "p50", "p99", "rpc")}
-                r[conc]["non2xx"] = sum(c["non2xx"] for c in cells)
+            medians(r)
         rows, dup = count_log(db_url)
     finally:
         for service in services:
             service.kill()
         if "service" in locals():
             service.kill()
-        if schema:
+        if admin is not None:
             with admin.begin() as c:
-                c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                for name in schemas:
+                    c.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
             admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nPOST /predict, {args.client} client, {'PostgreSQL' if use_pg else 'SQLite'} log; "
-          f"median of {args.rounds} interleaved rounds of {args.seconds:g} s per cell "
-          f"(load average {os.getloadavg()[0]:.1f} at the end):")
-    print(f"  {'MEDCAST_LOG_DURABILITY':26} {'conns':>5} {'req/s':>7} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'non-2xx':>7} {'rows/commit':>11}")
-    for r in results:
-        for conc in (1, 16):
-            c = r[conc]
-            print(f"  {r['name']:26} {conc:5d} {c['rps']:7.0f} {c['p50']:7.2f} {c['p99']:7.2f} "
-                  f"{c['non2xx']:7d} {c['rpc']:11.1f}")
+    print_table(results, f"\nPOST /predict, {args.client} client, "
+                f"{'PostgreSQL' if use_pg else 'SQLite'} log; median of {args.rounds} interleaved "
+                f"rounds of {args.seconds:g} s per cell (load average {os.getloadavg()[0]:.1f} at "
+                "the end):")
     ack0, buffered = results[0], results[1]
     print("\nwhat waiting for the commit costs (ack minus buffered, same run): p50 "
           f"{ack0[1]['p50'] - buffered[1]['p50']:+.2f} ms at 1 connection, "

@@ -117,7 +117,8 @@ def security_headers(hsts: bool) -> Any:
     async def add_headers(message: Any, scope: Any) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers", ()))
-            present = {bytes(name).lower() for name, _ in headers} & names
+            # ASGI header names are lowercase bytes (Litestar encodes them so)
+            present = names.intersection([name for name, _ in headers])
             # a route's own stricter value (the dashboard's full CSP) wins
             message["headers"] = headers + ([h for h in extra if h[0] not in present]
                                             if present else extra)
