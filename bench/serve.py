@@ -329,6 +329,12 @@ def tiny_model_of(tree: Path, dest: Path) -> tuple[Path, dict[str, Any]]:
     return Path(built["root"]), built["card"]
 
 
+def rows_per_commit(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Rows written per commit between two log_counts (NaN: a revision without the figure)."""
+    commits = after[1] - before[1]
+    return (after[0] - before[0]) / max(1.0, commits) if commits == commits else float("nan")
+
+
 def measure(configs: list[tuple[str, dict[str, str], Path]], tmp: Path, args: argparse.Namespace,
             bodies: list[Any], services: list[ServiceProcess]) -> list[dict[str, Any]]:
     """Start every configuration (name, environment, working folder) at once, warm each, then
@@ -352,7 +358,7 @@ def measure(configs: list[tuple[str, dict[str, str], Path]], tmp: Path, args: ar
                 r["answered"] += ok
                 r[conc].append({"rps": x["n"] / x["elapsed"], "p50": x["p50_ms"],
                                 "p99": x["p99_ms"], "non2xx": x["n"] - ok,
-                                "rpc": (after[0] - before[0]) / max(1, after[1] - before[1])})
+                                "rpc": rows_per_commit(before, after)})
     return results
 
 
