@@ -99,13 +99,19 @@ def json_schema_to_openapi(d: dict[str, Any]) -> Schema:
 
 async def add_card_bodies(request: Request[Any, Any, Any]) -> None:
     """before_request of every /schema route: the prediction routes' request bodies, from the
-    card of the model being served, into the app's OpenAPI document (once)."""
+    card of the model being served, into the app's OpenAPI document (once); without client keys
+    (MEDCAST_CLIENTS_FILE) they need no key, and the document says so."""
     document = request.app.openapi_schema
-    model = service_of(request).model
+    service = service_of(request)
+    model = service.model
     for path, body_of in CARD_BODIES.items():
         operation = document.paths[path].post if document.paths else None
         if operation is None or operation.request_body is not None:
             continue
+        if service.clients is None:
+            operation.security = None
+            if operation.responses:
+                operation.responses.pop("401", None)
         schema = (json_schema_to_openapi(body_of(model.schema)) if model is not None
                   else Schema(type=OpenAPIType.OBJECT, description="model not loaded yet"))
         operation.request_body = RequestBody(

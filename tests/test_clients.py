@@ -155,6 +155,10 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_log_is_untouched(
         assert ok.status_code == 200
         written(client, 1)
         assert client.get("/health/ready").status_code == 200  # probes need no key
+        spec = client.get("/schema/openapi.json").json()  # the document says a key is needed
+    for path in ("/predict", "/predict/batch"):
+        operation = spec["paths"][path]["post"]
+        assert operation["security"] == [{"ApiKey": []}] and "401" in operation["responses"]
     assert log_count(settings.db_url) == 1
 
 
