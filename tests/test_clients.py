@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import signal
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from serve.__main__ import main
 from serve.app import create_app
 from serve.clients import Clients, ClientsError
 from serve.settings import Settings
+from tests.support.serving import serving
 from tests.test_serve import log_count, scraped, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,12 +44,6 @@ def make(repo: Path, clients_file: Path | None, **overrides: Any) -> Settings:
                                 rate_limit=None)
     base.update(overrides)
     return Settings(**base)
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), timeout=10) as client:
-        yield client
 
 
 def written(client: TestClient, n: int) -> None:

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
-from serve.app import create_app
 from serve.settings import Settings
+from tests.support.serving import serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,6 +63,8 @@ def figures(tmp_path: Path) -> Path:
 
 
 def settings_for(repo: Path, figures: Path | str, **overrides: Any) -> Settings:
+    """No model in these repos: the service stays unready, and the dashboard must still be
+    served."""
     base: dict[str, Any] = dict(repo=repo, database_url=f"sqlite:///{repo / 'serve.db'}",
                                 api_key=KEY, rate_limit=None, figures_dir=str(figures),
                                 log_flush_ms=5, log_drain_s=5)
@@ -71,18 +72,11 @@ def settings_for(repo: Path, figures: Path | str, **overrides: Any) -> Settings:
     return Settings(**base)
 
 
-@contextmanager
-def client_for(settings: Settings) -> Iterator[TestClient]:
-    # No model in these repos: the service stays unready, and the dashboard must still be served.
-    with TestClient(create_app(settings), timeout=10) as client:
-        yield client
-
-
 # ---- the page and its assets over HTTP ------------------------------------------------------
 
 
 def test_root_redirects_to_the_dashboard_page(tmp_path: Path, figures: Path) -> None:
-    with client_for(settings_for(tmp_path, figures)) as client:
+    with serving(settings_for(tmp_path, figures)) as client:
         r = client.get("/", follow_redirects=False)
         assert r.status_code in (302, 307) and r.headers["location"] == "/dashboard"
         page = client.get("/")
@@ -95,7 +89,7 @@ def test_root_redirects_to_the_dashboard_page(tmp_path: Path, figures: Path) -> 
 
 
 def test_page_has_a_strict_content_security_policy(tmp_path: Path, figures: Path) -> None:
-    with client_for(settings_for(tmp_path, figures)) as client:
+    with serving(settings_for(tmp_path, figures)) as client:
         r = client.get("/dashboard")
     csp = r.headers["content-security-policy"]
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
@@ -119,7 +113,7 @@ def test_page_has_a_strict_content_security_policy(tmp_path: Path, figures: Path
 def test_static_assets_are_served_with_their_content_types(
     tmp_path: Path, figures: Path, name: str, content_type: str
 ) -> None:
-    with client_for(settings_for(tmp_path, figures)) as client:
+    with serving(settings_for(tmp_path, figures)) as client:
         r = client.get(f"/dashboard/static/{name}")
         assert r.status_code == 200 and r.headers["content-type"] == content_type
         assert r.content == (ROOT / "serve" / "static" / name).read_bytes()
@@ -129,7 +123,7 @@ def test_static_assets_are_served_with_their_content_types(
 
 
 def test_figures_are_listed_and_served(tmp_path: Path, figures: Path) -> None:
-    with client_for(settings_for(tmp_path, figures)) as client:
+    with serving(settings_for(tmp_path, figures)) as client:
         listing = client.get("/dashboard/figures")
         assert listing.status_code == 200
         assert listing.json() == {"figures": [{"name": "fig_a.png",
@@ -157,19 +151,19 @@ def test_figures_are_listed_and_served(tmp_path: Path, figures: Path) -> None:
 ])
 def test_figure_paths_cannot_leave_the_folder(tmp_path: Path, figures: Path, path: str) -> None:
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
-    with client_for(settings_for(tmp_path, figures)) as client:
+    with serving(settings_for(tmp_path, figures)) as client:
         r = client.get(f"/dashboard/figures/{path}")
     assert r.status_code == 404, (path, r.status_code, r.text)
 
 
 def test_missing_figures_folder_lists_nothing(tmp_path: Path) -> None:
-    with client_for(settings_for(tmp_path, "reports/figures")) as client:
+    with serving(settings_for(tmp_path, "reports/figures")) as client:
         assert client.get("/dashboard/figures").json() == {"figures": []}
         assert client.get("/dashboard/figures/cv_scores.png").status_code == 404
 
 
 def test_dashboard_stays_out_of_the_openapi_schema(tmp_path: Path, figures: Path) -> None:
-    with client_for(settings_for(tmp_path, figures)) as client:
+    with serving(settings_for(tmp_path, figures)) as client:
         spec = client.get("/schema/openapi.json")
     assert spec.status_code == 200
     assert not [p for p in spec.json()["paths"] if p == "/" or p.startswith("/dashboard")]

@@ -36,7 +36,7 @@ from serve import service as serveservice
 from serve.app import create_app
 from serve.model import ModelError, load_model
 from serve.settings import Settings, SettingsError
-from tests.support.serving import PG_URL, metric
+from tests.support.serving import PG_URL, metric, serving
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,12 +59,6 @@ def make_settings(repo: Path, **overrides: Any) -> Settings:
     )
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
-
-
-@contextmanager
-def serving(settings: Settings, **kwargs: Any) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, **kwargs), timeout=10) as client:
-        yield client
 
 
 def log_count(url: str) -> int:
@@ -667,7 +661,6 @@ def test_quiet_alembic_keeps_warnings_and_a_configured_level(
         assert [r.getMessage() for r in caplog.records] == ["Running upgrade  -> 0001"]
     finally:
         alembic_logger.setLevel(before)
-
 
 
 def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 `tiny` (the tiny served model, built once per worker), `repo` (a private copy of its folder a
 test may tamper with), `pycache` (compiled modules shared by every service subprocess of the
-run) and `pg_url` (a throwaway schema in the machine's PostgreSQL, skipped when unreachable).
+run) and `pg_url` (a throwaway schema in the machine's PostgreSQL, skipped when unreachable);
+and `serving`, the app in-process behind Litestar's TestClient.
 """
 
 from __future__ import annotations
@@ -10,13 +11,25 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 
 from devtools.tiny_model import TinyModel, build_tiny_model
+from serve.app import create_app
+from serve.settings import Settings
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def serving(settings: Settings, **kwargs: Any) -> Iterator[TestClient]:
+    """`create_app(settings, **kwargs)` started (lifespan run) behind a TestClient."""
+    with TestClient(create_app(settings, **kwargs), timeout=10) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
