@@ -179,8 +179,10 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
 
     The hot path bypasses SQLAlchemy's per-row processing (it costs the request path CPU through
     the GIL): PostgreSQL gets, for a small batch, one pipelined executemany of INSERT … ON
-    CONFLICT DO NOTHING, for a large one a COPY into a temp table and one INSERT … SELECT … ON
-    CONFLICT DO NOTHING; SQLite one executemany of INSERT … ON CONFLICT DO NOTHING.
+    CONFLICT DO NOTHING; for a large one a COPY into the table, and only if that meets a row
+    already there (the whole transaction rolls back) a COPY into a temp table and one
+    INSERT … SELECT … ON CONFLICT DO NOTHING (1,000 rows: 12 against 16 ms); SQLite one
+    executemany of INSERT … ON CONFLICT DO NOTHING.
     """
     if not rows:
         return 0
@@ -192,6 +194,17 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
                     conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
                 cur.executemany(_PG_INSERT, data)  # pipelined by psycopg
             return len(rows)
+        from psycopg.errors import UniqueViolation
+
+        try:  # new rows (nearly always): one COPY straight into the table
+            with engine.begin() as conn, \
+                    conn.connection.driver_connection.cursor() as cur, \
+                    cur.copy(f"COPY predictions ({_INSERT_COLS}) FROM STDIN") as cp:  # type: ignore[union-attr]
+                for t in data:
+                    cp.write_row(t)
+            return len(rows)
+        except UniqueViolation:  # a retry after a lost acknowledgement: rolled back, merge them
+            pass
         with engine.begin() as conn:
             info = conn.connection.info  # lives as long as the pooled DBAPI connection
             try:

@@ -757,6 +757,8 @@ def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
         servedb.insert_rows(engine, rows[:3])
         servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
         assert servedb.count_rows(engine) == n
+        servedb.insert_rows(engine, rows)  # all of it again
+        assert servedb.count_rows(engine) == n
         page = servedb.fetch_page(engine, 0, n + 5)
         assert [r["item"] for r in page] == list(range(n))
         assert page[0]["features"] == {"age": 30, "smoker": "no"}
