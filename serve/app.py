@@ -48,7 +48,7 @@ def create_app(
         request_max_body_size=settings.max_body_bytes,
         logging_config=None,
         after_exception=[log_exception],
-        before_send=[security_headers(hsts=settings.tls)],
+        before_send=[security_headers()],
         openapi_config=openapi_config(),
     )
 

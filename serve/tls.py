@@ -107,15 +107,18 @@ def uvicorn_tls_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def security_headers(hsts: bool) -> Any:
-    """A Litestar `before_send` hook adding SECURITY_HEADERS (and HSTS, over HTTPS) to every
-    response — errors and 404s included, which route middleware would not see."""
-    extra = [*SECURITY_HEADERS, *([(b"strict-transport-security", HSTS)] if hsts else [])]
-
-    names = {name for name, _ in extra}
+def security_headers() -> Any:
+    """A Litestar `before_send` hook adding SECURITY_HEADERS to every response — errors and 404s
+    included, which route middleware would not see — and HSTS to those sent over HTTPS (the
+    connection's scheme: `python -m serve` with MEDCAST_TLS_*, another ASGI server's own TLS
+    flags, or a TLS proxy whose X-Forwarded-Proto the server trusts)."""
+    plain = list(SECURITY_HEADERS)
+    secure = [*SECURITY_HEADERS, (b"strict-transport-security", HSTS)]
+    names = {name for name, _ in secure}
 
     async def add_headers(message: Any, scope: Any) -> None:
         if message["type"] == "http.response.start":
+            extra = secure if scope.get("scheme") == "https" else plain
             headers = list(message.get("headers", ()))
             # ASGI header names are lowercase bytes (Litestar encodes them so)
             present = names.intersection([name for name, _ in headers])

@@ -5,6 +5,7 @@ handshakes; the start-up checks of the certificate files.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ssl
 import subprocess
@@ -17,7 +18,7 @@ from devtools.certs import Pair, TestCA
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.settings import Settings
-from serve.tls import TLSError, check
+from serve.tls import HSTS, TLSError, check, security_headers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -163,3 +164,14 @@ def test_half_tls_settings_are_refused() -> None:
 
     with pytest.raises(SettingsError, match="both MEDCAST_TLS_CERT_FILE and MEDCAST_TLS_KEY_FILE"):
         Settings.from_env({"MEDCAST_TLS_CERT_FILE": "/x.pem"})
+
+
+def test_hsts_follows_the_connection_scheme_whichever_server_terminates_tls() -> None:
+    """HTTPS from `python -m serve`, from another ASGI server's own TLS flags (uvicorn
+    --ssl-certfile) or a trusted proxy all set the scope's scheme: HSTS goes with it."""
+    hook = security_headers()
+    for scheme, expected in (("https", True), ("http", False)):
+        message = {"type": "http.response.start", "headers": [(b"content-type", b"text/plain")]}
+        asyncio.run(hook(message, {"scheme": scheme}))
+        assert ((b"strict-transport-security", HSTS) in message["headers"]) is expected
+        assert (b"x-frame-options", b"DENY") in message["headers"]
