@@ -282,3 +282,20 @@ def test_predict_onnx_reports_missing_columns(ridge):
     assert predict_onnx(session, X_test).shape == (len(X_test),)
     with pytest.raises(DataValidationError, match="smoker"):
         predict_onnx(session, X_test.drop(columns="smoker"))
+
+
+def test_a_knn_graph_on_many_training_rows_is_checked_in_batches(insurance, monkeypatch):
+    """The brute-force kNN graph holds rows × training points × features values: parity runs it
+    in batches that keep that bounded, with the same predictions as one call."""
+    from medcast.onnx import parity
+
+    p, schema, X, y, X_test = insurance
+    est = models.build("knn", p.models["knn"].defaults, schema, 0).fit(X, y)
+    model = to_onnx(est, schema)
+    assert parity.batch_rows(model) > 10_000  # a small table: its test rows in one call
+    monkeypatch.setattr(parity, "BATCH_VALUES", 7 * len(X) * est[:-1].transform(X).shape[1])
+    assert parity.batch_rows(model) == parity.batch_rows(model.SerializeToString()) == 7
+    session = inference_session(model)
+    one_call = predict_onnx(session, X_test)
+    assert np.array_equal(predict_onnx(session, X_test, batch=7), one_call)
+    assert check_parity(est, model, X_test, rtol=RTOL)["n"] == len(X_test)

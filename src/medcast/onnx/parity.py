@@ -33,18 +33,49 @@ def inference_session(model: onnx.ModelProto | bytes) -> onnxruntime.InferenceSe
         raise ArtifactError(f"ONNX Runtime cannot load the model: {_first_line(err)}") from None
 
 
-def predict_onnx(session: onnxruntime.InferenceSession, frame: pd.DataFrame) -> np.ndarray:
-    """Run an exported graph on `frame`: predictions as a float64 vector of length N. The feed
-    is built from the graph's own inputs, so it checks the graph, not just the schema."""
+# Rows per ONNX Runtime call when checking a graph on many rows. Some graphs hold a tensor of
+# rows × an initializer's size (the brute-force kNN: rows × training points × features), so a
+# call holds at most BATCH_VALUES such values (256 MB of float32); every other graph, and every
+# table below that (the built-in studies), runs in one call of up to BATCH_ROWS rows.
+BATCH_ROWS = 1 << 16
+BATCH_VALUES = 1 << 26
+
+
+def batch_rows(model: onnx.ModelProto | bytes) -> int:
+    """Rows per call for `model` (see BATCH_VALUES)."""
+    import onnx
+
+    if isinstance(model, bytes):
+        model = onnx.load_from_string(model)
+    widest = max((int(np.prod(t.dims)) for t in model.graph.initializer), default=1)
+    return int(min(BATCH_ROWS, max(1, BATCH_VALUES // max(widest, 1))))
+
+
+def run_batched(session: onnxruntime.InferenceSession, outputs: list[str], frame: pd.DataFrame,
+                batch: int | None = None) -> list[np.ndarray]:
+    """session.run on `frame` in batches of `batch` rows (None: one call), outputs joined. The
+    feed is built from the graph's own inputs, so it checks the graph, not just the schema."""
     missing = [i.name for i in session.get_inputs() if i.name not in frame.columns]
     if missing:
         raise DataValidationError(f"columns {missing} missing for the ONNX model")
-    feed = {
-        i.name: frame_column(frame, i.name, "category" if i.type == "tensor(string)" else "float")
-        for i in session.get_inputs()
-    }
-    (out,) = session.run([OUTPUT_NAME], feed)
-    return np.asarray(out, dtype=np.float64).reshape(-1)
+    step = len(frame) if batch is None else batch
+    parts = []
+    for start in range(0, max(len(frame), 1), max(step, 1)):
+        rows = frame.iloc[start:start + step]
+        feed = {i.name: frame_column(rows, i.name,
+                                     "category" if i.type == "tensor(string)" else "float")
+                for i in session.get_inputs()}
+        parts.append(session.run(outputs, feed))
+    return [np.concatenate([np.asarray(part[k], dtype=np.float64).reshape(-1) for part in parts])
+            for k in range(len(outputs))]
+
+
+def predict_onnx(session: onnxruntime.InferenceSession, frame: pd.DataFrame,
+                 batch: int | None = None) -> np.ndarray:
+    """Run an exported graph on `frame` (in batches of `batch` rows; None: one call):
+    predictions as a float64 vector of length N."""
+    (out,) = run_batched(session, [OUTPUT_NAME], frame, batch)
+    return out
 
 
 def check_parity(
@@ -65,7 +96,7 @@ def check_parity(
     session = inference_session(onnx_model)
     native = np.asarray(estimator.predict(X), dtype=np.float64).reshape(-1)
     try:
-        exported = predict_onnx(session, X)
+        exported = predict_onnx(session, X, batch_rows(onnx_model))
     except DataValidationError:
         raise
     except Exception as err:
