@@ -87,7 +87,11 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
                             X_sub, y_sub, 5, 42)
     assert first.value == summarize(on_sub)["rmse"]
     best, folds, records = confirm(p, "knn", schema, X, y, study)
-    done = sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    done, seen = [], set()
+    for t in sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value):
+        if str(sorted(t.params.items())) not in seen:  # a point drawn twice is confirmed once
+            seen.add(str(sorted(t.params.items())))
+            done.append(t)
     assert [r["number"] for r in records] == [t.number for t in done[:2]]
     assert [r["screening_value"] for r in records] == [t.value for t in done[:2]]
     on_all = {t.number: cross_validate(
@@ -108,3 +112,17 @@ def test_below_halving_above_the_best_trial_is_the_studys(tmp_path):
     best, folds, records = confirm(p, "knn", schema, X, y, study)
     assert (best.number, folds, records) == (study.best_trial.number,
                                              study.best_trial.user_attrs["folds"], [])
+
+
+def test_a_point_drawn_twice_is_confirmed_once(tmp_path):
+    from medcast.tune import confirm
+
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "train.n_jobs=1",
+                             "train.large.halving_above=60")
+    one_point = {"n_neighbors": {"choices": [5]}, "weights": {"choices": ["uniform"]}}
+    p = dataclasses.replace(p, models={**p.models, "knn": dataclasses.replace(
+        p.models["knn"], search_space=one_point)})
+    study = run_study(p, "knn", schema, X, y)
+    assert len({str(t.params) for t in study.trials}) == 1 and len(study.trials) == 3
+    best, _, records = confirm(p, "knn", schema, X, y, study)
+    assert [r["number"] for r in records] == [best.number] == [0]

@@ -161,8 +161,8 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
             study: Any) -> tuple[Any, list[dict[str, float]], list[dict[str, Any]]]:
     """The best trial and its folds on all rows: the study's best, or, when trials were scored
     on a subsample (screening_set), the best on all rows of its halving_keep best completed
-    trials (cross-validated again on every row, same folds as train's). Also one record per
-    confirmed trial (empty without a subsample)."""
+    trials with distinct hyperparameters (cross-validated again on every row, same folds as
+    train's). Also one record per confirmed trial (empty without a subsample)."""
     import optuna
 
     large_cfg, cfg = params.train.large, params.train
@@ -170,8 +170,11 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
         return study.best_trial, study.best_trial.user_attrs["folds"], []
     done = sorted((t for t in budget_trials(study) if t.state == optuna.trial.TrialState.COMPLETE),
                   key=lambda t: (t.value, t.number))
+    distinct: dict[str, Any] = {}  # TPE may draw a point twice: confirm it once
+    for trial in done:
+        distinct.setdefault(json.dumps(trial.params, sort_keys=True, default=str), trial)
     best, best_folds, records = None, [], []
-    for trial in large.keep(done, large_cfg):
+    for trial in large.keep(list(distinct.values()), large_cfg):
         hp = {**params.models[model].defaults, **trial.params}
         plan = large.plan(model, hp, len(X), large_cfg)
         folds = cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.cv_folds,
