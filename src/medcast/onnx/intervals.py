@@ -106,7 +106,8 @@ def _share_decimal_inputs(difficulty: Any, taken: set[str], schema: FeatureSchem
 
 
 def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any, upper: Any,
-                          rtol: float = 1e-4) -> dict[str, float]:
+                          rtol: float = 1e-4, tied: np.ndarray | None = None
+                          ) -> dict[str, float]:
     """Compare the graph's `lower`/`upper` on `frame` with the pipeline's bounds, as
     medcast.onnx.parity compares predictions (relative to the value, or to 1 % of the median
     |value| near zero). Raises ArtifactError when a bound differs by more than `rtol`."""
@@ -124,6 +125,8 @@ def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any
         diff[~np.isfinite(exported)] = np.inf
         floor = max(1e-6, 0.01 * float(np.median(np.abs(native)))) if len(native) else 1e-6
         rel = diff / np.maximum(np.abs(native), floor)
+        if tied is not None:  # a kNN's tie at its k-th neighbour (medcast.onnx.parity)
+            rel[tied] = 0.0
         if len(rel) and rel.max() > rtol:
             row = int(np.argmax(rel))
             raise ArtifactError(f"ONNX interval bound '{name}' differs from the pipeline's: row "
