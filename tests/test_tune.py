@@ -92,13 +92,16 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
         if str(sorted(t.params.items())) not in seen:  # a point drawn twice is confirmed once
             seen.add(str(sorted(t.params.items())))
             done.append(t)
-    assert [r["number"] for r in records] == [t.number for t in done[:2]]
-    assert [r["screening_value"] for r in records] == [t.value for t in done[:2]]
+    # the best two, and the defaults (trial 0) so that tuning never ends worse than them
+    expected = done[:2] + ([first] if first not in done[:2] else [])
+    assert [r["number"] for r in records] == [t.number for t in expected]
+    assert [r["screening_value"] for r in records] == [t.value for t in expected]
     on_all = {t.number: cross_validate(
         large.build(large.plan("knn", {**p.models["knn"].defaults, **t.params}, len(X),
-                               p.train.large), schema, 42), X, y, 5, 42) for t in done[:2]}
+                               p.train.large), schema, 42), X, y, 5, 42) for t in expected}
     assert [r["value"] for r in records] == [summarize(on_all[t.number])["rmse"]
-                                             for t in done[:2]]
+                                             for t in expected]
+    assert first.number in [r["number"] for r in records]
     assert best.number == min(records, key=lambda r: r["value"])["number"]
     assert folds == on_all[best.number]
 

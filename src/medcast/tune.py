@@ -161,8 +161,9 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
             study: Any) -> tuple[Any, list[dict[str, float]], list[dict[str, Any]]]:
     """The best trial and its folds on all rows: the study's best, or, when trials were scored
     on a subsample (screening_set), the best on all rows of its halving_keep best completed
-    trials with distinct hyperparameters (cross-validated again on every row, same folds as
-    train's). Also one record per confirmed trial (empty without a subsample)."""
+    trials with distinct hyperparameters and the first (the defaults), each cross-validated
+    again on every row (same folds as train's). Also one record per confirmed trial (empty
+    without a subsample)."""
     import optuna
 
     large_cfg, cfg = params.train.large, params.train
@@ -173,8 +174,13 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
     distinct: dict[str, Any] = {}  # TPE may draw a point twice: confirm it once
     for trial in done:
         distinct.setdefault(json.dumps(trial.params, sort_keys=True, default=str), trial)
+    # The defaults (the first ticket, default_point) are always confirmed too: the tuned model
+    # is then never worse on all rows than the defaults train scored there.
+    first = next((t for t in done if t.user_attrs.get(TICKET) == 0), None)
+    ranked = list(distinct.values())
+    forced = next((t for t in ranked if first is not None and t.params == first.params), None)
     best, best_folds, records = None, [], []
-    for trial in large.keep(list(distinct.values()), large_cfg):
+    for trial in large.keep(ranked, large_cfg, forced):
         hp = {**params.models[model].defaults, **trial.params}
         plan = large.plan(model, hp, len(X), large_cfg)
         folds = cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.cv_folds,
