@@ -2,22 +2,30 @@
 schemas at 1×, 10× and 100× the real row counts (1,000× with --huge).
 
     python -m bench.scale [--datasets insurance,diabetes] [--scales 1,10] [--huge]
-                          [--stages preprocess,train,tune,evaluate] [--compare n_jobs|policy]
-                          [-S key=value ...]
+                          [--stages preprocess,train,tune,evaluate,plot]
+                          [--compare n_jobs|policy|halving] [--source insurance=PATH]
+                          [--timeout SECONDS] [-S key=value ...]
 
 Tables: insurance-like rows from devtools.factories.insurance_frame (1× = 1,338 rows) and
 diabetes-like rows resampled with jitter from scikit-learn's bundled table (1× = 442 rows; the
-near-copies make CV R² optimistic above 1×). Each stage runs as `python -m medcast.<stage>` in
-a scratch copy of conf/ with params composed as `dvc exp run -S` would. Printed per stage:
-wall seconds, the peak RSS of its process tree (summed over the stage and its worker
-processes, sampled every 0.2 s with psutil) and of its largest single process (ru_maxrss);
-per candidate: busy seconds (its folds and final fit, summed) and what ran (fidelity); the
-selected model with CV R², the tuned CV R² and the test R²; and the growth exponent of each
-stage between consecutive scales, log(t2/t1) / log(n2/n1) (1: linear, 2: quadratic).
+near-copies make CV R² optimistic above 1×). `--source insurance=data/raw/insurance/insurance.csv`
+resamples a real table with jitter instead (devtools.factories.resampled_frame; 1× = its rows).
+Each stage runs as `python -m medcast.<stage>` in a scratch copy of conf/ with params composed
+as `dvc exp run -S` would. Printed per stage: wall seconds, the peak RSS of its process tree
+(summed over the stage and its worker processes, sampled every 0.2 s with psutil) and of its
+largest single process (ru_maxrss); per run: the total wall seconds and the largest tree RSS
+of any stage; per candidate: busy seconds (its folds and final fit, summed), its CV R² and
+what ran (fidelity); the selected model with CV R², the tuned CV R² and the test R²; and the
+growth exponent of each stage between consecutive scales, log(t2/t1) / log(n2/n1) (1: linear,
+2: quadratic).
 
 --compare runs every table twice, "before" then "after": n_jobs (train.n_jobs=1 against all
-cores) or policy (train.large off against the defaults). -S passes overrides to both, e.g.
--S tune.n_trials=10 to shorten tuning.
+cores), policy (every train.large rule off against the defaults) or halving
+(train.large.halving_above=null, every candidate cross-validated on all rows, against
+halving_above = a fifth of the training rows, about the defaults' share at 100×: 20,000 of
+107,040). -S passes overrides to both, e.g. -S tune.n_trials=10 to shorten tuning. --timeout
+stops a run's stage once the run has taken that many seconds; the stage is reported as
+"> N s" and the later stages are not run.
 """
 
 from __future__ import annotations
@@ -30,30 +38,46 @@ import os
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import yaml
 
-from devtools.factories import diabetes_frame, insurance_frame
+from devtools.factories import diabetes_frame, insurance_frame, resampled_frame
 from medcast.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ROWS = {"insurance": 1338, "diabetes": 442}
-COMPARE = {
+TEST_SIZE = 0.2  # preprocess.test_size, for the training rows --compare halving screens
+RULES_OFF = ["train.large.max_rows.svr=null", "train.large.max_rows.random_forest=null",
+             "train.large.hist_boosting_above=null", "train.large.mlp_max_steps=null",
+             "train.large.halving_above=null"]
+# before, after: params overrides, or a function of the table's rows giving them.
+COMPARE: dict[str, tuple[Any, Any]] = {
     "n_jobs": (["train.n_jobs=1"], []),
-    "policy": (["train.large.max_rows.svr=null", "train.large.max_rows.random_forest=null",
-                "train.large.hist_boosting_above=null", "train.large.mlp_max_steps=null"], []),
+    "policy": (RULES_OFF, []),
+    "halving": (["train.large.halving_above=null"],
+                lambda rows: [f"train.large.halving_above={int(rows * (1 - TEST_SIZE)) // 5}"]),
 }
-CANDIDATE_LINE = re.compile(r"\[\d+/\d+\] (\S+)\s+(?:CV RMSE .*?\((\d+\.\d)s\)(?: \[(\w+))?|"
-                            r"(skipped))")
+CANDIDATE_LINE = re.compile(r"\[\d+/\d+\] (\S+)\s+(?:CV RMSE .*?\((\d+\.\d)s\)|(skipped))")
 
 
-def workspace(root: Path, dataset: str, rows: int, overrides: list[str]) -> None:
+def table(dataset: str, rows: int, source: Path | None) -> pd.DataFrame:
+    """`rows` generated rows with the dataset's columns (resampled from `source` if given)."""
+    if source is not None:
+        return resampled_frame(pd.read_csv(source), rows, seed=0)
+    return insurance_frame(rows, seed=0) if dataset == "insurance" else diabetes_frame(rows, 0)
+
+
+def workspace(root: Path, dataset: str, rows: int, overrides: list[str],
+              source: Path | None = None) -> None:
     """conf/ and dvc.yaml copied, a generated table of `rows` rows as dataset `bench`."""
     shutil.copytree(ROOT / "conf", root / "conf")
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
@@ -61,7 +85,7 @@ def workspace(root: Path, dataset: str, rows: int, overrides: list[str]) -> None
     spec.update(name="bench", source={"format": "csv", "path": "data/raw/bench/bench.csv"},
                 description=f"{rows} generated {dataset}-like rows (bench.scale)")
     (root / "conf/dataset/bench.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    frame = insurance_frame(rows, seed=0) if dataset == "insurance" else diabetes_frame(rows, 0)
+    frame = table(dataset, rows, source)
     (root / "data/raw/bench").mkdir(parents=True)
     frame.to_csv(root / "data/raw/bench/bench.csv", index=False)
     params = compose(["dataset=bench", *overrides], config_dir=root / "conf/params")
@@ -84,20 +108,27 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_stage(root: Path, stage: str) -> dict:
-    """Wall seconds, peak tree RSS (sampled) and largest process RSS of one stage."""
+def run_stage(root: Path, stage: str, timeout: float | None = None) -> dict:
+    """Wall seconds, peak tree RSS (sampled) and largest process RSS of one stage; stopped
+    (its process group killed) after `timeout` seconds, then `timed_out` is set."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = open(root / f"{stage}.log", "w")  # noqa: SIM115 - closed below
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", f"medcast.{stage}"], cwd=root, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     peak = [0]
     stop = threading.Event()
+    timed_out = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], tree_rss(proc.pid))
+            if timeout is not None and time.perf_counter() - start > timeout:
+                timed_out.set()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the stage and its workers
+                return
             stop.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -108,62 +139,85 @@ def run_stage(root: Path, stage: str) -> dict:
     sampler.join()
     log.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
+    result = {"seconds": seconds, "tree_rss_mb": peak[0] / 2**20,
+              "max_rss_mb": usage.ru_maxrss / 1024, "timed_out": timed_out.is_set()}
+    if timed_out.is_set():
+        return result
     if proc.returncode != 0:
         tail = (root / f"{stage}.log").read_text().splitlines()[-15:]
         raise SystemExit(f"bench.scale: {stage} failed ({proc.returncode}):\n" + "\n".join(tail))
-    return {"seconds": seconds, "tree_rss_mb": peak[0] / 2**20,
-            "max_rss_mb": usage.ru_maxrss / 1024}
+    return result
 
 
-def candidates(root: Path) -> list[tuple[str, str, str]]:
-    """(model, busy seconds, fidelity) from the train stage's log."""
-    out = []
+def candidates(root: Path) -> list[tuple[str, str, str, float | None]]:
+    """(model, busy seconds from the train log, fidelity, CV R²) in the leaderboard's order."""
+    busy = {}
     for line in (root / "train.log").read_text().splitlines():
         m = CANDIDATE_LINE.search(line)
         if m:
-            out.append((m[1], "-" if m[4] else m[2], "skipped" if m[4] else (m[3] or "full")))
-    return out
+            busy[m[1]] = "-" if m[3] else m[2]
+    board = json.loads((root / "reports/leaderboard.json").read_text())
+    return [(r["model"], busy.get(r["model"], "-"), r["fidelity"], r.get("cv_r2"))
+            for r in board]
 
 
-def one(dataset: str, rows: int, stages: list[str], overrides: list[str]) -> dict:
+def one(dataset: str, rows: int, stages: list[str], overrides: list[str],
+        source: Path | None = None, timeout: float | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="medcast-bench-scale-") as tmp:
         root = Path(tmp)
-        workspace(root, dataset, rows, overrides)
-        result: dict = {"rows": rows, "stages": {}}
+        workspace(root, dataset, rows, overrides, source)
+        result: dict = {"rows": rows, "stages": {}, "overrides": overrides}
+        start = time.perf_counter()
         for stage in stages:
-            result["stages"][stage] = run_stage(root, stage)
-        if "train" in stages:
+            left = None if timeout is None else timeout - (time.perf_counter() - start)
+            result["stages"][stage] = run_stage(root, stage, left)
+            if result["stages"][stage]["timed_out"]:
+                result["timed_out"] = stage
+                break
+        ran = [s for s in stages if s in result["stages"]
+               and not result["stages"][s]["timed_out"]]
+        result["total_s"] = sum(s["seconds"] for s in result["stages"].values())
+        result["peak_mb"] = max(s["tree_rss_mb"] for s in result["stages"].values())
+        if "train" in ran:
             result["candidates"] = candidates(root)
             sel = json.loads((root / "models/selection.json").read_text())
             result["selected"] = (sel["model"], sel["cv"]["r2"])
-        if "tune" in stages:
+        if "tune" in ran:
             result["tuned_cv_r2"] = json.loads((root / "reports/tuning.json").read_text())["cv"]["r2"]
-        if "evaluate" in stages:
+        if "evaluate" in ran:
             result["test_r2"] = json.loads((root / "reports/metrics.json").read_text())["test.r2"]
         return result
 
 
-def exponent(a: dict, b: dict, stage: str) -> float:
-    t1, t2 = a["stages"][stage]["seconds"], b["stages"][stage]["seconds"]
-    return math.log(t2 / t1) / math.log(b["rows"] / a["rows"])
+def exponent(a: dict, b: dict, stage: str) -> str:
+    sa, sb = a["stages"].get(stage), b["stages"].get(stage)
+    if not sa or not sb or sa["timed_out"] or sb["timed_out"]:
+        return "-"
+    return f"{math.log(sb['seconds'] / sa['seconds']) / math.log(b['rows'] / a['rows']):.2f}"
 
 
 def show(label: str, runs: list[dict], stages: list[str]) -> None:
-    print(f"\n== {label}")
+    print(f"\n== {label}", flush=True)
     for r in runs:
-        print(f"-- {r['rows']:,} rows")
+        print(f"-- {r['rows']:,} rows ({' '.join(r['overrides']) or 'defaults'})")
         for stage, s in r["stages"].items():
-            print(f"   {stage:<10} {s['seconds']:8.1f} s   tree RSS {s['tree_rss_mb']:7.0f} MB   "
-                  f"largest process {s['max_rss_mb']:6.0f} MB")
+            seconds = f"> {s['seconds']:6.0f}" if s["timed_out"] else f"{s['seconds']:8.1f}"
+            print(f"   {stage:<10} {seconds} s   tree RSS {s['tree_rss_mb']:7.0f} MB   "
+                  f"largest process {s['max_rss_mb']:6.0f} MB"
+                  + ("   (stopped: --timeout)" if s["timed_out"] else ""))
+        print(f"   total      {'> ' if 'timed_out' in r else ''}{r['total_s']:.1f} s, "
+              f"peak tree RSS {r['peak_mb']:.0f} MB")
         if "selected" in r:
             print(f"   selected {r['selected'][0]} (CV R² {r['selected'][1]:.4f})"
                   + (f", tuned CV R² {r['tuned_cv_r2']:.4f}" if "tuned_cv_r2" in r else "")
                   + (f", test R² {r['test_r2']:.4f}" if "test_r2" in r else ""))
-            print("   " + ", ".join(f"{m} {s}s" + ("" if f == "full" else f" [{f}]")
-                                    for m, s, f in r["candidates"]))
+            print("   " + ", ".join(
+                f"{m} {s}s" + (f" R² {r2:.4f}" if r2 is not None else "")
+                + ("" if f == "full" else f" [{f}]") for m, s, f, r2 in r["candidates"]))
     for a, b in zip(runs, runs[1:], strict=False):
         print(f"   growth exponent {a['rows']:,} → {b['rows']:,} rows: " + ", ".join(
-            f"{stage} {exponent(a, b, stage):.2f}" for stage in stages))
+            f"{stage} {exponent(a, b, stage)}" for stage in stages))
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -171,24 +225,34 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--datasets", default="insurance,diabetes")
     ap.add_argument("--scales", default="1,10,100", help="multiples of the real row counts")
     ap.add_argument("--huge", action="store_true", help="also 1000× (hours on 2 cores)")
-    ap.add_argument("--stages", default="preprocess,train,tune,evaluate")
+    ap.add_argument("--stages", default="preprocess,train,tune,evaluate,plot")
     ap.add_argument("--compare", choices=sorted(COMPARE), default=None)
+    ap.add_argument("--source", action="append", default=[], metavar="DATASET=PATH",
+                    help="resample this real table (CSV) with jitter for DATASET")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per run; the stage running then is stopped")
     ap.add_argument("-S", dest="overrides", action="append", default=[],
                     help="a params override for every run, e.g. tune.n_trials=10")
     args = ap.parse_args(argv)
     scales = [int(s) for s in args.scales.split(",")] + ([1000] if args.huge else [])
     stages = args.stages.split(",")
+    sources = {k: Path(v) for k, _, v in (s.partition("=") for s in args.source)}
     variants = ({"before": COMPARE[args.compare][0], "after": COMPARE[args.compare][1]}
                 if args.compare else {"defaults": []})
     print(f"bench.scale on {os.cpu_count()} cores, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}; overrides {args.overrides or '-'}"
-          + (f"; compare {args.compare}: before {variants['before']}" if args.compare else ""))
+          + (f"; compare {args.compare}" if args.compare else "")
+          + (f"; sources {args.source}" if args.source else ""))
     for dataset in args.datasets.split(","):
+        source = sources.get(dataset)
+        base = len(pd.read_csv(source)) if source is not None else BASE_ROWS[dataset]
         for label, extra in variants.items():
             runs = []
             for scale in scales:
-                runs.append(one(dataset, BASE_ROWS[dataset] * scale, stages,
-                                [*args.overrides, *extra]))
+                rows = base * scale
+                more = extra(rows) if callable(extra) else extra
+                runs.append(one(dataset, rows, stages, [*args.overrides, *more], source,
+                                args.timeout))
                 show(f"{dataset} {label} (so far)", runs[-1:], [])
             show(f"{dataset} {label}", runs, stages)
     print(f"\nload average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "

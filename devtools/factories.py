@@ -101,6 +101,25 @@ def write_messy_clinical_csv(path, n: int = 300, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def resampled_frame(real: pd.DataFrame, n: int, seed: int = 0, jitter: float = 0.05
+                    ) -> pd.DataFrame:
+    """n rows of a real table resampled with replacement, each number jittered by `jitter` of
+    its column's spread (kept in the column's observed range; integers stay integers), text
+    columns kept: the signal and the columns of the real study at any size (the near-copies
+    make CV scores optimistic above 1×)."""
+    rng = np.random.default_rng(seed)
+    rows = real.iloc[rng.integers(0, len(real), n)].reset_index(drop=True)
+    for column in rows.columns:
+        values = real[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        noise = rng.normal(0.0, jitter * float(values.std()), n)
+        moved = (rows[column] + noise).clip(values.min(), values.max())
+        rows[column] = (moved.round().astype(values.dtype)
+                        if pd.api.types.is_integer_dtype(values) else moved.round(4))
+    return rows
+
+
 def diabetes_frame(n: int = 442, seed: int = 0) -> pd.DataFrame:
     """A diabetes-like table of n rows: scikit-learn's bundled 442 patients (unscaled) resampled
     with replacement, numbers jittered by 5% of each column's spread (sex kept), so the signal

@@ -107,3 +107,22 @@ def test_graph_lower_upper_equal_the_pipelines_bounds(fitted, method):
     assert result["max_rel_diff"] <= 1e-4
     with pytest.raises(ArtifactError, match="interval bound 'lower' differs"):
         check_interval_parity(graph, X, lower - 1.0, upper)
+
+
+def test_out_of_fold_fits_are_capped_as_tunes_folds_were():
+    """With train.large.max_rows (a subsampled SVR or forest), each fold's model fits on the
+    rows tune's folds fitted on; below the cap the predictions are unchanged."""
+    from sklearn.base import clone
+
+    from medcast.metrics import capped
+
+    X, y = heteroscedastic(300, seed=1)
+    estimator = models.build("knn", {"n_neighbors": 5}, SCHEMA, 0)
+    plain = intervals.oof_predictions(estimator, X, y, 5, 0)
+    assert np.array_equal(plain, intervals.oof_predictions(estimator, X, y, 5, 0, max_rows=240))
+    capped_oof = intervals.oof_predictions(estimator, X, y, 5, 0, max_rows=100)
+    expected = np.empty(len(X))
+    for k, (fit, val) in enumerate(intervals._folds(len(X), 5, 0)):
+        rows = capped(fit, 100, 0, k)
+        expected[val] = clone(estimator).fit(X.iloc[rows], y.iloc[rows]).predict(X.iloc[val])
+    assert np.array_equal(capped_oof, expected) and not np.array_equal(capped_oof, plain)

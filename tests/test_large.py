@@ -3,14 +3,15 @@ and says why."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from medcast.config import LargeConfig, parse_params
-from medcast.models.large import plan
+from medcast.models.large import keep, plan, screening_rows, stratified_subsample
 from tests.conftest import ROOT, tiny_params
 
 DEFAULTS = LargeConfig(max_rows={"svr": 10000, "random_forest": 50000}, hist_boosting_above=20000,
-                       mlp_max_steps=64)
+                       mlp_max_steps=64, halving_above=20000, halving_keep=2)
 MLP = {"batch_size": 16, "validation_split": 0.2, "epochs": 300}
 GB = {"n_estimators": 200, "learning_rate": 0.05, "max_depth": 2, "subsample": 0.8,
       "min_samples_leaf": 10}
@@ -69,3 +70,44 @@ def test_null_turns_a_rule_off_from_the_command_line():
     assert plan("svr", {}, 107_040, large).fidelity == "full"
     assert plan("gradient_boosting", GB, 107_040, large).fidelity == "full"
     assert plan("random_forest", {}, 107_040, large).fidelity == "subsampled"
+
+
+def test_screening_engages_only_above_halving_above():
+    assert [screening_rows(n, DEFAULTS) for n in (353, 1070, 20_000)] == [None, None, None]
+    assert screening_rows(20_001, DEFAULTS) == screening_rows(107_040, DEFAULTS) == 20_000
+    assert screening_rows(10**7, LargeConfig(halving_above=None)) is None
+
+
+def test_stratified_subsample_keeps_the_targets_deciles_and_is_seeded():
+    y = np.random.default_rng(0).lognormal(9.0, 1.0, 5000)  # skewed, like charges
+    rows = stratified_subsample(y, 500, seed=42)
+    assert len(rows) == 500 and list(rows) == sorted(set(rows))
+    assert list(rows) == list(stratified_subsample(y, 500, seed=42))
+    assert list(rows) != list(stratified_subsample(y, 500, seed=43))
+    edges = np.quantile(y, np.linspace(0, 1, 11)[1:-1])
+    per_decile = np.bincount(np.searchsorted(edges, y[rows], side="right"), minlength=10)
+    assert list(per_decile) == [50] * 10  # a plain random draw is off by ±10 in some decile
+    with pytest.raises(ValueError, match="500 rows out of 500"):
+        stratified_subsample(y[:500], 500, seed=42)
+
+
+def test_stratified_subsample_copes_with_a_target_of_few_values():
+    y = np.array([1.0] * 300 + [2.0] * 99 + [50.0])  # ties collapse deciles; one lone value
+    rows = stratified_subsample(y, 100, seed=0)
+    assert len(rows) == 100 and 20 <= int((y[rows] == 2.0).sum()) <= 30
+
+
+def test_keep_is_the_best_halving_keep_and_a_forced_one():
+    assert keep(["a", "b", "c", "d"], DEFAULTS) == ["a", "b"]
+    assert keep(["a", "b", "c", "d"], DEFAULTS, forced="d") == ["a", "b", "d"]
+    assert keep(["a", "b", "c"], DEFAULTS, forced="b") == ["a", "b"]
+    assert keep(["a"], DEFAULTS) == ["a"]
+
+
+def test_halving_settings_that_cannot_work_are_config_errors():
+    from medcast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="halving_above: 40 rows cannot be cross-validated"):
+        parse_params(tiny_params("train.large.halving_above=40"), ROOT)
+    with pytest.raises(ConfigError, match="halving_keep: 0 must be at least 1"):
+        parse_params(tiny_params("train.large.halving_keep=0"), ROOT)

@@ -282,3 +282,40 @@ def test_predict_onnx_reports_missing_columns(ridge):
     assert predict_onnx(session, X_test).shape == (len(X_test),)
     with pytest.raises(DataValidationError, match="smoker"):
         predict_onnx(session, X_test.drop(columns="smoker"))
+
+
+def test_a_knn_graph_on_many_training_rows_is_checked_in_batches(insurance, monkeypatch):
+    """The brute-force kNN graph holds rows × training points × features values: parity runs it
+    in batches that keep that bounded, with the same predictions as one call."""
+    from medcast.onnx import parity
+
+    p, schema, X, y, X_test = insurance
+    est = models.build("knn", p.models["knn"].defaults, schema, 0).fit(X, y)
+    model = to_onnx(est, schema)
+    assert parity.batch_rows(model) > 10_000  # a small table: its test rows in one call
+    monkeypatch.setattr(parity, "BATCH_VALUES", 7 * len(X) * est[:-1].transform(X).shape[1])
+    assert parity.batch_rows(model) == parity.batch_rows(model.SerializeToString()) == 7
+    session = inference_session(model)
+    one_call = predict_onnx(session, X_test)
+    assert np.array_equal(predict_onnx(session, X_test, batch=7), one_call)
+    assert check_parity(est, model, X_test, rtol=RTOL)["n"] == len(X_test)
+
+
+def test_a_knn_tie_at_the_kth_neighbour_is_found_and_left_out_of_parity(insurance):
+    """Three copies of every training row with different targets: the 2nd and 3rd nearest
+    points of any row are equally far, so which one counts is a tie either side may break."""
+    from medcast.onnx.parity import tied_rows
+
+    p, schema, X, y, X_test = insurance
+    est = models.build("knn", {"n_neighbors": 2, "weights": "distance"}, schema, 0)
+    assert not tied_rows(est.fit(X, y), X_test).any()
+    copies = pd.concat([X] * 3, ignore_index=True)
+    targets = pd.concat([y, y + 1000.0, y - 1000.0], ignore_index=True)
+    est = est.fit(copies, targets)
+    tied = tied_rows(est, X_test)
+    assert tied.all()
+    result = check_parity(est, to_onnx(est, schema), X_test, rtol=RTOL, tied=tied)
+    assert result["n_tied"] == len(X_test) and result["max_rel_diff"] == 0.0
+    ridge = models.build("ridge", {}, schema, 0).fit(X, y)
+    assert tied_rows(ridge, X_test) is None
+    assert "n_tied" not in check_parity(ridge, to_onnx(ridge, schema), X_test, rtol=RTOL)

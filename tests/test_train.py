@@ -150,3 +150,76 @@ def test_large_data_policy_is_recorded_in_the_leaderboard(data):
     assert select(results, None).model != "knn"
     with pytest.raises(ConfigError, match="skipped"):
         select(results, "knn")
+
+
+def _halving(p, above, **changes):
+    from dataclasses import replace
+
+    return replace(p.train, n_jobs=1, **changes,
+                   large=replace(p.train.large, halving_above=above, halving_keep=2))
+
+
+HALVING_NAMES = ["linear", "knn", "decision_tree", "ridge", "lasso"]
+
+
+def test_successive_halving_confirms_only_the_best_on_all_rows(data):
+    """Above halving_above rows every candidate is ranked on a stratified subsample; the best
+    halving_keep then run exactly as without halving (same folds, same scores), the others are
+    listed as screened, after them, without train/test scores, and are never selected."""
+    import math
+    from dataclasses import replace
+
+    from medcast.models.large import stratified_subsample
+
+    p, schema, X, y, Xt, yt = data
+    hps = {n: p.models[n].defaults for n in HALVING_NAMES}
+    halved = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema,
+                                                      X, y, Xt, yt)}
+    full = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, replace(p.train, n_jobs=1),
+                                                    schema, X, y, Xt, yt)}
+    sub = stratified_subsample(y, 60, p.train.seed)
+    on_sub = {r.model: r.cv["rmse"] for r in evaluate_candidates(
+        HALVING_NAMES, hps, replace(p.train, n_jobs=1), schema, X.iloc[sub].reset_index(drop=True),
+        y.iloc[sub].reset_index(drop=True), Xt, yt)}
+    best_two = sorted(on_sub, key=on_sub.get)[:2]
+    confirmed = [m for m, r in halved.items() if r.fidelity != "screened"]
+    assert sorted(confirmed) == sorted(best_two)
+    for m in confirmed:
+        assert (halved[m].folds, halved[m].train, halved[m].test) == \
+               (full[m].folds, full[m].train, full[m].test)
+        assert "on a stratified 60-row subsample of 120 rows" in halved[m].note
+        assert halved[m].note.endswith("confirmed on all rows")
+    for m in set(HALVING_NAMES) - set(confirmed):
+        r = halved[m]
+        assert r.fidelity == "screened" and r.train == {} and r.test == {}
+        assert r.cv["rmse"] == on_sub[m] and "not in the top 2" in r.note
+    assert select(list(halved.values()), None).model == min(confirmed,
+                                                            key=lambda m: full[m].cv["rmse"])
+    board = leaderboard(list(halved.values()))
+    assert list(board["model"][:2]) == sorted(confirmed, key=lambda m: full[m].cv["rmse"])
+    assert set(board["fidelity"][2:]) == {"screened"}
+    assert all(math.isnan(v) for v in board["test_r2"][2:])
+    assert sorted(board["model"]) == sorted(HALVING_NAMES)
+
+
+def test_a_forced_candidate_is_confirmed_even_if_screened_out(data):
+    p, schema, X, y, Xt, yt = data
+    hps = {n: p.models[n].defaults for n in HALVING_NAMES}
+    results = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y, Xt, yt))
+    worst = max((r for r in results if r.fidelity == "screened"), key=lambda r: r.cv["rmse"])
+    forced = list(evaluate_candidates(HALVING_NAMES, hps,
+                                      _halving(p, 60, select=worst.model), schema, X, y, Xt, yt))
+    assert sum(r.fidelity != "screened" for r in forced) == 3
+    assert select(forced, worst.model).test  # ran on all rows: it has test scores
+
+
+def test_halving_at_or_above_the_tables_rows_changes_nothing(data):
+    from dataclasses import replace
+
+    p, schema, X, y, Xt, yt = data
+    names = ["ridge", "knn"]
+    hps = {n: p.models[n].defaults for n in names}
+    plain = list(evaluate_candidates(names, hps, replace(p.train, n_jobs=1), schema, X, y, Xt, yt))
+    at = list(evaluate_candidates(names, hps, _halving(p, len(X)), schema, X, y, Xt, yt))
+    assert [(r.folds, r.train, r.test, r.fidelity, r.note) for r in plain] == \
+           [(r.folds, r.train, r.test, r.fidelity, r.note) for r in at]

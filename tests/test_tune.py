@@ -67,3 +67,65 @@ def test_storage_passwords_never_reach_messages(tmp_path):
     with pytest.raises(ConfigError) as info:
         run_study(p, "ridge", schema, X, y)
     assert "s3cret" not in str(info.value) and "ann:***@db.example.org" in str(info.value)
+
+
+def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confirmed(tmp_path):
+    """Trials are scored on train's stratified subsample; the best halving_keep completed
+    trials are cross-validated again on all rows, and the best of them there wins."""
+    from medcast.metrics import cross_validate, summarize
+    from medcast.models import large
+    from medcast.tune import confirm, screening_set
+
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=5", "train.n_jobs=1",
+                             "train.large.halving_above=60")
+    X_sub, y_sub = screening_set(p, X, y)
+    assert len(X_sub) == 60 and list(y_sub) == list(y.iloc[large.stratified_subsample(y, 60, 42)])
+    study = run_study(p, "knn", schema, X, y)
+    first = study.trials[0]  # the defaults, scored on the subsample
+    on_sub = cross_validate(large.build(large.plan("knn", p.models["knn"].defaults, 60,
+                                                   p.train.large), schema, 42),
+                            X_sub, y_sub, 5, 42)
+    assert first.value == summarize(on_sub)["rmse"]
+    best, folds, records = confirm(p, "knn", schema, X, y, study)
+    done, seen = [], set()
+    for t in sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value):
+        if str(sorted(t.params.items())) not in seen:  # a point drawn twice is confirmed once
+            seen.add(str(sorted(t.params.items())))
+            done.append(t)
+    # the best two, and the defaults (trial 0) so that tuning never ends worse than them
+    expected = done[:2] + ([first] if first not in done[:2] else [])
+    assert [r["number"] for r in records] == [t.number for t in expected]
+    assert [r["screening_value"] for r in records] == [t.value for t in expected]
+    on_all = {t.number: cross_validate(
+        large.build(large.plan("knn", {**p.models["knn"].defaults, **t.params}, len(X),
+                               p.train.large), schema, 42), X, y, 5, 42) for t in expected}
+    assert [r["value"] for r in records] == [summarize(on_all[t.number])["rmse"]
+                                             for t in expected]
+    assert first.number in [r["number"] for r in records]
+    assert best.number == min(records, key=lambda r: r["value"])["number"]
+    assert folds == on_all[best.number]
+
+
+def test_below_halving_above_the_best_trial_is_the_studys(tmp_path):
+    from medcast.tune import confirm, screening_set
+
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "train.n_jobs=1")
+    assert screening_set(p, X, y)[0] is X
+    study = run_study(p, "knn", schema, X, y)
+    best, folds, records = confirm(p, "knn", schema, X, y, study)
+    assert (best.number, folds, records) == (study.best_trial.number,
+                                             study.best_trial.user_attrs["folds"], [])
+
+
+def test_a_point_drawn_twice_is_confirmed_once(tmp_path):
+    from medcast.tune import confirm
+
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "train.n_jobs=1",
+                             "train.large.halving_above=60")
+    one_point = {"n_neighbors": {"choices": [5]}, "weights": {"choices": ["uniform"]}}
+    p = dataclasses.replace(p, models={**p.models, "knn": dataclasses.replace(
+        p.models["knn"], search_space=one_point)})
+    study = run_study(p, "knn", schema, X, y)
+    assert len({str(t.params) for t in study.trials}) == 1 and len(study.trials) == 3
+    best, _, records = confirm(p, "knn", schema, X, y, study)
+    assert [r["number"] for r in records] == [best.number] == [0]

@@ -85,6 +85,11 @@ class LargeConfig:
     # Seconds per MLP fit, then it stops with its best weights (null: no limit). Depends on the
     # machine's speed: an MLP that stops on it is not byte-stable.
     mlp_time_budget: float | None = None
+    # Multi-fidelity selection above this many rows (null: never): every candidate (and every
+    # tune trial) is cross-validated on a seeded stratified subsample of this many rows, and
+    # only the best halving_keep are cross-validated again on all rows.
+    halving_above: int | None = None
+    halving_keep: int = 2
 
 
 @dataclass(frozen=True)
@@ -258,6 +263,13 @@ def _check_study(p: StudyParams) -> None:
     if p.train.cluster is not None and "://" not in p.train.cluster:
         raise ConfigError(f"train.cluster: '{p.train.cluster}' is not a scheduler address like "
                           "tcp://host:8786 (null: local processes)")
+    large = p.train.large
+    if large.halving_above is not None and large.halving_above < 10 * p.train.cv_folds:
+        raise ConfigError(f"train.large.halving_above: {large.halving_above} rows cannot be "
+                          f"cross-validated in {p.train.cv_folds} folds (at least "
+                          f"{10 * p.train.cv_folds}; null: off)")
+    if large.halving_keep < 1:
+        raise ConfigError(f"train.large.halving_keep: {large.halving_keep} must be at least 1")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
     if not 0.0 < p.evaluate.interval_level < 1.0:

@@ -21,6 +21,7 @@ from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_frame, split_xy
 from medcast.intervals import IntervalModel
 from medcast.metrics import SUMMARY_KEYS, scores, split_scores
+from medcast.models import large
 from medcast.models.io import load_meta, load_model
 
 log = logging.getLogger("medcast.evaluate")
@@ -162,11 +163,12 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir:
 
 def calibrate(estimator: Any, X_train: pd.DataFrame, y_train: pd.Series, X: pd.DataFrame,
               y: pd.Series, predicted: Any, schema: FeatureSchema, level: float, n_folds: int,
-              seed: int) -> tuple[IntervalModel, np.ndarray, np.ndarray, dict[str, Any]]:
+              seed: int, max_rows: int | None = None
+              ) -> tuple[IntervalModel, np.ndarray, np.ndarray, dict[str, Any]]:
     """Intervals from the tuned pipeline's out-of-fold residuals on the training split (its
     hyperparameters refitted per fold, the folds of train/tune), their bounds on the test rows
     and reports/intervals.json (chosen method, calibration, coverage per group)."""
-    oof = intervals.oof_predictions(estimator, X_train, y_train, n_folds, seed)
+    oof = intervals.oof_predictions(estimator, X_train, y_train, n_folds, seed, max_rows)
     model = intervals.fit_intervals(X_train, y_train, oof, schema, level, n_folds, seed)
     lower, upper = model.bounds(X, predicted)
     detail = {
@@ -191,9 +193,12 @@ def main() -> None:
     estimator = load_model(model_dir)
     predicted = estimator.predict(X)
     level = params.evaluate.interval_level
+    # Fitted per fold on as many rows as tune's folds (train.large.max_rows; all of them on
+    # tables below it).
+    max_rows = large.plan(meta["model"], meta["params"], n_train, params.train.large).max_rows
     interval, lower, upper, detail = calibrate(
         estimator, X_train, y_train, X, y, predicted, schema, level, params.train.cv_folds,
-        params.train.seed)
+        params.train.seed, max_rows)
     summary = intervals.interval_report(interval, y, lower, upper)
     report = metrics_report(meta, scores(y, predicted), schema, n_train, len(X), summary)
     Path(paths.metrics).parent.mkdir(parents=True, exist_ok=True)
@@ -209,17 +214,22 @@ def main() -> None:
 
     from medcast.onnx.export import save_onnx, to_onnx
     from medcast.onnx.intervals import check_interval_parity, with_intervals
-    from medcast.onnx.parity import check_parity
+    from medcast.onnx.parity import check_parity, tied_rows
 
     onnx_model = with_intervals(to_onnx(estimator, schema), interval, schema)
     rows = parity_rows(X, schema)
-    parity = check_parity(estimator, onnx_model, rows, rtol=params.evaluate.parity_rtol)
+    tied = tied_rows(estimator, rows)
+    parity = check_parity(estimator, onnx_model, rows, rtol=params.evaluate.parity_rtol,
+                          tied=tied)
+    if parity.get("n_tied"):
+        log.info("ONNX parity: %d rows left out, a tie at the model's k-th neighbour (either "
+                 "neighbour is right)", parity["n_tied"])
     log.info("ONNX parity on %d rows (%d with a missing value): max relative difference %.2g "
              "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
              parity["max_rel_diff"], params.evaluate.parity_rtol)
     bounds = interval.bounds(rows, estimator.predict(rows))
     interval_parity = check_interval_parity(onnx_model, rows, *bounds,
-                                            rtol=params.evaluate.parity_rtol)
+                                            rtol=params.evaluate.parity_rtol, tied=tied)
     parity["interval_max_rel_diff"] = interval_parity["max_rel_diff"]
     save_onnx(onnx_model, paths.onnx)
     card_interval = {**interval.card(), "coverage": summary["interval.coverage"]}

@@ -81,14 +81,18 @@ def _folds(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray
     return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.arange(n)))
 
 
-def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int, seed: int
-                    ) -> np.ndarray:
+def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int, seed: int,
+                    max_rows: int | None = None) -> np.ndarray:
     """Out-of-fold predictions of a fresh clone of `estimator` per fold (the seeded KFold of
-    medcast.metrics.cross_validate: the folds train and tune score on)."""
+    medcast.metrics.cross_validate: the folds train and tune score on), each fitted on at most
+    max_rows of its rows as tune's folds were (train.large.max_rows)."""
     from sklearn.base import clone
 
+    from medcast.metrics import capped
+
     out = np.empty(len(X))
-    for fit_idx, val_idx in _folds(len(X), n_folds, seed):
+    for k, (fit_idx, val_idx) in enumerate(_folds(len(X), n_folds, seed)):
+        fit_idx = capped(fit_idx, max_rows, seed, k)
         model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
         out[val_idx] = np.asarray(model.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
     return out

@@ -54,20 +54,17 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return fn(*args), time.perf_counter() - start
 
 
-def evaluate_candidates(
+def _run(
     names: list[str],
     hps: dict[str, dict[str, Any]],
     cfg: TrainConfig,
     schema: FeatureSchema,
     X: pd.DataFrame,
     y: pd.Series,
-    X_test: pd.DataFrame,
-    y_test: pd.Series,
+    test: tuple[pd.DataFrame, pd.Series] | None,
 ) -> Iterator[CandidateResult]:
-    """K-fold CV of each candidate on the training set, then one fit on all of it for train and
-    test scores. Every fold and final fit of every candidate is one task for train.n_jobs
-    processes (or train.cluster); results come in the candidates' order, and do not depend on
-    where they ran. `seconds` sums the candidate's tasks (busy time, not wall time)."""
+    """K-fold CV of each candidate on (X, y), then (with `test`) one fit on all of X for train
+    and test scores; results in the candidates' order (see evaluate_candidates)."""
     plans = [large.plan(name, hps[name], len(X), cfg.large) for name in names]
     splits = fold_indices(len(X), cfg.cv_folds, cfg.seed)
     # The MLP's tasks go first: they are the longest, and a worker process that imported
@@ -81,8 +78,9 @@ def evaluate_candidates(
         estimator = large.build(p, schema, cfg.seed)
         calls += [(_timed, (fit_score, estimator, X, y, capped(fit, p.max_rows, cfg.seed, k), val))
                   for k, (fit, val) in enumerate(splits)]
-        everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.cv_folds)
-        calls.append((_timed, (_full_fit, estimator, X, y, everything, X_test, y_test)))
+        if test is not None:
+            everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.cv_folds)
+            calls.append((_timed, (_full_fit, estimator, X, y, everything, *test)))
     results = ordered(calls, cfg.n_jobs, cfg.cluster)
     done: dict[str, CandidateResult] = {}
     for p in run:
@@ -90,9 +88,9 @@ def evaluate_candidates(
             done[p.model] = CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, {}, 0.0, {},
                                             p.fidelity, p.note)
         else:
-            tasks = [next(results) for _ in range(cfg.cv_folds + 1)]
-            folds = [fold for fold, _ in tasks[:-1]]
-            full = tasks[-1][0]
+            tasks = [next(results) for _ in range(cfg.cv_folds + (test is not None))]
+            folds = [fold for fold, _ in tasks[:cfg.cv_folds]]
+            full = tasks[-1][0] if test is not None else {"train": {}, "test": {}, "history": {}}
             done[p.model] = CandidateResult(
                 model=p.model, params=dict(hps[p.model]), folds=folds, cv=summarize(folds),
                 train=full["train"], test=full["test"], seconds=sum(s for _, s in tasks),
@@ -100,6 +98,58 @@ def evaluate_candidates(
             )
         while plans and plans[0].model in done:  # in the candidates' order
             yield done.pop(plans.pop(0).model)
+
+
+def evaluate_candidates(
+    names: list[str],
+    hps: dict[str, dict[str, Any]],
+    cfg: TrainConfig,
+    schema: FeatureSchema,
+    X: pd.DataFrame,
+    y: pd.Series,
+    X_test: pd.DataFrame,
+    y_test: pd.Series,
+) -> Iterator[CandidateResult]:
+    """K-fold CV of each candidate on the training set, then one fit on all of it for train and
+    test scores. Every fold and final fit of every candidate is one task for train.n_jobs
+    processes (or train.cluster); results come in the candidates' order, and do not depend on
+    where they ran. `seconds` sums the candidate's tasks (busy time, not wall time).
+
+    Above train.large.halving_above rows (successive halving, medcast.models.large): every
+    candidate is first cross-validated on a stratified subsample of that many rows; the best
+    halving_keep (and a train.select-forced one) then run as above on all rows, the others come
+    back `screened` with their subsample CV scores and no train/test scores."""
+    rows = large.screening_rows(len(X), cfg.large)
+    if rows is None:
+        yield from _run(names, hps, cfg, schema, X, y, (X_test, y_test))
+        return
+    # Candidates skipped on all rows are not screened (their rows come back as skipped).
+    skipped = {n for n in names
+               if large.plan(n, hps[n], len(X), cfg.large).fidelity == large.SKIPPED}
+    sub = large.stratified_subsample(y, rows, cfg.seed)
+    X_sub, y_sub = X.iloc[sub].reset_index(drop=True), y.iloc[sub].reset_index(drop=True)
+    screened = {r.model: r for r in _run([n for n in names if n not in skipped], hps, cfg,
+                                         schema, X_sub, y_sub, None)}
+    ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
+    kept = large.keep(ranked, cfg.large, cfg.select)
+    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, X, y, (X_test, y_test))}
+    for name in names:
+        if name in confirmed:
+            r = confirmed[name]
+            if name in screened:
+                r.seconds += screened[name].seconds
+                note = large.screened_note(rows, len(X), ranked.index(name) + 1, len(ranked),
+                                           cfg.large, kept=True)
+                r.note = f"{r.note}; {note}" if r.note else note
+        elif name in screened:
+            r = screened[name]
+            note = large.screened_note(rows, len(X), ranked.index(name) + 1, len(ranked),
+                                       cfg.large, kept=False)
+            r.fidelity, r.note = large.SCREENED, f"{r.note}; {note}" if r.note else note
+        else:
+            p = large.plan(name, hps[name], len(X), cfg.large)
+            r = CandidateResult(name, dict(hps[name]), [], {}, {}, {}, 0.0, {}, p.fidelity, p.note)
+        yield r
 
 
 def evaluate_candidate(
@@ -126,8 +176,8 @@ def target_units(history: dict[str, list[float]], scaler: Any) -> dict[str, list
 
 def select(results: list[CandidateResult], forced: str | None) -> CandidateResult:
     """The forced candidate, else the lowest mean CV RMSE (ties: listed order); never a
-    skipped one."""
-    ran = [r for r in results if r.fidelity != large.SKIPPED]
+    skipped or screened one."""
+    ran = [r for r in results if r.fidelity not in (large.SKIPPED, large.SCREENED)]
     if forced is not None:
         chosen = next(r for r in results if r.model == forced)
         if chosen.fidelity == large.SKIPPED:
@@ -142,15 +192,19 @@ def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
     """Scores only: the wall-clock fit time goes to MLflow (`fit_seconds`) and the log, never
     into this DVC output, so the same inputs give the same bytes."""
     rows = []
-    ran = sorted((r for r in results if r.fidelity != large.SKIPPED), key=lambda r: r.cv["rmse"])
+    by_cv = sorted((r for r in results if r.fidelity != large.SKIPPED), key=lambda r: r.cv["rmse"])
+    # Screened candidates after those that ran on all rows: their CV is the subsample's.
+    ran = ([r for r in by_cv if r.fidelity != large.SCREENED]
+           + [r for r in by_cv if r.fidelity == large.SCREENED])
     for r in ran:
         row: dict[str, Any] = {"model": r.model}
         row.update({f"cv_{k}": v for k, v in r.cv.items()})
-        row.update({f"train_{m}": r.train[m] for m in METRICS})
-        row.update({f"test_{m}": r.test[m] for m in METRICS})
+        row.update({f"train_{m}": r.train.get(m, float("nan")) for m in METRICS})
+        row.update({f"test_{m}": r.test.get(m, float("nan")) for m in METRICS})
         row.update({"fidelity": r.fidelity, "fidelity_note": r.note})
         rows.append(row)
-    # Skipped candidates last, without scores (null in the JSON, empty in the CSV).
+    # Skipped candidates last, without scores (null in the JSON, empty in the CSV; a screened
+    # one's train and test scores likewise).
     rows += [{"model": r.model, "fidelity": r.fidelity, "fidelity_note": r.note}
              for r in results if r.fidelity == large.SKIPPED]
     table = pd.DataFrame(rows)

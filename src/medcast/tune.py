@@ -119,6 +119,7 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
     space = params.models[model].search_space
     train_cfg = params.train
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    X, y = screening_set(params, X, y)
 
     def objective(trial: optuna.Trial) -> float:
         if trial.user_attrs.get(TICKET) is None:
@@ -143,6 +144,55 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
         return summarize(folds)["rmse"]
 
     return objective
+
+
+def screening_set(params: Params, X: pd.DataFrame, y: pd.Series
+                  ) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows trials are scored on: all of them, or above train.large.halving_above rows the
+    stratified subsample train screened its candidates on (medcast.models.large)."""
+    rows = large.screening_rows(len(X), params.train.large)
+    if rows is None:
+        return X, y
+    sub = large.stratified_subsample(y, rows, params.train.seed)
+    return X.iloc[sub].reset_index(drop=True), y.iloc[sub].reset_index(drop=True)
+
+
+def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, y: pd.Series,
+            study: Any) -> tuple[Any, list[dict[str, float]], list[dict[str, Any]]]:
+    """The best trial and its folds on all rows: the study's best, or, when trials were scored
+    on a subsample (screening_set), the best on all rows of its halving_keep best completed
+    trials with distinct hyperparameters and the first (the defaults), each cross-validated
+    again on every row (same folds as train's). Also one record per confirmed trial (empty
+    without a subsample)."""
+    import optuna
+
+    large_cfg, cfg = params.train.large, params.train
+    if large.screening_rows(len(X), large_cfg) is None:
+        return study.best_trial, study.best_trial.user_attrs["folds"], []
+    done = sorted((t for t in budget_trials(study) if t.state == optuna.trial.TrialState.COMPLETE),
+                  key=lambda t: (t.value, t.number))
+    distinct: dict[str, Any] = {}  # TPE may draw a point twice: confirm it once
+    for trial in done:
+        distinct.setdefault(json.dumps(trial.params, sort_keys=True, default=str), trial)
+    # The defaults (the first ticket, default_point) are always confirmed too: the tuned model
+    # is then never worse on all rows than the defaults train scored there.
+    first = next((t for t in done if t.user_attrs.get(TICKET) == 0), None)
+    ranked = list(distinct.values())
+    forced = next((t for t in ranked if first is not None and t.params == first.params), None)
+    best, best_folds, records = None, [], []
+    for trial in large.keep(ranked, large_cfg, forced):
+        hp = {**params.models[model].defaults, **trial.params}
+        plan = large.plan(model, hp, len(X), large_cfg)
+        folds = cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.cv_folds,
+                               cfg.seed, n_jobs=cfg.n_jobs, cluster=cfg.cluster,
+                               max_rows=plan.max_rows)
+        value = summarize(folds)["rmse"]
+        records.append({"number": trial.number, "screening_value": trial.value, "value": value})
+        log.info("trial %d confirmed on all %d rows: CV RMSE %.4g (%.4g on the subsample)",
+                 trial.number, len(X), value, trial.value)
+        if best is None or value < summarize(best_folds)["rmse"]:
+            best, best_folds = trial, folds
+    return best, best_folds, records
 
 
 def work(study: Any, objective: Any, on_trial: Any = None, deadline: float | None = None) -> None:
@@ -332,12 +382,19 @@ def stage(params: Params) -> None:
         if not count(study, "COMPLETE"):
             raise ArtifactError(f"study {study.study_name}: no trial completed ({finished} "
                                 "finished); see the log above")
-        best = study.best_trial
+        best, folds, confirmed = confirm(params, model, schema, X, y, study)
         hp = {**params.models[model].defaults, **best.params}
-        cv = summarize(best.user_attrs["folds"])
+        cv = summarize(folds)
         log.info("best trial %d of %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
                  best.number, finished, best.params, cv["rmse"], cv["r2"], len(X))
         plan = large.plan(model, hp, len(X), params.train.large)
+        note = plan.note
+        if confirmed:
+            rows = large.screening_rows(len(X), params.train.large)
+            screening = (f"trials scored on a stratified {rows}-row subsample "
+                         f"(train.large.halving_above), the best {len(confirmed)} confirmed on "
+                         f"all {len(X)} rows")
+            note = f"{note}; {screening}" if note else screening
         rows = capped(range(len(X)), plan.max_rows, params.train.seed, params.train.cv_folds)
         estimator = large.build(plan, schema, params.train.seed).fit(X.iloc[rows], y.iloc[rows])
         mlflow_.log_params({"dataset": schema.dataset, "model": model, "tune.n_trials": finished,
@@ -345,15 +402,15 @@ def stage(params: Params) -> None:
         mlflow_.log_metrics(tracking.flat("cv", cv))
 
     meta = {"model": model, "dataset": schema.dataset, "params": hp, "cv": cv,
-            **({"fidelity": plan.fidelity, "fidelity_note": plan.note} if plan.note else {}),
-            "folds": best.user_attrs["folds"], "study": study.study_name,
-            "best_trial": best.number}
+            **({"fidelity": plan.fidelity, "fidelity_note": note} if note else {}),
+            "folds": folds, "study": study.study_name, "best_trial": best.number}
     save_model(estimator, Path(paths.model_dir), meta)
     Path(paths.tuning).parent.mkdir(parents=True, exist_ok=True)
     Path(paths.tuning).write_text(json.dumps({
         "model": model, "study": study.study_name, "n_trials": finished,
         "best_trial": best.number, "best_params": best.params, "cv": cv,
         "trials": trial_records(study),
+        **({"confirmed_on_all_rows": confirmed} if confirmed else {}),
     }, indent=2, default=str) + "\n")
 
 

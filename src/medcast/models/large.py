@@ -8,18 +8,33 @@ What ran is one of:
   HistGradientBoosting) or bounded work (the MLP's steps per epoch, its time budget);
 * subsampled — fitted on a seeded subsample of at most max_rows rows (every validation row is
   still scored);
-* skipped — not run; the leaderboard says so.
+* skipped — not run; the leaderboard says so;
+* screened — above train.large.halving_above rows (multi-fidelity selection, successive
+  halving in two rungs): every candidate is first cross-validated on a seeded subsample of
+  halving_above rows, stratified on the target's deciles; only the best halving_keep (and a
+  train.select-forced one) are then cross-validated on all rows. A candidate that stopped at the
+  subsample is "screened": its CV scores are the subsample's, it has no train/test scores and is
+  never selected. Tune scores its trials on the same subsample and confirms its best
+  halving_keep trials on all rows.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from medcast.config import LargeConfig
 
+T = TypeVar("T")
+
 FULL, APPROXIMATED, SUBSAMPLED, SKIPPED = "full", "approximated", "subsampled", "skipped"
+SCREENED = "screened"
+# Strata of the screening subsample: quantile bins of the target.
+STRATA = 10
 
 
 @dataclass(frozen=True)
@@ -88,3 +103,44 @@ def build(p: Plan, schema: Any, seed: int) -> Any:
     from medcast import models
 
     return models.build(p.build_as, p.hp, schema, seed)
+
+
+def screening_rows(n_rows: int, large: LargeConfig) -> int | None:
+    """Rows of the screening subsample on n_rows training rows: halving_above when the table
+    is larger, else None (no screening: every candidate and trial runs on all rows)."""
+    above = large.halving_above
+    return above if above is not None and n_rows > above else None
+
+
+def stratified_subsample(y: Sequence[float] | np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`size` row positions of y (sorted), a seeded draw stratified on the target's deciles, so
+    the subsample keeps the target's distribution (its rare, expensive tail included)."""
+    from sklearn.model_selection import train_test_split
+
+    values = np.asarray(y, dtype="float64").reshape(-1)
+    if not 0 < size < len(values):
+        raise ValueError(f"a subsample of {size} rows out of {len(values)}")
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, STRATA + 1)[1:-1]))
+    strata = np.searchsorted(edges, values, side="right")
+    counts = np.bincount(strata)
+    strata[counts[strata] < 2] = int(np.argmax(counts))  # a lone row joins the largest stratum
+    rows, _ = train_test_split(np.arange(len(values)), train_size=size, random_state=seed,
+                               stratify=strata)
+    return np.sort(rows)
+
+
+def keep(ranked: list[T], large: LargeConfig, forced: T | None = None) -> list[T]:
+    """The candidates (or trials) confirmed on all rows: the best halving_keep of `ranked`
+    (best first), and a forced one."""
+    kept = ranked[: max(1, large.halving_keep)]
+    return kept + [forced] if forced is not None and forced not in kept else kept
+
+
+def screened_note(rows: int, n_rows: int, rank: int, of: int, large: LargeConfig,
+                  kept: bool) -> str:
+    """What screening did to a candidate, for its leaderboard row."""
+    where = (f"ranked {rank} of {of} on a stratified {rows}-row subsample of {n_rows} rows "
+             f"(train.large.halving_above={large.halving_above})")
+    if kept:
+        return f"{where}; confirmed on all rows"
+    return f"{where}; not in the top {large.halving_keep}, not run on all rows"
