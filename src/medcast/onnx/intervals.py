@@ -105,12 +105,32 @@ def _share_decimal_inputs(difficulty: Any, taken: set[str], schema: FeatureSchem
     return nodes, [t for t in difficulty.initializer if t.name in used]
 
 
+def bound_differences(native: tuple[Any, Any], exported: tuple[Any, Any]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's relative difference of the graph's (lower, upper) from the pipeline's. A bound
+    is ŷ ∓ width, so its float32 error is of the size of the row's interval, not of the bound:
+    the difference is measured against the row's larger |bound| (and at least 1 % of the
+    median of those, and 1e-6), so a bound that happens to lie near zero is not held to a
+    tighter limit than the rest (a lower bound of −41.17 against an upper one of 20,000)."""
+    lo, hi = (np.asarray(v, dtype=np.float64).reshape(-1) for v in native)
+    scale = np.maximum(np.abs(lo), np.abs(hi))
+    floor = max(1e-6, 0.01 * float(np.median(scale))) if len(scale) else 1e-6
+    scale = np.maximum(scale, floor)
+    out = []
+    for ref, got in zip((lo, hi), exported, strict=True):
+        got = np.asarray(got, dtype=np.float64).reshape(-1)
+        diff = np.abs(got - ref)
+        diff[~np.isfinite(got)] = np.inf
+        out.append(diff / scale)
+    return out[0], out[1]
+
+
 def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any, upper: Any,
                           rtol: float = 1e-4, tied: np.ndarray | None = None
                           ) -> dict[str, float]:
-    """Compare the graph's `lower`/`upper` on `frame` with the pipeline's bounds, as
-    medcast.onnx.parity compares predictions (relative to the value, or to 1 % of the median
-    |value| near zero). Raises ArtifactError when a bound differs by more than `rtol`."""
+    """Compare the graph's `lower`/`upper` on `frame` with the pipeline's bounds, relative to
+    each row's interval (bound_differences). Raises ArtifactError when a bound differs by more
+    than `rtol`."""
     from medcast.onnx.parity import batch_rows, inference_session, run_batched
 
     is_session = hasattr(session_or_model, "run")
@@ -118,13 +138,10 @@ def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any
     batch = None if is_session else batch_rows(session_or_model)
     got = run_batched(session, list(INTERVAL_OUTPUTS), frame, batch)
     worst = 0.0
-    for name, native, exported in zip(INTERVAL_OUTPUTS, (lower, upper), got, strict=True):
+    rels = bound_differences((lower, upper), (got[0], got[1]))
+    for name, native, exported, rel in zip(INTERVAL_OUTPUTS, (lower, upper), got, rels,
+                                           strict=True):
         native = np.asarray(native, dtype=np.float64).reshape(-1)
-        exported = np.asarray(exported, dtype=np.float64).reshape(-1)
-        diff = np.abs(exported - native)
-        diff[~np.isfinite(exported)] = np.inf
-        floor = max(1e-6, 0.01 * float(np.median(np.abs(native)))) if len(native) else 1e-6
-        rel = diff / np.maximum(np.abs(native), floor)
         if tied is not None:  # a kNN's tie at its k-th neighbour (medcast.onnx.parity)
             rel[tied] = 0.0
         if len(rel) and rel.max() > rtol:
