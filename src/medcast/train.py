@@ -54,17 +54,12 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return fn(*args), time.perf_counter() - start
 
 
-def _run(
-    names: list[str],
-    hps: dict[str, dict[str, Any]],
-    cfg: TrainConfig,
-    schema: FeatureSchema,
-    X: pd.DataFrame,
-    y: pd.Series,
-    test: tuple[pd.DataFrame, pd.Series] | None,
-) -> Iterator[CandidateResult]:
-    """K-fold CV of each candidate on (X, y), then (with `test`) one fit on all of X for train
-    and test scores; results in the candidates' order (see evaluate_candidates)."""
+def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: TrainConfig,
+         schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series],
+         test: tuple[pd.DataFrame, pd.Series] | None) -> Iterator[CandidateResult]:
+    """K-fold CV of each candidate on `train` (X, y), then (with `test`) one fit on all of X for
+    train and test scores; results in the candidates' order (see evaluate_candidates)."""
+    X, y = train
     plans = [large.plan(name, hps[name], len(X), cfg.large) for name in names]
     splits = fold_indices(len(X), cfg.cv_folds, cfg.seed)
     # The MLP's tasks go first: they are the longest, and a worker process that imported
@@ -121,7 +116,7 @@ def evaluate_candidates(
     back `screened` with their subsample CV scores and no train/test scores."""
     rows = large.screening_rows(len(X), cfg.large)
     if rows is None:
-        yield from _run(names, hps, cfg, schema, X, y, (X_test, y_test))
+        yield from _run(names, hps, cfg, schema, (X, y), (X_test, y_test))
         return
     # Candidates skipped on all rows are not screened (their rows come back as skipped).
     skipped = {n for n in names
@@ -129,10 +124,10 @@ def evaluate_candidates(
     sub = large.stratified_subsample(y, rows, cfg.seed)
     X_sub, y_sub = X.iloc[sub].reset_index(drop=True), y.iloc[sub].reset_index(drop=True)
     screened = {r.model: r for r in _run([n for n in names if n not in skipped], hps, cfg,
-                                         schema, X_sub, y_sub, None)}
+                                         schema, (X_sub, y_sub), None)}
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
     kept = large.keep(ranked, cfg.large, cfg.select)
-    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, X, y, (X_test, y_test))}
+    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), (X_test, y_test))}
     for name in names:
         if name in confirmed:
             r = confirmed[name]
@@ -152,16 +147,9 @@ def evaluate_candidates(
         yield r
 
 
-def evaluate_candidate(
-    name: str,
-    hp: dict[str, Any],
-    cfg: TrainConfig,
-    schema: FeatureSchema,
-    X: pd.DataFrame,
-    y: pd.Series,
-    X_test: pd.DataFrame,
-    y_test: pd.Series,
-) -> CandidateResult:
+def evaluate_candidate(name: str, hp: dict[str, Any], cfg: TrainConfig, schema: FeatureSchema,
+                       X: pd.DataFrame, y: pd.Series, X_test: pd.DataFrame, y_test: pd.Series
+                       ) -> CandidateResult:
     """One candidate (see evaluate_candidates)."""
     return next(evaluate_candidates([name], {name: hp}, cfg, schema, X, y, X_test, y_test))
 
