@@ -112,6 +112,7 @@ class PredictionLog:
         self.retry_max_s = retry_max_s
         self.figures: LogFigures = figures or _NoFigures()
         self._buf: list[_Group] = []  # waiting, oldest first (withdrawn ones skipped at take)
+        self._writing: list[_Group] = []  # the batch of the write under way
         self._depth = 0  # rows waiting or being written, withdrawn ones excluded
         self._expect = 1  # requests in the last commit: `ack` waits (≤ window) for as many
         self._prepared = prepare is None
@@ -249,7 +250,9 @@ class PredictionLog:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._task
         left = self._depth
-        for group in self._buf:  # requests still waiting (ack) learn it now, not at their timeout
+        # Waiting requests (ack) learn it now: those buffered and those of a write left under
+        # way (its thread may still commit: a row without a 2xx, never the reverse).
+        for group in [*self._writing, *self._buf]:
             if group.fut is not None and not group.fut.done():
                 group.fut.set_result("prediction log: the service stopped before the commit")
         self._buf = []
@@ -357,12 +360,14 @@ class PredictionLog:
             rows = [r for g in batch for r in g.rows] if len(batch) > 1 else batch[0].rows
             for g in batch:
                 g.writing = True
+            self._writing = batch
             try:
                 if not self._prepared:
                     await asyncio.to_thread(self._prepare)  # type: ignore[arg-type]
                     self._prepared = True
                 await asyncio.to_thread(self._write, rows)
             except Exception as exc:  # noqa: BLE001 - the database is down or refusing: retry
+                self._writing = []
                 self._failed(exc)
                 keep = []
                 for g in batch:
@@ -378,6 +383,7 @@ class PredictionLog:
                 self._buf[:0] = keep
                 backoff = self._grow(backoff)
                 continue
+            self._writing = []
             n = len(rows)
             self.rows_written += n
             self.commits += 1

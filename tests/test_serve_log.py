@@ -291,6 +291,27 @@ def test_stop_answers_the_requests_still_waiting() -> None:
     asyncio.run(main())
 
 
+def test_stop_answers_a_request_whose_write_is_still_under_way() -> None:
+    """stop() runs out of time during a write (a hung database): the task is cancelled, and the
+    request in that write is answered at once, not at its ack timeout (seen under load in CI)."""
+    db = FakeDb()
+    db.gate = threading.Event()
+
+    async def main() -> None:
+        log = PredictionLog(db.write, ack_timeout_s=30)
+        log.start()
+        task = asyncio.create_task(log.record(["r"]))
+        await until(lambda: db.attempts >= 1)  # the write holds the row, blocked
+        assert await log.stop(0.2) == 1
+        reason = await asyncio.wait_for(task, 2)
+        assert reason is not None and "stopped before the commit" in reason
+
+    try:
+        asyncio.run(main())
+    finally:
+        db.gate.set()  # let the write's thread finish
+
+
 def test_unknown_durability_is_refused() -> None:
     with pytest.raises(ValueError, match="durability 'sometimes'"):
         PredictionLog(lambda rows: None, durability="sometimes")
