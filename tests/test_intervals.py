@@ -105,6 +105,9 @@ def test_graph_lower_upper_equal_the_pipelines_bounds(fitted, method):
     lower, upper = variants[method].bounds(X, estimator.predict(X))
     result = check_interval_parity(inference_session(graph), X, lower, upper, rtol=1e-4)
     assert result["max_rel_diff"] <= 1e-4
+    # evaluate's path: the prediction and both bounds from one graph run
+    both = check_parity(estimator, graph, X, bounds=variants[method].bounds)
+    assert both["interval_max_rel_diff"] == result["max_rel_diff"]
     with pytest.raises(ArtifactError, match="interval bound 'lower' differs"):
         check_interval_parity(graph, X, lower - 1.0, upper)
 

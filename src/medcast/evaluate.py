@@ -213,24 +213,21 @@ def main() -> None:
              100 * summary["interval.coverage"], summary["interval.mean_width"])
 
     from medcast.onnx.export import save_onnx, to_onnx
-    from medcast.onnx.intervals import check_interval_parity, with_intervals
+    from medcast.onnx.intervals import with_intervals
     from medcast.onnx.parity import check_parity, tied_rows
 
     onnx_model = with_intervals(to_onnx(estimator, schema), interval, schema)
     rows = parity_rows(X, schema)
     tied = tied_rows(estimator, rows)
+    # one graph run and one prediction for the prediction and both bounds
     parity = check_parity(estimator, onnx_model, rows, rtol=params.evaluate.parity_rtol,
-                          tied=tied)
+                          tied=tied, bounds=interval.bounds)
     if parity.get("n_tied"):
         log.info("ONNX parity: %d rows left out, a tie at the model's k-th neighbour (either "
                  "neighbour is right)", parity["n_tied"])
     log.info("ONNX parity on %d rows (%d with a missing value): max relative difference %.2g "
              "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
              parity["max_rel_diff"], params.evaluate.parity_rtol)
-    bounds = interval.bounds(rows, estimator.predict(rows))
-    interval_parity = check_interval_parity(onnx_model, rows, *bounds,
-                                            rtol=params.evaluate.parity_rtol, tied=tied)
-    parity["interval_max_rel_diff"] = interval_parity["max_rel_diff"]
     save_onnx(onnx_model, paths.onnx)
     card_interval = {**interval.card(), "coverage": summary["interval.coverage"]}
     card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity,

@@ -137,6 +137,14 @@ def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any
     session = session_or_model if is_session else inference_session(session_or_model)
     batch = None if is_session else batch_rows(session_or_model)
     got = run_batched(session, list(INTERVAL_OUTPUTS), frame, batch)
+    return {"max_rel_diff": compare_bounds(lower, upper, got, rtol, tied), "n": len(frame)}
+
+
+def compare_bounds(lower: Any, upper: Any, got: Any, rtol: float = 1e-4,
+                   tied: np.ndarray | None = None) -> float:
+    """The largest relative difference (bound_differences) of the graph's bounds `got` (lower,
+    upper) from the pipeline's; rows in `tied` left out. Raises ArtifactError naming the worst
+    row when it exceeds `rtol`."""
     worst = 0.0
     rels = bound_differences((lower, upper), (got[0], got[1]))
     for name, native, exported, rel in zip(INTERVAL_OUTPUTS, (lower, upper), got, rels,
@@ -151,4 +159,4 @@ def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any
                                 f"{native[row]:.6g} (relative difference {rel[row]:.3g} > "
                                 f"rtol {rtol:g})")
         worst = max(worst, float(rel.max(initial=0.0)))
-    return {"max_rel_diff": worst, "n": len(frame)}
+    return worst

@@ -4,13 +4,14 @@ missing)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from medcast.errors import ArtifactError, DataValidationError
-from medcast.onnx.contract import OUTPUT_NAME
+from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
 from medcast.onnx.export import _first_line, frame_column
 
 if TYPE_CHECKING:
@@ -102,8 +103,12 @@ def check_parity(
     X: pd.DataFrame,
     rtol: float = 1e-4,
     tied: np.ndarray | None = None,
+    bounds: Callable[[pd.DataFrame, np.ndarray], tuple[Any, Any]] | None = None,
 ) -> dict[str, float]:
-    """Compare ONNX Runtime (1 thread) with `estimator.predict(X)` row by row.
+    """Compare ONNX Runtime (1 thread) with `estimator.predict(X)` row by row; with `bounds`
+    (the interval model's, from X and the native predictions) also the graph's lower/upper
+    outputs, from the same graph run (medcast.onnx.intervals.compare_bounds), as
+    "interval_max_rel_diff".
 
     The relative difference of a row is |onnx − native| / max(|native|, floor), where floor is
     1 % of the median |native| prediction (and at least 1e-6): relative to the prediction
@@ -116,8 +121,9 @@ def check_parity(
     """
     session = inference_session(onnx_model)
     native = np.asarray(estimator.predict(X), dtype=np.float64).reshape(-1)
+    outputs = [OUTPUT_NAME, *(INTERVAL_OUTPUTS if bounds is not None else ())]
     try:
-        exported = predict_onnx(session, X, batch_rows(onnx_model))
+        exported, *graph_bounds = run_batched(session, outputs, X, batch_rows(onnx_model))
     except DataValidationError:
         raise
     except Exception as err:
@@ -146,4 +152,9 @@ def check_parity(
             f"(relative difference {rel_diff[worst]:.3g} > rtol {rtol:g}; "
             f"{int((rel_diff > rtol).sum())} rows over)"
         )
+    if bounds is not None:
+        from medcast.onnx.intervals import compare_bounds
+
+        result["interval_max_rel_diff"] = compare_bounds(*bounds(X, native), graph_bounds, rtol,
+                                                         tied)
     return result
