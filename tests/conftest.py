@@ -9,6 +9,11 @@ from typing import Any
 
 import pytest
 
+# First, before any test module loads NumPy: importing medcast pins OpenBLAS's kernels
+# (src/medcast/__init__.py), so this process computes as the workers it starts (loky, Dask,
+# xdist, stages) do, to the last bit.
+import medcast  # noqa: F401,E402
+
 pytest_plugins = ["tests.support.serving"]
 
 ROOT = Path(__file__).resolve().parents[1]

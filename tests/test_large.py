@@ -61,6 +61,8 @@ def test_bad_n_jobs_or_cluster_is_one_config_error():
         parse_params(tiny_params("train.n_jobs=0"), ROOT)
     with pytest.raises(ConfigError, match="train.cluster: 'myhost' is not a scheduler address"):
         parse_params(tiny_params("train.cluster=myhost"), ROOT)
+    with pytest.raises(ConfigError, match="tune.cluster: 'myhost:8786' is not a scheduler address"):
+        parse_params(tiny_params("tune.cluster=myhost:8786"), ROOT)
 
 
 def test_null_turns_a_rule_off_from_the_command_line():

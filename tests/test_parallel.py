@@ -79,6 +79,31 @@ def test_train_candidates_on_the_cluster_score_as_locally(cluster):
            [(r.folds, r.train, r.test) for r in runs[1]]
 
 
+def test_tune_trials_on_tune_cluster_score_as_locally(cluster, tmp_path):
+    """tune.cluster alone (train's fits local) sends every trial's folds to the cluster."""
+    from distributed import get_task_stream
+
+    from devtools.factories import insurance_frame
+    from medcast.datasets import validate
+    from medcast.features import infer_schema, split_xy
+    from medcast.tune import run_study
+    from tests.conftest import tiny
+
+    address, client = cluster
+    studies = []
+    for where in ("null", address):
+        p = tiny("dataset=insurance", "tune.n_trials=4", "train.n_jobs=1",
+                 f"tune.storage=sqlite:///{tmp_path}/optuna.db", f"tune.cluster={where}")
+        table = validate(insurance_frame(90, seed=2).astype(str), p.dataset)
+        schema = infer_schema(table, p.dataset)
+        with get_task_stream(client) as stream:
+            study = run_study(p, "knn", schema, *split_xy(table, schema))
+        studies.append(([(t.params, t.value) for t in study.trials], len(stream.data)))
+    (local, on_local), (remote, on_cluster) = studies
+    assert remote == local
+    assert on_local == 0 and on_cluster == 4 * p.train.cv_folds  # every fold of every trial
+
+
 def test_a_worker_killed_mid_run_loses_no_fold(cluster):
     """SIGKILL a worker process while it fits: the scheduler reruns its folds elsewhere (the
     nanny restarts it) and cross-validation returns every fold, as locally."""

@@ -102,7 +102,8 @@ class TrainConfig:
     # Processes for CV folds and candidates, in train and tune (null: every core); the scores
     # do not depend on it.
     n_jobs: int | None = None
-    # null: local processes; a Dask scheduler (tcp://host:8786) runs train's and tune's fits.
+    # null: local processes; a Dask scheduler (tcp://host:8786) runs train's fits, and tune's
+    # unless tune.cluster names another.
     cluster: str | None = None
     large: LargeConfig = field(default_factory=LargeConfig)
 
@@ -120,6 +121,8 @@ class TuneConfig:
     grace_period: int = 30
     max_retry: int = 2
     worker_wait: float = 600.0
+    # A Dask scheduler for the trials' CV folds; null: where train's fits run.
+    cluster: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,9 +263,11 @@ def _check_study(p: StudyParams) -> None:
         raise ConfigError("train.candidates: empty; name at least one model")
     if p.train.n_jobs is not None and p.train.n_jobs < 1:
         raise ConfigError(f"train.n_jobs: {p.train.n_jobs} must be at least 1 (null: every core)")
-    if p.train.cluster is not None and "://" not in p.train.cluster:
-        raise ConfigError(f"train.cluster: '{p.train.cluster}' is not a scheduler address like "
-                          "tcp://host:8786 (null: local processes)")
+    for key, address, null in (("train.cluster", p.train.cluster, "local processes"),
+                               ("tune.cluster", p.tune.cluster, "as train.cluster")):
+        if address is not None and "://" not in address:
+            raise ConfigError(f"{key}: '{address}' is not a scheduler address like "
+                              f"tcp://host:8786 (null: {null})")
     large = p.train.large
     if large.halving_above is not None and large.halving_above < 10 * p.train.cv_folds:
         raise ConfigError(f"train.large.halving_above: {large.halving_above} rows cannot be "

@@ -110,6 +110,11 @@ def count(study: Any, *states: str) -> int:
     return len(study.get_trials(deepcopy=False, states=wanted))
 
 
+def fold_cluster(params: Params) -> str | None:
+    """Where the trials' CV folds run: tune.cluster, or else where train's fits do."""
+    return params.tune.cluster or params.train.cluster
+
+
 def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame,
                    y: pd.Series) -> Any:
     import optuna
@@ -117,7 +122,7 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
 
     base = dict(params.models[model].defaults)
     space = params.models[model].search_space
-    train_cfg = params.train
+    train_cfg, cluster = params.train, fold_cluster(params)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     X, y = screening_set(params, X, y)
 
@@ -137,7 +142,7 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
 
         try:
             folds = cross_validate(estimator, X, y, train_cfg.cv_folds, train_cfg.seed, report,
-                                   n_jobs=train_cfg.n_jobs, cluster=train_cfg.cluster,
+                                   n_jobs=train_cfg.n_jobs, cluster=cluster,
                                    max_rows=plan.max_rows)
         except InvalidParameterError as err:
             raise ConfigError(f"conf/model/{model}.yaml: {err}") from None
@@ -184,7 +189,7 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
         hp = {**params.models[model].defaults, **trial.params}
         plan = large.plan(model, hp, len(X), large_cfg)
         folds = cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.cv_folds,
-                               cfg.seed, n_jobs=cfg.n_jobs, cluster=cfg.cluster,
+                               cfg.seed, n_jobs=cfg.n_jobs, cluster=fold_cluster(params),
                                max_rows=plan.max_rows)
         value = summarize(folds)["rmse"]
         records.append({"number": trial.number, "screening_value": trial.value, "value": value})
