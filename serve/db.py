@@ -174,6 +174,13 @@ def _tuples(rows: Sequence[LogRow], sqlite: bool) -> list[tuple[Any, ...]]:
     return out
 
 
+def _copy(cur: Any, table: str, data: list[tuple[Any, ...]]) -> None:
+    """COPY `data` (driver-level tuples in COLUMNS order) into `table` on psycopg cursor `cur`."""
+    with cur.copy(f"COPY {table} ({_INSERT_COLS}) FROM STDIN") as cp:
+        for t in data:
+            cp.write_row(t)
+
+
 def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
     """Insert rows in one transaction, skipping (request_id, item) pairs already present.
 
@@ -198,10 +205,8 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
 
         try:  # new rows (nearly always): one COPY straight into the table
             with engine.begin() as conn, \
-                    conn.connection.driver_connection.cursor() as cur, \
-                    cur.copy(f"COPY predictions ({_INSERT_COLS}) FROM STDIN") as cp:  # type: ignore[union-attr]
-                for t in data:
-                    cp.write_row(t)
+                    conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                _copy(cur, "predictions", data)
             return len(rows)
         except UniqueViolation:  # a retry after a lost acknowledgement: rolled back, merge them
             pass
@@ -212,9 +217,7 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
                     if not info.get("medcast_staging"):
                         cur.execute(staging_ddl())
                         info["medcast_staging"] = True
-                    with cur.copy(f"COPY {_STAGING} ({_INSERT_COLS}) FROM STDIN") as cp:
-                        for t in data:
-                            cp.write_row(t)
+                    _copy(cur, _STAGING, data)
                     cur.execute(_PG_MERGE)
             except BaseException:
                 info.pop("medcast_staging", None)  # the CREATE may have been rolled back
