@@ -20,8 +20,9 @@ from medcast.errors import ArtifactError, DataValidationError
 from medcast.features import FeatureSchema
 from medcast.models.io import load_model, save_model
 from medcast.onnx.contract import OUTPUT_NAME
-from medcast.onnx.export import check_signature, load_onnx, onnx_inputs, save_onnx, to_onnx
-from medcast.onnx.parity import check_parity, inference_session, predict_onnx
+from medcast.onnx.export import check_signature, load_onnx, save_onnx, to_onnx
+from medcast.onnx.parity import check_parity
+from medcast.onnx.runtime import inference_session, onnx_inputs, predict_onnx
 from medcast.preprocess import split
 from tests.conftest import tiny
 
@@ -139,7 +140,7 @@ def test_float32_inputs_are_read_as_the_decimals_they_came_from():
     one float32 step."""
     from onnx import helper
 
-    from medcast.onnx.export import _decimal_nodes
+    from medcast.onnx.export import decimal_nodes
 
     rng = np.random.default_rng(0)
     digits = rng.integers(1, 7, 5000)
@@ -149,7 +150,7 @@ def test_float32_inputs_are_read_as_the_decimals_they_came_from():
     short = np.concatenate([short, -short, [0.0, 1.0, 1000.0, 123456.0, 1e-300]])
     long = rng.normal(0, 100, 1000)  # 17 significant digits
 
-    nodes, constants = _decimal_nodes(["x"], ["y"])
+    nodes, constants = decimal_nodes(["x"], ["y"])
     graph = helper.make_graph(
         nodes, "snap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [None, 1])], constants,
@@ -287,14 +288,14 @@ def test_predict_onnx_reports_missing_columns(ridge):
 def test_a_knn_graph_on_many_training_rows_is_checked_in_batches(insurance, monkeypatch):
     """The brute-force kNN graph holds rows × training points × features values: parity runs it
     in batches that keep that bounded, with the same predictions as one call."""
-    from medcast.onnx import parity
+    from medcast.onnx import runtime
 
     p, schema, X, y, X_test = insurance
     est = models.build("knn", p.models["knn"].defaults, schema, 0).fit(X, y)
     model = to_onnx(est, schema)
-    assert parity.batch_rows(model) > 10_000  # a small table: its test rows in one call
-    monkeypatch.setattr(parity, "BATCH_VALUES", 7 * len(X) * est[:-1].transform(X).shape[1])
-    assert parity.batch_rows(model) == parity.batch_rows(model.SerializeToString()) == 7
+    assert runtime.batch_rows(model) > 10_000  # a small table: its test rows in one call
+    monkeypatch.setattr(runtime, "BATCH_VALUES", 7 * len(X) * est[:-1].transform(X).shape[1])
+    assert runtime.batch_rows(model) == runtime.batch_rows(model.SerializeToString()) == 7
     session = inference_session(model)
     one_call = predict_onnx(session, X_test)
     assert np.array_equal(predict_onnx(session, X_test, batch=7), one_call)

@@ -28,6 +28,13 @@ class ArtifactError(MedcastError):
     """A model or report artifact is missing, unsafe or does not match dvc.lock."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages can run to pages), or its
+    type's name when it has none."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
 F = TypeVar("F", bound=Callable[..., object])
 
 

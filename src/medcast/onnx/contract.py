@@ -6,7 +6,7 @@ the service (serve/model.py). NumPy only, so that serving stays light.
 * a missing value is NaN (numbers) or the empty string (categories): the graph imputes it as
   the pipeline does (median + indicator, the "(missing)" level);
 * one output, `prediction`, shape [N, 1], float32, in target units; a graph exported with
-  intervals (medcast.onnx.intervals) also has `lower` and `upper`, same shape and type: the
+  intervals (medcast.onnx.bounds) also has `lower` and `upper`, same shape and type: the
   bounds of the conformal prediction interval at the level its model card states.
 """
 

@@ -5,7 +5,7 @@ only (no scikit-learn, no TensorFlow).
 
 Inside, the graph computes in float64, as scikit-learn does. At the door each float32 input is
 turned back into the double scikit-learn would have read from the same decimal text (26.2, not
-float32's 26.2000008; see `_decimal_nodes`); at the exit the prediction is cast to float32.
+float32's 26.2000008; see `decimal_nodes`); at the exit the prediction is cast to float32.
 Some regressors take float32 features inside the graph, as they do in scikit-learn or Keras
 (`onnx_float32` in medcast.models.REGISTRY; see medcast.onnx.converters.target).
 """
@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from medcast.errors import ArtifactError, DataValidationError
+from medcast.errors import ArtifactError, first_line
 from medcast.features import FeatureSchema
-from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME, column
+from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import onnx
@@ -29,23 +28,7 @@ if TYPE_CHECKING:  # heavy imports stay out of module import
 # Pinned so that the same pipeline always gives the same graph, whatever the library defaults
 # become: ONNX opset 17 (ONNX Runtime ≥ 1.14 runs it) and ai.onnx.ml 3.
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
-_DOUBLE_SUFFIX = "__f64"
-
-
-def onnx_inputs(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, np.ndarray]:
-    """The feed for an exported graph from a DataFrame (NaN/None where a value is missing).
-    Extra columns (e.g. the target) are ignored."""
-    missing = [n for n in schema.names if n not in frame.columns]
-    if missing:
-        raise DataValidationError(f"columns {missing} missing (expected {schema.names})")
-    return {f.name: frame_column(frame, f.name, f.type) for f in schema.features}
-
-
-def frame_column(frame: pd.DataFrame, name: str, feature_type: str) -> np.ndarray:
-    values = frame[name]
-    if feature_type == "category":
-        return column(values.to_numpy(dtype=object), feature_type)
-    return pd.to_numeric(values).to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+DOUBLE_SUFFIX = "__f64"
 
 
 def to_onnx(estimator: Any, schema: FeatureSchema) -> onnx.ModelProto:
@@ -62,7 +45,7 @@ def to_onnx(estimator: Any, schema: FeatureSchema) -> onnx.ModelProto:
         raise ArtifactError(f"a feature is named '{OUTPUT_NAME}', the graph's output name")
     register()
     # Numeric inputs are declared double so that every converter emits its double variant;
-    # _float32_inputs() then makes them float32 inputs feeding _decimal_nodes.
+    # _float32_inputs() then makes them float32 inputs feeding decimal_nodes.
     initial_types = [
         (f.name, (StringTensorType if f.type == "category" else DoubleTensorType)([None, 1]))
         for f in schema.features
@@ -124,15 +107,15 @@ def _restore_input_names(model: onnx.ModelProto, schema: FeatureSchema) -> None:
 def _float32_inputs(model: onnx.ModelProto, schema: FeatureSchema) -> None:
     """Make numeric inputs float32 and the output float32 `prediction`: float32 is what the
     service contract promises. Inside, each numeric value goes back to the double a CSV parser
-    or JSON decoder would have given scikit-learn (see _decimal_nodes)."""
+    or JSON decoder would have given scikit-learn (see decimal_nodes)."""
     from onnx import TensorProto, helper
 
     graph = model.graph
     taken = {name for node in graph.node for name in (*node.input, *node.output)}
     taken |= {t.name for t in graph.initializer}
-    inner = {name: f"{name}{_DOUBLE_SUFFIX}" for name in schema.numeric}
+    inner = {name: f"{name}{DOUBLE_SUFFIX}" for name in schema.numeric}
     clash = (set(inner.values()) | {OUTPUT_NAME}) & taken
-    clash |= {name for name in taken if name.startswith(_PREFIX)}
+    clash |= {name for name in taken if name.startswith(DECIMAL_PREFIX)}
     if clash:
         raise ArtifactError(f"the exported graph already uses the tensor names {sorted(clash)}")
     for node in graph.node:
@@ -144,7 +127,7 @@ def _float32_inputs(model: onnx.ModelProto, schema: FeatureSchema) -> None:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
     entry: list[Any] = []
     if schema.numeric:
-        entry, constants = _decimal_nodes(schema.numeric, [inner[n] for n in schema.numeric])
+        entry, constants = decimal_nodes(schema.numeric, [inner[n] for n in schema.numeric])
         graph.initializer.extend(constants)
     if len(graph.output) != 1:
         raise ArtifactError(f"expected one graph output, got {[o.name for o in graph.output]}")
@@ -158,10 +141,11 @@ def _float32_inputs(model: onnx.ModelProto, schema: FeatureSchema) -> None:
     graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1]))
 
 
-_PREFIX = "medcast_in_"
+# Tensor names of the float32 → decimal conversion at the graph's door (decimal_nodes).
+DECIMAL_PREFIX = "medcast_in_"
 
 
-def _decimal_nodes(inputs: list[str], outputs: list[str]) -> tuple[list[Any], list[Any]]:
+def decimal_nodes(inputs: list[str], outputs: list[str]) -> tuple[list[Any], list[Any]]:
     """Nodes turning float32 inputs [N, 1] into doubles: each value becomes the shortest decimal
     of 6 or 7 significant digits that rounds to the same float32 (else the float32 value).
 
@@ -179,14 +163,14 @@ def _decimal_nodes(inputs: list[str], outputs: list[str]) -> tuple[list[Any], li
     constants: list[Any] = []
 
     def const(name: str, value: Any, dtype: Any = np.float64) -> str:
-        if _PREFIX + name not in {c.name for c in constants}:  # shared by both digit counts
+        if DECIMAL_PREFIX + name not in {c.name for c in constants}:  # shared by both digit counts
             array = np.asarray(value, dtype=dtype)
-            constants.append(numpy_helper.from_array(array, _PREFIX + name))
-        return _PREFIX + name
+            constants.append(numpy_helper.from_array(array, DECIMAL_PREFIX + name))
+        return DECIMAL_PREFIX + name
 
     def node(op: str, args: list[str], name: str, **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, args, [_PREFIX + name], name=_PREFIX + name, **attrs))
-        return _PREFIX + name
+        nodes.append(helper.make_node(op, args, [DECIMAL_PREFIX + name], name=DECIMAL_PREFIX + name, **attrs))
+        return DECIMAL_PREFIX + name
 
     f32 = node("Concat", inputs, "f32", axis=1) if len(inputs) > 1 else inputs[0]
     raw = node("Cast", [f32], "raw", to=TensorProto.DOUBLE)
@@ -212,11 +196,11 @@ def _decimal_nodes(inputs: list[str], outputs: list[str]) -> tuple[list[Any], li
                     f"same{digits}")
         chosen = node("Where", [same, snapped, chosen], f"chosen{digits}")
     if len(outputs) == 1:
-        nodes.append(helper.make_node("Identity", [chosen], outputs, name=_PREFIX + "identity"))
+        nodes.append(helper.make_node("Identity", [chosen], outputs, name=DECIMAL_PREFIX + "identity"))
     else:
         nodes.append(helper.make_node(
             "Split", [chosen, const("split", [1] * len(outputs), np.int64)], outputs, axis=1,
-            name=_PREFIX + "split",
+            name=DECIMAL_PREFIX + "split",
         ))
     return nodes, constants
 
@@ -247,7 +231,7 @@ def load_onnx(path: str | os.PathLike[str], schema: FeatureSchema | None = None)
     except FileNotFoundError:
         raise ArtifactError(f"{path}: not found; export the model first") from None
     except Exception as err:  # protobuf DecodeError, ValidationError, shape inference errors
-        raise ArtifactError(f"{path}: not a valid ONNX model ({_first_line(err)})") from None
+        raise ArtifactError(f"{path}: not a valid ONNX model ({first_line(err)})") from None
     # What to_onnx writes is self-contained and uses standard operators only; anything else
     # (tensors in side files, custom-op domains) did not come from here.
     domains = {o.domain for o in model.opset_import} - {"", "ai.onnx", "ai.onnx.ml"}
@@ -261,11 +245,6 @@ def load_onnx(path: str | os.PathLike[str], schema: FeatureSchema | None = None)
     if schema is not None:
         check_signature(model, schema)
     return model
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
 
 
 def check_signature(model: onnx.ModelProto, schema: FeatureSchema) -> None:

@@ -1,6 +1,6 @@
-"""Run an exported graph with ONNX Runtime and check it against the native pipeline, row by
-row (evaluate does this on every test row, and on copies of some with each nullable feature
-missing)."""
+"""Check an exported graph against the native pipeline, row by row, prediction and interval
+bounds alike (the export stage does this on every test row, and on copies of some with each
+nullable feature missing)."""
 
 from __future__ import annotations
 
@@ -10,73 +10,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from medcast.errors import ArtifactError, DataValidationError
+from medcast.errors import ArtifactError, DataValidationError, first_line
+from medcast.onnx.bounds import compare_bounds
 from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
-from medcast.onnx.export import _first_line, frame_column
+from medcast.onnx.runtime import batch_rows, inference_session, run_batched
 
 if TYPE_CHECKING:
     import onnx
-    import onnxruntime
-
-
-def inference_session(model: onnx.ModelProto | bytes) -> onnxruntime.InferenceSession:
-    """A single-threaded CPU session: predictions must not depend on thread count, and the
-    service scales with processes, not threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    data = model if isinstance(model, bytes) else model.SerializeToString()
-    try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf types
-        raise ArtifactError(f"ONNX Runtime cannot load the model: {_first_line(err)}") from None
-
-
-# Rows per ONNX Runtime call when checking a graph on many rows. Some graphs hold a tensor of
-# rows × an initializer's size (the brute-force kNN: rows × training points × features), so a
-# call holds at most BATCH_VALUES such values (256 MB of float32); every other graph, and every
-# table below that (the built-in studies), runs in one call of up to BATCH_ROWS rows.
-BATCH_ROWS = 1 << 16
-BATCH_VALUES = 1 << 26
-
-
-def batch_rows(model: onnx.ModelProto | bytes) -> int:
-    """Rows per call for `model` (see BATCH_VALUES)."""
-    import onnx
-
-    if isinstance(model, bytes):
-        model = onnx.load_from_string(model)
-    widest = max((int(np.prod(t.dims)) for t in model.graph.initializer), default=1)
-    return int(min(BATCH_ROWS, max(1, BATCH_VALUES // max(widest, 1))))
-
-
-def run_batched(session: onnxruntime.InferenceSession, outputs: list[str], frame: pd.DataFrame,
-                batch: int | None = None) -> list[np.ndarray]:
-    """session.run on `frame` in batches of `batch` rows (None: one call), outputs joined. The
-    feed is built from the graph's own inputs, so it checks the graph, not just the schema."""
-    missing = [i.name for i in session.get_inputs() if i.name not in frame.columns]
-    if missing:
-        raise DataValidationError(f"columns {missing} missing for the ONNX model")
-    step = len(frame) if batch is None else batch
-    parts = []
-    for start in range(0, max(len(frame), 1), max(step, 1)):
-        rows = frame.iloc[start:start + step]
-        feed = {i.name: frame_column(rows, i.name,
-                                     "category" if i.type == "tensor(string)" else "float")
-                for i in session.get_inputs()}
-        parts.append(session.run(outputs, feed))
-    return [np.concatenate([np.asarray(part[k], dtype=np.float64).reshape(-1) for part in parts])
-            for k in range(len(outputs))]
-
-
-def predict_onnx(session: onnxruntime.InferenceSession, frame: pd.DataFrame,
-                 batch: int | None = None) -> np.ndarray:
-    """Run an exported graph on `frame` (in batches of `batch` rows; None: one call):
-    predictions as a float64 vector of length N."""
-    (out,) = run_batched(session, [OUTPUT_NAME], frame, batch)
-    return out
 
 
 def tied_rows(estimator: Any, X: pd.DataFrame) -> np.ndarray | None:
@@ -107,7 +47,7 @@ def check_parity(
 ) -> dict[str, float]:
     """Compare ONNX Runtime (1 thread) with `estimator.predict(X)` row by row; with `bounds`
     (the interval model's, from X and the native predictions) also the graph's lower/upper
-    outputs, from the same graph run (medcast.onnx.intervals.compare_bounds), as
+    outputs, from the same graph run (medcast.onnx.bounds.compare_bounds), as
     "interval_max_rel_diff".
 
     The relative difference of a row is |onnx − native| / max(|native|, floor), where floor is
@@ -127,7 +67,7 @@ def check_parity(
     except DataValidationError:
         raise
     except Exception as err:
-        raise ArtifactError(f"ONNX Runtime failed on the parity rows: {_first_line(err)}") from None
+        raise ArtifactError(f"ONNX Runtime failed on the parity rows: {first_line(err)}") from None
     if exported.shape != native.shape:
         raise ArtifactError(f"ONNX returned {exported.shape[0]} predictions for {len(native)} rows")
     abs_diff = np.abs(exported - native)
@@ -153,8 +93,6 @@ def check_parity(
             f"{int((rel_diff > rtol).sum())} rows over)"
         )
     if bounds is not None:
-        from medcast.onnx.intervals import compare_bounds
-
         result["interval_max_rel_diff"] = compare_bounds(*bounds(X, native), graph_bounds, rtol,
                                                          tied)
     return result

@@ -32,42 +32,7 @@ def _convert_hist_boosting(scope: Any, operator: Any, container: Any) -> None:
     if type(hgb._loss.link).__name__ != "IdentityLink" or hgb.n_trees_per_iteration_ != 1:
         raise ArtifactError("HistGradientBoostingRegressor export supports the squared-error "
                             f"loss only, got loss={hgb.loss!r}")
-    nodes_t: list[int] = []
-    nodes_n: list[int] = []
-    feature: list[int] = []
-    modes: list[str] = []
-    values: list[float] = []
-    true_ids: list[int] = []
-    false_ids: list[int] = []
-    missing_true: list[int] = []
-    leaf_t: list[int] = []
-    leaf_n: list[int] = []
-    weights: list[float] = []
-    for t, (predictor,) in enumerate(hgb._predictors):
-        nodes = predictor.nodes
-        if nodes["is_categorical"].any():
-            raise ArtifactError("HistGradientBoostingRegressor with categorical splits is not "
-                                "exported: medcast one-hot encodes categories before it")
-        for i, node in enumerate(nodes):
-            nodes_t.append(t)
-            nodes_n.append(i)
-            if node["is_leaf"]:
-                feature.append(0)
-                modes.append("LEAF")
-                values.append(0.0)
-                true_ids.append(0)
-                false_ids.append(0)
-                missing_true.append(0)
-                leaf_t.append(t)
-                leaf_n.append(i)
-                weights.append(float(node["value"]))
-            else:
-                feature.append(int(node["feature_idx"]))
-                modes.append("BRANCH_LEQ")
-                values.append(float(node["num_threshold"]))
-                true_ids.append(int(node["left"]))
-                false_ids.append(int(node["right"]))
-                missing_true.append(int(node["missing_go_to_left"]))
+    a = _tree_attributes(hgb)
     baseline = np.asarray(hgb._baseline_prediction, dtype=np.float64).reshape(-1)
     emit = Emitter(scope, container, operator.inputs[0])
     if emit.dtype is not np.float64:
@@ -83,12 +48,42 @@ def _convert_hist_boosting(scope: Any, operator: Any, container: Any) -> None:
         [summed], op_domain="ai.onnx.ml", op_version=3,
         name=scope.get_unique_operator_name("TreeEnsembleRegressor"),
         n_targets=1, aggregate_function="SUM", post_transform="NONE",
-        nodes_treeids=nodes_t, nodes_nodeids=nodes_n, nodes_featureids=feature,
-        nodes_modes=modes, nodes_values_as_tensor=tensor("values", values),
-        nodes_truenodeids=true_ids, nodes_falsenodeids=false_ids,
-        nodes_missing_value_tracks_true=missing_true,
-        target_treeids=leaf_t, target_nodeids=leaf_n, target_ids=[0] * len(leaf_t),
-        target_weights_as_tensor=tensor("weights", weights),
+        nodes_treeids=a["tree"], nodes_nodeids=a["node"], nodes_featureids=a["feature"],
+        nodes_modes=a["mode"], nodes_values_as_tensor=tensor("values", a["threshold"]),
+        nodes_truenodeids=a["true"], nodes_falsenodeids=a["false"],
+        nodes_missing_value_tracks_true=a["missing_true"],
+        target_treeids=a["leaf_tree"], target_nodeids=a["leaf_node"],
+        target_ids=[0] * len(a["leaf_tree"]),
+        target_weights_as_tensor=tensor("weights", a["weight"]),
         base_values_as_tensor=tensor("base", baseline),
     )
     emit.node("Cast", [summed], outputs=[operator.outputs[0].full_name], to=emit.proto)
+
+
+def _tree_attributes(hgb: Any) -> dict[str, list[Any]]:
+    """TreeEnsembleRegressor's per-node and per-leaf attribute lists for every tree of `hgb`:
+    a branch sends x <= threshold to `true` (left), a missing x where it learned; a leaf
+    carries its value as the weight of target 0."""
+    a: dict[str, list[Any]] = {k: [] for k in (
+        "tree", "node", "feature", "mode", "threshold", "true", "false", "missing_true",
+        "leaf_tree", "leaf_node", "weight")}
+    for t, (predictor,) in enumerate(hgb._predictors):
+        nodes = predictor.nodes
+        if nodes["is_categorical"].any():
+            raise ArtifactError("HistGradientBoostingRegressor with categorical splits is not "
+                                "exported: medcast one-hot encodes categories before it")
+        for i, node in enumerate(nodes):
+            a["tree"].append(t)
+            a["node"].append(i)
+            leaf = bool(node["is_leaf"])
+            a["feature"].append(0 if leaf else int(node["feature_idx"]))
+            a["mode"].append("LEAF" if leaf else "BRANCH_LEQ")
+            a["threshold"].append(0.0 if leaf else float(node["num_threshold"]))
+            a["true"].append(0 if leaf else int(node["left"]))
+            a["false"].append(0 if leaf else int(node["right"]))
+            a["missing_true"].append(0 if leaf else int(node["missing_go_to_left"]))
+            if leaf:
+                a["leaf_tree"].append(t)
+                a["leaf_node"].append(i)
+                a["weight"].append(float(node["value"]))
+    return a

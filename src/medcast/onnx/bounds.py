@@ -14,6 +14,7 @@ import pandas as pd
 from medcast.errors import ArtifactError
 from medcast.features import FeatureSchema
 from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
+from medcast.onnx.runtime import batch_rows, inference_session, run_batched
 
 if TYPE_CHECKING:
     import onnx
@@ -90,13 +91,13 @@ def _share_decimal_inputs(difficulty: Any, taken: set[str], schema: FeatureSchem
     conversion when the model's graph already computes the same doubles (to_onnx's
     `<feature>__f64` tensors): the two would compute identical values, and on one row the
     conversion's ~40 small operators are most of the subgraph's cost."""
-    from medcast.onnx.export import _DOUBLE_SUFFIX, _PREFIX
+    from medcast.onnx.export import DECIMAL_PREFIX, DOUBLE_SUFFIX
 
-    shared = {f"{PREFIX}{name}{_DOUBLE_SUFFIX}": f"{name}{_DOUBLE_SUFFIX}"
+    shared = {f"{PREFIX}{name}{DOUBLE_SUFFIX}": f"{name}{DOUBLE_SUFFIX}"
               for name in schema.numeric}
     if not shared or not set(shared.values()) <= taken:
         return list(difficulty.node), list(difficulty.initializer)
-    own = PREFIX + _PREFIX
+    own = PREFIX + DECIMAL_PREFIX
     nodes = [n for n in difficulty.node if not n.name.startswith(own)]
     for node in nodes:
         for i, name in enumerate(node.input):
@@ -131,8 +132,6 @@ def check_interval_parity(session_or_model: Any, frame: pd.DataFrame, lower: Any
     """Compare the graph's `lower`/`upper` on `frame` with the pipeline's bounds, relative to
     each row's interval (bound_differences). Raises ArtifactError when a bound differs by more
     than `rtol`."""
-    from medcast.onnx.parity import batch_rows, inference_session, run_batched
-
     is_session = hasattr(session_or_model, "run")
     session = session_or_model if is_session else inference_session(session_or_model)
     batch = None if is_session else batch_rows(session_or_model)
