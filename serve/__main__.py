@@ -141,17 +141,26 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.check:
-        from serve.model import ModelError, load_model
+        return _check(settings)
+    return _serve(settings)
 
-        try:
-            model = load_model(settings)
-        except ModelError as exc:
-            print(f"refused: {exc}", file=sys.stderr)
-            return 1
-        print(f"ok: {model.card.name} ({model.revision}) md5 {model.md5}, "
-              f"{len(model.card.features)} features")
-        return 0
 
+def _check(settings: Settings) -> int:
+    """--check: load and verify the model as the service would, then exit."""
+    from serve.model import ModelError, load_model
+
+    try:
+        model = load_model(settings)
+    except ModelError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"ok: {model.card.name} ({model.revision}) md5 {model.md5}, "
+          f"{len(model.card.features)} features")
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    """Run the service under uvicorn until SIGTERM/SIGINT; 0 after a clean stop."""
     import uvicorn
 
     from serve.app import create_app
@@ -189,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run() does
         server.run()
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

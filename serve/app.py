@@ -3,7 +3,7 @@ lifespan and OpenAPI document together; `app_from_env` is the factory for ASGI s
 
 Where things live: the state and the lifespan in serve.service, the REST handlers in
 serve.routes, the dashboard in serve.dashboard, errors and the OpenAPI document in
-serve.openapi, metrics in serve.metrics.
+serve.openapi, metrics in serve.prometheus.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from serve.dashboard import DASHBOARD
-from serve.metrics import MetricsMiddleware
 from serve.model import Artifacts
 from serve.openapi import log_exception, openapi_config
+from serve.prometheus import MetricsMiddleware
 from serve.ratelimit import rate_limit_config
 from serve.routes import API
 from serve.service import Database, Service, lifespan

@@ -44,7 +44,7 @@ STOPPING = "the service is stopping; retry later"
 
 
 class LogFigures(Protocol):
-    """Where the log reports its figures as they change (serve.metrics.Metrics)."""
+    """Where the log reports its figures as they change (serve.prometheus.Metrics)."""
 
     def buffered(self, rows: int) -> None:
         """`rows` entered (> 0) or left (< 0) the buffer."""
@@ -215,9 +215,13 @@ class PredictionLog:
             return
         group.withdrawn = True
         if not group.writing:  # a write holding it settles it (written, or dropped on failure)
-            self._depth -= len(group.rows)
-            self.figures.buffered(-len(group.rows))
-            self._refuse(len(group.rows))
+            self._drop(group)
+
+    def _drop(self, group: _Group) -> None:
+        """Rows of a withdrawn group leave the buffer unwritten (refused)."""
+        self._depth -= len(group.rows)
+        self.figures.buffered(-len(group.rows))
+        self._refuse(len(group.rows))
 
     # ---- background task ----------------------------------------------------------------------
 
@@ -257,18 +261,14 @@ class PredictionLog:
                 group.fut.set_result("prediction log: the service stopped before the commit")
         self._buf = []
         if left:
-            logger.error(
-                "prediction log: %d rows could not be written before shutdown (%s)",
-                left, self.last_error or "timeout",
-            )
+            logger.error("prediction log: %d rows could not be written before shutdown (%s)",
+                         left, self.last_error or "timeout")
         return left
 
     def _recovered(self) -> None:
         if self.failing_since is not None:
-            logger.warning(
-                "prediction log: database back after %.1f s (%d retries so far)",
-                time.time() - self.failing_since, self.retries,
-            )
+            logger.warning("prediction log: database back after %.1f s (%d retries so far)",
+                           time.time() - self.failing_since, self.retries)
             self.failing_since = None
             self.last_error = None
 
@@ -278,28 +278,21 @@ class PredictionLog:
         self.last_error = _reason(exc)
         if self.failing_since is None:
             self.failing_since = time.time()
-            logger.warning(
-                "prediction log: write failed, keeping %d rows and retrying (%s)",
-                self._depth, self.last_error,
-            )
+            logger.warning("prediction log: write failed, keeping %d rows and retrying (%s)",
+                           self._depth, self.last_error)
 
     def _take(self) -> list[_Group]:
         """The oldest waiting groups, up to `chunk_rows` rows (at least one group)."""
         batch: list[_Group] = []
-        n = 0
-        i = 0
-        buf = self._buf
-        while i < len(buf):
-            g = buf[i]
-            i += 1
-            if g.withdrawn:
-                continue
-            if batch and n + len(g.rows) > self.chunk_rows:
-                i -= 1
-                break
-            batch.append(g)
-            n += len(g.rows)
-        del buf[:i]
+        n = taken = 0
+        for g in self._buf:
+            if not g.withdrawn:
+                if batch and n + len(g.rows) > self.chunk_rows:
+                    break
+                batch.append(g)
+                n += len(g.rows)
+            taken += 1  # withdrawn groups before the cut leave with the batch
+        del self._buf[:taken]
         return batch
 
     async def _pause(self, seconds: float) -> None:
@@ -321,79 +314,85 @@ class PredictionLog:
             if not self._buf:
                 if self._stopping:
                     return
-                # Nothing to write, but the schema or readiness waits for the database.
-                check = (self._prepare if not self._prepared
-                         else self._probe if self.failing else None)
-                if check is not None:
-                    try:
-                        await asyncio.to_thread(check)
-                    except Exception as exc:  # noqa: BLE001 - still down
-                        self._failed(exc)
-                        backoff = self._grow(backoff)
-                        continue
-                    self._prepared = True
-                    self._recovered()
-                    backoff = 0.0
-                self._wake.clear()
-                if not self._buf:
-                    await self._wake.wait()
+                backoff = await self._idle(backoff)
                 continue
             if not self._stopping and self._depth < self.chunk_rows:
-                # Group commit. Requests the event loop is already handling add their rows
-                # within an iteration or two: take them along (costs nothing when alone).
-                seen = -1
-                while seen != self._depth < self.chunk_rows:
-                    seen = self._depth
-                    await asyncio.sleep(0)
-                    await asyncio.sleep(0)
-                # Then let the batch fill until the oldest row has waited a window. `ack`
-                # waits only for as many requests as the last commit held (those clients
-                # are likely to be back): alone, a request is written at once.
-                delay = self._buf[0].at + self.window_s - time.monotonic()
-                if delay > 0 and (not self.ack or len(self._buf) < self._expect):
-                    self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                await self._gather()
             batch = self._take()
             if not batch:
                 continue
-            rows = [r for g in batch for r in g.rows] if len(batch) > 1 else batch[0].rows
-            for g in batch:
-                g.writing = True
-            self._writing = batch
+            backoff = 0.0 if await self._commit(batch) else self._grow(backoff)
+
+    async def _idle(self, backoff: float) -> float:
+        """Nothing to write: prepare the schema, or probe the database while readiness waits
+        for it, then wait for rows. Returns the next backoff."""
+        check = self._prepare if not self._prepared else self._probe if self.failing else None
+        if check is not None:
             try:
-                if not self._prepared:
-                    await asyncio.to_thread(self._prepare)  # type: ignore[arg-type]
-                    self._prepared = True
-                await asyncio.to_thread(self._write, rows)
-            except Exception as exc:  # noqa: BLE001 - the database is down or refusing: retry
-                self._writing = []
+                await asyncio.to_thread(check)
+            except Exception as exc:  # noqa: BLE001 - still down
                 self._failed(exc)
-                keep = []
-                for g in batch:
-                    g.writing = False
-                    if g.withdrawn:  # answered 503 during the attempt: drop it now
-                        self._depth -= len(g.rows)
-                        self.figures.buffered(-len(g.rows))
-                        self._refuse(len(g.rows))
-                    elif g.late:  # its wait ran out during this attempt, which failed: 503
-                        self._answer_503(g)
-                    else:
-                        keep.append(g)
-                self._buf[:0] = keep
-                backoff = self._grow(backoff)
-                continue
-            self._writing = []
-            n = len(rows)
-            self.rows_written += n
-            self.commits += 1
-            self._depth -= n
-            self.figures.buffered(-n)
-            self.figures.written(n)
-            for g in batch:
-                g.writing = False
-                if g.fut is not None and not g.fut.done():
-                    g.fut.set_result(None)
-            self._expect = len(batch)
+                return self._grow(backoff)
+            self._prepared = True
             self._recovered()
             backoff = 0.0
+        self._wake.clear()
+        if not self._buf:
+            await self._wake.wait()
+        return backoff
+
+    async def _gather(self) -> None:
+        """Group commit: take along the rows of requests the event loop is already handling
+        (free when alone), then let the batch fill until its oldest row has waited a window;
+        `ack` waits only for as many requests as the last commit held (alone: written at once)."""
+        seen = -1
+        while seen != self._depth < self.chunk_rows:
+            seen = self._depth
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        delay = self._buf[0].at + self.window_s - time.monotonic()
+        if delay > 0 and (not self.ack or len(self._buf) < self._expect):
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _commit(self, batch: list[_Group]) -> bool:
+        """Write `batch` in one transaction and answer its waiters; on failure put back what is
+        still wanted (answering withdrawn and timed-out groups) and return False."""
+        rows = [r for g in batch for r in g.rows] if len(batch) > 1 else batch[0].rows
+        for g in batch:
+            g.writing = True
+        self._writing = batch
+        try:
+            if not self._prepared:
+                await asyncio.to_thread(self._prepare)  # type: ignore[arg-type]
+                self._prepared = True
+            await asyncio.to_thread(self._write, rows)
+        except Exception as exc:  # noqa: BLE001 - the database is down or refusing: retry
+            self._writing = []
+            self._failed(exc)
+            keep = []
+            for g in batch:
+                g.writing = False
+                if g.withdrawn:  # answered 503 during the attempt: drop it now
+                    self._drop(g)
+                elif g.late:  # its wait ran out during this attempt, which failed: 503
+                    self._answer_503(g)
+                else:
+                    keep.append(g)
+            self._buf[:0] = keep
+            return False
+        self._writing = []
+        n = len(rows)
+        self.rows_written += n
+        self.commits += 1
+        self._depth -= n
+        self.figures.buffered(-n)
+        self.figures.written(n)
+        for g in batch:
+            g.writing = False
+            if g.fut is not None and not g.fut.done():
+                g.fut.set_result(None)
+        self._expect = len(batch)
+        self._recovered()
+        return True

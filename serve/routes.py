@@ -26,8 +26,8 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from serve.db import LogRow, fetch_page
-from serve.metrics import CONTENT_TYPE
 from serve.openapi import ERRORS, JSON, error_response, error_spec
+from serve.prometheus import CONTENT_TYPE
 from serve.schemas import BatchOut, InputError, IntervalOut, PredictionOut
 from serve.service import client_of, service_of
 

@@ -27,9 +27,9 @@ from litestar.connection import ASGIConnection
 from serve.clients import Clients
 from serve.db import LogRow, insert_rows, make_engine
 from serve.log import PredictionLog
-from serve.metrics import MULTIPROC_ENV, Metrics
 from serve.migrate import ensure_schema
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
+from serve.prometheus import MULTIPROC_ENV, Metrics
 from serve.settings import Settings
 
 logger = logging.getLogger("medcast.serve")

@@ -1,4 +1,4 @@
-"""The service's Prometheus metrics (serve/metrics.py): the documented names and labels, exact
+"""The service's Prometheus metrics (serve/prometheus.py): the documented names and labels, exact
 counts at any size, and one set of figures across worker processes (prometheus_client's
 multiprocess mode), down to a real `uvicorn --workers 2` run whose scrapes equal the requests
 sent, with a worker killed on the way."""
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve import db as servedb
-from serve.metrics import Metrics
+from serve.prometheus import Metrics
 from tests.support.serving import metric
 
 pytestmark = pytest.mark.timeout(180)
@@ -88,7 +88,7 @@ def test_large_counts_are_rendered_exactly() -> None:
 
 _PROCESS = textwrap.dedent("""
     import json, sys
-    from serve.metrics import Metrics
+    from serve.prometheus import Metrics
     m = Metrics()
     step = json.loads(sys.argv[1])
     m.predictions.inc(step["predictions"])

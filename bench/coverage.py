@@ -2,7 +2,7 @@
 prints test coverage (mean, spread) of the chosen, adaptive and constant variants, mean widths,
 and coverage per smoker group on insurance.
 
-    python -m bench.intervals [--seeds 20] [--level 0.9] [--insurance PATH]
+    python -m bench.coverage [--seeds 20] [--level 0.9] [--insurance PATH]
 
 Cheap models with their conf/model defaults (no tuning): ridge on diabetes, the polynomial
 elastic net (insurance's selected candidate) on insurance; 5-fold OOF residuals as in the
@@ -73,9 +73,10 @@ def serving_cost(repeats: int = 3, calls: int = 2000) -> None:
     from devtools.factories import insurance_frame
     from devtools.tiny_model import feature_schema
     from medcast.features import typed
+    from medcast.onnx.bounds import with_intervals
     from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
-    from medcast.onnx.export import onnx_inputs, to_onnx
-    from medcast.onnx.intervals import with_intervals
+    from medcast.onnx.export import to_onnx
+    from medcast.onnx.runtime import onnx_inputs
 
     frame = insurance_frame(400, 0)
     schema = feature_schema(frame)
