@@ -19,9 +19,9 @@ what ran (fidelity); the selected model with CV R², the tuned CV R² and the te
 growth exponent of each stage between consecutive scales, log(t2/t1) / log(n2/n1) (1: linear,
 2: quadratic).
 
---compare runs every table twice, "before" then "after": n_jobs (train.n_jobs=1 against all
-cores), policy (every train.large rule off against the defaults) or halving
-(train.large.halving_above=null, every candidate cross-validated on all rows, against
+--compare runs every table twice, "before" then "after": n_jobs (cv.n_jobs=1 against all
+cores), policy (every cv.large rule off against the defaults) or halving
+(cv.large.halving_above=null, every candidate cross-validated on all rows, against
 halving_above = a fifth of the training rows, about the defaults' share at 100×: 20,000 of
 107,040). -S passes overrides to both, e.g. -S tune.n_trials=10 to shorten tuning. --timeout
 stops a run's stage once the run has taken that many seconds; the stage is reported as
@@ -56,15 +56,15 @@ from medcast.config import compose
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ROWS = {"insurance": 1338, "diabetes": 442}
 TEST_SIZE = 0.2  # preprocess.test_size, for the training rows --compare halving screens
-RULES_OFF = ["train.large.max_rows.svr=null", "train.large.max_rows.random_forest=null",
-             "train.large.hist_boosting_above=null", "train.large.mlp_max_steps=null",
-             "train.large.halving_above=null"]
+RULES_OFF = ["cv.large.max_rows.svr=null", "cv.large.max_rows.random_forest=null",
+             "cv.large.hist_boosting_above=null", "cv.large.mlp_max_steps=null",
+             "cv.large.halving_above=null"]
 # before, after: params overrides, or a function of the table's rows giving them.
 COMPARE: dict[str, tuple[Any, Any]] = {
-    "n_jobs": (["train.n_jobs=1"], []),
+    "n_jobs": (["cv.n_jobs=1"], []),
     "policy": (RULES_OFF, []),
-    "halving": (["train.large.halving_above=null"],
-                lambda rows: [f"train.large.halving_above={int(rows * (1 - TEST_SIZE)) // 5}"]),
+    "halving": (["cv.large.halving_above=null"],
+                lambda rows: [f"cv.large.halving_above={int(rows * (1 - TEST_SIZE)) // 5}"]),
 }
 CANDIDATE_LINE = re.compile(r"\[\d+/\d+\] (\S+)\s+(?:CV RMSE .*?\((\d+\.\d)s\)|(skipped))")
 

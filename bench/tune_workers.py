@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 
 from medcast.config import compose, load_params
-from medcast.tune import TICKET, open_storage
+from medcast.optuna_storage import open_storage
+from medcast.study import TICKET
 
 ROOT = Path(__file__).resolve().parents[1]
 

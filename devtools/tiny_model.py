@@ -5,7 +5,7 @@ contract and described by the card the `evaluate` stage writes.
 generated insurance-like table, converts it with skl2onnx (one [None, 1] input per feature:
 float32 for numbers, string for categories; one output `prediction`), and writes what the
 `evaluate` stage would: `models/model.onnx`, `models/model.json` (built by
-`medcast.evaluate.model_card`, with its scores and ONNX parity, so the card the service parses
+`medcast.export.model_card`, with its scores and ONNX parity, so the card the service parses
 is the one the pipeline writes) and a `dvc.lock` recording both md5s. Imports scikit-learn:
 never import this from the service.
 """
@@ -99,7 +99,7 @@ def _with_intervals(onx: Any, pipe: Any, x: Any, y: Any, schema: Any, seed: int,
     calibrated on out-of-fold residuals as `evaluate` does (`method` forced, for the tests)."""
     from medcast import intervals
     from medcast.features import typed
-    from medcast.onnx.intervals import with_intervals
+    from medcast.onnx.bounds import with_intervals
 
     X = typed(x, schema)
     oof = intervals.oof_predictions(pipe, X, y, CV_FOLDS, seed)
@@ -117,7 +117,8 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from medcast.evaluate import metrics_report, model_card
+    from medcast.evaluate import metrics_report
+    from medcast.export import model_card
     from medcast.metrics import cross_validate, scores, summarize
     from medcast.onnx.parity import check_parity
 
@@ -181,7 +182,8 @@ def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
     from devtools.factories import messy_clinical_frame, messy_clinical_spec
     from medcast import models
     from medcast.datasets import drop_missing_target, validate
-    from medcast.evaluate import metrics_report, model_card
+    from medcast.evaluate import metrics_report
+    from medcast.export import model_card
     from medcast.features import infer_schema, split_xy
     from medcast.metrics import cross_validate, scores, summarize
     from medcast.onnx.export import save_onnx, to_onnx

@@ -58,12 +58,12 @@ def test_candidates_all_means_every_model_conf_file(base_params):
 
 def test_load_params_typo_names_key_and_suggestion(base_params, tmp_path):
     bad = copy.deepcopy(base_params)
-    bad["train"]["cv_fold"] = bad["train"].pop("cv_folds")
+    bad["cv"]["fold"] = bad["cv"].pop("folds")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(bad))
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    with pytest.raises(ConfigError, match=r"params.yaml: train\.cv_fold: unknown key \(did you mean 'cv_folds'\?\)"):
+    with pytest.raises(ConfigError, match=r"params.yaml: cv\.fold: unknown key \(did you mean 'folds'\?\)"):
         load_params(path)
 
 
@@ -72,7 +72,8 @@ def test_load_params_typo_names_key_and_suggestion(base_params, tmp_path):
     [
         ("preprocess", "test_size", "0.2", "preprocess.test_size: expected a number"),
         ("preprocess", "test_size", 1.5, r"preprocess.test_size: 1.5 is not in \(0, 1\)"),
-        ("train", "cv_folds", 1, "train.cv_folds: 1 must be at least 2"),
+        ("cv", "folds", 1, "cv.folds: 1 must be at least 2"),
+        ("cv", "repeats", 0, "cv.repeats: 0 must be at least 1"),
         ("train", "candidates", ["ridge", "lasoo"], "unknown model 'lasoo' \\(did you mean 'lasso'"),
         ("train", "candidates", "some", "train.candidates: 'all' or a list of model names"),
         ("train", "select", "svr_x", "train.select: 'svr_x' is not in train.candidates"),

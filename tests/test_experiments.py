@@ -9,7 +9,7 @@ ROWS = [
      "State": None, "Executor": None, "dataset.name": "diabetes",
      "reports/metrics.json:model": "ridge", "test.r2": 0.45, "test.rmse": 53.0, "cv.r2": 0.48,
      "test.mae": 42.0, "cv.r2_std": 0.04, "dataset": "diabetes", "tune.n_trials": 3.0,
-     "params.yaml:model": "x", "train.cv_folds": 5.0},
+     "params.yaml:model": "x", "cv.folds": 5.0},
     {"Experiment": None, "rev": "main", "typ": "baseline", "Created": "Nov 22, 2026",
      "parent": None, "State": None, "Executor": None, "reports/metrics.json:model": None,
      "test.r2": None, "dataset.name": None, "dataset": None, "tune.n_trials": None},

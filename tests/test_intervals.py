@@ -11,10 +11,12 @@ import pytest
 from medcast import intervals, models
 from medcast.errors import ArtifactError
 from medcast.features import Feature, FeatureSchema, typed
+from medcast.metrics import fold_indices
+from medcast.onnx.bounds import bound_differences, check_interval_parity, with_intervals
 from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
 from medcast.onnx.export import check_signature, to_onnx
-from medcast.onnx.intervals import bound_differences, check_interval_parity, with_intervals
-from medcast.onnx.parity import check_parity, inference_session
+from medcast.onnx.parity import check_parity
+from medcast.onnx.runtime import inference_session
 
 LEVEL = 0.9
 SCHEMA = FeatureSchema("synthetic", "y", "units", (
@@ -127,7 +129,7 @@ def test_a_bound_near_zero_is_measured_against_its_interval():
 
 
 def test_out_of_fold_fits_are_capped_as_tunes_folds_were():
-    """With train.large.max_rows (a subsampled SVR or forest), each fold's model fits on the
+    """With cv.large.max_rows (a subsampled SVR or forest), each fold's model fits on the
     rows tune's folds fitted on; below the cap the predictions are unchanged."""
     from sklearn.base import clone
 
@@ -139,7 +141,7 @@ def test_out_of_fold_fits_are_capped_as_tunes_folds_were():
     assert np.array_equal(plain, intervals.oof_predictions(estimator, X, y, 5, 0, max_rows=240))
     capped_oof = intervals.oof_predictions(estimator, X, y, 5, 0, max_rows=100)
     expected = np.empty(len(X))
-    for k, (fit, val) in enumerate(intervals._folds(len(X), 5, 0)):
+    for k, (fit, val) in enumerate(fold_indices(len(X), 5, 0)):
         rows = capped(fit, 100, 0, k)
         expected[val] = clone(estimator).fit(X.iloc[rows], y.iloc[rows]).predict(X.iloc[val])
     assert np.array_equal(capped_oof, expected) and not np.array_equal(capped_oof, plain)

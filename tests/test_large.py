@@ -26,13 +26,13 @@ def test_built_in_tables_run_every_candidate_in_full(rows, model, hp):
 
 
 def test_the_shipped_params_hold_these_thresholds():
-    assert parse_params(tiny_params(), ROOT).train.large == DEFAULTS
+    assert parse_params(tiny_params(), ROOT).cv.large == DEFAULTS
 
 
 def test_svr_above_max_rows_is_subsampled():
     p = plan("svr", {"C": 1.0}, 107_040, DEFAULTS)
     assert p.fidelity == "subsampled" and p.max_rows == 10000 and p.hp == {"C": 1.0}
-    assert p.note == "fitted on 10000 of 107040 rows: train.large.max_rows.svr=10000"
+    assert p.note == "fitted on 10000 of 107040 rows: cv.large.max_rows.svr=10000"
 
 
 def test_gradient_boosting_above_threshold_runs_as_histogram_boosting():
@@ -57,18 +57,18 @@ def test_skip_above_skips_and_says_why():
 def test_bad_n_jobs_or_cluster_is_one_config_error():
     from medcast.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="train.n_jobs: 0 must be at least 1"):
-        parse_params(tiny_params("train.n_jobs=0"), ROOT)
-    with pytest.raises(ConfigError, match="train.cluster: 'myhost' is not a scheduler address"):
-        parse_params(tiny_params("train.cluster=myhost"), ROOT)
+    with pytest.raises(ConfigError, match="cv.n_jobs: 0 must be at least 1"):
+        parse_params(tiny_params("cv.n_jobs=0"), ROOT)
+    with pytest.raises(ConfigError, match="cv.cluster: 'myhost' is not a scheduler address"):
+        parse_params(tiny_params("cv.cluster=myhost"), ROOT)
     with pytest.raises(ConfigError, match="tune.cluster: 'myhost:8786' is not a scheduler address"):
         parse_params(tiny_params("tune.cluster=myhost:8786"), ROOT)
 
 
 def test_null_turns_a_rule_off_from_the_command_line():
-    """`-S train.large.max_rows.svr=null` (Hydra merges mappings: `{}` would keep the keys)."""
-    large = parse_params(tiny_params("train.large.max_rows.svr=null",
-                                     "train.large.hist_boosting_above=null"), ROOT).train.large
+    """`-S cv.large.max_rows.svr=null` (Hydra merges mappings: `{}` would keep the keys)."""
+    large = parse_params(tiny_params("cv.large.max_rows.svr=null",
+                                     "cv.large.hist_boosting_above=null"), ROOT).cv.large
     assert plan("svr", {}, 107_040, large).fidelity == "full"
     assert plan("gradient_boosting", GB, 107_040, large).fidelity == "full"
     assert plan("random_forest", {}, 107_040, large).fidelity == "subsampled"
@@ -110,6 +110,6 @@ def test_halving_settings_that_cannot_work_are_config_errors():
     from medcast.errors import ConfigError
 
     with pytest.raises(ConfigError, match="halving_above: 40 rows cannot be cross-validated"):
-        parse_params(tiny_params("train.large.halving_above=40"), ROOT)
+        parse_params(tiny_params("cv.large.halving_above=40"), ROOT)
     with pytest.raises(ConfigError, match="halving_keep: 0 must be at least 1"):
-        parse_params(tiny_params("train.large.halving_keep=0"), ROOT)
+        parse_params(tiny_params("cv.large.halving_keep=0"), ROOT)

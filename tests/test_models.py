@@ -62,7 +62,7 @@ def test_mlp_is_a_sklearn_regressor_and_deterministic(insurance):
 
 
 def test_mlp_stops_on_its_time_budget(insurance):
-    """train.large.mlp_time_budget: a fit stops after the first epoch that ends past it."""
+    """cv.large.mlp_time_budget: a fit stops after the first epoch that ends past it."""
     p, schema, X, y = insurance
     hp = {**p.models["mlp"].defaults, "epochs": 50, "patience": 50, "time_budget": 0.0}
     mlp = models.build("mlp", hp, schema, seed=7).fit(X, y).named_steps["model"].regressor_

@@ -19,7 +19,7 @@ from tests.conftest import venv_env
 from tests.support.repo_copy import make_copy, run
 
 pytestmark = pytest.mark.e2e
-SMALL = {"train.candidates": "[ridge,hist_boosting,random_forest]", "train.cv_folds": "3",
+SMALL = {"train.candidates": "[ridge,hist_boosting,random_forest]", "cv.folds": "3",
          "tune.n_trials": "2"}
 
 
@@ -70,7 +70,7 @@ def test_onnx_graph_matches_the_pipeline_on_rows_with_missing_values(messy_repo)
 
     from medcast.features import load_schema, read_split
     from medcast.models.io import load_model
-    from medcast.onnx.export import onnx_inputs
+    from medcast.onnx.runtime import onnx_inputs
 
     repo, _ = messy_repo
     schema = load_schema(repo / "data/processed/schema.json")

@@ -73,14 +73,14 @@ def test_train_candidates_on_the_cluster_score_as_locally(cluster):
     Xt, yt = split_xy(table.iloc[80:], schema)
     names = ["ridge", "random_forest"]
     hps = {n: p.models[n].defaults for n in names}
-    runs = [list(evaluate_candidates(names, hps, replace(p.train, n_jobs=1, cluster=c), schema,
+    runs = [list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=1, cluster=c), schema,
                                      X, y, Xt, yt)) for c in (None, address)]
     assert [(r.folds, r.train, r.test) for r in runs[0]] == \
            [(r.folds, r.train, r.test) for r in runs[1]]
 
 
 def test_tune_trials_on_tune_cluster_score_as_locally(cluster, tmp_path):
-    """tune.cluster alone (train's fits local) sends every trial's folds to the cluster."""
+    """tune.cluster alone (cv's fits local) sends every trial's folds to the cluster."""
     from distributed import get_task_stream
 
     from devtools.factories import insurance_frame
@@ -92,7 +92,7 @@ def test_tune_trials_on_tune_cluster_score_as_locally(cluster, tmp_path):
     address, client = cluster
     studies = []
     for where in ("null", address):
-        p = tiny("dataset=insurance", "tune.n_trials=4", "train.n_jobs=1",
+        p = tiny("dataset=insurance", "tune.n_trials=4", "cv.n_jobs=1",
                  f"tune.storage=sqlite:///{tmp_path}/optuna.db", f"tune.cluster={where}")
         table = validate(insurance_frame(90, seed=2).astype(str), p.dataset)
         schema = infer_schema(table, p.dataset)
@@ -101,7 +101,7 @@ def test_tune_trials_on_tune_cluster_score_as_locally(cluster, tmp_path):
         studies.append(([(t.params, t.value) for t in study.trials], len(stream.data)))
     (local, on_local), (remote, on_cluster) = studies
     assert remote == local
-    assert on_local == 0 and on_cluster == 4 * p.train.cv_folds  # every fold of every trial
+    assert on_local == 0 and on_cluster == 4 * p.cv.folds  # every fold of every trial
 
 
 def test_a_worker_killed_mid_run_loses_no_fold(cluster):

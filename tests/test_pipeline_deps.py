@@ -19,7 +19,7 @@ import yaml
 from tests.conftest import ROOT
 
 SRC = ROOT / "src"
-STAGES = ("preprocess", "train", "tune", "evaluate", "plot")
+STAGES = ("preprocess", "train", "tune", "evaluate", "export", "plot")
 
 
 def module_file(name: str) -> Path | None:
@@ -125,7 +125,7 @@ def test_the_check_catches_a_stage_that_lists_only_its_own_module():
     assert set(missing) == set(STAGES)
     assert "src/medcast/config.py" in missing["preprocess"]
     assert "src/medcast/models/mlp.py" in missing["train"]  # imported by string
-    assert "src/medcast/onnx/export.py" in missing["evaluate"]  # imported inside main()
+    assert "src/medcast/onnx/export.py" in missing["export"]  # imported inside main()
     assert "src/medcast/tracking.py" in missing["tune"]
 
 
@@ -194,14 +194,14 @@ def params_problems(spec: dict[str, Any], reads: set[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, monkeypatch_module):
-    """Run the five stages in process, in order, on a tiny study copy; record what each reads."""
+    """Run the six stages in process, in order, on a tiny study copy; record what each reads."""
     import importlib
 
     from medcast.config import load_params
     from tests.support.repo_copy import make_copy
 
     repo = make_copy(tmp_path_factory.mktemp("deps") / "repo", **{
-        "train.candidates": "[ridge,knn,hist_boosting]", "train.cv_folds": "3",
+        "train.candidates": "[ridge,knn,hist_boosting]", "cv.folds": "3",
         "tune.n_trials": "2"})
     monkeypatch_module.chdir(repo)
     monkeypatch_module.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo}/mlflow.db")
@@ -240,7 +240,7 @@ def test_every_stage_lists_the_params_it_reads_and_nothing_more(recorded):
         if found:
             problems[stage] = found
     assert problems == {}
-    assert "train.cv_folds" in stage_reads(recorded["tune"])[0]  # the recorder sees through calls
+    assert "cv.folds" in stage_reads(recorded["tune"])[0]  # the recorder sees through calls
     assert "conf/model" in stage_reads(recorded["train"])[1]
     assert "conf/dataset/${dataset}.yaml" in stage_reads(recorded["preprocess"])[1]
 
@@ -250,8 +250,8 @@ def test_every_stage_lists_the_params_it_reads_and_nothing_more(recorded):
 def test_the_params_check_catches_a_missing_and_a_surplus_key(recorded):
     pipeline = _pipeline()
     tune = dict(pipeline["stages"]["tune"])
-    tune["params"] = [p for p in tune["params"] if p != "train.cv_folds"]
-    assert "reads train.cv_folds but does not list it" in params_problems(
+    tune["params"] = [p for p in tune["params"] if p != "cv.folds"]
+    assert "reads cv.folds but does not list it" in params_problems(
         tune, stage_reads(recorded["tune"])[0])
     train = dict(pipeline["stages"]["train"])
     train["params"] = [*train["params"], "plot"]

@@ -23,7 +23,7 @@ pytest_plugins = ["tests.support.s3_fixtures"]
 TINY = {
     "train.candidates": "[ridge,random_forest,mlp]",
     "train.select": "mlp",
-    "train.cv_folds": "3",
+    "cv.folds": "3",
     "tune.n_trials": "2",
 }
 OUTPUTS = [

@@ -3,7 +3,7 @@ rate limit, metrics, the prediction log (SQLite and PostgreSQL) and its guarante
 
 Endpoint tests use Litestar's TestClient on a tiny ONNX model built once per worker
 (devtools/tiny_model.py); a few tests run the real server (`python -m serve`, uvicorn) on a
-free loopback port (devtools/service.py); tests/test_serve_metrics.py runs two workers. Every
+free loopback port (devtools/service.py); tests/test_prometheus.py runs two workers. Every
 wait is bounded.
 """
 

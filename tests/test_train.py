@@ -28,8 +28,8 @@ def data():
 
 def test_candidate_gets_cv_train_and_test_scores(data):
     p, schema, X, y, Xt, yt = data
-    r = evaluate_candidate("ridge", p.models["ridge"].defaults, p.train, schema, X, y, Xt, yt)
-    assert len(r.folds) == p.train.cv_folds
+    r = evaluate_candidate("ridge", p.models["ridge"].defaults, p.cv, schema, X, y, Xt, yt)
+    assert len(r.folds) == p.cv.folds
     assert set(r.cv) >= {"r2", "r2_std", "rmse", "rmse_std", "mae", "mae_std"}
     assert r.test["r2"] > 0.5  # the generated charges are mostly explained by the features
     assert r.history == {}
@@ -37,7 +37,7 @@ def test_candidate_gets_cv_train_and_test_scores(data):
 
 def test_select_best_cv_rmse_unless_forced(data):
     p, schema, X, y, Xt, yt = data
-    results = [evaluate_candidate(n, p.models[n].defaults, p.train, schema, X, y, Xt, yt)
+    results = [evaluate_candidate(n, p.models[n].defaults, p.cv, schema, X, y, Xt, yt)
                for n in ("linear", "decision_tree")]
     best = min(results, key=lambda r: r.cv["rmse"])
     assert select(results, None).model == best.model
@@ -49,7 +49,7 @@ def test_select_best_cv_rmse_unless_forced(data):
 
 def test_mlp_history_is_reported_in_target_units(data):
     p, schema, X, y, Xt, yt = data
-    r = evaluate_candidate("mlp", p.models["mlp"].defaults, p.train, schema, X, y, Xt, yt)
+    r = evaluate_candidate("mlp", p.models["mlp"].defaults, p.cv, schema, X, y, Xt, yt)
     hist = history_frame(r.history)
     assert list(hist.columns) == ["epoch", "mae", "val_mae", "learning_rate"]
     assert 1 <= len(hist) <= p.models["mlp"].defaults["epochs"]
@@ -63,11 +63,11 @@ def test_history_frame_without_mlp_is_empty_with_columns():
 def test_leaderboard_holds_no_wall_clock_time(data):
     """A DVC output must be the same bytes for the same inputs: fit times go to MLflow only."""
     p, schema, X, y, Xt, yt = data
-    results = [evaluate_candidate("ridge", {}, p.train, schema, X, y, Xt, yt)]
+    results = [evaluate_candidate("ridge", {}, p.cv, schema, X, y, Xt, yt)]
     assert results[0].seconds > 0  # measured (logged to MLflow), ...
     board = leaderboard(results)  # ... but not written
     assert not [c for c in board.columns if "second" in c or "time" in c]
-    twin = leaderboard([evaluate_candidate("ridge", {}, p.train, schema, X, y, Xt, yt)])
+    twin = leaderboard([evaluate_candidate("ridge", {}, p.cv, schema, X, y, Xt, yt)])
     assert board.to_csv(index=False) == twin.to_csv(index=False)
 
 
@@ -89,7 +89,7 @@ def test_mlp_cross_validation_prints_no_tensorflow_noise(tmp_path):
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
     tiny_conf(tmp_path / "conf", {"model.mlp.epochs": "3"})
-    params = tiny_params("train.candidates=[ridge,mlp]", "train.cv_folds=2")
+    params = tiny_params("train.candidates=[ridge,mlp]", "cv.folds=2")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {k: v for k, v in venv_env().items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     outputs = []
@@ -114,7 +114,7 @@ def test_scores_do_not_depend_on_the_number_of_processes(data):
     p, schema, X, y, Xt, yt = data
     names = ["mlp", "ridge", "random_forest", "svr"]
     hps = {n: p.models[n].defaults for n in names}
-    runs = [list(evaluate_candidates(names, hps, replace(p.train, n_jobs=jobs), schema, X, y,
+    runs = [list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=jobs), schema, X, y,
                                      Xt, yt)) for jobs in (1, 2)]
     for one, two in zip(*runs, strict=True):
         assert one.model == two.model
@@ -133,7 +133,7 @@ def test_large_data_policy_is_recorded_in_the_leaderboard(data):
     p, schema, X, y, Xt, yt = data
     policy = LargeConfig(max_rows={"svr": 50}, skip_above={"knn": 100}, hist_boosting_above=100,
                          mlp_max_steps=2)
-    cfg = replace(p.train, n_jobs=1, large=policy)
+    cfg = replace(p.cv, n_jobs=1, large=policy)
     names = ["svr", "knn", "gradient_boosting", "mlp", "ridge"]
     results = list(evaluate_candidates(names, {n: p.models[n].defaults for n in names}, cfg,
                                        schema, X, y, Xt, yt))
@@ -155,8 +155,8 @@ def test_large_data_policy_is_recorded_in_the_leaderboard(data):
 def _halving(p, above, **changes):
     from dataclasses import replace
 
-    return replace(p.train, n_jobs=1, **changes,
-                   large=replace(p.train.large, halving_above=above, halving_keep=2))
+    return replace(p.cv, n_jobs=1, **changes,
+                   large=replace(p.cv.large, halving_above=above, halving_keep=2))
 
 
 HALVING_NAMES = ["linear", "knn", "decision_tree", "ridge", "lasso"]
@@ -175,11 +175,11 @@ def test_successive_halving_confirms_only_the_best_on_all_rows(data):
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
     halved = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema,
                                                       X, y, Xt, yt)}
-    full = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, replace(p.train, n_jobs=1),
+    full = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, replace(p.cv, n_jobs=1),
                                                     schema, X, y, Xt, yt)}
-    sub = stratified_subsample(y, 60, p.train.seed)
+    sub = stratified_subsample(y, 60, p.cv.seed)
     on_sub = {r.model: r.cv["rmse"] for r in evaluate_candidates(
-        HALVING_NAMES, hps, replace(p.train, n_jobs=1), schema, X.iloc[sub].reset_index(drop=True),
+        HALVING_NAMES, hps, replace(p.cv, n_jobs=1), schema, X.iloc[sub].reset_index(drop=True),
         y.iloc[sub].reset_index(drop=True), Xt, yt)}
     best_two = sorted(on_sub, key=on_sub.get)[:2]
     confirmed = [m for m, r in halved.items() if r.fidelity != "screened"]
@@ -207,8 +207,8 @@ def test_a_forced_candidate_is_confirmed_even_if_screened_out(data):
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
     results = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y, Xt, yt))
     worst = max((r for r in results if r.fidelity == "screened"), key=lambda r: r.cv["rmse"])
-    forced = list(evaluate_candidates(HALVING_NAMES, hps,
-                                      _halving(p, 60, select=worst.model), schema, X, y, Xt, yt))
+    forced = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y, Xt, yt,
+                                      forced=worst.model))
     assert sum(r.fidelity != "screened" for r in forced) == 3
     assert select(forced, worst.model).test  # ran on all rows: it has test scores
 
@@ -219,7 +219,7 @@ def test_halving_at_or_above_the_tables_rows_changes_nothing(data):
     p, schema, X, y, Xt, yt = data
     names = ["ridge", "knn"]
     hps = {n: p.models[n].defaults for n in names}
-    plain = list(evaluate_candidates(names, hps, replace(p.train, n_jobs=1), schema, X, y, Xt, yt))
+    plain = list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=1), schema, X, y, Xt, yt))
     at = list(evaluate_candidates(names, hps, _halving(p, len(X)), schema, X, y, Xt, yt))
     assert [(r.folds, r.train, r.test, r.fidelity, r.note) for r in plain] == \
            [(r.folds, r.train, r.test, r.fidelity, r.note) for r in at]

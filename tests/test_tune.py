@@ -8,7 +8,8 @@ from devtools.factories import insurance_frame
 from medcast.datasets import validate
 from medcast.errors import ConfigError
 from medcast.features import infer_schema, split_xy
-from medcast.tune import run_study, trial_records
+from medcast.study import trial_records
+from medcast.tune import run_study
 from tests.conftest import tiny
 
 
@@ -76,14 +77,14 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
     from medcast.models import large
     from medcast.tune import confirm, screening_set
 
-    p, schema, X, y = _setup(tmp_path, "tune.n_trials=5", "train.n_jobs=1",
-                             "train.large.halving_above=60")
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=5", "cv.n_jobs=1",
+                             "cv.large.halving_above=60")
     X_sub, y_sub = screening_set(p, X, y)
     assert len(X_sub) == 60 and list(y_sub) == list(y.iloc[large.stratified_subsample(y, 60, 42)])
     study = run_study(p, "knn", schema, X, y)
     first = study.trials[0]  # the defaults, scored on the subsample
     on_sub = cross_validate(large.build(large.plan("knn", p.models["knn"].defaults, 60,
-                                                   p.train.large), schema, 42),
+                                                   p.cv.large), schema, 42),
                             X_sub, y_sub, 5, 42)
     assert first.value == summarize(on_sub)["rmse"]
     best, folds, records = confirm(p, "knn", schema, X, y, study)
@@ -98,7 +99,7 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
     assert [r["screening_value"] for r in records] == [t.value for t in expected]
     on_all = {t.number: cross_validate(
         large.build(large.plan("knn", {**p.models["knn"].defaults, **t.params}, len(X),
-                               p.train.large), schema, 42), X, y, 5, 42) for t in expected}
+                               p.cv.large), schema, 42), X, y, 5, 42) for t in expected}
     assert [r["value"] for r in records] == [summarize(on_all[t.number])["rmse"]
                                              for t in expected]
     assert first.number in [r["number"] for r in records]
@@ -109,7 +110,7 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
 def test_below_halving_above_the_best_trial_is_the_studys(tmp_path):
     from medcast.tune import confirm, screening_set
 
-    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "train.n_jobs=1")
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "cv.n_jobs=1")
     assert screening_set(p, X, y)[0] is X
     study = run_study(p, "knn", schema, X, y)
     best, folds, records = confirm(p, "knn", schema, X, y, study)
@@ -120,8 +121,8 @@ def test_below_halving_above_the_best_trial_is_the_studys(tmp_path):
 def test_a_point_drawn_twice_is_confirmed_once(tmp_path):
     from medcast.tune import confirm
 
-    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "train.n_jobs=1",
-                             "train.large.halving_above=60")
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "cv.n_jobs=1",
+                             "cv.large.halving_above=60")
     one_point = {"n_neighbors": {"choices": [5]}, "weights": {"choices": ["uniform"]}}
     p = dataclasses.replace(p, models={**p.models, "knn": dataclasses.replace(
         p.models["knn"], search_space=one_point)})

@@ -19,7 +19,9 @@ import yaml
 from devtools.factories import write_insurance_csv
 from medcast.config import load_params
 from medcast.errors import ArtifactError, ConfigError
-from medcast.tune import CLOSED, TICKET, join_study, open_storage, study_name, worker
+from medcast.optuna_storage import open_storage
+from medcast.study import CLOSED, TICKET, join, study_name
+from medcast.tune import worker
 from tests.conftest import ROOT, TINY_MODELS, tiny, tiny_params, venv_env
 
 N_TRIALS = 10
@@ -38,7 +40,7 @@ def workspace(root: Path, storage: str, *overrides: str, space: dict | None = No
         conf["search_space"] = space
     forest.write_text(yaml.safe_dump(conf, sort_keys=False))
     raw = tiny_params("dataset=insurance", f"tune.storage='{storage}'", f"tune.n_trials={N_TRIALS}",
-                      "train.cv_folds=3", "tune.heartbeat_interval=1", "tune.grace_period=3",
+                      "cv.folds=3", "tune.heartbeat_interval=1", "tune.grace_period=3",
                       "tune.worker_wait=60", *overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     write_insurance_csv(root / "data/raw/insurance/insurance.csv", n=150)
@@ -161,11 +163,11 @@ def test_a_worker_after_the_budget_is_used_exits_at_once_saying_the_study_is_com
 
 def test_worker_without_a_study_says_what_it_waits_for_then_what_to_run(
         tmp_path: Path, monkeypatch, caplog) -> None:
-    import medcast.tune
+    import medcast.study
 
     root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.worker_wait=1.6")
     monkeypatch.chdir(root)
-    monkeypatch.setattr(medcast.tune, "WAIT_REPORT_S", 0.5)
+    monkeypatch.setattr(medcast.study, "WAIT_REPORT_S", 0.5)
     p = load_params(root / "params.yaml")
     caplog.set_level("INFO", logger="medcast.tune")
     with pytest.raises(ConfigError, match=r"no study '.*' in sqlite:///.* after 1.6 s: start "
@@ -194,7 +196,7 @@ def test_a_worker_joins_an_open_study_and_stops_at_a_closed_one(tmp_path: Path, 
                                 storage=open_storage(p.tune))
     study.enqueue_trial({}, user_attrs={TICKET: 0})
     study.set_user_attr(CLOSED, True)
-    assert join_study(p, "knn", "insurance", X).user_attrs[CLOSED] is True  # found, not waited for
+    assert join(p, "knn", "insurance", X).user_attrs[CLOSED] is True  # found, not waited for
     (root / "models/selection.json").write_text(json.dumps({"model": "knn"}))
     caplog.set_level("INFO", logger="medcast.tune")
     monkeypatch.chdir(root)
@@ -202,7 +204,7 @@ def test_a_worker_joins_an_open_study_and_stops_at_a_closed_one(tmp_path: Path, 
     assert any("was closed by its stage with 0 trials finished and 1 never run" in r.getMessage()
                for r in caplog.records)
     study.set_user_attr(CLOSED, False)
-    assert join_study(p, "knn", "insurance", X).study_name == study.study_name
+    assert join(p, "knn", "insurance", X).study_name == study.study_name
 
 
 @pytest.mark.parametrize("bad", ["tune.heartbeat_interval=0", "tune.grace_period=1",

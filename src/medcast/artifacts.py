@@ -3,6 +3,8 @@
 Reads `dvc.lock` / `*.dvc` files from git at the requested revision (no checkout, no pull)
 and the artifact's bytes through `dvc.api`. `read_verified()` checks the bytes' md5 against
 the one recorded at that revision, which is what a service loading a model by revision needs.
+Every common failure (unknown revision, untracked path, remote unreachable, bad md5) is a
+medcast.errors.ArtifactError naming what to do.
 
     python -m medcast.artifacts md5 models/model.onnx --rev v1.0
     python -m medcast.artifacts get models/model.onnx --rev v1.0 -o /tmp/model.onnx
@@ -18,12 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medcast.errors import ArtifactError
+
 if TYPE_CHECKING:
     from dvc.api import DVCFileSystem
-
-
-class ArtifactError(RuntimeError):
-    """A common failure (unknown revision, untracked path, remote unreachable, bad md5)."""
 
 
 @dataclass(frozen=True)

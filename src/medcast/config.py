@@ -50,6 +50,7 @@ class PathsConfig:
     cv_scores: str
     selection: str
     model_dir: str
+    interval_model: str
     tuning: str
     history: str
     onnx: str
@@ -70,11 +71,11 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class LargeConfig:
-    """train.large: what candidates whose cost outgrows the rows do on large tables (train and
+    """cv.large: what candidates whose cost outgrows the rows do on large tables (train and
     tune apply it alike; medcast.models.large). Every threshold is in fit rows."""
 
     # Fit on a seeded subsample of at most this many rows (validation still scores every row);
-    # null for a model turns its rule off (`-S train.large.max_rows.svr=null`).
+    # null for a model turns its rule off (`-S cv.large.max_rows.svr=null`).
     max_rows: dict[str, int | None] = field(default_factory=dict)
     # Not run above this many rows (a leaderboard row says so); null: always run.
     skip_above: dict[str, int | None] = field(default_factory=dict)
@@ -93,19 +94,29 @@ class LargeConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class CVConfig:
+    """params.yaml `cv`: the resampling every stage that refits shares (train's comparison,
+    tune's trials, evaluate's out-of-fold residuals), and where its fits run."""
+
     seed: int
-    cv_folds: int
-    select: str | None
-    # "all": every model with a conf/model/<name>.yaml (by name); or a list of names.
-    candidates: str | list[str] = "all"
-    # Processes for CV folds and candidates, in train and tune (null: every core); the scores
-    # do not depend on it.
+    folds: int
+    # Repeats of the K-fold split, each reshuffled (scikit-learn's RepeatedKFold, seeded): the
+    # first repeat is the plain seeded KFold.
+    repeats: int = 1
+    # Processes for the fits (null: every core); the scores do not depend on it.
     n_jobs: int | None = None
-    # null: local processes; a Dask scheduler (tcp://host:8786) runs train's fits, and tune's
+    # null: local processes; a Dask scheduler (tcp://host:8786) runs the fits, tune's too
     # unless tune.cluster names another.
     cluster: str | None = None
     large: LargeConfig = field(default_factory=LargeConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # null: the best candidate in CV; a name forces that candidate.
+    select: str | None = None
+    # "all": every model with a conf/model/<name>.yaml (by name); or a list of names.
+    candidates: str | list[str] = "all"
 
 
 @dataclass(frozen=True)
@@ -121,16 +132,20 @@ class TuneConfig:
     grace_period: int = 30
     max_retry: int = 2
     worker_wait: float = 600.0
-    # A Dask scheduler for the trials' CV folds; null: where train's fits run.
+    # A Dask scheduler for the trials' CV folds; null: where cv's fits run (cv.cluster).
     cluster: str | None = None
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    # ONNX and native predictions must agree to this relative difference on every test row.
-    parity_rtol: float = 1e-4
     # Conformal prediction intervals (medcast.intervals) cover the true value this often.
     interval_level: float = 0.9
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    # ONNX and native predictions must agree to this relative difference on every test row.
+    parity_rtol: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -145,9 +160,11 @@ class StudyParams:
 
     dataset: str
     preprocess: PreprocessConfig
+    cv: CVConfig
     train: TrainConfig
     tune: TuneConfig
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
 
 
@@ -159,9 +176,11 @@ class Params:
     models: dict[str, ModelConfig]
     paths: PathsConfig
     preprocess: PreprocessConfig
+    cv: CVConfig
     train: TrainConfig
     tune: TuneConfig
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
 
     @property
@@ -230,8 +249,8 @@ def parse_params(raw: dict[str, Any], root: str | os.PathLike[str] = ".",
     params = Params(
         dataset=dataset_config(study.dataset, root),
         models=load_models(root) if models is None else models,
-        paths=load_paths(root), preprocess=study.preprocess, train=study.train,
-        tune=study.tune, evaluate=study.evaluate, plot=study.plot,
+        paths=load_paths(root), preprocess=study.preprocess, cv=study.cv, train=study.train,
+        tune=study.tune, evaluate=study.evaluate, export=study.export, plot=study.plot,
     )
     for name in params.candidates:
         if name not in params.models:
@@ -254,27 +273,29 @@ def _check_study(p: StudyParams) -> None:
         )
     if not 0.0 < p.preprocess.test_size < 1.0:
         raise ConfigError(f"preprocess.test_size: {p.preprocess.test_size} is not in (0, 1)")
-    if p.train.cv_folds < 2:
-        raise ConfigError(f"train.cv_folds: {p.train.cv_folds} must be at least 2")
+    if p.cv.folds < 2:
+        raise ConfigError(f"cv.folds: {p.cv.folds} must be at least 2")
+    if p.cv.repeats < 1:
+        raise ConfigError(f"cv.repeats: {p.cv.repeats} must be at least 1")
     if isinstance(p.train.candidates, str) and p.train.candidates != "all":
         raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
                           f"{p.train.candidates!r}")
     if p.train.candidates == []:
         raise ConfigError("train.candidates: empty; name at least one model")
-    if p.train.n_jobs is not None and p.train.n_jobs < 1:
-        raise ConfigError(f"train.n_jobs: {p.train.n_jobs} must be at least 1 (null: every core)")
-    for key, address, null in (("train.cluster", p.train.cluster, "local processes"),
-                               ("tune.cluster", p.tune.cluster, "as train.cluster")):
+    if p.cv.n_jobs is not None and p.cv.n_jobs < 1:
+        raise ConfigError(f"cv.n_jobs: {p.cv.n_jobs} must be at least 1 (null: every core)")
+    for key, address, null in (("cv.cluster", p.cv.cluster, "local processes"),
+                               ("tune.cluster", p.tune.cluster, "as cv.cluster")):
         if address is not None and "://" not in address:
             raise ConfigError(f"{key}: '{address}' is not a scheduler address like "
                               f"tcp://host:8786 (null: {null})")
-    large = p.train.large
-    if large.halving_above is not None and large.halving_above < 10 * p.train.cv_folds:
-        raise ConfigError(f"train.large.halving_above: {large.halving_above} rows cannot be "
-                          f"cross-validated in {p.train.cv_folds} folds (at least "
-                          f"{10 * p.train.cv_folds}; null: off)")
+    large = p.cv.large
+    if large.halving_above is not None and large.halving_above < 10 * p.cv.folds:
+        raise ConfigError(f"cv.large.halving_above: {large.halving_above} rows cannot be "
+                          f"cross-validated in {p.cv.folds} folds (at least "
+                          f"{10 * p.cv.folds}; null: off)")
     if large.halving_keep < 1:
-        raise ConfigError(f"train.large.halving_keep: {large.halving_keep} must be at least 1")
+        raise ConfigError(f"cv.large.halving_keep: {large.halving_keep} must be at least 1")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
     if not 0.0 < p.evaluate.interval_level < 1.0:

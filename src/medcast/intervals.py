@@ -18,7 +18,7 @@ prediction) is kept — constant width on a tie — and recorded as `method`.
 The served interval is centred on the model refitted on every training row, not on the K fold
 models (as CV+ would need, K graphs at serving time): the exact finite-sample guarantee of split
 conformal then holds only approximately (OOF residuals come from models fitted on (K−1)/K of the
-rows, so they err slightly wide). Calibration is measured instead: bench/intervals.py.
+rows, so they err slightly wide). Calibration is measured instead: bench/coverage.py.
 Pure functions over NumPy/pandas; scikit-learn is imported inside them.
 """
 
@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medcast.features import FeatureSchema
+from medcast.metrics import capped, fold_indices
 
 METHODS = ("adaptive", "constant")
 # The difficulty model: a small, shallow boosting of |residual| (medcast.models' candidate, so
@@ -58,7 +60,7 @@ class IntervalModel:
     worst_gap: dict[str, float] = field(default_factory=dict)
 
     def scale(self, X: pd.DataFrame) -> np.ndarray:
-        if self.method == "constant" or self.difficulty is None:
+        if self.method != "adaptive" or self.difficulty is None:
             return np.ones(len(X))
         return np.maximum(np.asarray(self.difficulty.predict(X), dtype=float).reshape(-1),
                           self.floor)
@@ -75,23 +77,15 @@ class IntervalModel:
                 "floor": round(self.floor, 9)}
 
 
-def _folds(n: int, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import KFold
-
-    return list(KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(np.arange(n)))
-
-
 def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int, seed: int,
                     max_rows: int | None = None) -> np.ndarray:
     """Out-of-fold predictions of a fresh clone of `estimator` per fold (the seeded KFold of
     medcast.metrics.cross_validate: the folds train and tune score on), each fitted on at most
-    max_rows of its rows as tune's folds were (train.large.max_rows)."""
+    max_rows of its rows as tune's folds were (cv.large.max_rows)."""
     from sklearn.base import clone
 
-    from medcast.metrics import capped
-
     out = np.empty(len(X))
-    for k, (fit_idx, val_idx) in enumerate(_folds(len(X), n_folds, seed)):
+    for k, (fit_idx, val_idx) in enumerate(fold_indices(len(X), n_folds, seed)):
         fit_idx = capped(fit_idx, max_rows, seed, k)
         model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
         out[val_idx] = np.asarray(model.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
@@ -173,7 +167,7 @@ def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, lev
     floor = FLOOR_SHARE * float(residual.mean()) or 1e-12
     target = pd.Series(residual, index=X.index)
     sigma = np.empty(len(X))
-    for fit_idx, val_idx in _folds(len(X), n_folds, seed):
+    for fit_idx, val_idx in fold_indices(len(X), n_folds, seed):
         part = difficulty_model(schema, seed).fit(X.iloc[fit_idx], target.iloc[fit_idx])
         sigma[val_idx] = np.asarray(part.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
     sigma = np.maximum(sigma, floor)
@@ -182,8 +176,10 @@ def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, lev
                                      schema)
     gaps = {"adaptive": worst_gap(adapt_groups, level), "constant": worst_gap(const_groups, level)}
     difficulty = difficulty_model(schema, seed).fit(X, target)
+    # The constant variant keeps the fitted difficulty model too (unused by its bounds): the
+    # saved interval model then always has the same files.
     return {"adaptive": IntervalModel(level, "adaptive", q_adapt, floor, difficulty, gaps),
-            "constant": IntervalModel(level, "constant", q_const, 0.0, None, gaps)}
+            "constant": IntervalModel(level, "constant", q_const, 0.0, difficulty, gaps)}
 
 
 def choose(variants: dict[str, IntervalModel]) -> IntervalModel:
@@ -208,3 +204,23 @@ def interval_report(model: IntervalModel, y: Any, lower: Any, upper: Any
         "interval.mean_width": round(float(width.mean()), 6),
         "interval.method": model.method,
     }
+
+
+def save_interval_model(model: IntervalModel, directory: Path) -> None:
+    """models/interval/: the difficulty pipeline (skops, as a tuned model is saved) and the
+    interval's numbers in meta.json, unrounded (the export builds the graph from them)."""
+    from medcast.models.io import save_model
+
+    meta = {"level": model.level, "method": model.method, "q": model.q, "floor": model.floor,
+            "worst_gap": model.worst_gap}
+    save_model(model.difficulty, directory, meta)
+
+
+def load_interval_model(directory: Path) -> IntervalModel:
+    """What save_interval_model wrote (only allow-listed types are loaded)."""
+    from medcast.models.io import load_meta, load_model
+
+    meta = load_meta(directory)
+    return IntervalModel(level=meta["level"], method=meta["method"], q=meta["q"],
+                         floor=meta["floor"], difficulty=load_model(directory),
+                         worst_gap=meta.get("worst_gap", {}))

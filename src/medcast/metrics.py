@@ -50,11 +50,16 @@ def split_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def fold_indices(n_rows: int, n_folds: int, seed: int) -> list[tuple[Any, Any]]:
-    """(fit rows, validation rows) of each fold: shuffled KFold, seeded."""
-    from sklearn.model_selection import KFold
+def fold_indices(n_rows: int, n_folds: int, seed: int, repeats: int = 1) -> list[tuple[Any, Any]]:
+    """(fit rows, validation rows) of each fold: shuffled K-fold, seeded, `repeats` times
+    reshuffled (scikit-learn's RepeatedKFold); fold k is fold k % n_folds of repeat
+    k // n_folds, and the first repeat is KFold(shuffle=True, random_state=seed)'s split."""
+    from sklearn.model_selection import KFold, RepeatedKFold
 
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if repeats == 1:
+        splitter: Any = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    else:
+        splitter = RepeatedKFold(n_splits=n_folds, n_repeats=repeats, random_state=seed)
     return list(splitter.split(np.zeros((n_rows, 1))))
 
 
@@ -86,8 +91,10 @@ def cross_validate(
     n_jobs: int | None = 1,
     cluster: str | None = None,
     max_rows: int | None = None,
+    repeats: int = 1,
 ) -> list[dict[str, float]]:
-    """Fit a fresh clone per fold (shuffled KFold, seeded); return each fold's validation scores.
+    """Fit a fresh clone per fold (shuffled K-fold, seeded, `repeats` times: fold_indices);
+    return each fold's validation scores.
     Folds run in n_jobs processes (None: every core) or on the Dask cluster at `cluster`; the
     scores do not depend on where. `on_fold(k, scores_so_far)` is called in fold order and may
     raise (e.g. Optuna pruning) to stop early. `max_rows` caps the rows each fold fits on (a
@@ -95,7 +102,7 @@ def cross_validate(
     from medcast.parallel import ordered
 
     calls = [(fit_score, (estimator, X, y, capped(fit, max_rows, seed, k), val))
-             for k, (fit, val) in enumerate(fold_indices(len(X), n_folds, seed))]
+             for k, (fit, val) in enumerate(fold_indices(len(X), n_folds, seed, repeats))]
     folds: list[dict[str, float]] = []
     results = ordered(calls, n_jobs, cluster)
     try:

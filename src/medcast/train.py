@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from medcast import models, tracking
-from medcast.config import TrainConfig, load_params
+from medcast.config import CVConfig, load_params
 from medcast.errors import ConfigError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import METRICS, capped, fit_score, fold_indices, scores, summarize
@@ -54,18 +54,20 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return fn(*args), time.perf_counter() - start
 
 
-def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: TrainConfig,
+def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
          schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series],
          test: tuple[pd.DataFrame, pd.Series] | None) -> Iterator[CandidateResult]:
     """K-fold CV of each candidate on `train` (X, y), then (with `test`) one fit on all of X for
     train and test scores; results in the candidates' order (see evaluate_candidates)."""
     X, y = train
     plans = [large.plan(name, hps[name], len(X), cfg.large) for name in names]
-    splits = fold_indices(len(X), cfg.cv_folds, cfg.seed)
-    # The MLP's tasks go first: they are the longest, and a worker process that imported
-    # TensorFlow in its first task keeps it (joblib's loky restarts a worker whose memory grew
-    # by 300 MB after its first task, which would import TensorFlow again for every fold).
-    run = [p for p in plans if p.build_as == "mlp"] + [p for p in plans if p.build_as != "mlp"]
+    splits = fold_indices(len(X), cfg.folds, cfg.seed, cfg.repeats)
+    # Expensive candidates' tasks (the MLP's) go first: they are the longest, and a worker
+    # process that imported TensorFlow in its first task keeps it (joblib's loky restarts a
+    # worker whose memory grew by 300 MB after its first task, which would import TensorFlow
+    # again for every fold).
+    slow = {p.model for p in plans if models.get(p.build_as).expensive}
+    run = [p for p in plans if p.model in slow] + [p for p in plans if p.model not in slow]
     calls: list[tuple[Any, tuple[Any, ...]]] = []
     for p in run:
         if p.fidelity == large.SKIPPED:
@@ -74,7 +76,7 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: TrainConfig,
         calls += [(_timed, (fit_score, estimator, X, y, capped(fit, p.max_rows, cfg.seed, k), val))
                   for k, (fit, val) in enumerate(splits)]
         if test is not None:
-            everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.cv_folds)
+            everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
             calls.append((_timed, (_full_fit, estimator, X, y, everything, *test)))
     results = ordered(calls, cfg.n_jobs, cfg.cluster)
     done: dict[str, CandidateResult] = {}
@@ -83,8 +85,8 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: TrainConfig,
             done[p.model] = CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, {}, 0.0, {},
                                             p.fidelity, p.note)
         else:
-            tasks = [next(results) for _ in range(cfg.cv_folds + (test is not None))]
-            folds = [fold for fold, _ in tasks[:cfg.cv_folds]]
+            tasks = [next(results) for _ in range(len(splits) + (test is not None))]
+            folds = [fold for fold, _ in tasks[:len(splits)]]
             full = tasks[-1][0] if test is not None else {"train": {}, "test": {}, "history": {}}
             done[p.model] = CandidateResult(
                 model=p.model, params=dict(hps[p.model]), folds=folds, cv=summarize(folds),
@@ -98,35 +100,36 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: TrainConfig,
 def evaluate_candidates(
     names: list[str],
     hps: dict[str, dict[str, Any]],
-    cfg: TrainConfig,
+    cfg: CVConfig,
     schema: FeatureSchema,
     X: pd.DataFrame,
     y: pd.Series,
     X_test: pd.DataFrame,
     y_test: pd.Series,
+    forced: str | None = None,
 ) -> Iterator[CandidateResult]:
-    """K-fold CV of each candidate on the training set, then one fit on all of it for train and
-    test scores. Every fold and final fit of every candidate is one task for train.n_jobs
-    processes (or train.cluster); results come in the candidates' order, and do not depend on
-    where they ran. `seconds` sums the candidate's tasks (busy time, not wall time).
+    """Repeated K-fold CV of each candidate on the training set (params `cv`), then one fit on
+    all of it for train and test scores. Every fold and final fit of every candidate is one
+    task for cv.n_jobs processes (or cv.cluster); results come in the candidates' order, and do
+    not depend on where they ran. `seconds` sums the candidate's tasks (busy time, not wall
+    time).
 
-    Above train.large.halving_above rows (successive halving, medcast.models.large): every
+    Above cv.large.halving_above rows (successive halving, medcast.models.large): every
     candidate is first cross-validated on a stratified subsample of that many rows; the best
-    halving_keep (and a train.select-forced one) then run as above on all rows, the others come
-    back `screened` with their subsample CV scores and no train/test scores."""
-    rows = large.screening_rows(len(X), cfg.large)
-    if rows is None:
+    halving_keep (and the `forced` one, train.select) then run as above on all rows, the others
+    come back `screened` with their subsample CV scores and no train/test scores."""
+    subsample = large.screening_set(X, y, cfg.large, cfg.seed)
+    if subsample is None:
         yield from _run(names, hps, cfg, schema, (X, y), (X_test, y_test))
         return
+    rows = len(subsample[0])
     # Candidates skipped on all rows are not screened (their rows come back as skipped).
     skipped = {n for n in names
                if large.plan(n, hps[n], len(X), cfg.large).fidelity == large.SKIPPED}
-    sub = large.stratified_subsample(y, rows, cfg.seed)
-    X_sub, y_sub = X.iloc[sub].reset_index(drop=True), y.iloc[sub].reset_index(drop=True)
     screened = {r.model: r for r in _run([n for n in names if n not in skipped], hps, cfg,
-                                         schema, (X_sub, y_sub), None)}
+                                         schema, subsample, None)}
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
-    kept = large.keep(ranked, cfg.large, cfg.select)
+    kept = large.keep(ranked, cfg.large, forced)
     confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), (X_test, y_test))}
     for name in names:
         if name in confirmed:
@@ -147,7 +150,7 @@ def evaluate_candidates(
         yield r
 
 
-def evaluate_candidate(name: str, hp: dict[str, Any], cfg: TrainConfig, schema: FeatureSchema,
+def evaluate_candidate(name: str, hp: dict[str, Any], cfg: CVConfig, schema: FeatureSchema,
                        X: pd.DataFrame, y: pd.Series, X_test: pd.DataFrame, y_test: pd.Series
                        ) -> CandidateResult:
     """One candidate (see evaluate_candidates)."""
@@ -172,7 +175,7 @@ def select(results: list[CandidateResult], forced: str | None) -> CandidateResul
             raise ConfigError(f"train.select: '{forced}' was skipped ({chosen.note})")
         return chosen
     if not ran:
-        raise ConfigError("train: every candidate was skipped (train.large.skip_above)")
+        raise ConfigError("train: every candidate was skipped (cv.large.skip_above)")
     return min(ran, key=lambda r: r.cv["rmse"])
 
 
@@ -216,15 +219,15 @@ def history_frame(history: dict[str, list[float]]) -> pd.DataFrame:
     )[cols]
 
 
-def _log_mlflow(dataset: str, cfg: TrainConfig, results: list[CandidateResult], chosen: str) -> None:
+def _log_mlflow(dataset: str, cfg: CVConfig, results: list[CandidateResult], chosen: str) -> None:
     mlflow = tracking.start(dataset)
     for r in results:
         with mlflow.start_run(
             run_name=f"cv-{r.model}", tags=tracking.run_tags("train", candidate=r.model)
         ):
-            # Named as in params.yaml (train.*) and conf/model (hp.*), as `dvc exp show` does.
+            # Named as in params.yaml (cv.*) and conf/model (hp.*), as `dvc exp show` does.
             mlflow.log_params({"dataset": dataset, "model": r.model,
-                               "train.cv_folds": cfg.cv_folds, "train.seed": cfg.seed,
+                               "cv.folds": cfg.folds, "cv.repeats": cfg.repeats, "cv.seed": cfg.seed,
                                "fidelity": r.fidelity,
                                **tracking.flat("hp", r.params)})
             for k, fold in enumerate(r.folds):
@@ -246,7 +249,8 @@ def main() -> None:
     results = []
     names = params.candidates
     hps = {name: params.models[name].defaults for name in names}
-    for i, r in enumerate(evaluate_candidates(names, hps, cfg, schema, X, y, X_test, y_test), 1):
+    runs = evaluate_candidates(names, hps, params.cv, schema, X, y, X_test, y_test, cfg.select)
+    for i, r in enumerate(runs, 1):
         if r.fidelity == large.SKIPPED:
             log.info("[%d/%d] %-17s skipped: %s", i, len(names), r.model, r.note)
         else:
@@ -276,7 +280,7 @@ def main() -> None:
         "params": chosen.params,
         "cv": chosen.cv,
     }, indent=2) + "\n")
-    _log_mlflow(schema.dataset, cfg, results, chosen.model)
+    _log_mlflow(schema.dataset, params.cv, results, chosen.model)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,16 @@ class Candidate:
     # Fully qualified types besides sklearn/numpy/scipy.sparse that its saved pipeline holds
     # (the skops allow-list, medcast.models.io).
     safe_types: tuple[str, ...] = ()
+    # On large tables (cv.large.hist_boosting_above rows), built as this cheaper record of the
+    # same family, its hyperparameters translated by `approximate_params`.
+    approximate_as: str | None = None
+    approximate_params: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Trains in minibatch epochs (batch_size, validation_split, time_budget): the
+    # cv.large.mlp_* rules bound its steps per epoch and its seconds per fit.
+    epochs: bool = False
+    # Its fits take far longer than the rest (seconds, not milliseconds): scheduled first, so a
+    # worker process that loaded its framework keeps it.
+    expensive: bool = False
 
 
 def _splines(p: dict[str, Any]) -> list[Any]:
@@ -56,6 +66,15 @@ def _interactions(p: dict[str, Any]) -> list[tuple[str, Any]]:
 
     return [("interactions", PolynomialFeatures(int(p.get("degree", 2)), include_bias=False)),
             ("scale", StandardScaler())]
+
+
+def _as_hist_boosting(hp: dict[str, Any]) -> dict[str, Any]:
+    """GradientBoostingRegressor's settings in HistGradientBoostingRegressor's names (the row
+    subsample has no counterpart and is left out)."""
+    names = {"n_estimators": "max_iter", "learning_rate": "learning_rate",
+             "max_depth": "max_depth", "min_samples_leaf": "min_samples_leaf",
+             "max_features": "max_features"}
+    return {names[k]: v for k, v in hp.items() if k in names}
 
 
 _TREE_FLOAT32 = {"onnx_float32": True}
@@ -81,13 +100,15 @@ REGISTRY: dict[str, Candidate] = {
     "random_forest": Candidate("sklearn.ensemble:RandomForestRegressor", {"n_jobs": 1},
                                "random_state", **_TREE_FLOAT32),
     "gradient_boosting": Candidate("sklearn.ensemble:GradientBoostingRegressor",
-                                   seed_arg="random_state", **_TREE_FLOAT32),
+                                   seed_arg="random_state", approximate_as="hist_boosting",
+                                   approximate_params=_as_hist_boosting, **_TREE_FLOAT32),
     # Histogram boosting computes in float64 and learns where missing values go: no imputation.
     "hist_boosting": Candidate("sklearn.ensemble:HistGradientBoostingRegressor",
                                seed_arg="random_state", native_missing=True),
     "svr": Candidate("sklearn.svm:SVR", onnx_float32=True),
     "mlp": Candidate("medcast.models.mlp:KerasMLPRegressor", seed_arg="random_state",
-                     onnx_float32=True, safe_types=("medcast.models.mlp.KerasMLPRegressor",)),
+                     onnx_float32=True, safe_types=("medcast.models.mlp.KerasMLPRegressor",),
+                     epochs=True, expensive=True),
 }
 
 

@@ -169,7 +169,8 @@ def load_meta(directory: Path) -> dict[str, Any]:
     try:
         return json.loads((directory / META_FILE).read_text())
     except FileNotFoundError:
-        raise ArtifactError(f"{directory / META_FILE}: not found; run `dvc repro tune`") from None
+        raise ArtifactError(f"{directory / META_FILE}: not found; run `dvc repro` (or `dvc pull`) "
+                            "first") from None
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{directory / META_FILE}: not valid JSON ({err})") from None
 
@@ -180,7 +181,7 @@ def load_model(directory: Path) -> Any:
 
     path = directory / PIPELINE_FILE
     if not path.exists():
-        raise ArtifactError(f"{path}: not found; run `dvc repro tune`")
+        raise ArtifactError(f"{path}: not found; run `dvc repro` (or `dvc pull`) first")
     try:
         types = sio.get_untrusted_types(file=path)
     except Exception as err:  # skops raises several types for a corrupt archive

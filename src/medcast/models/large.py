@@ -1,4 +1,4 @@
-"""The large-data policy (params.yaml `train.large`): what a candidate whose cost outgrows the
+"""The large-data policy (params.yaml `cv.large`): what a candidate whose cost outgrows the
 rows does on a large table. Train and tune plan every candidate the same way, from the number of
 training rows; below every threshold a candidate runs in full, exactly as without the policy.
 
@@ -9,7 +9,7 @@ What ran is one of:
 * subsampled — fitted on a seeded subsample of at most max_rows rows (every validation row is
   still scored);
 * skipped — not run; the leaderboard says so;
-* screened — above train.large.halving_above rows (multi-fidelity selection, successive
+* screened — above cv.large.halving_above rows (multi-fidelity selection, successive
   halving in two rungs): every candidate is first cross-validated on a seeded subsample of
   halving_above rows, stratified on the target's deciles; only the best halving_keep (and a
   train.select-forced one) are then cross-validated on all rows. A candidate that stopped at the
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 
 from medcast.config import LargeConfig
 
@@ -42,7 +43,7 @@ class Plan:
     """How candidate `model` runs on n_rows training rows."""
 
     model: str
-    # The registry record built (gradient_boosting may be built as hist_boosting).
+    # The registry record built (a candidate's approximate_as on large tables).
     build_as: str
     hp: dict[str, Any]
     fidelity: str = FULL
@@ -54,28 +55,24 @@ class Plan:
         return "; ".join(self.reasons)
 
 
-def _as_hist_boosting(hp: dict[str, Any]) -> dict[str, Any]:
-    """GradientBoostingRegressor's settings in HistGradientBoostingRegressor's names (the row
-    subsample has no counterpart and is left out)."""
-    names = {"n_estimators": "max_iter", "learning_rate": "learning_rate",
-             "max_depth": "max_depth", "min_samples_leaf": "min_samples_leaf",
-             "max_features": "max_features"}
-    return {names[k]: v for k, v in hp.items() if k in names}
-
-
 def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig) -> Plan:
     """The policy for `model` with hyperparameters `hp` on n_rows training rows."""
     skip = large.skip_above.get(model)
     if skip is not None and n_rows > skip:
         return Plan(model, model, dict(hp), SKIPPED,
-                    (f"{n_rows} rows > train.large.skip_above.{model}={skip}",))
+                    (f"{n_rows} rows > cv.large.skip_above.{model}={skip}",))
+    from medcast.models import get
+
+    candidate = get(model)
     build_as, hp, fidelity, reasons = model, dict(hp), FULL, []
     above = large.hist_boosting_above
-    if model == "gradient_boosting" and above is not None and n_rows > above:
-        build_as, hp, fidelity = "hist_boosting", _as_hist_boosting(hp), APPROXIMATED
-        reasons.append(f"HistGradientBoosting: {n_rows} rows > train.large.hist_boosting_above="
-                       f"{above}")
-    if model == "mlp":
+    if candidate.approximate_as and above is not None and n_rows > above:
+        build_as, fidelity = candidate.approximate_as, APPROXIMATED
+        if candidate.approximate_params is not None:
+            hp = candidate.approximate_params(hp)
+        name = get(build_as).regressor.partition(":")[2].removesuffix("Regressor")
+        reasons.append(f"{name}: {n_rows} rows > cv.large.hist_boosting_above={above}")
+    if candidate.epochs:
         steps = large.mlp_max_steps
         batch = int(hp.get("batch_size", 16))
         fit_rows = n_rows * (1.0 - float(hp.get("validation_split", 0.2)))
@@ -83,16 +80,16 @@ def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig) -> Pla
             hp["batch_size"] = math.ceil(fit_rows / steps)
             fidelity = APPROXIMATED
             reasons.append(f"batch {batch} → {hp['batch_size']}: at most "
-                           f"train.large.mlp_max_steps={steps} steps per epoch")
+                           f"cv.large.mlp_max_steps={steps} steps per epoch")
         if large.mlp_time_budget is not None:
             hp["time_budget"] = large.mlp_time_budget
             fidelity = APPROXIMATED
-            reasons.append(f"stops after train.large.mlp_time_budget={large.mlp_time_budget:g} s "
+            reasons.append(f"stops after cv.large.mlp_time_budget={large.mlp_time_budget:g} s "
                            "a fit")
     cap = large.max_rows.get(model)
     if cap is not None and n_rows > cap:
         fidelity = SUBSAMPLED
-        reasons.append(f"fitted on {cap} of {n_rows} rows: train.large.max_rows.{model}={cap}")
+        reasons.append(f"fitted on {cap} of {n_rows} rows: cv.large.max_rows.{model}={cap}")
     else:
         cap = None
     return Plan(model, build_as, hp, fidelity, tuple(reasons), cap)
@@ -110,6 +107,17 @@ def screening_rows(n_rows: int, large: LargeConfig) -> int | None:
     is larger, else None (no screening: every candidate and trial runs on all rows)."""
     above = large.halving_above
     return above if above is not None and n_rows > above else None
+
+
+def screening_set(X: pd.DataFrame, y: pd.Series, large: LargeConfig, seed: int
+                  ) -> tuple[pd.DataFrame, pd.Series] | None:
+    """The rows candidates and trials are screened on above halving_above rows (a stratified
+    subsample, re-indexed 0..n-1), or None when the table is not that large."""
+    rows = screening_rows(len(X), large)
+    if rows is None:
+        return None
+    sub = stratified_subsample(y, rows, seed)
+    return X.iloc[sub].reset_index(drop=True), y.iloc[sub].reset_index(drop=True)
 
 
 def stratified_subsample(y: Sequence[float] | np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -140,7 +148,7 @@ def screened_note(rows: int, n_rows: int, rank: int, of: int, large: LargeConfig
                   kept: bool) -> str:
     """What screening did to a candidate, for its leaderboard row."""
     where = (f"ranked {rank} of {of} on a stratified {rows}-row subsample of {n_rows} rows "
-             f"(train.large.halving_above={large.halving_above})")
+             f"(cv.large.halving_above={large.halving_above})")
     if kept:
         return f"{where}; confirmed on all rows"
     return f"{where}; not in the top {large.halving_keep}, not run on all rows"

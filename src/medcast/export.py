@@ -1,0 +1,163 @@
+"""Stage export: the tuned model and its conformal interval as one ONNX graph
+(models/model.onnx, checked against the native pipeline on every test row and on copies of some
+with each nullable feature missing), its model card (models/model.json), and the model's
+registration in MLflow (`champion`).
+
+Reads models/tuned (tune), models/interval (evaluate), reports/metrics.json (evaluate) and the
+splits; the graph needs ONNX Runtime only (medcast.onnx)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medcast import tracking
+from medcast.config import load_params
+from medcast.errors import cli
+from medcast.features import FeatureSchema, load_schema, read_split
+from medcast.intervals import load_interval_model
+from medcast.metrics import split_scores
+from medcast.models.io import load_meta, load_model
+
+log = logging.getLogger("medcast.export")
+
+PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSchema,
+               onnx_bytes: bytes, parity: dict[str, float], train_bytes: bytes,
+               interval: dict[str, Any] | None = None) -> dict[str, Any]:
+    """models/model.json: what the service validates requests against and shows at GET /model.
+
+    Only what the stage's inputs determine, so the same inputs give the same bytes: the git
+    revision is not one of them (it changes when dvc.lock is committed), so the card names the
+    training split by its md5 (DVC's hash; `git log -S <md5> dvc.lock` finds the revisions) and
+    the revision goes to MLflow (tag `git_revision`)."""
+    import hashlib
+
+    return {
+        "name": f"medcast-{schema.dataset}",
+        "dataset": schema.dataset,
+        "target": schema.target,
+        "target_unit": schema.target_unit,
+        "model": report["model"],
+        "params": meta["params"],
+        "features": [
+            {"name": f.name, "type": f.type, "unit": f.unit, "min": f.allowed_min,
+             "max": f.allowed_max, "observed_min": f.observed_min, "observed_max": f.observed_max,
+             "categories": list(f.categories) if f.categories else None,
+             "nullable": f.nullable, "missing_rate": f.missing_rate}
+            for f in schema.features
+        ],
+        "metrics": split_scores(report),
+        "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
+        "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
+        "parity": parity,
+        # The graph's `lower`/`upper` outputs: level, method, q, floor, test coverage.
+        **({"interval": interval} if interval else {}),
+    }
+
+
+def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) -> pd.DataFrame:
+    """The test rows, plus copies of a few of them with each nullable feature missing and with
+    all of them missing: the graph's imputation is checked even where the test split has no
+    gap."""
+    parts = [X]
+    head = X.head(per_feature)
+    for name in schema.nullable:
+        blank = head.copy()
+        blank[name] = None
+        parts.append(blank)
+    if len(schema.nullable) > 1:
+        blank = head.copy()
+        blank[schema.nullable] = None
+        parts.append(blank)
+    frame = pd.concat(parts, ignore_index=True)
+    for name in schema.numeric:
+        frame[name] = frame[name].astype("float64")
+    return frame
+
+
+def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir: Path,
+             schema_path: Path,
+             example: pd.DataFrame, predicted: Any, served: list[Path]) -> str | None:
+    """Log the tuned model (code-based pyfunc over the skops/.keras files: nothing pickled) and
+    register it as `<dataset>`; the new version, having passed evaluation, becomes `champion`."""
+    dataset = report["dataset.name"]
+    mlflow = tracking.start(dataset)
+    name = f"medcast-{dataset}"
+    tags = tracking.run_tags("evaluate", candidate=report["model"])
+    with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
+        mlflow.log_params({"dataset": dataset, "model": report["model"],
+                           **{k: report[k] for k in ("interval.method",) if k in report},
+                           **tracking.flat("hp", hyperparameters)})
+        # metrics.json's numbers under metrics.json's names
+        mlflow.log_metrics({k: v for k, v in report.items()
+                            if isinstance(v, float)
+                            and k.partition(".")[0] in ("test", "cv", "interval")})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_CODE),
+            artifacts={"model_dir": str(model_dir), "schema": str(schema_path)},
+            registered_model_name=name,
+            signature=mlflow.models.infer_signature(example, predicted),
+            input_example=example,
+        )
+        for path in served:  # the exact ONNX graph and card the service loads
+            mlflow.log_artifact(str(path), artifact_path="serving")
+    client = mlflow.MlflowClient()
+    version = info.registered_model_version
+    if version is None:
+        return None
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, value)
+    client.set_model_version_tag(name, str(version), "validated", "true")
+    client.set_registered_model_alias(name, "champion", str(version))
+    log.info("registered %s version %s as champion", name, version)
+    return str(version)
+
+
+@cli
+def main() -> None:
+    params = load_params()
+    paths = params.paths
+    schema = load_schema(Path(paths.schema))
+    X, _ = read_split(Path(paths.test), schema)
+    model_dir = Path(paths.model_dir)
+    meta = load_meta(model_dir)
+    estimator = load_model(model_dir)
+    interval = load_interval_model(Path(paths.interval_model))
+    report = json.loads(Path(paths.metrics).read_text())
+
+    from medcast.onnx.bounds import with_intervals
+    from medcast.onnx.export import save_onnx, to_onnx
+    from medcast.onnx.parity import check_parity, tied_rows
+
+    onnx_model = with_intervals(to_onnx(estimator, schema), interval, schema)
+    rows = parity_rows(X, schema)
+    tied = tied_rows(estimator, rows)
+    # one graph run and one prediction for the prediction and both bounds
+    parity = check_parity(estimator, onnx_model, rows, rtol=params.export.parity_rtol,
+                          tied=tied, bounds=interval.bounds)
+    if parity.get("n_tied"):
+        log.info("ONNX parity: %d rows left out, a tie at the model's k-th neighbour (either "
+                 "neighbour is right)", parity["n_tied"])
+    log.info("ONNX parity on %d rows (%d with a missing value): max relative difference %.2g "
+             "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
+             parity["max_rel_diff"], params.export.parity_rtol)
+    save_onnx(onnx_model, paths.onnx)
+    card_interval = {**interval.card(), "coverage": report["interval.coverage"]}
+    card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity,
+                      Path(paths.train).read_bytes(), card_interval)
+    Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
+    register(report, meta["params"], model_dir, Path(paths.schema), X.head(5),
+             estimator.predict(X.head(5)),
+             [Path(paths.onnx), Path(paths.card)])
+
+
+if __name__ == "__main__":
+    main()
