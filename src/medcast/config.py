@@ -184,6 +184,11 @@ class Params:
     plot: PlotConfig = field(default_factory=PlotConfig)
 
     @property
+    def trial_cluster(self) -> str | None:
+        """Where tune's trials fit their folds: tune.cluster, or else where every stage's do."""
+        return self.tune.cluster or self.cv.cluster
+
+    @property
     def candidates(self) -> list[str]:
         """The candidates train scores, in order."""
         if isinstance(self.train.candidates, str):

@@ -34,9 +34,7 @@ def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
         try:
             low, high = spec["low"], spec["high"]
         except KeyError:
-            raise ConfigError(
-                f"search_space: '{name}' needs low/high or choices, got {spec}"
-            ) from None
+            raise ConfigError(f"search_space: '{name}' needs low/high or choices, got {spec}") from None
         log_scale = bool(spec.get("log", False))
         if isinstance(low, int) and isinstance(high, int) and not log_scale:
             values[name] = trial.suggest_int(name, low, high)
@@ -61,11 +59,6 @@ def default_point(defaults: dict[str, Any], space: dict[str, dict[str, Any]]) ->
     return point
 
 
-def fold_cluster(params: Params) -> str | None:
-    """Where the trials' CV folds run: tune.cluster, or else where every stage's do."""
-    return params.tune.cluster or params.cv.cluster
-
-
 def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame,
                    y: pd.Series) -> Any:
     import optuna
@@ -73,7 +66,7 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
 
     base = dict(params.models[model].defaults)
     space = params.models[model].search_space
-    cv, cluster = params.cv, fold_cluster(params)
+    cv, cluster = params.cv, params.trial_cluster
     worker = shared.process_label()
     X, y = screening_set(params, X, y)
 
@@ -144,7 +137,7 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
         hp = {**params.models[model].defaults, **trial.params}
         plan = large.plan(model, hp, len(X), large_cfg)
         folds = cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.folds, cfg.seed,
-                               n_jobs=cfg.n_jobs, cluster=fold_cluster(params),
+                               n_jobs=cfg.n_jobs, cluster=params.trial_cluster,
                                max_rows=plan.max_rows, repeats=cfg.repeats)
         value = summarize(folds)["rmse"]
         records.append({"number": trial.number, "screening_value": trial.value, "value": value})
