@@ -2,14 +2,14 @@
 intervals of test-set performance, and the instability of individual predictions.
 
 Methods:
-- Optimism correction (Efron & Tibshirani, An Introduction to the Bootstrap, 1993, §17.6;
-  Harrell, Regression Modeling Strategies, 2nd ed., 2015, §5.3.5; `rms::validate`): refit the
+- Optimism correction (Efron & Tibshirani, An Introduction to the Bootstrap, 1993, ch. 17;
+  Harrell, Regression Modeling Strategies, 2nd ed., 2015, ch. 5; `rms::validate`): refit the
   whole modelling procedure on B bootstrap samples; optimism = mean_b(performance of model b on
   its bootstrap sample − performance of model b on the original rows); corrected = apparent −
   optimism. The same formula for every metric: for an error (rmse, mae) the optimism is
   negative (the apparent error is too small) and the corrected error larger than the apparent.
 - Test-set intervals: the percentile bootstrap of the test rows (Efron & Tibshirani 1993,
-  §13.3), the model held fixed.
+  ch. 13), the model held fixed.
 - Prediction instability (Riley & Collins, "Stability of clinical prediction models developed
   using statistical or machine learning methods", Biometrical Journal 65:2200302, 2023): each
   bootstrap model's predictions for the same individuals; the mean absolute prediction error
@@ -115,7 +115,7 @@ def _batch(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
 
 def test_intervals(y: Any, pred: Any, n_boot: int, seed: int,
                    level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals (Efron & Tibshirani 1993, §13.3) of every metric of
+    """Percentile bootstrap intervals (Efron & Tibshirani 1993, ch. 13) of every metric of
     performance() on a test set, the model fixed: the (1 − level)/2 and (1 + level)/2 quantiles
     (linear interpolation) over resamples(len(y), n_boot, seed) of the test rows."""
     y = np.asarray(y, dtype="float64").reshape(-1)

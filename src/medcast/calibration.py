@@ -3,7 +3,7 @@ predicted, with calibration-in-the-large), a table by deciles of the prediction 
 of the observed mean, and a LOWESS calibration curve.
 
 Methods: the calibration intercept and slope are the OLS fit y = a + b·ŷ that `rms::validate`
-reports for an `ols` model (Harrell, Regression Modeling Strategies, 2nd ed., 2015, §5.3;
+reports for an `ols` model (Harrell, Regression Modeling Strategies, 2nd ed., 2015, ch. 5;
 Van Calster et al., "Calibration: the Achilles heel of predictive analytics", BMC Medicine
 2019): slope 1 and intercept 0 when calibrated, a slope below 1 when predictions are too extreme
 (overfitting). Calibration-in-the-large is mean(y − ŷ). The curve is Cleveland's (JASA 1979)
@@ -31,7 +31,7 @@ def _pair(y: Any, pred: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def calibration_line(y: Any, pred: Any) -> dict[str, float]:
-    """OLS of observed on predicted, y = intercept + slope·ŷ (Harrell 2015 §5.3; what
+    """OLS of observed on predicted, y = intercept + slope·ŷ (Harrell 2015, ch. 5; what
     `rms::validate` reports as Intercept and Slope for an `ols` fit), and calibration-in-the-large
     citl = mean(y − ŷ). Sums are exactly rounded (math.fsum), so a worker process gives the same
     bits as the caller (see medcast.metrics.scores).

@@ -118,7 +118,7 @@ def paired_comparisons(fold_scores: pd.DataFrame, reference: str, n_train: int, 
 def one_se_choice(fold_scores: pd.DataFrame, order: list[str], n_train: int, n_test: int,
                   metric: str = "rmse", lower_is_better: bool = True) -> tuple[str, dict[str, Any]]:
     """The one-standard-error rule (Breiman, Friedman, Olshen & Stone, Classification and
-    Regression Trees, 1984, §3.4.3; Hastie, Tibshirani & Friedman, The Elements of Statistical
+    Regression Trees, 1984, ch. 3; Hastie, Tibshirani & Friedman, The Elements of Statistical
     Learning, 2nd ed., 2009, §7.10): the first model in `order` (simplest first) whose mean CV
     error is at most the best mean plus one standard error of the best model's CV error.
 

@@ -46,7 +46,7 @@ def _first(ok: Callable[[np.ndarray], np.ndarray], start: int) -> int:
 
 def expected_shrinkage(n: Any, parameters: int, r2: float) -> Any:
     """S(n) = 1 + (p − 2)/(n·ln(1 − R²_app)), R²_app = (R²(n − p − 1) + p)/(n − 1) (Riley et
-    al. 2019, Part I, criterion (i); van Houwelingen & le Cessie's heuristic shrinkage)."""
+    al. 2019, Part I, criterion (i); pmsampsize's formula)."""
     n = np.asarray(n, dtype=float)
     apparent = (r2 * (n - parameters - 1) + parameters) / (n - 1)
     return 1 + (parameters - 2) / (n * np.log(1 - apparent))

@@ -2,8 +2,9 @@
 band, site, …) and each of its levels, n, R², RMSE, MAE, calibration-in-the-large and the
 coverage of the prediction intervals, each with a bootstrap percentile interval.
 
-Method: a stratified percentile bootstrap (Efron & Tibshirani, An Introduction to the Bootstrap,
-1993, §13.3 and §6.6 on stratified samples): each level's rows are resampled within the level,
+Method: a stratified percentile bootstrap (percentile intervals: Efron & Tibshirani, An
+Introduction to the Bootstrap, 1993, ch. 13; several samples: Davison & Hinkley, Bootstrap
+Methods and their Application, 1997, ch. 3): each level's rows are resampled within the level,
 so its n is the same in every resample, the model held fixed. Resample b of a level comes from
 np.random.default_rng([seed, crc32(column), crc32(level), b]): a level's interval does not
 change when other columns, levels or more resamples are added.
