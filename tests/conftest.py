@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_OVERRIDES = [
     "tune.n_trials=3",
     "plot.permutation_repeats=2",
+    "evaluate.bootstrap=10",
 ]
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 4, "patience": 2, "lr_patience": 1},

@@ -7,11 +7,12 @@ from medcast.datasets import validate
 from medcast.errors import ConfigError
 from medcast.features import infer_schema, split_xy
 from medcast.train import (
+    check_forced,
+    eligible,
     evaluate_candidate,
     evaluate_candidates,
     history_frame,
     leaderboard,
-    select,
 )
 from tests.conftest import tiny
 
@@ -22,34 +23,31 @@ def data():
     frame = validate(insurance_frame(150, seed=1).astype(str), p.dataset)
     schema = infer_schema(frame, p.dataset)
     X, y = split_xy(frame.iloc[:120], schema)
-    Xt, yt = split_xy(frame.iloc[120:], schema)
-    return p, schema, X, y, Xt, yt
+    return p, schema, X, y
 
 
-def test_candidate_gets_cv_train_and_test_scores(data):
-    p, schema, X, y, Xt, yt = data
-    r = evaluate_candidate("ridge", p.models["ridge"].defaults, p.cv, schema, X, y, Xt, yt)
-    assert len(r.folds) == p.cv.folds
+def test_candidate_gets_cv_and_train_scores_and_never_test_scores(data):
+    p, schema, X, y = data
+    r = evaluate_candidate("ridge", p.models["ridge"].defaults, p.cv, schema, X, y)
+    assert len(r.folds) == p.cv.folds * p.cv.repeats
     assert set(r.cv) >= {"r2", "r2_std", "rmse", "rmse_std", "mae", "mae_std"}
-    assert r.test["r2"] > 0.5  # the generated charges are mostly explained by the features
-    assert r.history == {}
+    assert r.train["r2"] > 0.5  # the generated charges are mostly explained by the features
+    assert not hasattr(r, "test") and r.history == {}
 
 
-def test_select_best_cv_rmse_unless_forced(data):
-    p, schema, X, y, Xt, yt = data
-    results = [evaluate_candidate(n, p.models[n].defaults, p.cv, schema, X, y, Xt, yt)
+def test_leaderboard_ranks_by_cv_rmse(data):
+    p, schema, X, y = data
+    results = [evaluate_candidate(n, p.models[n].defaults, p.cv, schema, X, y)
                for n in ("linear", "decision_tree")]
     best = min(results, key=lambda r: r.cv["rmse"])
-    assert select(results, None).model == best.model
-    assert select(results, "decision_tree").model == "decision_tree"
     board = leaderboard(results)
     assert list(board["rank"]) == [1, 2]
     assert board.iloc[0]["model"] == best.model
 
 
 def test_mlp_history_is_reported_in_target_units(data):
-    p, schema, X, y, Xt, yt = data
-    r = evaluate_candidate("mlp", p.models["mlp"].defaults, p.cv, schema, X, y, Xt, yt)
+    p, schema, X, y = data
+    r = evaluate_candidate("mlp", p.models["mlp"].defaults, p.cv, schema, X, y)
     hist = history_frame(r.history)
     assert list(hist.columns) == ["epoch", "mae", "val_mae", "learning_rate"]
     assert 1 <= len(hist) <= p.models["mlp"].defaults["epochs"]
@@ -62,12 +60,12 @@ def test_history_frame_without_mlp_is_empty_with_columns():
 
 def test_leaderboard_holds_no_wall_clock_time(data):
     """A DVC output must be the same bytes for the same inputs: fit times go to MLflow only."""
-    p, schema, X, y, Xt, yt = data
-    results = [evaluate_candidate("ridge", {}, p.cv, schema, X, y, Xt, yt)]
+    p, schema, X, y = data
+    results = [evaluate_candidate("ridge", {}, p.cv, schema, X, y)]
     assert results[0].seconds > 0  # measured (logged to MLflow), ...
     board = leaderboard(results)  # ... but not written
     assert not [c for c in board.columns if "second" in c or "time" in c]
-    twin = leaderboard([evaluate_candidate("ridge", {}, p.cv, schema, X, y, Xt, yt)])
+    twin = leaderboard([evaluate_candidate("ridge", {}, p.cv, schema, X, y)])
     assert board.to_csv(index=False) == twin.to_csv(index=False)
 
 
@@ -99,7 +97,7 @@ def test_mlp_cross_validation_prints_no_tensorflow_noise(tmp_path):
         assert out.returncode == 0, out.stderr
         outputs.append(out.stdout + out.stderr)
     log = outputs[1]
-    assert "[2/2] mlp" in log and "selected" in log
+    assert "[3/3] mlp" in log and "selected" in log and "Warning" not in log
     noise = [line for line in log.splitlines()
              if re.match(r"[EWI]\d{4} ", line) or "absl::InitializeLog" in line]
     assert noise == []
@@ -111,15 +109,14 @@ def test_scores_do_not_depend_on_the_number_of_processes(data):
     process and two give the same numbers (the MLP included: one TensorFlow thread each)."""
     from dataclasses import replace
 
-    p, schema, X, y, Xt, yt = data
+    p, schema, X, y = data
     names = ["mlp", "ridge", "random_forest", "svr"]
     hps = {n: p.models[n].defaults for n in names}
-    runs = [list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=jobs), schema, X, y,
-                                     Xt, yt)) for jobs in (1, 2)]
+    runs = [list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=jobs), schema, X, y))
+            for jobs in (1, 2)]
     for one, two in zip(*runs, strict=True):
         assert one.model == two.model
-        assert (one.folds, one.train, one.test, one.history) == \
-               (two.folds, two.train, two.test, two.history)
+        assert (one.folds, one.train, one.history) == (two.folds, two.train, two.history)
     assert [r.model for r in runs[1]] == names  # listed order, though the MLP ran first
 
 
@@ -130,13 +127,13 @@ def test_large_data_policy_is_recorded_in_the_leaderboard(data):
 
     from medcast.config import LargeConfig
 
-    p, schema, X, y, Xt, yt = data
+    p, schema, X, y = data
     policy = LargeConfig(max_rows={"svr": 50}, skip_above={"knn": 100}, hist_boosting_above=100,
                          mlp_max_steps=2)
     cfg = replace(p.cv, n_jobs=1, large=policy)
     names = ["svr", "knn", "gradient_boosting", "mlp", "ridge"]
     results = list(evaluate_candidates(names, {n: p.models[n].defaults for n in names}, cfg,
-                                       schema, X, y, Xt, yt))
+                                       schema, X, y))
     by = {r.model: r for r in results}
     assert by["ridge"].fidelity == "full" and by["ridge"].note == ""
     assert by["svr"].fidelity == "subsampled" and "50 of 120 rows" in by["svr"].note
@@ -147,9 +144,9 @@ def test_large_data_policy_is_recorded_in_the_leaderboard(data):
     board = leaderboard(results)
     assert board.iloc[-1]["model"] == "knn" and board.iloc[-1]["fidelity"] == "skipped"
     assert list(board["fidelity"].iloc[:-1]) == [by[m].fidelity for m in board["model"].iloc[:-1]]
-    assert select(results, None).model != "knn"
+    assert "knn" not in eligible(results)
     with pytest.raises(ConfigError, match="skipped"):
-        select(results, "knn")
+        check_forced(results, "knn")
 
 
 def _halving(p, above, **changes):
@@ -171,55 +168,53 @@ def test_successive_halving_confirms_only_the_best_on_all_rows(data):
 
     from medcast.models.large import stratified_subsample
 
-    p, schema, X, y, Xt, yt = data
+    p, schema, X, y = data
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
     halved = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema,
-                                                      X, y, Xt, yt)}
+                                                      X, y)}
     full = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, replace(p.cv, n_jobs=1),
-                                                    schema, X, y, Xt, yt)}
+                                                    schema, X, y)}
     sub = stratified_subsample(y, 60, p.cv.seed)
     on_sub = {r.model: r.cv["rmse"] for r in evaluate_candidates(
         HALVING_NAMES, hps, replace(p.cv, n_jobs=1), schema, X.iloc[sub].reset_index(drop=True),
-        y.iloc[sub].reset_index(drop=True), Xt, yt)}
+        y.iloc[sub].reset_index(drop=True))}
     best_two = sorted(on_sub, key=on_sub.get)[:2]
     confirmed = [m for m, r in halved.items() if r.fidelity != "screened"]
     assert sorted(confirmed) == sorted(best_two)
     for m in confirmed:
-        assert (halved[m].folds, halved[m].train, halved[m].test) == \
-               (full[m].folds, full[m].train, full[m].test)
+        assert (halved[m].folds, halved[m].train) == (full[m].folds, full[m].train)
         assert "on a stratified 60-row subsample of 120 rows" in halved[m].note
         assert halved[m].note.endswith("confirmed on all rows")
     for m in set(HALVING_NAMES) - set(confirmed):
         r = halved[m]
-        assert r.fidelity == "screened" and r.train == {} and r.test == {}
+        assert r.fidelity == "screened" and r.train == {}
         assert r.cv["rmse"] == on_sub[m] and "not in the top 2" in r.note
-    assert select(list(halved.values()), None).model == min(confirmed,
-                                                            key=lambda m: full[m].cv["rmse"])
+    assert sorted(eligible(list(halved.values()))) == sorted(confirmed)
     board = leaderboard(list(halved.values()))
     assert list(board["model"][:2]) == sorted(confirmed, key=lambda m: full[m].cv["rmse"])
     assert set(board["fidelity"][2:]) == {"screened"}
-    assert all(math.isnan(v) for v in board["test_r2"][2:])
+    assert all(math.isnan(v) for v in board["train_r2"][2:])
     assert sorted(board["model"]) == sorted(HALVING_NAMES)
 
 
 def test_a_forced_candidate_is_confirmed_even_if_screened_out(data):
-    p, schema, X, y, Xt, yt = data
+    p, schema, X, y = data
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
-    results = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y, Xt, yt))
+    results = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y))
     worst = max((r for r in results if r.fidelity == "screened"), key=lambda r: r.cv["rmse"])
-    forced = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y, Xt, yt,
+    forced = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y,
                                       forced=worst.model))
     assert sum(r.fidelity != "screened" for r in forced) == 3
-    assert select(forced, worst.model).test  # ran on all rows: it has test scores
+    assert next(r for r in forced if r.model == worst.model).train  # ran on all rows
 
 
 def test_halving_at_or_above_the_tables_rows_changes_nothing(data):
     from dataclasses import replace
 
-    p, schema, X, y, Xt, yt = data
+    p, schema, X, y = data
     names = ["ridge", "knn"]
     hps = {n: p.models[n].defaults for n in names}
-    plain = list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=1), schema, X, y, Xt, yt))
-    at = list(evaluate_candidates(names, hps, _halving(p, len(X)), schema, X, y, Xt, yt))
-    assert [(r.folds, r.train, r.test, r.fidelity, r.note) for r in plain] == \
-           [(r.folds, r.train, r.test, r.fidelity, r.note) for r in at]
+    plain = list(evaluate_candidates(names, hps, replace(p.cv, n_jobs=1), schema, X, y))
+    at = list(evaluate_candidates(names, hps, _halving(p, len(X)), schema, X, y))
+    assert [(r.folds, r.train, r.fidelity, r.note) for r in plain] == \
+           [(r.folds, r.train, r.fidelity, r.note) for r in at]

@@ -85,7 +85,7 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
     first = study.trials[0]  # the defaults, scored on the subsample
     on_sub = cross_validate(large.build(large.plan("knn", p.models["knn"].defaults, 60,
                                                    p.cv.large), schema, 42),
-                            X_sub, y_sub, 5, 42)
+                            X_sub, y_sub, 5, 42, repeats=p.cv.repeats)
     assert first.value == summarize(on_sub)["rmse"]
     best, folds, records = confirm(p, "knn", schema, X, y, study)
     done, seen = [], set()
@@ -99,7 +99,8 @@ def test_above_halving_above_trials_run_on_the_subsample_and_the_best_are_confir
     assert [r["screening_value"] for r in records] == [t.value for t in expected]
     on_all = {t.number: cross_validate(
         large.build(large.plan("knn", {**p.models["knn"].defaults, **t.params}, len(X),
-                               p.cv.large), schema, 42), X, y, 5, 42) for t in expected}
+                               p.cv.large), schema, 42), X, y, 5, 42, repeats=p.cv.repeats)
+              for t in expected}
     assert [r["value"] for r in records] == [summarize(on_all[t.number])["rmse"]
                                              for t in expected]
     assert first.number in [r["number"] for r in records]

@@ -57,10 +57,15 @@ class PathsConfig:
     card: str
     metrics: str
     intervals: str
+    validation: str
+    calibration: str
+    calibration_curve: str
+    instability: str
     predictions: str
     importance: str
     figures: str
     report: str
+    tripod: str
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,15 @@ class CVConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # null: the best candidate in CV; a name forces that candidate.
+    # null: the candidate train.rule picks; a name forces that candidate.
     select: str | None = None
     # "all": every model with a conf/model/<name>.yaml (by name); or a list of names.
     candidates: str | list[str] = "all"
+    # best: the lowest mean CV RMSE; one_se: the simplest within one standard error of it
+    # (medcast.selection).
+    rule: str = "best"
+    # Stop the stage (exit 2) when no candidate beats predicting the mean.
+    require_signal: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,8 @@ class TuneConfig:
 class EvaluateConfig:
     # Conformal prediction intervals (medcast.intervals) cover the true value this often.
     interval_level: float = 0.9
+    # Bootstrap refits of the tuned model for its internal validation (medcast.validation).
+    bootstrap: int = 200
 
 
 @dataclass(frozen=True)
@@ -285,6 +297,8 @@ def _check_study(p: StudyParams) -> None:
     if isinstance(p.train.candidates, str) and p.train.candidates != "all":
         raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
                           f"{p.train.candidates!r}")
+    if p.train.rule not in ("best", "one_se"):
+        raise ConfigError(f"train.rule: {p.train.rule!r} is not one of best, one_se")
     if p.train.candidates == []:
         raise ConfigError("train.candidates: empty; name at least one model")
     if p.cv.n_jobs is not None and p.cv.n_jobs < 1:
@@ -303,6 +317,9 @@ def _check_study(p: StudyParams) -> None:
         raise ConfigError(f"cv.large.halving_keep: {large.halving_keep} must be at least 1")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
+    if p.evaluate.bootstrap < 10:
+        raise ConfigError(f"evaluate.bootstrap: {p.evaluate.bootstrap} refits are too few for an "
+                          "optimism estimate (at least 10; 200 is usual)")
     if not 0.0 < p.evaluate.interval_level < 1.0:
         raise ConfigError(f"evaluate.interval_level: {p.evaluate.interval_level} is not in (0, 1)")
 

@@ -24,6 +24,10 @@ class DataValidationError(MedcastError):
     """A raw data file breaks the dataset's declared schema."""
 
 
+class NoSignalError(MedcastError):
+    """No candidate beats predicting the mean, and train.require_signal asks to stop there."""
+
+
 class ArtifactError(MedcastError):
     """A model or report artifact is missing, unsafe or does not match dvc.lock."""
 

@@ -1,6 +1,8 @@
-"""Stage plot: figures in reports/figures/ (feature importance, MLP training history, predicted
-vs actual, residuals, prediction intervals and their coverage per group, CV scores per
-candidate) and reports/report.md, the study at a glance."""
+"""Stage plot: figures in reports/figures/ (CV scores per candidate, calibration, prediction
+instability, feature importance, MLP training history, predicted vs actual, residuals,
+prediction intervals and their coverage per group), reports/report.md, the study at a glance
+(medcast.report), and reports/tripod.md, the TRIPOD+AI checklist filled from the run
+(medcast.tripod)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,13 @@ from typing import Any
 import pandas as pd
 
 from medcast.config import load_params
+from medcast.datasets.spec import DatasetConfig
 from medcast.errors import cli
 from medcast.features import FeatureSchema, encoded_name, load_schema, read_split
-from medcast.metrics import split_scores
+from medcast.models import NULL_MODEL
 from medcast.models.io import find_mlp, load_meta, load_model
+from medcast.report import report_markdown
+from medcast.tripod import RunFacts, tripod_markdown
 
 log = logging.getLogger("medcast.plot")
 
@@ -175,114 +180,75 @@ def plot_cv_scores(folds: pd.DataFrame, path: Path) -> None:
     _save(fig, path)
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    def cell(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    head = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *rows])
-
-
-def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.DataFrame,
-                    tuning: dict[str, Any], figures: dict[str, str],
-                    intervals: dict[str, Any] | None = None) -> str:
-    """reports/report.md: leaderboard, tuned model, figures (paths relative to reports/)."""
-    cols = ["rank", "model", "cv_r2", "cv_r2_std", "cv_rmse", "cv_rmse_std",
-            "cv_mae", "test_r2", "test_rmse"]
-    scores = split_scores(metrics)
-    test, cv = scores["test"], scores["cv"]
-    lines = [
-        f"# medcast study: {schema.dataset} → {schema.target}",
-        "",
-        f"Target: {schema.target_unit}. Train rows {metrics['n_train']}, test rows "
-        f"{metrics['n_test']}; rows without a target dropped (never imputed): "
-        f"{metrics.get('n_dropped_missing_target', 0)}.",
-        "",
-        *_missing_lines(schema),
-        "## Candidates (train stage, 5-fold CV on the training set, default hyperparameters)",
-        "",
-        markdown_table(board[[c for c in cols if c in board.columns]]),
-        "",
-        f"## Tuned model: `{metrics['model']}`",
-        "",
-        f"Optuna: {tuning['n_trials']} trials, best #{tuning['best_trial']}, "
-        f"parameters `{json.dumps(tuning['best_params'])}`.",
-        "",
-        "| split | R² | RMSE | MAE | interval coverage | mean interval width |",
-        "|---|---|---|---|---|---|",
-        f"| CV (mean ± std) | {cv['r2']:.3f} ± {cv['r2_std']:.3f} | "
-        f"{cv['rmse']:.4g} ± {cv['rmse_std']:.3g} | {cv['mae']:.4g} ± "
-        f"{cv['mae_std']:.3g} | | |",
-        f"| test | {test['r2']:.3f} | {test['rmse']:.4g} | {test['mae']:.4g} | "
-        f"{_coverage(metrics)} |",
-        "",
-        *_interval_lines(metrics, intervals),
-        "## Figures",
-        "",
-    ]
-    for title, rel in figures.items():
-        lines += [f"### {title}", "", f"![{title}]({rel})", ""]
-    return "\n".join(lines)
+def plot_calibration(deciles: pd.DataFrame, curve: pd.DataFrame, slope: float, target: str,
+                     path: Path) -> None:
+    """Observed against predicted on the test set: decile means with 95 % intervals, a LOWESS
+    curve, the diagonal of perfect calibration (medcast.calibration)."""
+    fig, axes = _figure(1, width=5.5)
+    ax = axes[0][0]
+    lo = float(min(deciles["mean_predicted"].min(), deciles["observed_low"].min()))
+    hi = float(max(deciles["mean_predicted"].max(), deciles["observed_high"].max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="perfect calibration")
+    err = [deciles["mean_observed"] - deciles["observed_low"],
+           deciles["observed_high"] - deciles["mean_observed"]]
+    ax.errorbar(deciles["mean_predicted"], deciles["mean_observed"], yerr=err, fmt="o",
+                color="tab:blue", capsize=3, label="deciles of prediction (95% CI)")
+    ax.plot(curve["predicted"], curve["observed"], color="tab:orange", label="LOWESS")
+    ax.set_xlabel(f"predicted {target}")
+    ax.set_ylabel(f"observed {target}")
+    ax.set_title(f"Calibration (test set): slope {slope:.2f}")
+    ax.legend(fontsize=8)
+    _save(fig, path)
 
 
-def _coverage(metrics: dict[str, Any]) -> str:
-    if "interval.coverage" not in metrics:
-        return "— | —"
-    return (f"{metrics['interval.coverage']:.1%} (nominal {metrics['interval.level']:.0%}) | "
-            f"{metrics['interval.mean_width']:.4g}")
+def plot_instability(frame: pd.DataFrame, mape: float, target: str, path: Path) -> None:
+    """Riley & Collins' instability plot: each test patient's prediction by the model against
+    the bootstrap models' predictions for them."""
+    fig, axes = _figure(1, width=5.5)
+    ax = axes[0][0]
+    ax.scatter(frame["predicted"], frame["bootstrap"], s=3, alpha=0.15, color="tab:purple")
+    lo = float(min(frame["predicted"].min(), frame["bootstrap"].min()))
+    hi = float(max(frame["predicted"].max(), frame["bootstrap"].max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel(f"prediction of the model ({target})")
+    ax.set_ylabel("predictions of the bootstrap models")
+    ax.set_title(f"Prediction instability (MAPE {mape:.3g})")
+    _save(fig, path)
 
 
-def _interval_lines(metrics: dict[str, Any], intervals: dict[str, Any] | None) -> list[str]:
-    """The prediction intervals: method, and coverage per group (reports/intervals.json)."""
-    if not intervals or "interval.level" not in metrics:
-        return []
-    level = metrics["interval.level"]
-    gaps = intervals.get("training_worst_group_gap", {})
-    table = pd.DataFrame([{"group": name, "test rows": g["n"], "coverage": f"{g['coverage']:.1%}",
-                           "mean width": g["mean_width"]}
-                          for name, g in intervals["coverage_by_group"].items()])
-    return [
-        "## Prediction intervals",
-        "",
-        f"Conformal {level:.0%} intervals from the training split's out-of-fold residuals "
-        f"(`{intervals['method']}` width, chosen on the training folds, where the worst "
-        "group's coverage was "
-        + " and ".join(f"{100 * abs(v):.1f} points from nominal with {k} width"
-                       for k, v in gaps.items())
-        + f"). For {level:.0%} of new patients the true value should fall inside; measured "
-        f"on the test set: {metrics['interval.coverage']:.1%}.",
-        "",
-        markdown_table(table),
-        "",
-    ]
+def raw_source(dataset: DatasetConfig) -> str:
+    """The raw table for the TRIPOD report: its file and md5 (DVC's hash), or the bundled
+    table and the library version that ships it."""
+    import hashlib
+
+    if dataset.source.format == "sklearn":
+        import sklearn
+
+        return f"scikit-learn {sklearn.__version__}'s bundled '{dataset.source.path}' table"
+    path = Path(dataset.raw)
+    md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    return f"`{path}` (md5 {md5})"
 
 
-def _missing_lines(schema: FeatureSchema) -> list[str]:
-    """Which features may be missing, and how often they are in the training split."""
-    nullable = [f for f in schema.features if f.nullable]
-    if not nullable:
-        return []
-    rates = ", ".join(f"`{f.name}` {f.missing_rate:.0%}" for f in nullable)
-    return [f"Missing values (imputed inside every model, fitted on training folds only): "
-            f"{rates} of training rows.", ""]
+FIGURES = {
+    "Candidates: validation RMSE per fold": "cv_scores.png",
+    "Calibration (test set)": "calibration.png",
+    "Prediction instability (bootstrap models)": "instability.png",
+    "Feature importance": "feature_importance.png",
+    "MLP training history": "training_history.png",
+    "Predicted vs actual (test set)": "predicted_vs_actual.png",
+    "Residuals (test set)": "residuals.png",
+    "Prediction intervals and coverage per group (test set)": "intervals.png",
+}
 
 
-@cli
-def main() -> None:
-    params = load_params()
+def _figures(params: Any, schema: FeatureSchema, metrics: dict[str, Any],
+             validation: dict[str, Any], figures: Path) -> None:
     paths, cfg = params.paths, params.plot
-    schema = load_schema(Path(paths.schema))
     X, y = read_split(Path(paths.test), schema)
     model_dir = Path(paths.model_dir)
-    meta = load_meta(model_dir)
-    estimator = load_model(model_dir)
-    metrics = json.loads(Path(paths.metrics).read_text())
+    meta, estimator = load_meta(model_dir), load_model(model_dir)
     pred = pd.read_csv(paths.predictions)
-    figures = Path(paths.figures)
-    figures.mkdir(parents=True, exist_ok=True)
-
     perm = permutation_table(estimator, X, y, cfg.permutation_repeats, cfg.seed)
     perm.to_csv(paths.importance, index=False)
     plot_importance(perm, mlp_weight_table(estimator), meta["model"],
@@ -295,23 +261,46 @@ def main() -> None:
     intervals = json.loads(Path(paths.intervals).read_text())
     plot_intervals(pred, intervals["coverage_by_group"], metrics["interval.level"], schema.target,
                    figures / "intervals.png")
+    plot_calibration(pd.read_csv(paths.calibration), pd.read_csv(paths.calibration_curve),
+                     validation["calibration"]["test"]["slope"], schema.target,
+                     figures / "calibration.png")
+    plot_instability(pd.read_csv(paths.instability), validation["stability"]["mape"],
+                     schema.target, figures / "instability.png")
+
+
+@cli
+def main() -> None:
+    params = load_params()
+    paths = params.paths
+    schema = load_schema(Path(paths.schema))
+    metrics = json.loads(Path(paths.metrics).read_text())
+    validation = json.loads(Path(paths.validation).read_text())
+    figures = Path(paths.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    _figures(params, schema, metrics, validation, figures)
 
     reports = Path(paths.report).parent
-    titles = {
-        "Candidates: validation RMSE per fold": "cv_scores.png",
-        "Feature importance": "feature_importance.png",
-        "MLP training history": "training_history.png",
-        "Predicted vs actual (test set)": "predicted_vs_actual.png",
-        "Residuals (test set)": "residuals.png",
-        "Prediction intervals and coverage per group (test set)": "intervals.png",
-    }
     rel = {t: str((figures / f).relative_to(reports)) if figures.is_relative_to(reports)
-           else str(figures / f) for t, f in titles.items()}
+           else str(figures / f) for t, f in FIGURES.items()}
     board = pd.read_csv(paths.leaderboard_csv)
     tuning = json.loads(Path(paths.tuning).read_text())
-    Path(paths.report).write_text(report_markdown(schema, metrics, board, tuning, rel,
-                                                  intervals))
-    log.info("figures in %s, report in %s", figures, paths.report)
+    cv = params.cv
+    Path(paths.report).write_text(report_markdown(
+        schema, metrics, board, tuning, rel, json.loads(Path(paths.intervals).read_text()),
+        validation, f"{cv.folds}-fold × {cv.repeats}"))
+    facts = RunFacts(
+        dataset=params.dataset, schema=schema, raw=raw_source(params.dataset),
+        design={"folds": cv.folds, "repeats": cv.repeats,
+                "test_size": params.preprocess.test_size,
+                "interval_groups": list(getattr(params.evaluate, "interval_groups", []))},
+        metrics=metrics, validation=validation, tuning=tuning,
+        card=json.loads(Path(paths.card).read_text()),
+        n_candidates=int((board["model"] != NULL_MODEL).sum()))
+    Path(paths.tripod).write_text(tripod_markdown(facts))
+    log.info("figures in %s, report in %s, TRIPOD+AI checklist in %s", figures, paths.report,
+             paths.tripod)
+    if not validation["signal"]["signal"]:
+        log.warning("%s", validation["signal"]["message"])
 
 
 if __name__ == "__main__":

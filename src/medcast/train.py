@@ -1,5 +1,9 @@
-"""Stage train: cross-validate every candidate (K folds, seeded), fit each on the training set
-for train/test scores, write the leaderboard and the selected candidate; log each to MLflow."""
+"""Stage train: cross-validate every candidate and the null model `mean` on the same seeded
+repeated K-fold (params `cv`), fit each candidate on the training set for its apparent scores,
+compare them by paired fold differences (medcast.selection), select one by train.rule and say
+whether any beats the mean; write the leaderboard, the per-fold scores and the selection; log
+each candidate to MLflow. The test split is not read here: it is used once, by evaluate, on the
+selected model."""
 
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ import pandas as pd
 
 from medcast import models, tracking
 from medcast.config import CVConfig, load_params
-from medcast.errors import ConfigError, cli
+from medcast.errors import ConfigError, NoSignalError, cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import METRICS, capped, fit_score, fold_indices, scores, summarize
+from medcast.models import NULL_MODEL as NULL
 from medcast.models import large
 from medcast.parallel import ordered
+from medcast.selection import Selection, as_record, fold_sizes, select
 
 log = logging.getLogger("medcast.train")
 
@@ -31,7 +37,6 @@ class CandidateResult:
     folds: list[dict[str, float]]
     cv: dict[str, float]
     train: dict[str, float]
-    test: dict[str, float]
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
     # What ran (medcast.models.large): full, approximated, subsampled or skipped, and why.
@@ -39,12 +44,11 @@ class CandidateResult:
     note: str = ""
 
 
-def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any, X_test: pd.DataFrame,
-              y_test: pd.Series) -> dict[str, Any]:
-    """One task: fit on `rows` of the training set; train and test scores, MLP history."""
+def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any) -> dict[str, Any]:
+    """One task: fit on `rows` of the training set; its (apparent) scores there, MLP history."""
     model = estimator.fit(X.iloc[rows], y.iloc[rows])
     target = model.named_steps["model"]
-    return {"train": scores(y, model.predict(X)), "test": scores(y_test, model.predict(X_test)),
+    return {"train": scores(y, model.predict(X)),
             "history": target_units(getattr(target.regressor_, "history_", {}),
                                     target.transformer_)}
 
@@ -56,11 +60,11 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
          schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series],
-         test: tuple[pd.DataFrame, pd.Series] | None) -> Iterator[CandidateResult]:
-    """K-fold CV of each candidate on `train` (X, y), then (with `test`) one fit on all of X for
-    train and test scores; results in the candidates' order (see evaluate_candidates)."""
+         full: bool) -> Iterator[CandidateResult]:
+    """Repeated K-fold CV of each candidate on `train` (X, y), then (with `full`) one fit on all
+    of X for its apparent scores; results in the candidates' order (see evaluate_candidates)."""
     X, y = train
-    plans = [large.plan(name, hps[name], len(X), cfg.large) for name in names]
+    plans = [large.plan(name, hps[name], len(X), cfg.large, cfg.repeats) for name in names]
     splits = fold_indices(len(X), cfg.folds, cfg.seed, cfg.repeats)
     # Expensive candidates' tasks (the MLP's) go first: they are the longest, and a worker
     # process that imported TensorFlow in its first task keeps it (joblib's loky restarts a
@@ -74,24 +78,25 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
             continue
         estimator = large.build(p, schema, cfg.seed)
         calls += [(_timed, (fit_score, estimator, X, y, capped(fit, p.max_rows, cfg.seed, k), val))
-                  for k, (fit, val) in enumerate(splits)]
-        if test is not None:
+                  for k, (fit, val) in enumerate(splits[:cfg.folds * p.repeats])]
+        if full:
             everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
-            calls.append((_timed, (_full_fit, estimator, X, y, everything, *test)))
+            calls.append((_timed, (_full_fit, estimator, X, y, everything)))
     results = ordered(calls, cfg.n_jobs, cfg.cluster)
     done: dict[str, CandidateResult] = {}
     for p in run:
         if p.fidelity == large.SKIPPED:
-            done[p.model] = CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, {}, 0.0, {},
+            done[p.model] = CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, 0.0, {},
                                             p.fidelity, p.note)
         else:
-            tasks = [next(results) for _ in range(len(splits) + (test is not None))]
-            folds = [fold for fold, _ in tasks[:len(splits)]]
-            full = tasks[-1][0] if test is not None else {"train": {}, "test": {}, "history": {}}
+            n = cfg.folds * p.repeats
+            tasks = [next(results) for _ in range(n + full)]
+            folds = [fold for fold, _ in tasks[:n]]
+            fit = tasks[-1][0] if full else {"train": {}, "history": {}}
             done[p.model] = CandidateResult(
                 model=p.model, params=dict(hps[p.model]), folds=folds, cv=summarize(folds),
-                train=full["train"], test=full["test"], seconds=sum(s for _, s in tasks),
-                history=full["history"], fidelity=p.fidelity, note=p.note,
+                train=fit["train"], seconds=sum(s for _, s in tasks), history=fit["history"],
+                fidelity=p.fidelity, note=p.note,
             )
         while plans and plans[0].model in done:  # in the candidates' order
             yield done.pop(plans.pop(0).model)
@@ -104,12 +109,10 @@ def evaluate_candidates(
     schema: FeatureSchema,
     X: pd.DataFrame,
     y: pd.Series,
-    X_test: pd.DataFrame,
-    y_test: pd.Series,
     forced: str | None = None,
 ) -> Iterator[CandidateResult]:
     """Repeated K-fold CV of each candidate on the training set (params `cv`), then one fit on
-    all of it for train and test scores. Every fold and final fit of every candidate is one
+    all of it for its apparent scores. Every fold and final fit of every candidate is one
     task for cv.n_jobs processes (or cv.cluster); results come in the candidates' order, and do
     not depend on where they ran. `seconds` sums the candidate's tasks (busy time, not wall
     time).
@@ -117,20 +120,21 @@ def evaluate_candidates(
     Above cv.large.halving_above rows (successive halving, medcast.models.large): every
     candidate is first cross-validated on a stratified subsample of that many rows; the best
     halving_keep (and the `forced` one, train.select) then run as above on all rows, the others
-    come back `screened` with their subsample CV scores and no train/test scores."""
+    come back `screened` with their subsample CV scores and no train scores."""
     subsample = large.screening_set(X, y, cfg.large, cfg.seed)
     if subsample is None:
-        yield from _run(names, hps, cfg, schema, (X, y), (X_test, y_test))
+        yield from _run(names, hps, cfg, schema, (X, y), True)
         return
     rows = len(subsample[0])
-    # Candidates skipped on all rows are not screened (their rows come back as skipped).
+    # Candidates skipped on all rows are not screened (their rows come back as skipped), nor is
+    # the null model: it costs nothing, and every candidate is compared with it on all rows.
     skipped = {n for n in names
-               if large.plan(n, hps[n], len(X), cfg.large).fidelity == large.SKIPPED}
-    screened = {r.model: r for r in _run([n for n in names if n not in skipped], hps, cfg,
-                                         schema, subsample, None)}
+               if large.plan(n, hps[n], len(X), cfg.large, cfg.repeats).fidelity == large.SKIPPED}
+    screened = {r.model: r for r in _run([n for n in names if n not in skipped | {NULL}], hps,
+                                         cfg, schema, subsample, False)}
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
-    kept = large.keep(ranked, cfg.large, forced)
-    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), (X_test, y_test))}
+    kept = large.keep(ranked, cfg.large, forced) + [n for n in names if n == NULL]
+    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True)}
     for name in names:
         if name in confirmed:
             r = confirmed[name]
@@ -145,16 +149,15 @@ def evaluate_candidates(
                                        cfg.large, kept=False)
             r.fidelity, r.note = large.SCREENED, f"{r.note}; {note}" if r.note else note
         else:
-            p = large.plan(name, hps[name], len(X), cfg.large)
-            r = CandidateResult(name, dict(hps[name]), [], {}, {}, {}, 0.0, {}, p.fidelity, p.note)
+            p = large.plan(name, hps[name], len(X), cfg.large, cfg.repeats)
+            r = CandidateResult(name, dict(hps[name]), [], {}, {}, 0.0, {}, p.fidelity, p.note)
         yield r
 
 
 def evaluate_candidate(name: str, hp: dict[str, Any], cfg: CVConfig, schema: FeatureSchema,
-                       X: pd.DataFrame, y: pd.Series, X_test: pd.DataFrame, y_test: pd.Series
-                       ) -> CandidateResult:
+                       X: pd.DataFrame, y: pd.Series) -> CandidateResult:
     """One candidate (see evaluate_candidates)."""
-    return next(evaluate_candidates([name], {name: hp}, cfg, schema, X, y, X_test, y_test))
+    return next(evaluate_candidates([name], {name: hp}, cfg, schema, X, y))
 
 
 def target_units(history: dict[str, list[float]], scaler: Any) -> dict[str, list[float]]:
@@ -165,42 +168,57 @@ def target_units(history: dict[str, list[float]], scaler: Any) -> dict[str, list
     }
 
 
-def select(results: list[CandidateResult], forced: str | None) -> CandidateResult:
-    """The forced candidate, else the lowest mean CV RMSE (ties: listed order); never a
-    skipped or screened one."""
-    ran = [r for r in results if r.fidelity not in (large.SKIPPED, large.SCREENED)]
-    if forced is not None:
-        chosen = next(r for r in results if r.model == forced)
-        if chosen.fidelity == large.SKIPPED:
-            raise ConfigError(f"train.select: '{forced}' was skipped ({chosen.note})")
-        return chosen
-    if not ran:
-        raise ConfigError("train: every candidate was skipped (cv.large.skip_above)")
-    return min(ran, key=lambda r: r.cv["rmse"])
+def eligible(results: list[CandidateResult]) -> list[str]:
+    """Candidates that can be selected: cross-validated on all rows (not skipped, not only
+    screened), the null model excluded."""
+    return [r.model for r in results if r.model != NULL
+            and r.fidelity not in (large.SKIPPED, large.SCREENED)]
 
 
-def leaderboard(results: list[CandidateResult]) -> pd.DataFrame:
-    """Scores only: the wall-clock fit time goes to MLflow (`fit_seconds`) and the log, never
-    into this DVC output, so the same inputs give the same bytes."""
+def check_forced(results: list[CandidateResult], forced: str | None) -> None:
+    """train.select names a candidate that ran on all rows."""
+    chosen = next((r for r in results if r.model == forced), None)
+    if chosen is not None and chosen.fidelity == large.SKIPPED:
+        raise ConfigError(f"train.select: '{forced}' was skipped ({chosen.note})")
+
+
+def fold_table(results: list[CandidateResult], n_folds: int) -> pd.DataFrame:
+    """reports/cv_scores.csv: one row per model, repeat and fold of the repeated K-fold."""
+    return pd.DataFrame([{"model": r.model, "repeat": k // n_folds, "fold": k % n_folds, **f}
+                         for r in results for k, f in enumerate(r.folds)])
+
+
+def leaderboard(results: list[CandidateResult], chosen: Selection | None = None) -> pd.DataFrame:
+    """Mean CV and apparent (train) scores, and with `chosen` each candidate's paired difference
+    in CV RMSE to the best and to the null model (95 % intervals, medcast.selection) and which
+    was selected. No test scores: the test split is used once, on the selected model. The
+    wall-clock fit time goes to MLflow (`fit_seconds`) and the log, never into this DVC output,
+    so the same inputs give the same bytes."""
     rows = []
     by_cv = sorted((r for r in results if r.fidelity != large.SKIPPED), key=lambda r: r.cv["rmse"])
     # Screened candidates after those that ran on all rows: their CV is the subsample's.
     ran = ([r for r in by_cv if r.fidelity != large.SCREENED]
            + [r for r in by_cv if r.fidelity == large.SCREENED])
+    compared = chosen.comparisons if chosen else {}
     for r in ran:
         row: dict[str, Any] = {"model": r.model}
         row.update({f"cv_{k}": v for k, v in r.cv.items()})
         row.update({f"train_{m}": r.train.get(m, float("nan")) for m in METRICS})
-        row.update({f"test_{m}": r.test.get(m, float("nan")) for m in METRICS})
+        if chosen is not None:
+            row.update({k: compared.get(r.model, {}).get(k, float("nan")) for k in COMPARED})
+            row["selected"] = r.model == chosen.model
         row.update({"fidelity": r.fidelity, "fidelity_note": r.note})
         rows.append(row)
     # Skipped candidates last, without scores (null in the JSON, empty in the CSV; a screened
-    # one's train and test scores likewise).
+    # one's train scores and comparisons likewise).
     rows += [{"model": r.model, "fidelity": r.fidelity, "fidelity_note": r.note}
              for r in results if r.fidelity == large.SKIPPED]
     table = pd.DataFrame(rows)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
+
+
+COMPARED = ("vs_best", "vs_best_low", "vs_best_high", "vs_null", "vs_null_low", "vs_null_high")
 
 
 def history_frame(history: dict[str, list[float]]) -> pd.DataFrame:
@@ -219,68 +237,82 @@ def history_frame(history: dict[str, list[float]]) -> pd.DataFrame:
     )[cols]
 
 
-def _log_mlflow(dataset: str, cfg: CVConfig, results: list[CandidateResult], chosen: str) -> None:
+def _log_mlflow(dataset: str, cfg: CVConfig, results: list[CandidateResult],
+                chosen: Selection) -> None:
     mlflow = tracking.start(dataset)
     for r in results:
         with mlflow.start_run(
             run_name=f"cv-{r.model}", tags=tracking.run_tags("train", candidate=r.model)
         ):
             # Named as in params.yaml (cv.*) and conf/model (hp.*), as `dvc exp show` does.
-            mlflow.log_params({"dataset": dataset, "model": r.model,
-                               "cv.folds": cfg.folds, "cv.repeats": cfg.repeats, "cv.seed": cfg.seed,
-                               "fidelity": r.fidelity,
-                               **tracking.flat("hp", r.params)})
+            mlflow.log_params({"dataset": dataset, "model": r.model, "cv.folds": cfg.folds,
+                               "cv.repeats": cfg.repeats, "cv.seed": cfg.seed,
+                               "fidelity": r.fidelity, **tracking.flat("hp", r.params)})
             for k, fold in enumerate(r.folds):
                 mlflow.log_metrics(tracking.flat("fold", fold), step=k)
             mlflow.log_metrics({**tracking.flat("cv", r.cv), **tracking.flat("train", r.train),
-                                **tracking.flat("test", r.test), "fit_seconds": r.seconds,
-                                "selected": float(r.model == chosen)})
+                                **chosen.comparisons.get(r.model, {}), "fit_seconds": r.seconds,
+                                "selected": float(r.model == chosen.model)})
 
 
-@cli
-def main() -> None:
-    params = load_params()
-    cfg, paths = params.train, params.paths
-    models.check_configs(list(params.models))
-    schema = load_schema(Path(paths.schema))
-    X, y = read_split(Path(paths.train), schema)
-    X_test, y_test = read_split(Path(paths.test), schema)
+def _say(i: int, n: int, r: CandidateResult) -> None:
+    if r.fidelity == large.SKIPPED:
+        log.info("[%d/%d] %-17s skipped: %s", i, n, r.model, r.note)
+    else:
+        log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)%s", i, n, r.model,
+                 r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds,
+                 f" [{r.fidelity}: {r.note}]" if r.note else "")
 
-    results = []
-    names = params.candidates
-    hps = {name: params.models[name].defaults for name in names}
-    runs = evaluate_candidates(names, hps, params.cv, schema, X, y, X_test, y_test, cfg.select)
-    for i, r in enumerate(runs, 1):
-        if r.fidelity == large.SKIPPED:
-            log.info("[%d/%d] %-17s skipped: %s", i, len(names), r.model, r.note)
-        else:
-            log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)%s", i, len(names),
-                     r.model, r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds,
-                     f" [{r.fidelity}: {r.note}]" if r.note else "")
-        results.append(r)
-    chosen = select(results, cfg.select)
-    log.info("selected %s (%s)", chosen.model, "forced" if cfg.select else "best mean CV RMSE")
 
-    table = leaderboard(results)
+def _write(paths: Any, table: pd.DataFrame, folds: pd.DataFrame, history: pd.DataFrame,
+           selection: dict[str, Any]) -> None:
     Path(paths.leaderboard).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(paths.leaderboard_csv, index=False)
     records = [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
                for row in table.to_dict(orient="records")]  # a skipped candidate's NaN: null
     Path(paths.leaderboard).write_text(json.dumps(records, indent=2) + "\n")
-    folds = pd.DataFrame(
-        [{"model": r.model, "fold": k, **f} for r in results for k, f in enumerate(r.folds)]
-    )
     folds.to_csv(paths.cv_scores, index=False)
-    mlp = next((r for r in results if r.history), None)
-    history_frame(mlp.history if mlp else {}).to_csv(paths.history, index=False)
+    history.to_csv(paths.history, index=False)
     Path(paths.selection).parent.mkdir(parents=True, exist_ok=True)
-    Path(paths.selection).write_text(json.dumps({
-        "model": chosen.model,
-        "reason": "forced by train.select" if cfg.select else "best mean CV RMSE",
-        "params": chosen.params,
-        "cv": chosen.cv,
-    }, indent=2) + "\n")
-    _log_mlflow(schema.dataset, params.cv, results, chosen.model)
+    Path(paths.selection).write_text(json.dumps(selection, indent=2) + "\n")
+
+
+@cli
+def main() -> None:
+    params = load_params()
+    cfg, cv, paths = params.train, params.cv, params.paths
+    models.check_configs(list(params.models))
+    schema = load_schema(Path(paths.schema))
+    X, y = read_split(Path(paths.train), schema)
+
+    names = [NULL, *params.candidates]
+    hps = {NULL: {}, **{n: params.models[n].defaults for n in params.candidates}}
+    results = []
+    for i, r in enumerate(evaluate_candidates(names, hps, cv, schema, X, y, cfg.select), 1):
+        _say(i, len(names), r)
+        results.append(r)
+    check_forced(results, cfg.select)
+    choices = eligible(results)
+    if not choices:
+        raise ConfigError("train: every candidate was skipped (cv.large.skip_above)")
+    folds = fold_table(results, cv.folds)
+    chosen = select(folds, {r.model: r.cv for r in results}, choices, cfg.rule, cfg.select,
+                    *fold_sizes(len(X), cv.folds))
+    by = {r.model: r for r in results}
+    log.info("selected %s (%s)", chosen.model, chosen.reason)
+    line = chosen.signal.line(schema.target)
+    if not chosen.signal.signal:
+        if cfg.require_signal:
+            raise NoSignalError(f"{line} (train.require_signal: true)")
+        log.warning("%s", line)
+    else:
+        log.info("signal: %s", line)
+    mlp = next((r for r in results if r.history), None)
+    _write(paths, leaderboard(results, chosen), folds, history_frame(mlp.history if mlp else {}),
+           {"model": chosen.model, "reason": chosen.reason, "rule": cfg.rule,
+            "params": by[chosen.model].params, "cv": by[chosen.model].cv,
+            "signal": as_record(chosen, schema.target)})
+    _log_mlflow(schema.dataset, cv, results, chosen)
 
 
 if __name__ == "__main__":

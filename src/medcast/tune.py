@@ -75,7 +75,7 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
             raise SurplusTrial("no ticket left: the budget was claimed by other workers")
         trial.set_user_attr("worker", worker)
         hp = {**base, **suggest(trial, space)}
-        plan = large.plan(model, hp, len(X), cv.large)
+        plan = large.plan(model, hp, len(X), cv.large, cv.repeats)
         estimator = large.build(plan, schema, cv.seed)
 
         def report(k: int, folds: list[dict[str, float]]) -> None:
@@ -86,7 +86,7 @@ def make_objective(params: Params, model: str, schema: FeatureSchema, X: pd.Data
 
         try:
             folds = cross_validate(estimator, X, y, cv.folds, cv.seed, report, n_jobs=cv.n_jobs,
-                                   cluster=cluster, max_rows=plan.max_rows, repeats=cv.repeats)
+                                   cluster=cluster, max_rows=plan.max_rows, repeats=plan.repeats)
         except InvalidParameterError as err:
             raise ConfigError(f"conf/model/{model}.yaml: {err}") from None
         return summarize(folds)["rmse"]
@@ -135,10 +135,10 @@ def confirm(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame, 
     best, best_folds, records = None, [], []
     for trial in large.keep(ranked, large_cfg, forced):
         hp = {**params.models[model].defaults, **trial.params}
-        plan = large.plan(model, hp, len(X), large_cfg)
+        plan = large.plan(model, hp, len(X), large_cfg, cfg.repeats)
         folds = cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.folds, cfg.seed,
                                n_jobs=cfg.n_jobs, cluster=params.trial_cluster,
-                               max_rows=plan.max_rows, repeats=cfg.repeats)
+                               max_rows=plan.max_rows, repeats=plan.repeats)
         value = summarize(folds)["rmse"]
         records.append({"number": trial.number, "screening_value": trial.value, "value": value})
         log.info("trial %d confirmed on all %d rows: CV RMSE %.4g (%.4g on the subsample)",
@@ -153,7 +153,7 @@ def refit(params: Params, model: str, hp: dict[str, Any], schema: FeatureSchema,
     """The tuned pipeline fitted on the training rows (as cv.large plans it), its plan, and
     the note on what ran (the plan's, and the screening of trials when n_confirmed)."""
     cv = params.cv
-    plan = large.plan(model, hp, len(X), cv.large)
+    plan = large.plan(model, hp, len(X), cv.large, cv.repeats)
     note = plan.note
     if n_confirmed:
         rows = large.screening_rows(len(X), cv.large)

@@ -40,6 +40,9 @@ class ColumnSpec:
     # (fitted on training folds only); elsewhere a missing value is an error. A missing target
     # is never imputed: the row is dropped (and counted).
     missing: bool = False
+    # Report the selected model's performance per level of this category column (evaluate's
+    # subgroups). null: yes when it has at most 10 levels.
+    subgroup: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,10 @@ preprocessing (imputation, scaling, one-hot, cut-offs) fitted on the training fo
 regressor whose target is standardised (so regularisation strengths mean the same on every
 dataset).
 
-Adding a candidate is one record here plus its `conf/model/<name>.yaml` (defaults and search
-space); the ONNX export and the safe loader read what they need from the record.
+Adding a candidate is one record here, its place in SIMPLEST_FIRST, plus its
+`conf/model/<name>.yaml` (defaults and search space); the ONNX export and the safe loader read
+what they need from the record. The null model (NULL_MODEL, predicting the training mean) is
+scored beside them by train and never selected.
 """
 
 from __future__ import annotations
@@ -112,6 +114,22 @@ REGISTRY: dict[str, Candidate] = {
 }
 
 
+# The one-standard-error rule (train.rule: one_se) takes the first of these that is within one
+# standard error of the best: fewest effective parameters and most readable first (a linear
+# model a clinician can read off, then penalised and spline variants, then local and tree
+# models, ensembles, and the network last).
+SIMPLEST_FIRST = ("linear", "ridge", "lasso", "elastic_net", "spline_ridge", "poly_elastic_net",
+                  "knn", "decision_tree", "svr", "random_forest", "gradient_boosting",
+                  "hist_boosting", "mlp")
+
+# The null model: every candidate is compared with it in the same folds; it is in the
+# leaderboard, never selected, tuned or exported (it has no conf/model file).
+NULL_MODEL = "mean"
+BASELINES: dict[str, Candidate] = {
+    NULL_MODEL: Candidate("sklearn.dummy:DummyRegressor", {"strategy": "mean"}),
+}
+
+
 def regressor_class(candidate: Candidate) -> type:
     module, _, name = candidate.regressor.partition(":")
     cls: type = getattr(importlib.import_module(module), name)
@@ -119,10 +137,11 @@ def regressor_class(candidate: Candidate) -> type:
 
 
 def get(name: str) -> Candidate:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown model '{name}' (known: {', '.join(REGISTRY)})") from None
+    """A candidate's record, or the null model's."""
+    found = REGISTRY.get(name) or BASELINES.get(name)
+    if found is None:
+        raise ConfigError(f"unknown model '{name}' (known: {', '.join(REGISTRY)})")
+    return found
 
 
 def check_configs(names: list[str] | tuple[str, ...]) -> None:

@@ -49,22 +49,32 @@ class Plan:
     fidelity: str = FULL
     reasons: tuple[str, ...] = field(default_factory=tuple)
     max_rows: int | None = None
+    # Repeats of the K-fold it is cross-validated on (cv.repeats; 1 for an expensive one).
+    repeats: int = 1
 
     @property
     def note(self) -> str:
         return "; ".join(self.reasons)
 
 
-def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig) -> Plan:
-    """The policy for `model` with hyperparameters `hp` on n_rows training rows."""
+def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig, repeats: int = 1
+         ) -> Plan:
+    """The policy for `model` with hyperparameters `hp` on n_rows training rows, cross-validated
+    on `repeats` repeats of the K-fold: all of them, or only the first for an expensive
+    candidate (the registry's `expensive`: its fits cost seconds where the others' cost
+    milliseconds), which is then compared with the others on the folds they share."""
     skip = large.skip_above.get(model)
     if skip is not None and n_rows > skip:
         return Plan(model, model, dict(hp), SKIPPED,
-                    (f"{n_rows} rows > cv.large.skip_above.{model}={skip}",))
+                    (f"{n_rows} rows > cv.large.skip_above.{model}={skip}",), repeats=repeats)
     from medcast.models import get
 
     candidate = get(model)
     build_as, hp, fidelity, reasons = model, dict(hp), FULL, []
+    if candidate.expensive and repeats > 1:
+        reasons.append(f"cross-validated on the first of cv.repeats={repeats} repeats (an "
+                       "expensive candidate)")
+        repeats = 1
     above = large.hist_boosting_above
     if candidate.approximate_as and above is not None and n_rows > above:
         build_as, fidelity = candidate.approximate_as, APPROXIMATED
@@ -92,7 +102,7 @@ def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig) -> Pla
         reasons.append(f"fitted on {cap} of {n_rows} rows: cv.large.max_rows.{model}={cap}")
     else:
         cap = None
-    return Plan(model, build_as, hp, fidelity, tuple(reasons), cap)
+    return Plan(model, build_as, hp, fidelity, tuple(reasons), cap, repeats)
 
 
 def build(p: Plan, schema: Any, seed: int) -> Any:

@@ -1,0 +1,44 @@
+"""medcast.report: report.md says first when no candidate beats the mean, shows how sure the
+result is, and never shows a non-selected candidate's test scores."""
+
+from __future__ import annotations
+
+from medcast.report import candidate_table, report_markdown
+from tests.conftest import tiny
+from tests.support.study import METRICS, TUNING, VALIDATION, board, no_signal
+
+
+def _schema():
+    from devtools.factories import insurance_frame
+    from medcast.datasets import validate
+    from medcast.features import infer_schema
+
+    p = tiny("dataset=insurance")
+    return infer_schema(validate(insurance_frame(50, seed=0).astype(str), p.dataset), p.dataset)
+
+
+def test_no_signal_is_the_first_thing_the_report_says():
+    text = report_markdown(_schema(), METRICS, board(), TUNING, {}, None, no_signal(VALIDATION))
+    first = text.splitlines()[2]
+    assert first.startswith("> **No candidate beats the mean.** No candidate beats the mean: "
+                            "the best, ridge,")
+    with_signal = report_markdown(_schema(), METRICS, board(), TUNING, {}, None, VALIDATION)
+    assert "No candidate beats the mean" not in with_signal
+
+
+def test_how_sure_shows_the_bootstrap_table_calibration_sample_size_and_subgroups():
+    text = report_markdown(_schema(), METRICS, board(), TUNING, {"Calibration": "figures/c.png"},
+                           None, VALIDATION, "5-fold × 2")
+    for needle in ("## How sure is the result?", "200 bootstrap refits", "| R² | 0.75 | 0.02 | 0.73 |",
+                   "optimism-corrected slope 0.970", "MAPE", "at least 245 training rows; 1070 "
+                   "available — enough", "| smoker=yes | 58 |", "5-fold × 2 CV",
+                   "| test | 0.750 [0.700, 0.800] |", "![Calibration](figures/c.png)"):
+        assert needle in text, needle
+
+
+def test_the_candidate_table_has_differences_and_no_test_scores():
+    table = candidate_table(board())
+    head = table.splitlines()[0]
+    assert "test" not in head.lower()
+    assert "**ridge** (selected)" in table
+    assert "+5900 [+5300, +6500]" in table  # the mean against the best

@@ -1,0 +1,85 @@
+"""medcast.validation: the pieces evaluate assembles into reports/validation.json."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devtools.factories import insurance_frame
+from medcast import models, validation
+from medcast.bootstrap import optimism_table, refit_task, resamples
+from medcast.datasets import validate
+from medcast.features import infer_schema, split_xy
+from tests.conftest import tiny
+
+
+@pytest.fixture(scope="module")
+def insurance():
+    p = tiny("dataset=insurance")
+    frame = validate(insurance_frame(200, seed=4).astype(str), p.dataset)
+    schema = infer_schema(frame, p.dataset)
+    X, y = split_xy(frame.iloc[:150], schema)
+    Xt, yt = split_xy(frame.iloc[150:], schema)
+    return p, schema, X, y, Xt, yt
+
+
+def test_an_expensive_candidate_refits_a_tenth_as_often_and_says_so():
+    assert validation.n_boot_for("ridge", 200) == (200, "")
+    n, note = validation.n_boot_for("mlp", 200)
+    assert n == 20 and "mlp is expensive to refit: 20 bootstrap refits" in note
+    assert validation.n_boot_for("mlp", 50)[0] == validation.MIN_BOOT
+    assert validation.n_boot_for("mlp", 15) == (15, "")  # never more than asked
+
+
+def test_internal_validation_is_harrells_table_of_the_same_refits(insurance):
+    p, schema, X, y, Xt, _ = insurance
+    pipe = models.build("ridge", {"alpha": 1.0}, schema, 0).fit(X, y)
+    boot = validation.internal_validation(pipe, X, y, Xt, "ridge", 12, 7, 2, None)
+    direct = [refit_task(pipe, X, y, rows, Xt) for rows in resamples(len(X), 12, 7)]
+    from medcast.bootstrap import performance
+
+    expected = optimism_table(performance(y, pipe.predict(X)), direct)
+    assert boot.optimism.equals(expected)  # two processes give the bits of one
+    assert boot.test_preds.shape == (12, len(Xt)) and boot.note == ""
+    assert np.array_equal(boot.test_preds[3], direct[3]["test_pred"])
+
+
+def test_predictor_parameters_count_the_encoded_columns(insurance):
+    p, schema, X, y, *_ = insurance
+    ridge = models.build("ridge", {}, schema, 0).fit(X, y)
+    encoded = ridge[:-1].transform(X).shape[1]
+    assert validation.predictor_parameters(ridge, X) == encoded
+    poly = models.build("poly_elastic_net", {"degree": 2}, schema, 0).fit(X, y)
+    assert validation.predictor_parameters(poly, X) == encoded * (encoded + 3) // 2
+
+
+def test_sample_size_reports_the_criteria_and_floors_a_non_positive_r2(insurance):
+    p, schema, X, y, *_ = insurance
+    ridge = models.build("ridge", {}, schema, 0).fit(X, y)
+    size = validation.sample_size(ridge, X, y, 0.7)
+    assert size["available"] == len(X) and size["anticipated_r2"] == 0.7
+    assert size["required"] == max(c["n"] for c in size["criteria"])
+    assert size["enough"] == (len(X) >= size["required"]) and not size["r2_floored"]
+    none = validation.sample_size(ridge, X, y, -0.2)
+    assert none["anticipated_r2"] == validation.R2_FLOOR and none["r2_floored"]
+    assert none["required"] > 1000 and not none["enough"]
+
+
+def test_subgroups_are_small_categorical_columns_unless_the_dataset_says_otherwise(insurance):
+    from dataclasses import replace
+
+    p, schema, *_ = insurance
+    assert validation.subgroup_columns(schema, p.dataset) == ["sex", "smoker", "region"]
+    columns = dict(p.dataset.columns)
+    columns["region"] = replace(columns["region"], subgroup=False)
+    assert validation.subgroup_columns(schema, replace(p.dataset, columns=columns)) == \
+        ["sex", "smoker"]
+
+
+def test_instability_frame_draws_at_most_its_patients():
+    pred = np.arange(500.0)
+    boot = np.vstack([pred + b for b in range(3)])
+    frame = validation.instability_frame(pred, boot, 0)
+    assert len(frame) == 3 * validation.INSTABILITY_PATIENTS
+    one = frame[frame["patient"] == frame["patient"].iloc[0]]
+    assert list(one["bootstrap"] - one["predicted"]) == [0.0, 1.0, 2.0]
