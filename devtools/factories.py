@@ -136,3 +136,31 @@ def diabetes_frame(n: int = 442, seed: int = 0) -> pd.DataFrame:
         rows[column] = (rows[column] + noise).clip(real[column].min(), real[column].max()).round(4)
     rows["sex"] = rows["sex"].astype(int).astype(str)
     return rows
+
+
+def mixed_frame(n: int = 500, seed: int = 0, signal: bool = False,
+                missing: float = 0.1) -> pd.DataFrame:
+    """Eight mixed features (four numbers, four categories; `missing` of two numbers and one
+    category blank) and a continuous `outcome`: independent of every feature (pure noise) or,
+    with `signal`, a strong function of them (R² ≈ 0.8) plus noise."""
+    rng = np.random.default_rng(seed)
+    x = {
+        "age": rng.integers(20, 90, n).astype(float),
+        "weight": np.round(rng.normal(75, 12, n), 1),
+        "creatinine": np.round(rng.lognormal(0, 0.3, n), 2),
+        "score": np.round(rng.uniform(0, 10, n), 1),
+        "sex": rng.choice(["F", "M"], n),
+        "arm": rng.choice(["A", "B", "C"], n),
+        "smoker": rng.choice(["no", "yes"], n, p=[0.7, 0.3]),
+        "site": rng.choice([f"S{i}" for i in range(1, 6)], n),
+    }
+    if signal:
+        effect = (0.8 * x["age"] + 0.6 * (x["weight"] - 75) + 15 * x["creatinine"]
+                  + np.where(x["smoker"] == "yes", 20.0, 0.0) + np.where(x["arm"] == "B", 8.0, 0.0))
+        outcome = effect + rng.normal(0, effect.std() / 2, n)  # R² ≈ 0.8
+    else:
+        outcome = rng.normal(100, 15, n)
+    frame = pd.DataFrame({**x, "outcome": np.round(outcome, 3)})
+    for column in ("weight", "creatinine", "arm"):
+        frame.loc[rng.random(n) < missing, column] = None
+    return frame
