@@ -30,6 +30,7 @@ from litestar.testing import TestClient
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel, build_tiny_model, md5_file, write_lock
+from medcast import predlog
 from serve import db as servedb
 from serve import migrate as servemigrate
 from serve import service as serveservice
@@ -689,8 +690,8 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 
-        with engine.connect() as conn:  # the migrations build exactly serve.db's table
-            assert compare_metadata(MigrationContext.configure(conn), servedb.metadata) == []
+        with engine.connect() as conn:  # the migrations build exactly medcast.predlog's table
+            assert compare_metadata(MigrationContext.configure(conn), predlog.metadata) == []
         servemigrate.downgrade(engine, "base")
         assert not sa.inspect(engine).has_table("predictions")
         assert servemigrate.current_revision(engine) is None
