@@ -20,7 +20,7 @@ from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_frame, split_xy
 from medcast.intervals import IntervalModel
-from medcast.metrics import SUMMARY_KEYS, scores, split_scores
+from medcast.metrics import SUMMARY_KEYS, scores
 from medcast.models import large
 from medcast.models.io import load_meta, load_model
 
@@ -77,29 +77,9 @@ def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSche
     revision is not one of them (it changes when dvc.lock is committed), so the card names the
     training split by its md5 (DVC's hash; `git log -S <md5> dvc.lock` finds the revisions) and
     the revision goes to MLflow (tag `git_revision`)."""
-    import hashlib
+    from medcast.card import build_card, card_dict
 
-    return {
-        "name": f"medcast-{schema.dataset}",
-        "dataset": schema.dataset,
-        "target": schema.target,
-        "target_unit": schema.target_unit,
-        "model": report["model"],
-        "params": meta["params"],
-        "features": [
-            {"name": f.name, "type": f.type, "unit": f.unit, "min": f.allowed_min,
-             "max": f.allowed_max, "observed_min": f.observed_min, "observed_max": f.observed_max,
-             "categories": list(f.categories) if f.categories else None,
-             "nullable": f.nullable, "missing_rate": f.missing_rate}
-            for f in schema.features
-        ],
-        "metrics": split_scores(report),
-        "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
-        "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
-        "parity": parity,
-        # The graph's `lower`/`upper` outputs: level, method, q, floor, test coverage.
-        **({"interval": interval} if interval else {}),
-    }
+    return card_dict(build_card(report, meta, schema, onnx_bytes, parity, train_bytes, interval))
 
 
 def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) -> pd.DataFrame:
