@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medcast import predlog
-
 RateUnit = Literal["second", "minute", "hour", "day"]
 _UNITS = ("second", "minute", "hour", "day")
 Durability = Literal["ack", "buffered"]
@@ -65,8 +63,10 @@ class Settings:
 
     @property
     def db_url(self) -> str:
+        from medcast.predlog import log_url
+
         # {}: no MEDCAST_DATABASE_URL[_FILE] set, so predlog's default for this repo
-        return self.database_url or predlog.log_url(self.repo, {})
+        return self.database_url or log_url(self.repo, {})
 
     @property
     def flush_window_ms(self) -> float:
@@ -165,10 +165,13 @@ class _Env:
         return value.strip() if value is not None else None
 
     def log_url(self, repo: Path) -> str:
-        """MEDCAST_DATABASE_URL[_FILE] by the rule the lab's notebooks use too (medcast.predlog)."""
+        """MEDCAST_DATABASE_URL[_FILE] by the rule the lab's notebooks use too (medcast.predlog;
+        imported here: it loads SQLAlchemy, which `--help` and a settings error do not need)."""
+        from medcast.predlog import LogURLError, log_url
+
         try:
-            return predlog.log_url(repo, self.environ)
-        except predlog.LogURLError as exc:
+            return log_url(repo, self.environ)
+        except LogURLError as exc:
             raise SettingsError(str(exc)) from None
 
     def path(self, name: str) -> Path | None:

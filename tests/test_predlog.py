@@ -147,3 +147,13 @@ def test_read_log_runs_without_msgspec_litestar_or_the_service(tmp_path: Path) -
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["3", "[40,", "41,", "42]"]
+
+
+def test_service_settings_import_predlog_only_when_they_need_the_url() -> None:
+    """`python -m serve --help` and a settings error stay fast: no SQLAlchemy at import (the
+    virtualenv has no .pyc files; SQLAlchemy alone compiles for over a second here)."""
+    code = "import sys, serve.settings; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
