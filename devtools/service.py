@@ -40,7 +40,9 @@ def service_env(pycache: Path | None = None, base: Mapping[str, str] | None = No
     imports from source."""
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith("MEDCAST_")}
-    env["PYTHONPATH"] = str(ROOT)
+    # Both packages of this checkout (serve/ and src/medcast), ahead of the virtualenv's editable
+    # install, which may point at another checkout (a git worktree sharing the virtualenv).
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     if pycache is not None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(pycache)

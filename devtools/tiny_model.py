@@ -4,10 +4,11 @@ contract and described by the card the `evaluate` stage writes.
 `build_tiny_model(root)` trains ColumnTransformer(StandardScaler, OneHotEncoder) + Ridge on the
 generated insurance-like table, converts it with skl2onnx (one [None, 1] input per feature:
 float32 for numbers, string for categories; one output `prediction`), and writes what the
-`evaluate` stage would: `models/model.onnx`, `models/model.json` (built by
-`medcast.export.model_card`, with its scores and ONNX parity, so the card the service parses
-is the one the pipeline writes) and a `dvc.lock` recording both md5s. Imports scikit-learn:
-never import this from the service.
+export stage would: `models/model.onnx`, `models/model.json` (built by
+`medcast.card.build_card`, as the stage builds it, with its scores, ONNX parity and the
+interval's coverage on a held-out table, so the card the service parses is the one the pipeline
+writes) and a `dvc.lock` recording both md5s. Imports scikit-learn: never import this from the
+service.
 """
 
 from __future__ import annotations
@@ -117,10 +118,8 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from medcast.evaluate import metrics_report
-    from medcast.export import model_card
-    from medcast.metrics import cross_validate, scores, summarize
-    from medcast.onnx.parity import check_parity
+    from medcast.card import card_dict, card_json
+    from medcast.metrics import cross_validate, summarize
 
     frame = insurance_frame(n, seed)
     x, y = _float32(frame), frame[TARGET[0]]
@@ -147,16 +146,10 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
     models.mkdir(parents=True, exist_ok=True)
     onnx_bytes = onx.SerializeToString()
     (models / "model.onnx").write_bytes(onnx_bytes)
-
-    held_out = insurance_frame(n // 3, seed + 1)
-    x_test = _float32(held_out)
     meta = {"model": "ridge", "dataset": schema.dataset, "params": params, "cv": cv}
-    report = metrics_report(meta, scores(held_out[TARGET[0]], pipe.predict(x_test)),
-                            schema, len(x), len(x_test))
-    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, x_test),
-                      frame.to_csv(index=False).encode(),
-                      interval_model.card() if interval_model else None)
-    (models / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    card = _card(frame, insurance_frame(n // 3, seed + 1), pipe, meta, schema, onnx_bytes,
+                 interval_model)
+    (models / "model.json").write_text(card_json(card))
     write_lock(root)
 
     sample = frame[list(FEATURES)].head(20)
@@ -172,8 +165,34 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
 
         bounds = interval_model.bounds(typed(sample, schema), expected)
         lower, upper = ([float(v) for v in b] for b in bounds)
-    return TinyModel(root, card, md5_file(models / "model.onnx"), examples, expected, lower,
-                     upper)
+    return TinyModel(root, card_dict(card), md5_file(models / "model.onnx"), examples, expected,
+                     lower, upper)
+
+
+def _card(train: Any, held_out: Any, pipe: Any, meta: dict[str, Any], schema: Any,
+          onnx_bytes: bytes, interval_model: Any) -> Any:
+    """The card as `evaluate` builds it (medcast.card): scores, ONNX parity (of the bounds too)
+    and the interval's coverage on the held-out rows."""
+    from medcast import intervals
+    from medcast.card import build_card
+    from medcast.evaluate import metrics_report
+    from medcast.features import typed
+    from medcast.metrics import scores
+    from medcast.onnx.parity import check_parity
+
+    x_test, y_test = _float32(held_out), held_out[TARGET[0]]
+    predicted = pipe.predict(x_test)
+    report = metrics_report(meta, scores(y_test, predicted), schema, len(train), len(x_test))
+    interval = bounds = None
+    if interval_model is not None:
+        def bounds(X: Any, native: Any) -> Any:
+            return interval_model.bounds(typed(X, schema), native)
+
+        summary = intervals.interval_report(interval_model, y_test, *bounds(x_test, predicted))
+        interval = {**interval_model.card(), "coverage": summary["interval.coverage"]}
+    parity = check_parity(pipe, onnx_bytes, x_test, bounds=bounds)
+    return build_card(report, meta, schema, onnx_bytes, parity,
+                      train.to_csv(index=False).encode(), interval)
 
 
 def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
@@ -181,9 +200,9 @@ def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
     table, whose card marks BL.Cig.Day, sbp and Hypertension nullable; exported, locked."""
     from devtools.factories import messy_clinical_frame, messy_clinical_spec
     from medcast import models
+    from medcast.card import build_card, card_dict, card_json
     from medcast.datasets import drop_missing_target, validate
     from medcast.evaluate import metrics_report
-    from medcast.export import model_card
     from medcast.features import infer_schema, split_xy
     from medcast.metrics import cross_validate, scores, summarize
     from medcast.onnx.export import save_onnx, to_onnx
@@ -205,10 +224,11 @@ def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
     onnx_bytes = (models_dir / "model.onnx").read_bytes()
     meta = {"model": "ridge", "dataset": schema.dataset, "params": {"alpha": 1.0}, "cv": cv}
     report = metrics_report(meta, scores(yt, pipe.predict(Xt)), schema, len(X), len(Xt))
-    card = model_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, Xt),
+    card = build_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, Xt),
                       train.to_csv(index=False).encode())
-    (models_dir / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    (models_dir / "model.json").write_text(card_json(card))
     write_lock(root)
     examples = json.loads(Xt.head(5).to_json(orient="records"))
     expected = [float(v) for v in pipe.predict(Xt.head(5))]
-    return TinyModel(root, card, md5_file(models_dir / "model.onnx"), examples, expected)
+    return TinyModel(root, card_dict(card), md5_file(models_dir / "model.onnx"), examples,
+                     expected)

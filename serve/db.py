@@ -1,15 +1,15 @@
-"""The prediction log table, its row, its engine, idempotent bulk inserts and paged reads.
+"""The prediction log's row, its engine, idempotent bulk inserts and paged reads.
 
-One table, `predictions`: one row per prediction (a batch request of n rows logs n rows sharing
-its request id, `item` 0..n-1; a single prediction has item 0). `(request_id, item)` is unique,
-so re-inserting a batch whose commit was already applied (a retry after a lost acknowledgement)
-skips the rows that exist instead of duplicating them. The table is the one definition of the
-log's columns: `LogRow` (what the service writes) is checked against it, and the inserts, the
-PostgreSQL staging table, the paged reads and the monitoring notebook's read derive from it.
+The table, `predictions`, is defined once in `medcast.predlog` (the lab reads the log through it
+without importing the service): one row per prediction, `(request_id, item)` unique, so
+re-inserting a batch whose commit was already applied (a retry after a lost acknowledgement)
+skips the rows that exist instead of duplicating them. `LogRow` (what the service writes) is
+checked against its columns, and the inserts, the PostgreSQL staging table and the paged reads
+derive from them.
 
 Its migrations are in `serve.migrate`. The service itself may run as a role with only INSERT
 and SELECT on the table (and USAGE on its id sequence): nothing here updates or deletes a row.
-Nothing here imports Litestar: `medcast.monitoring` reads the log through this module.
+Nothing here imports Litestar.
 """
 
 from __future__ import annotations
@@ -22,38 +22,9 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.schema import CreateTable
 
-metadata = sa.MetaData()
-
-predictions = sa.Table(
-    "predictions",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
-    sa.Column("request_id", sa.String(36), nullable=False),
-    sa.Column("item", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("model_md5", sa.String(32), nullable=False),
-    sa.Column("model_revision", sa.String(100), nullable=False),
-    sa.Column("dataset", sa.String(100), nullable=False),
-    sa.Column("features", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
-    sa.Column("prediction", sa.Float(), nullable=False),
-    sa.Column("latency_ms", sa.Float(), nullable=False),
-    # who asked: the client name of the request's X-API-Key (NULL: keys off, or rows before 0002)
-    sa.Column("client", sa.String(100), nullable=True),
-    # The prediction interval's bounds (level in the model card); null for a model without.
-    sa.Column("lower", sa.Float(), nullable=True),
-    sa.Column("upper", sa.Float(), nullable=True),
-    sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
-    sa.Index("ix_predictions_created_at", "created_at"),
-    sa.Index("ix_predictions_model_md5", "model_md5"),
-    sa.Index("ix_predictions_client_id", "client", "id"),
-)
-
-# What a writer supplies: every column but the generated `id`, in table order.
-LOG_COLUMNS = tuple(c for c in predictions.columns if c.name != "id")
-COLUMNS = tuple(c.name for c in LOG_COLUMNS)
+from medcast.predlog import COLUMNS, LOG_COLUMNS, predictions
 
 
 class LogRow(msgspec.Struct, gc=False):

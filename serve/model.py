@@ -22,8 +22,9 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
+from medcast.card import CardError, ModelCard, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
-from serve.schemas import CardError, ModelCard, RequestSchema, example_patient, parse_card
+from serve.schemas import RequestSchema, example_patient
 from serve.settings import Settings
 
 

@@ -1,4 +1,5 @@
-"""The model card and the request/response shapes derived from it.
+"""The request/response shapes, derived from the model card (medcast.card: its one definition
+and `parse_card`, with which serve.model loads it).
 
 The per-feature request schema is dynamic (it comes with the model), so it is generated from the
 card at load time with `msgspec.defstruct`: one strict msgspec decoder validates a request body
@@ -16,67 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-
-class Feature(msgspec.Struct, frozen=True):
-    name: str
-    type: Literal["int", "float", "category"]
-    unit: str | None = None
-    min: float | None = None
-    max: float | None = None
-    observed_min: float | None = None
-    observed_max: float | None = None
-    categories: list[str] | None = None
-    # May be missing: a request may send null or leave the field out; the graph imputes it.
-    nullable: bool = False
-    missing_rate: float | None = None  # share missing in the training split
-
-
-class IntervalCard(msgspec.Struct, frozen=True):
-    """The card's `interval`: the conformal interval the graph's `lower`/`upper` outputs give."""
-
-    level: Annotated[float, msgspec.Meta(gt=0, lt=1)]
-    method: str | None = None
-    coverage: float | None = None  # measured on the test split
-
-
-class ModelCard(msgspec.Struct, frozen=True):
-    """`models/model.json`; unknown keys are kept in the raw dict and served by GET /model."""
-
-    name: str
-    dataset: str
-    target: str
-    features: list[Feature]
-    onnx_md5: str
-    target_unit: str | None = None
-    model: str | None = None
-    params: dict[str, Any] = {}
-    metrics: dict[str, Any] = {}
-    training_revision: str | None = None
-    interval: IntervalCard | None = None
-
-
-class CardError(ValueError):
-    """The card is unusable (malformed JSON, bad feature definitions)."""
-
-
-def parse_card(raw: bytes) -> tuple[ModelCard, dict[str, Any]]:
-    try:
-        card = msgspec.json.decode(raw, type=ModelCard)
-        as_dict = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass
-        raise CardError(f"model card is invalid: {exc}") from None
-    names = [f.name for f in card.features]
-    if not names:
-        raise CardError("model card lists no features")
-    if len(set(names)) != len(names):
-        raise CardError(f"model card repeats a feature name: {names}")
-    for f in card.features:
-        if f.type == "category" and not f.categories:
-            raise CardError(f"model card: category feature {f.name!r} has no categories")
-        if f.min is not None and f.max is not None and f.min > f.max:
-            raise CardError(f"model card: feature {f.name!r} has min > max")
-    return card, as_dict
-
+from medcast.card import Feature, ModelCard
 
 # ---- requests -------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ class Settings:
     model_dir: str = "models"  # relative to the repo, as in dvc.lock
     dvc_remote: str | None = None  # DVC remote name for by-revision loading (default remote)
     figures_dir: str = "reports/figures"  # the dashboard's figures: relative to the repo
-    database_url: str = ""  # "" → sqlite:///<repo>/serve.db
+    database_url: str = ""  # "" → sqlite:///<repo>/serve.db (medcast.predlog.log_url)
     api_key: str | None = None  # None: GET /predictions is disabled (unless clients_file)
     # Per-client keys (serve.clients): set, every prediction route needs a client's X-API-Key.
     clients_file: Path | None = None
@@ -63,7 +63,10 @@ class Settings:
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.repo / 'serve.db').resolve()}"
+        from medcast.predlog import log_url
+
+        # {}: no MEDCAST_DATABASE_URL[_FILE] set, so predlog's default for this repo
+        return self.database_url or log_url(self.repo, {})
 
     @property
     def flush_window_ms(self) -> float:
@@ -95,7 +98,7 @@ class Settings:
             model_dir=env.get("MODEL_DIR") or d.model_dir,
             dvc_remote=env.get("DVC_REMOTE") or None,
             figures_dir=env.get("FIGURES_DIR") or d.figures_dir,
-            database_url=env.get("DATABASE_URL") or "",
+            database_url=env.log_url(repo),
             api_key=env.get("API_KEY") or None,
             clients_file=env.path("CLIENTS_FILE"),
             tls_cert_file=env.path("TLS_CERT_FILE"),
@@ -160,6 +163,16 @@ class _Env:
             except OSError as exc:
                 raise SettingsError(f"{file_key}={path!r}: cannot read ({exc.strerror})") from exc
         return value.strip() if value is not None else None
+
+    def log_url(self, repo: Path) -> str:
+        """MEDCAST_DATABASE_URL[_FILE] by the rule the lab's notebooks use too (medcast.predlog;
+        imported here: it loads SQLAlchemy, which `--help` and a settings error do not need)."""
+        from medcast.predlog import LogURLError, log_url
+
+        try:
+            return log_url(repo, self.environ)
+        except LogURLError as exc:
+            raise SettingsError(str(exc)) from None
 
     def path(self, name: str) -> Path | None:
         """A file path (relative to the working directory); checked where it is used."""

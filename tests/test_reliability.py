@@ -193,7 +193,7 @@ class Load:
 
 
 def log_rows(db_url: str) -> list[dict[str, Any]]:
-    from serve.db import predictions
+    from medcast.predlog import predictions
 
     engine = sa.create_engine(db_url)
     try:

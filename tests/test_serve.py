@@ -30,6 +30,7 @@ from litestar.testing import TestClient
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel, build_tiny_model, md5_file, write_lock
+from medcast import predlog
 from serve import db as servedb
 from serve import migrate as servemigrate
 from serve import service as serveservice
@@ -236,7 +237,7 @@ def test_card_stating_an_interval_the_graph_lacks_is_refused(tmp_path: Path) -> 
     root = tmp_path / "plain"
     build_tiny_model(root, n=120, interval=None)
     card = json.loads((root / "models/model.json").read_text())
-    card["interval"] = {"level": 0.9}
+    card["interval"] = {"level": 0.9, "method": "constant", "q": 1.0, "floor": 0.0, "coverage": 0.9}
     (root / "models/model.json").write_text(json.dumps(card))
     write_lock(root)
     with pytest.raises(ModelError, match="no outputs"):
@@ -689,8 +690,8 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 
-        with engine.connect() as conn:  # the migrations build exactly serve.db's table
-            assert compare_metadata(MigrationContext.configure(conn), servedb.metadata) == []
+        with engine.connect() as conn:  # the migrations build exactly medcast.predlog's table
+            assert compare_metadata(MigrationContext.configure(conn), predlog.metadata) == []
         servemigrate.downgrade(engine, "base")
         assert not sa.inspect(engine).has_table("predictions")
         assert servemigrate.current_revision(engine) is None
@@ -1040,13 +1041,18 @@ def test_unsafe_artifact_in_place_of_the_model_is_refused_unexecuted(
 
 
 def _nullable_schema() -> Any:
-    from serve.schemas import Feature, ModelCard, RequestSchema
+    from medcast.card import Feature, ModelCard, Parity
+    from serve.schemas import RequestSchema
 
-    card = ModelCard(name="m", dataset="trial", target="y", onnx_md5="0" * 32, features=[
-        Feature("age", "int", min=0, max=120),
-        Feature("BL.Cig.Day", "float", min=0, max=200, nullable=True),
-        Feature("Hypertension", "category", categories=["No", "Yes"], nullable=True),
-    ])
+    card = ModelCard(name="m", dataset="trial", target="y", target_unit=None, model="ridge",
+                     params={}, metrics={}, onnx_md5="0" * 32, parity=Parity(0.0, 0.0, 1),
+                     features=[
+                         Feature("age", "int", None, 0, 120, None, None, None),
+                         Feature("BL.Cig.Day", "float", None, 0, 200, None, None, None,
+                                 nullable=True),
+                         Feature("Hypertension", "category", None, None, None, None, None,
+                                 ["No", "Yes"], nullable=True),
+                     ])
     return RequestSchema.from_card(card, max_batch=10)
 
 

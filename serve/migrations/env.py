@@ -6,7 +6,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from serve.db import make_engine, metadata
+from medcast.predlog import metadata
+from serve.db import make_engine
 from serve.settings import Settings
 
 config = context.config

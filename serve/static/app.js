@@ -4,6 +4,9 @@
 // key the user types (kept in sessionStorage, sent as X-API-Key) reads GET /predictions and,
 // with client keys on, authorises POST /predict.
 // Every string from the server goes into the page as text (textContent), never as HTML.
+// The card's fields are declared in src/medcast/card.py: this file names the card `card` and a
+// feature `feature` wherever it reads them, and tests/test_card.py checks every such read
+// against the declaration and against what GET /model serves.
 
 const KEY_STORE = "medcast.apiKey";
 const LOG_SPAN = 1000; // ids read for "latest predictions": the largest page of GET /predictions
@@ -95,25 +98,23 @@ function paramsText(params) {
   return entries.length ? entries.map(([k, v]) => `${k}=${fmt(v)}`).join(", ") : "—";
 }
 
-function renderCard(c) {
-  $("model-name").textContent = c.name;
-  document.title = `${c.name} · medcast`;
+function renderCard(card) {
+  $("model-name").textContent = card.name;
+  document.title = `${card.name} · medcast`;
   const facts = [
-    ["dataset", c.dataset],
-    ["target", c.target_unit ? `${c.target} (${c.target_unit})` : c.target],
-    ["model", c.model || "—"],
-    ["parameters", paramsText(c.params)],
-    // Cards written before the training split's md5 replaced the git revision name the revision.
-    c.training_data_md5
-      ? ["training data", `md5 ${c.training_data_md5.slice(0, 12)}`]
-      : ["training revision", c.training_revision ? c.training_revision.slice(0, 12) : "—"],
-    ["served", c.serving ? `${c.serving.revision}, md5 ${c.serving.md5}` : "—"],
+    ["dataset", card.dataset],
+    ["target", card.target_unit ? `${card.target} (${card.target_unit})` : card.target],
+    ["model", card.model || "—"],
+    ["parameters", paramsText(card.params)],
+    // Cards written before 00fdf1f have no training_data_md5 (they named the git revision).
+    ["training data", card.training_data_md5 ? `md5 ${card.training_data_md5.slice(0, 12)}` : "—"],
+    ["served", card.serving ? `${card.serving.revision}, md5 ${card.serving.md5}` : "—"],
   ];
   $("card-facts").replaceChildren(
     ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
   );
-  renderMetrics(c.metrics || {});
-  renderFeatures(c.features);
+  renderMetrics(card.metrics || {});
+  renderFeatures(card.features);
 }
 
 const METRIC_LABELS = { r2: "R²", rmse: "RMSE", mae: "MAE" };
@@ -158,15 +159,15 @@ function rangeText(lo, hi) {
 }
 
 function renderFeatures(features) {
-  $("features").tBodies[0].replaceChildren(...features.map((f) => {
-    const isCategory = f.type === "category";
-    const allowed = isCategory ? f.categories.join(", ") : rangeText(f.min, f.max);
-    const seen = isCategory || (f.observed_min == null && f.observed_max == null)
-      ? "—" : rangeText(f.observed_min, f.observed_max);
+  $("features").tBodies[0].replaceChildren(...features.map((feature) => {
+    const isCategory = feature.type === "category";
+    const allowed = isCategory ? feature.categories.join(", ") : rangeText(feature.min, feature.max);
+    const seen = isCategory || (feature.observed_min == null && feature.observed_max == null)
+      ? "—" : rangeText(feature.observed_min, feature.observed_max);
     return el("tr", {},
-      el("th", { scope: "row" }, el("code", { text: f.name })),
-      el("td", { text: f.type }),
-      el("td", { text: f.unit || "—" }),
+      el("th", { scope: "row" }, el("code", { text: feature.name })),
+      el("td", { text: feature.type }),
+      el("td", { text: feature.unit || "—" }),
       el("td", { text: allowed }),
       el("td", { text: seen }));
   }));
@@ -174,33 +175,33 @@ function renderFeatures(features) {
 
 // ---- the prediction form ------------------------------------------------------------------
 
-function bounds(f) {
-  const isInt = f.type === "int";
+function bounds(feature) {
+  const isInt = feature.type === "int";
   return {
-    lo: f.min == null ? null : isInt ? Math.ceil(f.min) : f.min,
-    hi: f.max == null ? null : isInt ? Math.floor(f.max) : f.max,
+    lo: feature.min == null ? null : isInt ? Math.ceil(feature.min) : feature.min,
+    hi: feature.max == null ? null : isInt ? Math.floor(feature.max) : feature.max,
   };
 }
 
-function initialValue(f) {
+function initialValue(feature) {
   // mid of the training range (else of the allowed range): a valid, typical patient to start from
-  const { lo, hi } = bounds(f);
-  const a = f.observed_min != null ? f.observed_min : lo;
-  const b = f.observed_max != null ? f.observed_max : hi;
+  const { lo, hi } = bounds(feature);
+  const a = feature.observed_min != null ? feature.observed_min : lo;
+  const b = feature.observed_max != null ? feature.observed_max : hi;
   let v = a != null && b != null ? (a + b) / 2 : a != null ? a : b != null ? b : 0;
-  v = f.type === "int" ? Math.round(v) : Math.round(v * 100) / 100;
+  v = feature.type === "int" ? Math.round(v) : Math.round(v * 100) / 100;
   if (lo != null) v = Math.max(v, lo);
   if (hi != null) v = Math.min(v, hi);
   return v;
 }
 
-function hintText(f) {
-  const optional = f.nullable ? "; may be left blank (unknown)" : "";
-  if (f.type === "category") return `one of ${f.categories.length}${optional}`;
-  const { lo, hi } = bounds(f);
-  let text = `${f.type === "int" ? "whole number" : "number"}, ${rangeText(lo, hi)}`;
-  if (f.observed_min != null && f.observed_max != null) {
-    text += `; training: ${rangeText(f.observed_min, f.observed_max)}`;
+function hintText(feature) {
+  const optional = feature.nullable ? "; may be left blank (unknown)" : "";
+  if (feature.type === "category") return `one of ${feature.categories.length}${optional}`;
+  const { lo, hi } = bounds(feature);
+  let text = `${feature.type === "int" ? "whole number" : "number"}, ${rangeText(lo, hi)}`;
+  if (feature.observed_min != null && feature.observed_max != null) {
+    text += `; training: ${rangeText(feature.observed_min, feature.observed_max)}`;
   }
   return text + optional;
 }
@@ -212,40 +213,40 @@ function setFieldError(entry, message, source) {
   else entry.input.removeAttribute("aria-invalid");
 }
 
-function renderForm(c) {
+function renderForm(card) {
   fields.clear();
-  $("fields").replaceChildren(...c.features.map((f, i) => {
+  $("fields").replaceChildren(...card.features.map((feature, i) => {
     const id = `f-${i}`;
     let input;
     // A nullable feature may be left blank: it is sent as null and imputed by the model.
-    const required = !f.nullable;
-    if (f.type === "category") {
-      const blank = f.nullable ? [el("option", { value: "", text: "(unknown)" })] : [];
+    const required = !feature.nullable;
+    if (feature.type === "category") {
+      const blank = feature.nullable ? [el("option", { value: "", text: "(unknown)" })] : [];
       input = el("select", { id, required },
-        ...blank, ...f.categories.map((v) => el("option", { value: v, text: v })));
-      if (f.nullable) input.value = f.categories[0];
+        ...blank, ...feature.categories.map((v) => el("option", { value: v, text: v })));
+      if (feature.nullable) input.value = feature.categories[0];
     } else {
-      const { lo, hi } = bounds(f);
-      const isInt = f.type === "int";
+      const { lo, hi } = bounds(feature);
+      const isInt = feature.type === "int";
       input = el("input", {
         id, type: "number", required, min: lo, max: hi, step: isInt ? 1 : "any",
-        inputmode: isInt ? "numeric" : "decimal", value: initialValue(f),
-        placeholder: f.nullable ? "blank: unknown" : false,
+        inputmode: isInt ? "numeric" : "decimal", value: initialValue(feature),
+        placeholder: feature.nullable ? "blank: unknown" : false,
       });
     }
-    input.dataset.feature = f.name;
+    input.dataset.feature = feature.name;
     input.setAttribute("aria-describedby", `${id}-hint ${id}-error`);
-    const error = el("p", { id: `${id}-error`, class: "field-error", "data-error-for": f.name, hidden: true });
-    const entry = { feature: f, input, error };
-    fields.set(f.name, entry);
+    const error = el("p", { id: `${id}-error`, class: "field-error", "data-error-for": feature.name, hidden: true });
+    const entry = { feature, input, error };
+    fields.set(feature.name, entry);
     input.addEventListener("input", () => {
       input.setCustomValidity(""); // a server message holds until the value changes
       if (!error.hidden) setFieldError(entry, input.checkValidity() ? "" : input.validationMessage, "client");
     });
-    const label = el("label", { for: id }, el("code", { text: f.name }),
-      f.unit ? el("span", { class: "unit", text: ` ${f.unit}` }) : "");
+    const label = el("label", { for: id }, el("code", { text: feature.name }),
+      feature.unit ? el("span", { class: "unit", text: ` ${feature.unit}` }) : "");
     return el("div", { class: "field" }, label, input,
-      el("small", { id: `${id}-hint`, class: "hint", text: hintText(f) }), error);
+      el("small", { id: `${id}-hint`, class: "hint", text: hintText(feature) }), error);
   }));
   $("predict-button").disabled = false;
 }
@@ -503,10 +504,10 @@ async function loadFigures() {
     // the figures are optional
   }
   $("figures-empty").hidden = list.length > 0;
-  $("figure-list").replaceChildren(...list.map((f) => {
-    const caption = f.name.replace(/\.png$/, "").replaceAll("_", " ");
+  $("figure-list").replaceChildren(...list.map((figure) => {
+    const caption = figure.name.replace(/\.png$/, "").replaceAll("_", " ");
     return el("figure", {},
-      el("a", { href: f.url }, el("img", { src: f.url, alt: caption, loading: "lazy" })),
+      el("a", { href: figure.url }, el("img", { src: figure.url, alt: caption, loading: "lazy" })),
       el("figcaption", { text: caption }));
   }));
 }

@@ -1,10 +1,11 @@
 """Stage export: the tuned model and its conformal interval as one ONNX graph
 (models/model.onnx, checked against the native pipeline on every test row and on copies of some
-with each nullable feature missing), its model card (models/model.json), and the model's
-registration in MLflow (`champion`).
+with each nullable feature missing), its model card (models/model.json, medcast.card), and the
+model's registration in MLflow (`champion`).
 
-Reads models/tuned (tune), models/interval (evaluate), reports/metrics.json (evaluate) and the
-splits; the graph needs ONNX Runtime only (medcast.onnx)."""
+Reads models/tuned (tune), models/interval and reports/metrics.json (evaluate),
+models/selection.json (train: whether any candidate beat the mean) and the splits; the graph
+needs ONNX Runtime only (medcast.onnx)."""
 
 from __future__ import annotations
 
@@ -20,46 +21,30 @@ from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.intervals import load_interval_model
-from medcast.metrics import split_scores
 from medcast.models.io import load_meta, load_model
 
 log = logging.getLogger("medcast.export")
 
 PYFUNC_CODE = Path(__file__).with_name("mlflow_model.py")
+# metrics.json's families that MLflow records for the registered model.
+LOGGED = ("test", "cv", "interval", "validation", "calibration")
 
 
 def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSchema,
                onnx_bytes: bytes, parity: dict[str, float], train_bytes: bytes,
-               interval: dict[str, Any] | None = None) -> dict[str, Any]:
-    """models/model.json: what the service validates requests against and shows at GET /model.
+               interval: dict[str, Any] | None = None,
+               signal: dict[str, Any] | None = None) -> dict[str, Any]:
+    """models/model.json (medcast.card): what the service validates requests against and shows
+    at GET /model.
 
     Only what the stage's inputs determine, so the same inputs give the same bytes: the git
     revision is not one of them (it changes when dvc.lock is committed), so the card names the
     training split by its md5 (DVC's hash; `git log -S <md5> dvc.lock` finds the revisions) and
     the revision goes to MLflow (tag `git_revision`)."""
-    import hashlib
+    from medcast.card import build_card, card_dict
 
-    return {
-        "name": f"medcast-{schema.dataset}",
-        "dataset": schema.dataset,
-        "target": schema.target,
-        "target_unit": schema.target_unit,
-        "model": report["model"],
-        "params": meta["params"],
-        "features": [
-            {"name": f.name, "type": f.type, "unit": f.unit, "min": f.allowed_min,
-             "max": f.allowed_max, "observed_min": f.observed_min, "observed_max": f.observed_max,
-             "categories": list(f.categories) if f.categories else None,
-             "nullable": f.nullable, "missing_rate": f.missing_rate}
-            for f in schema.features
-        ],
-        "metrics": split_scores(report),
-        "training_data_md5": hashlib.md5(train_bytes, usedforsecurity=False).hexdigest(),
-        "onnx_md5": hashlib.md5(onnx_bytes, usedforsecurity=False).hexdigest(),  # DVC's hash
-        "parity": parity,
-        # The graph's `lower`/`upper` outputs: level, method, q, floor, test coverage.
-        **({"interval": interval} if interval else {}),
-    }
+    return card_dict(build_card(report, meta, schema, onnx_bytes, parity, train_bytes, interval,
+                                signal))
 
 
 def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) -> pd.DataFrame:
@@ -95,10 +80,10 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir:
         mlflow.log_params({"dataset": dataset, "model": report["model"],
                            **{k: report[k] for k in ("interval.method",) if k in report},
                            **tracking.flat("hp", hyperparameters)})
-        # metrics.json's numbers under metrics.json's names
-        mlflow.log_metrics({k: v for k, v in report.items()
-                            if isinstance(v, float)
-                            and k.partition(".")[0] in ("test", "cv", "interval")})
+        # metrics.json's numbers under metrics.json's names (`signal` as 1.0 or 0.0)
+        mlflow.log_metrics({**{k: v for k, v in report.items() if isinstance(v, float)
+                               and k.partition(".")[0] in LOGGED},
+                            **({"signal": float(report["signal"])} if "signal" in report else {})})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(PYFUNC_CODE),
@@ -151,8 +136,10 @@ def main() -> None:
              parity["max_rel_diff"], params.export.parity_rtol)
     save_onnx(onnx_model, paths.onnx)
     card_interval = {**interval.card(), "coverage": report["interval.coverage"]}
+    signal = json.loads(Path(paths.selection).read_text()).get("signal")
     card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity,
-                      Path(paths.train).read_bytes(), card_interval)
+                      Path(paths.train).read_bytes(), card_interval,
+                      signal and {"signal": signal["signal"], "message": signal["message"]})
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
     register(report, meta["params"], model_dir, Path(paths.schema), X.head(5),
              estimator.predict(X.head(5)),

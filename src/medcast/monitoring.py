@@ -2,8 +2,8 @@
 input feature, for monitoring notebooks: volume, latency and drift against the training data;
 join true outcomes, once known, to it by request id and measure the realised coverage of the
 served prediction intervals over time.
-The log's columns come from its table definition (serve.db: SQLAlchemy and msgspec, no web
-framework)."""
+The log's table and URL rule come from medcast.predlog (SQLAlchemy only): the lab never imports
+the service, so a pipeline-only install reads the log."""
 
 from __future__ import annotations
 
@@ -14,23 +14,23 @@ from typing import Any
 
 import pandas as pd
 
-DEFAULT_URL_FILE = "serve.db"  # the service's default: sqlite:///<repo>/serve.db
 OUTCOMES_ENV = "MEDCAST_OUTCOMES"  # where notebook 03 looks for the outcomes file
 
 
 def log_url(repo: Path | None = None) -> str:
-    """MEDCAST_DATABASE_URL, else the service's default SQLite file in the repository."""
+    """The service's log as the service finds it (medcast.predlog.log_url): MEDCAST_DATABASE_URL,
+    or the file MEDCAST_DATABASE_URL_FILE names, else sqlite:///<repo>/serve.db."""
+    from medcast.predlog import log_url as url_of
     from medcast.tracking import repo_root
 
-    return os.environ.get("MEDCAST_DATABASE_URL") or \
-        f"sqlite:///{(repo or repo_root()) / DEFAULT_URL_FILE}"
+    return url_of(repo or repo_root())
 
 
 def read_log(url: str, dataset: str | None = None, limit: int = 200_000) -> pd.DataFrame:
     """The latest `limit` logged predictions (oldest first), features expanded into columns."""
     import sqlalchemy as sa
 
-    from serve.db import predictions as table
+    from medcast.predlog import predictions as table
 
     engine = sa.create_engine(url)
     try:
