@@ -108,9 +108,10 @@ def _with_intervals(onx: Any, pipe: Any, x: Any, y: Any, schema: Any, seed: int,
     return with_intervals(onx, model, schema), model
 
 
-def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | None = "adaptive"
-                     ) -> TinyModel:
-    """`interval`: "adaptive" or "constant" width, or None for a model without intervals."""
+def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | None = "adaptive",
+                     signal: bool = True) -> TinyModel:
+    """`interval`: "adaptive" or "constant" width, or None for a model without intervals;
+    `signal`: the card's verdict on the null model (False: "no candidate beats the mean")."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.compose import ColumnTransformer
@@ -148,7 +149,7 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
     (models / "model.onnx").write_bytes(onnx_bytes)
     meta = {"model": "ridge", "dataset": schema.dataset, "params": params, "cv": cv}
     card = _card(frame, insurance_frame(n // 3, seed + 1), pipe, meta, schema, onnx_bytes,
-                 interval_model)
+                 interval_model, signal)
     (models / "model.json").write_text(card_json(card))
     write_lock(root)
 
@@ -170,7 +171,7 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
 
 
 def _card(train: Any, held_out: Any, pipe: Any, meta: dict[str, Any], schema: Any,
-          onnx_bytes: bytes, interval_model: Any) -> Any:
+          onnx_bytes: bytes, interval_model: Any, signal: bool = True) -> Any:
     """The card as `evaluate` builds it (medcast.card): scores, ONNX parity (of the bounds too)
     and the interval's coverage on the held-out rows."""
     from medcast import intervals
@@ -191,8 +192,12 @@ def _card(train: Any, held_out: Any, pipe: Any, meta: dict[str, Any], schema: An
         summary = intervals.interval_report(interval_model, y_test, *bounds(x_test, predicted))
         interval = {**interval_model.card(), "coverage": summary["interval.coverage"]}
     parity = check_parity(pipe, onnx_bytes, x_test, bounds=bounds)
+    verdict = ("ridge predicts charges better than its training mean" if signal else
+               "no candidate beats the mean: the best, ridge, does not predict charges better "
+               "than its training mean")
     return build_card(report, meta, schema, onnx_bytes, parity,
-                      train.to_csv(index=False).encode(), interval)
+                      train.to_csv(index=False).encode(), interval,
+                      {"signal": signal, "message": verdict})
 
 
 def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:

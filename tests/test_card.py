@@ -58,6 +58,7 @@ def build(**changes: Any) -> ModelCard:
         "train_bytes": b"rows",
         "interval": {"level": 0.9, "method": "adaptive", "q": 2.07, "floor": 11.1,
                      "coverage": 0.91},
+        "signal": {"signal": True, "message": "ridge predicts y better than its training mean"},
     }
     return build_card(**{**args, **changes})
 

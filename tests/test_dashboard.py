@@ -273,6 +273,7 @@ def test_dashboard_in_a_browser(
             expect(page.locator("#features")).to_contain_text("kg/m2")
             expect(page.locator("#features")).to_contain_text("northeast, northwest, southeast")
             expect(page.locator("#status")).to_have_text("ready")
+            expect(page.locator("#signal-banner")).to_be_hidden()  # the tiny model has signal
             figure = page.locator('#figure-list img[alt="fig a"]')
             expect(figure).to_be_visible()
             page.wait_for_function("img => img.complete && img.naturalWidth === 8",
@@ -430,5 +431,35 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
             page.locator("#predict-button").click()
             expect(page.locator('[data-error-for="age"]')).to_be_visible()
             assert len(bodies) == before
+        finally:
+            browser.close()
+
+
+def test_dashboard_and_model_card_say_when_no_candidate_beats_the_mean(
+        figures: Path, tmp_path: Path, pycache: Path) -> None:
+    """A study whose best candidate does no better than the training mean: GET /model carries
+    the verdict, and the dashboard shows a banner above everything else."""
+    import httpx
+
+    from devtools.tiny_model import build_tiny_model
+
+    sync_api = require_browser()
+    expect = sync_api.expect
+    model = build_tiny_model(tmp_path / "model", signal=False)
+    with real_service(model.root, figures, tmp_path, pycache) as base, \
+            sync_api.sync_playwright() as pw:
+        served = httpx.get(f"{base}/model", timeout=5).json()
+        assert served["signal"]["signal"] is False
+        assert served["signal"]["message"].startswith("no candidate beats the mean")
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     timeout=30_000)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(10_000)
+            page.goto(f"{base}/dashboard", timeout=15_000)
+            banner = page.locator("#signal-banner")
+            expect(banner).to_be_visible(timeout=10_000)
+            expect(banner).to_contain_text("No candidate beats the mean")
+            expect(banner).to_contain_text("the best, ridge, does not predict charges")
         finally:
             browser.close()

@@ -54,6 +54,23 @@ def test_pure_noise_says_no_candidate_beats_the_mean_in_the_log_metrics_reports_
     validation = json.loads((repo / "reports/validation.json").read_text())
     assert validation["signal"]["message"].startswith(NO_SIGNAL)
     assert validation["signal"]["high"] >= 0 or validation["signal"]["cv_r2"] <= 0
+    card = json.loads((repo / "models/model.json").read_text())
+    assert card["signal"] == {"signal": False, "message": validation["signal"]["message"]}
+
+
+@pytest.mark.xdist_group("trust_noise")
+def test_the_service_says_it_at_get_model(noise, tmp_path):
+    import httpx
+
+    from devtools.service import running
+    from tests.conftest import venv_env
+
+    repo, _ = noise
+    env = venv_env(MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path}/log.db")
+    with running(env, cwd=repo, log=tmp_path / "serve.log", timeout=60) as service:
+        served = httpx.get(f"{service.url}/model", timeout=5).json()
+    assert served["signal"]["signal"] is False
+    assert served["signal"]["message"].startswith(NO_SIGNAL)
 
 
 @pytest.mark.xdist_group("trust_noise")

@@ -115,6 +115,17 @@ function renderCard(card) {
   );
   renderMetrics(card.metrics || {});
   renderFeatures(card.features);
+  renderSignal(card.signal);
+}
+
+function renderSignal(signal) {
+  // The study's verdict on the null model (medcast.selection): when no candidate predicts
+  // better than the training mean, every prediction below is the average in disguise.
+  const noSignal = signal && signal.signal === false;
+  show($("signal-banner"), noSignal
+    ? `No candidate beats the mean: these predictions carry no information about a patient ` +
+      `beyond the average. ${signal.message}.`
+    : "");
 }
 
 const METRIC_LABELS = { r2: "R²", rmse: "RMSE", mae: "MAE" };
