@@ -31,11 +31,14 @@ OUTPUTS = [
     "reports/leaderboard.json", "reports/leaderboard.csv", "reports/cv_scores.csv",
     "models/selection.json", "models/tuned/pipeline.skops", "models/tuned/mlp.keras",
     "reports/metrics.json", "reports/intervals.json", "reports/predictions.csv",
-    "reports/report.md",
+    "reports/validation.json", "reports/calibration.csv", "reports/calibration_curve.csv",
+    "reports/instability.csv", "models/interval/meta.json",
+    "reports/report.md", "reports/tripod.md",
     "models/model.onnx", "models/model.json",
     "reports/figures/feature_importance.png", "reports/figures/training_history.png",
     "reports/figures/predicted_vs_actual.png", "reports/figures/residuals.png",
-    "reports/figures/intervals.png",
+    "reports/figures/intervals.png", "reports/figures/calibration.png",
+    "reports/figures/instability.png",
 ]
 
 
@@ -66,8 +69,14 @@ def test_repro_builds_every_artifact_then_runs_nothing(built_repo):
     detail = json.loads((repo / "reports/intervals.json").read_text())
     assert {"sex=1", "sex=2", "prediction Q1", "prediction Q4"} <= set(detail["coverage_by_group"])
     header = (repo / "reports/predictions.csv").read_text().splitlines()[0]
-    assert header.endswith(",lower,upper")
-    assert "interval coverage" in (repo / "reports/report.md").read_text()
+    assert header.endswith(",lower,upper,boot_low,boot_high")
+    report = (repo / "reports/report.md").read_text()
+    assert "interval coverage" in report and "## How sure is the result?" in report
+    assert list(metrics)[5:10] == ["cv.rmse", "signal", "validation.r2_corrected",
+                                   "calibration.slope", "validation.slope_corrected"]
+    board = json.loads((repo / "reports/leaderboard.json").read_text())
+    assert "mean" in [r["model"] for r in board]
+    assert not [k for r in board for k in r if k.startswith("test_")]  # test used once
 
     again = run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
     assert "Running stage" not in again.stdout
