@@ -166,33 +166,7 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
         return 0
     name, driver = engine.dialect.name, engine.dialect.driver
     if name == "postgresql" and driver == "psycopg":
-        data = _tuples(rows, sqlite=False)
-        if len(data) < PG_COPY_FROM_ROWS:
-            with engine.begin() as conn, \
-                    conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-                cur.executemany(_PG_INSERT, data)  # pipelined by psycopg
-            return len(rows)
-        from psycopg.errors import UniqueViolation
-
-        try:  # new rows (nearly always): one COPY straight into the table
-            with engine.begin() as conn, \
-                    conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-                _copy(cur, "predictions", data)
-            return len(rows)
-        except UniqueViolation:  # a retry after a lost acknowledgement: rolled back, merge them
-            pass
-        with engine.begin() as conn:
-            info = conn.connection.info  # lives as long as the pooled DBAPI connection
-            try:
-                with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-                    if not info.get("medcast_staging"):
-                        cur.execute(staging_ddl())
-                        info["medcast_staging"] = True
-                    _copy(cur, _STAGING, data)
-                    cur.execute(_PG_MERGE)
-            except BaseException:
-                info.pop("medcast_staging", None)  # the CREATE may have been rolled back
-                raise
+        _insert_psycopg(engine, _tuples(rows, sqlite=False))
         return len(rows)
     if name == "sqlite":
         data = _tuples(rows, sqlite=True)
@@ -220,6 +194,36 @@ def insert_rows(engine: sa.Engine, rows: Sequence[LogRow]) -> int:
         if fresh:
             conn.execute(predictions.insert(), fresh)
     return len(rows)
+
+
+def _insert_psycopg(engine: sa.Engine, data: list[tuple[Any, ...]]) -> None:
+    """insert_rows for PostgreSQL through psycopg (driver-level tuples in COLUMNS order)."""
+    if len(data) < PG_COPY_FROM_ROWS:
+        with engine.begin() as conn, \
+                conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+            cur.executemany(_PG_INSERT, data)  # pipelined by psycopg
+        return
+    from psycopg.errors import UniqueViolation
+
+    try:  # new rows (nearly always): one COPY straight into the table
+        with engine.begin() as conn, \
+                conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+            _copy(cur, "predictions", data)
+        return
+    except UniqueViolation:  # a retry after a lost acknowledgement: rolled back, merge them
+        pass
+    with engine.begin() as conn:
+        info = conn.connection.info  # lives as long as the pooled DBAPI connection
+        try:
+            with conn.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                if not info.get("medcast_staging"):
+                    cur.execute(staging_ddl())
+                    info["medcast_staging"] = True
+                _copy(cur, _STAGING, data)
+                cur.execute(_PG_MERGE)
+        except BaseException:
+            info.pop("medcast_staging", None)  # the CREATE may have been rolled back
+            raise
 
 
 def count_rows(engine: sa.Engine) -> int:

@@ -42,12 +42,13 @@ def _author(what: str) -> str:
 
 
 def _items(f: RunFacts) -> list[tuple[str, str, str]]:
-    """(item, topic, text) for the 27 TRIPOD+AI items, in the checklist's order."""
-    ds, s, m, v, d = f.dataset, f.schema, f.metrics, f.validation, f.design
-    size = v["sample_size"]
-    boot, test = v["bootstrap"], v["test"]
-    missing = [x for x in s.features if x.nullable]
-    groups = sorted({g["feature"] for g in v["subgroups"]})
+    """(item, topic, text) for the 27 TRIPOD+AI items (1 to 27c), in the checklist's order."""
+    return [*_opening(f), *_methods(f), *_results(f)]
+
+
+def _opening(f: RunFacts) -> list[tuple[str, str, str]]:
+    """Title, abstract, introduction; data, participants, outcome and predictors (1–9c)."""
+    ds, s, m = f.dataset, f.schema, f.metrics
     return [
         ("1", "Title", _author(f"title naming the development of a model predicting "
                                f"{s.target} ({s.target_unit}) in the target population, by "
@@ -79,7 +80,17 @@ def _items(f: RunFacts) -> list[tuple[str, str, str]]:
             f"`{x.name}` {x.type}" + (f" ({x.unit})" if x.unit else "") for x in s.features)
          + ". " + _author("how and when measured")),
         ("9c", "Predictor assessors", _author("qualifications of assessors, if subjective")),
-        ("10", "Sample size", _sample_size(size)),
+    ]
+
+
+def _methods(f: RunFacts) -> list[tuple[str, str, str]]:
+    """Sample size, missing data, analysis, fairness, output, open science (10–19)."""
+    s, m, v, d = f.schema, f.metrics, f.validation, f.design
+    boot = v["bootstrap"]
+    missing = [x for x in s.features if x.nullable]
+    groups = sorted({g["feature"] for g in v["subgroups"]})
+    return [
+        ("10", "Sample size", _sample_size(v["sample_size"])),
         ("11", "Missing data", "Features with missing values: " + (", ".join(
             f"`{x.name}` ({x.missing_rate:.0%} of training rows)" for x in missing) or "none")
          + ". Imputed inside each model (median and missing indicator for numbers, a "
@@ -127,6 +138,14 @@ def _items(f: RunFacts) -> list[tuple[str, str, str]]:
         ("18f", "Code sharing", "This repository: `dvc repro` rebuilds every number here from "
                                 "params.yaml and the data (dvc.lock pins each artifact)."),
         ("19", "Patient and public involvement", _author("involvement")),
+    ]
+
+
+def _results(f: RunFacts) -> list[tuple[str, str, str]]:
+    """Participants, model, performance; interpretation and usability (20a–27c)."""
+    s, m, v, d = f.schema, f.metrics, f.validation, f.design
+    size, boot, test = v["sample_size"], v["bootstrap"], v["test"]
+    return [
         ("20a", "Participant flow", f"{m['n_train'] + m['n_test']} rows with an outcome "
                 f"({s.n_dropped_missing_target} without one dropped): {m['n_train']} "
                 f"development, {m['n_test']} test."),
