@@ -1,7 +1,7 @@
 """Stage export: the tuned model and its conformal interval as one ONNX graph
 (models/model.onnx, checked against the native pipeline on every test row and on copies of some
 with each nullable feature missing), its model card (models/model.json, medcast.card), and the
-model's registration in MLflow (`champion`).
+model's registration in MLflow (medcast.registry: `champion` only if better).
 
 Reads models/tuned (tune), models/interval and reports/metrics.json (evaluate),
 models/selection.json (train: whether any candidate beat the mean) and the splits; the graph
@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from medcast import tracking
 from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_split
@@ -67,45 +66,6 @@ def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) ->
     return frame
 
 
-def register(report: dict[str, Any], hyperparameters: dict[str, Any], model_dir: Path,
-             schema_path: Path,
-             example: pd.DataFrame, predicted: Any, served: list[Path]) -> str | None:
-    """Log the tuned model (code-based pyfunc over the skops/.keras files: nothing pickled) and
-    register it as `<dataset>`; the new version, having passed evaluation, becomes `champion`."""
-    dataset = report["dataset.name"]
-    mlflow = tracking.start(dataset)
-    name = f"medcast-{dataset}"
-    tags = tracking.run_tags("evaluate", candidate=report["model"])
-    with mlflow.start_run(run_name=f"final-{report['model']}", tags=tags):
-        mlflow.log_params({"dataset": dataset, "model": report["model"],
-                           **{k: report[k] for k in ("interval.method",) if k in report},
-                           **tracking.flat("hp", hyperparameters)})
-        # metrics.json's numbers under metrics.json's names (`signal` as 1.0 or 0.0)
-        mlflow.log_metrics({**{k: v for k, v in report.items() if isinstance(v, float)
-                               and k.partition(".")[0] in LOGGED},
-                            **({"signal": float(report["signal"])} if "signal" in report else {})})
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_CODE),
-            artifacts={"model_dir": str(model_dir), "schema": str(schema_path)},
-            registered_model_name=name,
-            signature=mlflow.models.infer_signature(example, predicted),
-            input_example=example,
-        )
-        for path in served:  # the exact ONNX graph and card the service loads
-            mlflow.log_artifact(str(path), artifact_path="serving")
-    client = mlflow.MlflowClient()
-    version = info.registered_model_version
-    if version is None:
-        return None
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, value)
-    client.set_model_version_tag(name, str(version), "validated", "true")
-    client.set_registered_model_alias(name, "champion", str(version))
-    log.info("registered %s version %s as champion", name, version)
-    return str(version)
-
-
 @cli
 def main() -> None:
     params = load_params()
@@ -141,9 +101,14 @@ def main() -> None:
                       Path(paths.train).read_bytes(), card_interval,
                       signal and {"signal": signal["signal"], "message": signal["message"]})
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
-    register(report, meta["params"], model_dir, Path(paths.schema), X.head(5),
-             estimator.predict(X.head(5)),
-             [Path(paths.onnx), Path(paths.card)])
+    from medcast.registry import register
+
+    register(report, meta["params"], {"model_dir": str(model_dir), "schema": paths.schema},
+             X.head(5), estimator.predict(X.head(5)), [paths.onnx, paths.card],
+             {"dataset": schema.dataset, "training_data_md5": card["training_data_md5"],
+              "cv_rmse": repr(float(meta["cv"]["rmse"])),
+              "signal": "true" if report.get("signal", True) else "false"},
+             str(PYFUNC_CODE), LOGGED)
 
 
 if __name__ == "__main__":
