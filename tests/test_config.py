@@ -29,7 +29,7 @@ def test_params_hold_knobs_not_the_dataset_schema_or_file_paths(base_params):
     keys = list(_leaves(base_params))
     assert keys[0] == "dataset" and base_params["dataset"] == "diabetes"
     assert not [k for k in keys if k.startswith(("dataset.", "paths.", "train.models"))]
-    assert len(keys) <= 30  # the knobs (29 today), never the schema: it was 223 columns
+    assert len(keys) <= 31  # the knobs (31 today), never the schema: it was 223 columns
 
 
 def test_composition_switches_dataset_by_name():
@@ -85,6 +85,26 @@ def test_parse_params_rejects_bad_values(base_params, section, key, value, messa
     bad[section][key] = value
     with pytest.raises(ConfigError, match=message):
         parse_params(bad, ROOT)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "groups", "message"),
+    [
+        ("diabetes", ["bmi"], "column 'bmi' is a numeric feature of dataset 'diabetes'; its "
+                              "categorical features: sex"),
+        ("diabetes", ["smoker"], "column 'smoker' is not a feature of dataset 'diabetes'"),
+        ("insurance", ["charges"], "column 'charges' is the target of dataset 'insurance'; its "
+                                   "categorical features: sex, smoker, region"),
+        ("insurance", ["smoker", "smoker"], "smoker listed more than once"),
+    ],
+)
+def test_interval_groups_must_be_categorical_features(base_params, dataset, groups, message):
+    bad = {**copy.deepcopy(base_params), "dataset": dataset}
+    bad["evaluate"]["interval_groups"] = groups
+    with pytest.raises(ConfigError, match=f"^evaluate.interval_groups: {message}"):
+        parse_params(bad, ROOT)
+    bad["evaluate"]["interval_groups"] = ["sex"]
+    assert parse_params(bad, ROOT).evaluate.interval_groups == ("sex",)
 
 
 def test_parse_params_reports_missing_section(base_params):
