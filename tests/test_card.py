@@ -33,7 +33,9 @@ from tests.support.serving import serving
 
 APP_JS = ROOT / "serve" / "static" / "app.js"
 # Keys written only when their condition holds (the tiny model's card meets every other one).
-CONDITIONAL = {"parity.n_tied"}  # only when some parity rows tie at a kNN's k-th neighbour
+CONDITIONAL = {"parity.n_tied",  # only when some parity rows tie at a kNN's k-th neighbour
+               # only with evaluate.interval_groups (Mondrian intervals)
+               "interval.groups", "interval.cell_q", "interval.cell_n", "interval.pooled_cells"}
 SERVED_ONLY = {"serving"}  # GET /model adds it to the card (serve/routes.py)
 
 
@@ -303,3 +305,14 @@ def test_every_card_field_app_js_or_the_service_reads_is_served(
         served = client.get("/model").json()
     missing = sorted(".".join(p) for p in reads if not _present(served, p))
     assert missing == []
+
+
+def test_a_mondrian_interval_card_round_trips() -> None:
+    """With interval_groups the interval entry carries its cells; the service parses it."""
+    cells = {"groups": ["smoker"], "cell_q": {"smoker=no": 1.5, "smoker=yes": 2.5},
+             "cell_n": {"smoker=no": 800, "smoker=yes": 200}, "pooled_cells": []}
+    card = build(interval={"level": 0.9, "method": "constant", "q": 2.0, "floor": 0.0,
+                           "coverage": 0.9, **cells})
+    parsed, raw = parse_card(card_json(card).encode())
+    assert parsed.interval is not None and parsed.interval.cell_q == cells["cell_q"]
+    assert raw["interval"]["groups"] == ["smoker"]

@@ -64,15 +64,22 @@ class Feature(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     missing_rate: float | None = None  # share missing in the training split
 
 
-class IntervalCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class IntervalCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The conformal interval the graph's `lower`/`upper` outputs give: ŷ ∓ q·max(σ(x), floor)
-    (adaptive) or ŷ ∓ q (constant); medcast.intervals."""
+    (adaptive) or ŷ ∓ q (constant); medcast.intervals. With evaluate.interval_groups
+    (Mondrian conformal, medcast.mondrian) q is per cell of those features' levels."""
 
     level: Annotated[float, msgspec.Meta(gt=0, lt=1)]
     method: Literal["adaptive", "constant"]
-    q: Annotated[float, msgspec.Meta(ge=0)]  # conformal quantile of the scores
+    q: Annotated[float, msgspec.Meta(ge=0)]  # conformal quantile of the scores (pooled)
     floor: Annotated[float, msgspec.Meta(ge=0)]  # lower bound of σ(x); 0 for constant width
     coverage: Annotated[float, msgspec.Meta(ge=0, le=1)]  # share of test rows inside
+    # Written only with interval_groups: the features, q and training rows per cell
+    # ("sex=2, smoker=yes"), and the cells that use the pooled q (too few rows).
+    groups: list[str] | None = None
+    cell_q: dict[str, float] | None = None
+    cell_n: dict[str, int] | None = None
+    pooled_cells: list[str] | None = None
 
 
 class Parity(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

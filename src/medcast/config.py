@@ -152,6 +152,9 @@ class EvaluateConfig:
     interval_level: float = 0.9
     # Bootstrap refits of the tuned model for its internal validation (medcast.validation).
     bootstrap: int = 200
+    # Categorical features whose levels (crossed) each get their own conformal quantile, so
+    # that the level holds within each (Mondrian conformal; medcast.mondrian); (): one for all.
+    interval_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,23 @@ def parse_params(raw: dict[str, Any], root: str | os.PathLike[str] = ".",
     if params.train.select is not None and params.train.select not in params.candidates:
         raise ConfigError(f"{label + ': ' if label else ''}train.select: "
                           f"'{params.train.select}' is not in train.candidates")
+    _check_interval_groups(params.evaluate.interval_groups, params.dataset, label)
     return params
+
+
+def _check_interval_groups(groups: tuple[str, ...], ds: DatasetConfig, label: str) -> None:
+    """Each name in evaluate.interval_groups is a categorical feature of the dataset, once."""
+    categorical = [c for c in ds.features if ds.columns[c].type == "category"]
+    where = f"{label + ': ' if label else ''}evaluate.interval_groups"
+    for name in groups:
+        if name not in categorical:
+            kind = ("the target" if name == ds.target else
+                    "a numeric feature" if name in ds.features else "not a feature")
+            raise ConfigError(f"{where}: column '{name}' is {kind} of dataset '{ds.name}'; "
+                              f"its categorical features: {', '.join(categorical) or 'none'}")
+    repeated = sorted({name for name in groups if groups.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: {', '.join(repeated)} listed more than once")
 
 
 def _check_study(p: StudyParams) -> None:

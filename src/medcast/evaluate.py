@@ -90,19 +90,23 @@ def trust_keys(signal: bool, optimism: pd.DataFrame, calibration: dict[str, floa
 
 def calibrate(estimator: Any, X_train: pd.DataFrame, y_train: pd.Series, X: pd.DataFrame,
               y: pd.Series, predicted: Any, schema: FeatureSchema, level: float, n_folds: int,
-              seed: int, max_rows: int | None = None
+              seed: int, max_rows: int | None = None, groups: tuple[str, ...] = ()
               ) -> tuple[IntervalModel, np.ndarray, np.ndarray, dict[str, Any]]:
     """Intervals from the tuned pipeline's out-of-fold residuals on the training split (its
     hyperparameters refitted per fold, the folds of train/tune), their bounds on the test rows
-    and reports/intervals.json (chosen method, calibration, coverage per group)."""
+    and reports/intervals.json (chosen method, calibration, coverage per group). With `groups`
+    (evaluate.interval_groups) q is calibrated per cell of those categorical features
+    (Mondrian conformal prediction, medcast.mondrian); the card then lists q per cell."""
     oof = intervals.oof_predictions(estimator, X_train, y_train, n_folds, seed, max_rows)
-    model = intervals.fit_intervals(X_train, y_train, oof, schema, level, n_folds, seed)
+    model = intervals.fit_intervals(X_train, y_train, oof, schema, level, n_folds, seed, groups)
     lower, upper = model.bounds(X, predicted)
     detail = {
         **model.card(),
         "training_worst_group_gap": {k: round(v, 6) for k, v in model.worst_gap.items()},
         "coverage_by_group": intervals.coverage_by_group(y, lower, upper, X, predicted, schema),
     }
+    if groups:  # the Mondrian cells, crossed levels included
+        detail["coverage_by_cell"] = intervals.coverage_by_cell(model.cells, y, lower, upper, X)
     return model, lower, upper, detail
 
 
@@ -157,7 +161,7 @@ def main() -> None:
     max_rows = large.plan(meta["model"], meta["params"], len(X_train), cv.large).max_rows
     interval, lower, upper, detail = calibrate(
         estimator, X_train, y_train, X, y, predicted, schema, cfg.interval_level, cv.folds,
-        cv.seed, max_rows)
+        cv.seed, max_rows, tuple(cfg.interval_groups))
     boot = validation.internal_validation(estimator, X_train, y_train, X, meta["model"],
                                           cfg.bootstrap, cv.seed, cv.n_jobs, cv.cluster)
     stability = bootstrap.stability(predicted, boot.test_preds)

@@ -11,6 +11,14 @@ Method ("CV" split-conformal; Vovk's cross-conformal / Barber et al.'s jackknife
 3. Scores s_i = |r_i| / max(σ(x_i), floor) (adaptive) or s_i = |r_i| (constant width); q is their
    ⌈(n+1)·level⌉-th smallest value (the finite-sample conformal quantile).
 4. The interval of a new x is ŷ(x) ± q·max(σ(x), floor) (adaptive) or ŷ(x) ± q (constant).
+5. Mondrian (group-conditional) variant, with `groups` (params evaluate.interval_groups): q is
+   computed separately within each cell of the cross of those categorical features' levels,
+   for both variants, so coverage holds within each cell, not only on average (Vovk, Gammerman
+   & Shafer, *Algorithmic Learning in a Random World*, 2005, ch. 4; Vovk et al. 2003, "Mondrian
+   confidence machine"; Romano, Barber, Sabatti & Candès 2020, "With malice toward none").
+   A cell of fewer than medcast.mondrian.min_cell_rows(level) calibration rows (9 at 90 %: too
+   few for a finite conformal quantile) and a level never seen in training use the pooled q of
+   step 3; the model records which cells fell back (medcast.mondrian.Cells).
 
 Both variants are fitted; the one whose coverage on the training OOF rows is closest to the
 level in its worst group (each category of each categorical feature, each quartile of the
@@ -25,6 +33,7 @@ Pure functions over NumPy/pandas; scikit-learn is imported inside them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +43,7 @@ import pandas as pd
 
 from medcast.features import FeatureSchema
 from medcast.metrics import capped, fold_indices
+from medcast.mondrian import Cells, calibrate_cells
 
 METHODS = ("adaptive", "constant")
 # The difficulty model: a small, shallow boosting of |residual| (medcast.models' candidate, so
@@ -49,15 +59,28 @@ MIN_GROUP = 10
 
 @dataclass(frozen=True)
 class IntervalModel:
-    """What makes an interval from a prediction: ŷ ± q·scale(x)."""
+    """What makes an interval from a prediction: ŷ ± q(x)·scale(x), q(x) = q, or the q of x's
+    cell with Mondrian `cells`."""
 
     level: float
     method: str  # "adaptive" | "constant"
-    q: float  # conformal quantile of the scores (target units for "constant")
+    q: float  # conformal quantile of the scores (target units for "constant"); pooled
     floor: float  # lower bound of σ(x) (target units; "adaptive" only)
     difficulty: Any | None = None  # fitted pipeline x → σ(x) ("adaptive" only)
     # Worst-group |coverage − level| on the training OOF rows, per method (how it was chosen).
     worst_gap: dict[str, float] = field(default_factory=dict)
+    # Mondrian: q per cell of the group features (None: one q for every row).
+    cells: Cells | None = None
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return self.cells.groups if self.cells is not None else ()
+
+    def row_q(self, X: pd.DataFrame) -> float | np.ndarray:
+        """q for each row of X: its cell's (see medcast.mondrian), or the one pooled q."""
+        if self.cells is None:
+            return self.q
+        return self.cells.table(self.q)[self.cells.codes(X)]
 
     def scale(self, X: pd.DataFrame) -> np.ndarray:
         if self.method != "adaptive" or self.difficulty is None:
@@ -68,13 +91,16 @@ class IntervalModel:
     def bounds(self, X: pd.DataFrame, predicted: Any) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds for rows X whose point predictions are `predicted`."""
         pred = np.asarray(predicted, dtype=float).reshape(-1)
-        half = self.q * self.scale(X)
+        half = self.row_q(X) * self.scale(X)
         return pred - half, pred + half
 
     def card(self) -> dict[str, Any]:
-        """The model card's `interval` entry (what the service reports with each answer)."""
-        return {"level": self.level, "method": self.method, "q": round(self.q, 9),
+        """The model card's `interval` entry (what the service reports with each answer); with
+        groups also `groups`, `cell_q` and `cell_n` by cell ("sex=2, smoker=yes") and the
+        `pooled_cells` that use the pooled `q` (medcast.mondrian.Cells.card)."""
+        card = {"level": self.level, "method": self.method, "q": round(self.q, 9),
                 "floor": round(self.floor, 9)}
+        return card if self.cells is None else {**card, **self.cells.card()}
 
 
 def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int, seed: int,
@@ -148,20 +174,51 @@ def coverage_by_group(y: Any, lower: Any, upper: Any, X: pd.DataFrame, predicted
     }
 
 
+def coverage_by_cell(cells: Cells | None, y: Any, lower: Any, upper: Any, X: pd.DataFrame
+                     ) -> dict[str, dict[str, float]]:
+    """coverage_by_group's figures per Mondrian cell ("sex=2, smoker=yes", see
+    IntervalModel.cells) with rows in X; {} without cells."""
+    if cells is None:
+        return {}
+    hit = covered(y, lower, upper)
+    width = np.asarray(upper) - np.asarray(lower)
+    codes = cells.codes(X)
+    out = {}
+    for label, cell in zip(cells.labels(), cells.indices(), strict=True):
+        mask = codes == cell
+        if mask.any():
+            out[label] = {"coverage": round(float(hit[mask].mean()), 6), "n": int(mask.sum()),
+                          "mean_width": round(float(width[mask].mean()), 6)}
+    return out
+
+
 def worst_gap(groups: dict[str, dict[str, float]], level: float) -> float:
     """The largest |coverage − level| over groups of at least MIN_GROUP rows."""
     gaps = [abs(g["coverage"] - level) for g in groups.values() if g["n"] >= MIN_GROUP]
     return max(gaps, default=0.0)
 
 
+def calibrate_scores(scores: np.ndarray, X: pd.DataFrame, schema: FeatureSchema,
+                     groups: Sequence[str], level: float
+                     ) -> tuple[float, Cells | None, float | np.ndarray]:
+    """The pooled conformal quantile of `scores`; with `groups`, also q per Mondrian cell
+    (medcast.mondrian.calibrate_cells) and each row's q (else the pooled q again)."""
+    q = conformal_quantile(scores, level)
+    if not groups:
+        return q, None, q
+    cells = calibrate_cells(scores, X, schema, groups, level, q)
+    return q, cells, cells.table(q)[cells.codes(X)]
+
+
 def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, level: float,
-             n_folds: int, seed: int) -> dict[str, IntervalModel]:
-    """Both variants calibrated on the OOF residuals of the training split, each with the
-    worst-group gaps of both (how fit_intervals chooses)."""
+             n_folds: int, seed: int, groups: Sequence[str] = ()) -> dict[str, IntervalModel]:
+    """Both variants calibrated on the OOF residuals of the training split (q per cell of
+    `groups` when given: Mondrian), each with the worst-group gaps of both (how fit_intervals
+    chooses)."""
     oof = np.asarray(oof, dtype=float).reshape(-1)
     residual = np.abs(np.asarray(y, dtype=float) - oof)
-    q_const = conformal_quantile(residual, level)
-    const_groups = coverage_by_group(y, oof - q_const, oof + q_const, X, oof, schema)
+    q_const, const_cells, rows_const = calibrate_scores(residual, X, schema, groups, level)
+    const_groups = coverage_by_group(y, oof - rows_const, oof + rows_const, X, oof, schema)
     # σ cross-fitted for the scores (each fold's from a model that did not see it), then
     # refitted on every row for serving.
     floor = FLOOR_SHARE * float(residual.mean()) or 1e-12
@@ -171,15 +228,18 @@ def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, lev
         part = difficulty_model(schema, seed).fit(X.iloc[fit_idx], target.iloc[fit_idx])
         sigma[val_idx] = np.asarray(part.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
     sigma = np.maximum(sigma, floor)
-    q_adapt = conformal_quantile(residual / sigma, level)
-    adapt_groups = coverage_by_group(y, oof - q_adapt * sigma, oof + q_adapt * sigma, X, oof,
-                                     schema)
+    q_adapt, adapt_cells, rows_adapt = calibrate_scores(residual / sigma, X, schema, groups,
+                                                        level)
+    adapt_groups = coverage_by_group(y, oof - rows_adapt * sigma, oof + rows_adapt * sigma, X,
+                                     oof, schema)
     gaps = {"adaptive": worst_gap(adapt_groups, level), "constant": worst_gap(const_groups, level)}
     difficulty = difficulty_model(schema, seed).fit(X, target)
     # The constant variant keeps the fitted difficulty model too (unused by its bounds): the
     # saved interval model then always has the same files.
-    return {"adaptive": IntervalModel(level, "adaptive", q_adapt, floor, difficulty, gaps),
-            "constant": IntervalModel(level, "constant", q_const, 0.0, difficulty, gaps)}
+    return {"adaptive": IntervalModel(level, "adaptive", q_adapt, floor, difficulty, gaps,
+                                      adapt_cells),
+            "constant": IntervalModel(level, "constant", q_const, 0.0, difficulty, gaps,
+                                      const_cells)}
 
 
 def choose(variants: dict[str, IntervalModel]) -> IntervalModel:
@@ -189,9 +249,11 @@ def choose(variants: dict[str, IntervalModel]) -> IntervalModel:
 
 
 def fit_intervals(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, level: float,
-                  n_folds: int, seed: int) -> IntervalModel:
-    """Calibrate both variants and keep the one better calibrated per group."""
-    return choose(fit_both(X, y, oof, schema, level, n_folds, seed))
+                  n_folds: int, seed: int, groups: Sequence[str] = ()) -> IntervalModel:
+    """Calibrate both variants (Mondrian over the cells of `groups` when given: q per cell,
+    the pooled q for a cell too small or a level unseen) and keep the one better calibrated
+    per group."""
+    return choose(fit_both(X, y, oof, schema, level, n_folds, seed, groups))
 
 
 def interval_report(model: IntervalModel, y: Any, lower: Any, upper: Any
@@ -213,6 +275,8 @@ def save_interval_model(model: IntervalModel, directory: Path) -> None:
 
     meta = {"level": model.level, "method": model.method, "q": model.q, "floor": model.floor,
             "worst_gap": model.worst_gap}
+    if model.cells is not None:  # Mondrian (without: the same bytes as before groups existed)
+        meta["cells"] = model.cells.to_dict()
     save_model(model.difficulty, directory, meta)
 
 
@@ -223,4 +287,5 @@ def load_interval_model(directory: Path) -> IntervalModel:
     meta = load_meta(directory)
     return IntervalModel(level=meta["level"], method=meta["method"], q=meta["q"],
                          floor=meta["floor"], difficulty=load_model(directory),
-                         worst_gap=meta.get("worst_gap", {}))
+                         worst_gap=meta.get("worst_gap", {}),
+                         cells=Cells.from_dict(meta["cells"]) if meta.get("cells") else None)

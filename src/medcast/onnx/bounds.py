@@ -1,8 +1,10 @@
 """Give an exported graph the conformal interval (medcast.intervals) as two more outputs,
 `lower` and `upper` = prediction ∓ q·max(σ(x), floor), where σ is the difficulty pipeline's own
 exported graph merged in (its tensors prefixed, the feature inputs shared), or ∓ q for
-constant width. The service then gets the interval from the same verified file and the same
-ONNX Runtime call as the prediction."""
+constant width. With Mondrian cells (medcast.mondrian; Vovk et al. 2005, ch. 4) q is each row's,
+looked up from its group features' string inputs (LabelEncoder, Gather) in a float32 table.
+The service then gets the interval from the same verified file and the same ONNX Runtime call
+as the prediction."""
 
 from __future__ import annotations
 
@@ -11,26 +13,28 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from medcast.datasets.spec import MISSING_LEVEL
 from medcast.errors import ArtifactError
 from medcast.features import FeatureSchema
-from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
+from medcast.onnx.contract import INTERVAL_OUTPUTS, MISSING_TEXT, OUTPUT_NAME
 from medcast.onnx.runtime import batch_rows, inference_session, run_batched
 
 if TYPE_CHECKING:
     import onnx
 
     from medcast.intervals import IntervalModel
+    from medcast.mondrian import Cells
 
 PREFIX = "difficulty_"
+# LabelEncoder's version 2 (string keys → int64 values), in ai.onnx.ml since its opset 2.
+LABEL_ENCODER_OPSET = 2
 
 
 def with_intervals(model: onnx.ModelProto, interval: IntervalModel, schema: FeatureSchema
                    ) -> onnx.ModelProto:
     """A copy of `model` (to_onnx's graph) with outputs `lower` and `upper` added."""
     import onnx
-    from onnx import TensorProto, compose, helper, numpy_helper
-
-    from medcast.onnx.export import to_onnx
+    from onnx import TensorProto, helper, numpy_helper
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -40,37 +44,14 @@ def with_intervals(model: onnx.ModelProto, interval: IntervalModel, schema: Feat
     if any(name.startswith(PREFIX) for name in taken) or set(INTERVAL_OUTPUTS) & taken:
         raise ArtifactError(f"the exported graph already uses tensor names starting with "
                             f"'{PREFIX}' or named {list(INTERVAL_OUTPUTS)}")
-    q = numpy_helper.from_array(np.array(interval.q, dtype=np.float32), "interval_q")
-    graph.initializer.append(q)
-    if interval.method == "adaptive":
-        if interval.difficulty is None:
-            raise ArtifactError("an adaptive interval needs its fitted difficulty model")
-        difficulty = compose.add_prefix(to_onnx(interval.difficulty, schema), PREFIX,
-                                        rename_inputs=False)
-        nodes, initializers = _share_decimal_inputs(difficulty.graph, taken, schema)
-        graph.node.extend(nodes)
-        graph.initializer.extend(initializers)
-        # skl2onnx declares the lowest opset each graph needs (≤ TARGET_OPSET): the merged
-        # graph takes the higher per domain (the operators used mean the same in both).
-        versions = {o.domain: o.version for o in out.opset_import}
-        for opset in difficulty.opset_import:
-            versions[opset.domain] = max(versions.get(opset.domain, 0), opset.version)
-        del out.opset_import[:]
-        out.opset_import.extend(helper.make_opsetid(domain, version)
-                                for domain, version in sorted(versions.items()))
-        floor = numpy_helper.from_array(np.array(interval.floor, dtype=np.float32),
-                                        "interval_floor")
-        graph.initializer.append(floor)
-        sigma = difficulty.graph.output[0].name
-        graph.node.extend([
-            helper.make_node("Max", [sigma, "interval_floor"], ["interval_sigma"],
-                             name="interval_sigma"),
-            helper.make_node("Mul", ["interval_sigma", "interval_q"], ["interval_half"],
-                             name="interval_half"),
-        ])
-        half = "interval_half"
-    else:
-        half = "interval_q"  # broadcast against [N, 1]
+    if interval.cells is None:
+        q = numpy_helper.from_array(np.array(interval.q, dtype=np.float32), "interval_q")
+        graph.initializer.append(q)
+    else:  # Mondrian: each row's q from its cell, [N, 1]
+        _add_cell_q(out, interval.cells, interval.q, taken)
+    # q·max(σ, floor); constant width: q itself, broadcast against [N, 1]
+    half = (_add_difficulty(out, interval, schema, taken) if interval.method == "adaptive"
+            else "interval_q")
     lower, upper = INTERVAL_OUTPUTS
     graph.node.extend([
         helper.make_node("Sub", [OUTPUT_NAME, half], [lower], name="interval_lower"),
@@ -83,6 +64,88 @@ def with_intervals(model: onnx.ModelProto, interval: IntervalModel, schema: Feat
     except Exception as err:
         raise ArtifactError(f"the graph with intervals is not valid ONNX: {err}") from err
     return out
+
+
+def _add_difficulty(out: onnx.ModelProto, interval: IntervalModel, schema: FeatureSchema,
+                    taken: set[str]) -> str:
+    """Merge the difficulty pipeline's graph into `out` (tensors prefixed, feature inputs
+    shared) and add q·max(σ, floor); returns the name of that half-width tensor."""
+    from onnx import compose, helper, numpy_helper
+
+    from medcast.onnx.export import to_onnx
+
+    if interval.difficulty is None:
+        raise ArtifactError("an adaptive interval needs its fitted difficulty model")
+    graph = out.graph
+    difficulty = compose.add_prefix(to_onnx(interval.difficulty, schema), PREFIX,
+                                    rename_inputs=False)
+    nodes, initializers = _share_decimal_inputs(difficulty.graph, taken, schema)
+    graph.node.extend(nodes)
+    graph.initializer.extend(initializers)
+    _merge_opsets(out, {o.domain: o.version for o in difficulty.opset_import})
+    floor = numpy_helper.from_array(np.array(interval.floor, dtype=np.float32), "interval_floor")
+    graph.initializer.append(floor)
+    sigma = difficulty.graph.output[0].name
+    graph.node.extend([
+        helper.make_node("Max", [sigma, "interval_floor"], ["interval_sigma"],
+                         name="interval_sigma"),
+        helper.make_node("Mul", ["interval_sigma", "interval_q"], ["interval_half"],
+                         name="interval_half"),
+    ])
+    return "interval_half"
+
+
+def _merge_opsets(out: onnx.ModelProto, versions: dict[str, int]) -> None:
+    """skl2onnx declares the lowest opset each graph needs (≤ TARGET_OPSET): the merged graph
+    takes the higher per domain (the operators used mean the same in both)."""
+    from onnx import helper
+
+    merged = {o.domain: o.version for o in out.opset_import}
+    for domain, version in versions.items():
+        merged[domain] = max(merged.get(domain, 0), version)
+    del out.opset_import[:]
+    out.opset_import.extend(helper.make_opsetid(domain, version)
+                            for domain, version in sorted(merged.items()))
+
+
+def _add_cell_q(out: onnx.ModelProto, cells: Cells, pooled_q: float, taken: set[str]) -> None:
+    """Nodes giving `interval_q` [N, 1], each row's Mondrian q (medcast.mondrian): per group
+    feature an ai.onnx.ml LabelEncoder (its string input → the level's code; "" is
+    "(missing)"; any other text the unseen code), the codes combined row-major into one cell
+    index as Cells.codes does, and a Gather from the float32 table of q's (Cells.table)."""
+    from onnx import helper, numpy_helper
+
+    nodes: list[Any] = []
+    constants = [numpy_helper.from_array(cells.table(pooled_q).astype(np.float32),
+                                         "interval_q_table")]
+    index = ""
+    for j, (name, levels) in enumerate(zip(cells.groups, cells.levels, strict=True)):
+        keys, values = list(levels), list(range(len(levels)))
+        if MISSING_LEVEL in levels:
+            keys.append(MISSING_TEXT)
+            values.append(levels.index(MISSING_LEVEL))
+        code = f"interval_code_{j}"
+        nodes.append(helper.make_node("LabelEncoder", [name], [code], name=code,
+                                      domain="ai.onnx.ml", keys_strings=keys,
+                                      values_int64s=values, default_int64=len(levels)))
+        if not index:
+            index = code
+            continue
+        radix = numpy_helper.from_array(np.array(len(levels) + 1, dtype=np.int64),
+                                        f"interval_radix_{j}")
+        constants.append(radix)
+        nodes.append(helper.make_node("Mul", [index, radix.name], [f"interval_scaled_{j}"],
+                                      name=f"interval_scaled_{j}"))
+        index = f"interval_cell_{j}"
+        nodes.append(helper.make_node("Add", [f"interval_scaled_{j}", code], [index], name=index))
+    nodes.append(helper.make_node("Gather", ["interval_q_table", index], ["interval_q"], axis=0,
+                                  name="interval_q"))
+    clash = ({t for n in nodes for t in n.output} | {c.name for c in constants}) & taken
+    if clash:
+        raise ArtifactError(f"the exported graph already uses the tensor names {sorted(clash)}")
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(constants)
+    _merge_opsets(out, {"ai.onnx.ml": LABEL_ENCODER_OPSET})
 
 
 def _share_decimal_inputs(difficulty: Any, taken: set[str], schema: FeatureSchema
