@@ -47,7 +47,8 @@ def load(name: str, path: Path | None) -> tuple[Any, pd.DataFrame]:
 
 
 def one_split(ds: Any, frame: pd.DataFrame, model: str, defaults: dict[str, Any], seed: int,
-              level: float, groups: tuple[str, ...] = ()) -> dict[str, Any]:
+              level: float, groups: tuple[str, ...] = (), folds: int = CV_FOLDS
+              ) -> dict[str, Any]:
     """Test coverage and width of the chosen, adaptive and constant variants (overall, per
     group) on one seeded split; with `groups` also of the Mondrian ones ("mondrian",
     "mondrian adaptive", "mondrian constant"), per cell too."""
@@ -58,14 +59,14 @@ def one_split(ds: Any, frame: pd.DataFrame, model: str, defaults: dict[str, Any]
     X, y = split_xy(train, schema)
     Xt, yt = split_xy(test, schema)
     estimator = models.build(model, defaults, schema, seed)
-    oof = intervals.oof_predictions(estimator, X, y, CV_FOLDS, seed)
+    oof = intervals.oof_predictions(estimator, X, y, folds, seed)
     predicted = estimator.fit(X, y).predict(Xt)
-    variants = intervals.fit_both(X, y, oof, schema, level, CV_FOLDS, seed)
+    variants = intervals.fit_both(X, y, oof, schema, level, folds, seed)
     chosen = intervals.choose(variants)
     out: dict[str, Any] = {"method": chosen.method}
     todo = [("chosen", chosen), *variants.items()]
     if groups:
-        mondrian = intervals.fit_both(X, y, oof, schema, level, CV_FOLDS, seed, groups)
+        mondrian = intervals.fit_both(X, y, oof, schema, level, folds, seed, groups)
         out["mondrian method"] = intervals.choose(mondrian).method
         out["cells"] = intervals.choose(mondrian).cells.labels()
         todo += [("mondrian", intervals.choose(mondrian)),
@@ -263,6 +264,8 @@ def main() -> None:
     ap.add_argument("--groups", action="append", default=[], metavar="[DATASET=]COL[,COL]",
                     help="also Mondrian intervals over these categorical features (crossed), "
                          "side by side with pooled ones; repeat per dataset")
+    ap.add_argument("--folds", type=int, default=CV_FOLDS,
+                    help="folds of the out-of-fold residuals (evaluate.interval_folds)")
     ap.add_argument("--cost-only", action="store_true",
                     help="only the served model call's cost with and without intervals")
     args = ap.parse_args()
@@ -285,7 +288,7 @@ def main() -> None:
         model = MODELS[name]
         start = time.perf_counter()
         runs = [one_split(ds, frame, model, configs[model].defaults, s, level,
-                          groups.get(name, ())) for s in seeds]
+                          groups.get(name, ()), args.folds) for s in seeds]
         seconds = time.perf_counter() - start
         print(f"\n{name} ({model}, conf defaults; {len(seeds)} splits 80/20, {seconds:.0f} s), "
               f"level {level:.0%}")

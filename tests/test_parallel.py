@@ -15,7 +15,7 @@ import pytest
 
 from medcast.errors import ConfigError
 from medcast.metrics import cross_validate
-from medcast.parallel import n_workers, ordered
+from medcast.parallel import completed, n_workers, ordered
 from tests.support.estimators import SlowRidge
 
 pytestmark = pytest.mark.timeout(240)
@@ -46,6 +46,23 @@ def test_ordered_yields_in_submission_order_locally():
     calls = [(time.sleep, (0.2 - 0.05 * k,)) for k in range(4)]
     assert list(ordered(calls, 2)) == [None] * 4
     assert list(ordered([(abs, (-k,)) for k in range(5)], 2)) == [0, 1, 2, 3, 4]
+
+
+def _slow_echo(k: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return k
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_completed_yields_every_call_once_with_its_index(jobs):
+    calls = [(_slow_echo, (k, 0.3 if k == 0 else 0.0)) for k in range(6)]
+    assert sorted(completed(calls, jobs)) == [(k, k) for k in range(6)]
+
+
+def test_completed_on_the_cluster_gives_what_ordered_gives(cluster):
+    address, _ = cluster
+    calls = [(abs, (-k,)) for k in range(5)]
+    assert sorted(completed(calls, None, address)) == list(enumerate(ordered(calls, 1)))
 
 
 def test_cross_validation_on_the_cluster_scores_as_locally(cluster):

@@ -218,3 +218,17 @@ def test_halving_at_or_above_the_tables_rows_changes_nothing(data):
     at = list(evaluate_candidates(names, hps, _halving(p, len(X)), schema, X, y))
     assert [(r.folds, r.train, r.fidelity, r.note) for r in plain] == \
            [(r.folds, r.train, r.fidelity, r.note) for r in at]
+
+
+def test_each_candidate_is_reported_as_it_finishes_and_yielded_in_order(data):
+    """on_result hears of every candidate once, as it finishes (in whatever order); the
+    generator still yields in the candidates' order."""
+    from dataclasses import replace
+
+    p, schema, X, y = data
+    names = ["mlp", "ridge", "linear"]
+    heard: list[str] = []
+    runs = list(evaluate_candidates(names, {n: p.models[n].defaults for n in names},
+                                    replace(p.cv, n_jobs=2), schema, X, y,
+                                    on_result=lambda r: heard.append(r.model)))
+    assert [r.model for r in runs] == names and sorted(heard) == sorted(names)

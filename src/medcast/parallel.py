@@ -86,3 +86,36 @@ def ordered(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs:
                 yield future.result()
         finally:
             client.cancel(futures)  # a consumer that stopped early (a pruned trial)
+
+
+def completed(calls: Iterable[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs: int | None,
+              cluster: str | None = None) -> Iterator[tuple[int, Any]]:
+    """Like ordered(), but yield (index of the call, result) as each finishes: a caller can
+    report progress while keeping its own order (the results are the same wherever and in
+    whatever order they ran)."""
+    from joblib import Parallel, delayed
+
+    calls = list(calls)
+    if cluster is None:
+        jobs = n_workers(n_jobs)
+        if jobs == 1 or len(calls) <= 1:
+            for i, (fn, args) in enumerate(calls):
+                yield i, one_thread(fn, *args)
+            return
+        tasks = [delayed(_indexed)(i, fn, *args) for i, (fn, args) in enumerate(calls)]
+        yield from Parallel(n_jobs=min(jobs, len(tasks)), return_as="generator_unordered")(tasks)
+        return
+    from distributed import as_completed
+
+    with dask_client(cluster) as client:
+        futures = {client.submit(one_thread, fn, *args, pure=False): i
+                   for i, (fn, args) in enumerate(calls)}
+        try:
+            for future in as_completed(list(futures)):
+                yield futures[future], future.result()
+        finally:
+            client.cancel(list(futures))
+
+
+def _indexed(i: int, fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
+    return i, one_thread(fn, *args)

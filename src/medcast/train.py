@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import METRICS, capped, fit_score, fold_indices, scores, summarize
 from medcast.models import NULL_MODEL as NULL
 from medcast.models import large
-from medcast.parallel import ordered
+from medcast.parallel import completed
 from medcast.selection import Selection, as_record, fold_sizes, select
 
 log = logging.getLogger("medcast.train")
@@ -59,10 +60,11 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 
 def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
-         schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series],
-         full: bool) -> Iterator[CandidateResult]:
+         schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series], full: bool,
+         on_result: Callable[[CandidateResult], None] | None = None) -> Iterator[CandidateResult]:
     """Repeated K-fold CV of each candidate on `train` (X, y), then (with `full`) one fit on all
-    of X for its apparent scores; results in the candidates' order (see evaluate_candidates)."""
+    of X for its apparent scores; results in the candidates' order (see evaluate_candidates),
+    and `on_result` called with each as soon as its last task finishes."""
     X, y = train
     plans = [large.plan(name, hps[name], len(X), cfg.large, cfg.repeats) for name in names]
     splits = fold_indices(len(X), cfg.folds, cfg.seed, cfg.repeats)
@@ -73,6 +75,7 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
     slow = {p.model for p in plans if models.get(p.build_as).expensive}
     run = [p for p in plans if p.model in slow] + [p for p in plans if p.model not in slow]
     calls: list[tuple[Any, tuple[Any, ...]]] = []
+    owner: list[str] = []  # the candidate of each call
     for p in run:
         if p.fidelity == large.SKIPPED:
             continue
@@ -82,24 +85,35 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
         if full:
             everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
             calls.append((_timed, (_full_fit, estimator, X, y, everything)))
-    results = ordered(calls, cfg.n_jobs, cfg.cluster)
-    done: dict[str, CandidateResult] = {}
-    for p in run:
-        if p.fidelity == large.SKIPPED:
-            done[p.model] = CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, 0.0, {},
-                                            p.fidelity, p.note)
-        else:
-            n = cfg.folds * p.repeats
-            tasks = [next(results) for _ in range(n + full)]
-            folds = [fold for fold, _ in tasks[:n]]
-            fit = tasks[-1][0] if full else {"train": {}, "history": {}}
-            done[p.model] = CandidateResult(
-                model=p.model, params=dict(hps[p.model]), folds=folds, cv=summarize(folds),
-                train=fit["train"], seconds=sum(s for _, s in tasks), history=fit["history"],
-                fidelity=p.fidelity, note=p.note,
-            )
+        owner += [p.model] * (cfg.folds * p.repeats + full)
+    done = {p.model: CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, 0.0, {},
+                                     p.fidelity, p.note)
+            for p in plans if p.fidelity == large.SKIPPED}
+    by_plan, expected = {p.model: p for p in plans}, Counter(owner)
+    tasks: dict[str, dict[int, Any]] = {}
+    for i, result in completed(calls, cfg.n_jobs, cfg.cluster):
+        mine = tasks.setdefault(owner[i], {})
+        mine[i] = result
+        if len(mine) == expected[owner[i]]:
+            done[owner[i]] = _result(by_plan[owner[i]], hps, [mine[k] for k in sorted(mine)],
+                                     cfg.folds * by_plan[owner[i]].repeats, full)
+            if on_result is not None:
+                on_result(done[owner[i]])
         while plans and plans[0].model in done:  # in the candidates' order
             yield done.pop(plans.pop(0).model)
+    while plans:  # skipped candidates after the last task
+        yield done.pop(plans.pop(0).model)
+
+
+def _result(p: large.Plan, hps: dict[str, dict[str, Any]], tasks: list[Any], n: int,
+            full: bool) -> CandidateResult:
+    """A candidate's result from its tasks' (value, seconds), in submission order."""
+    folds = [fold for fold, _ in tasks[:n]]
+    fit = tasks[-1][0] if full else {"train": {}, "history": {}}
+    return CandidateResult(model=p.model, params=dict(hps[p.model]), folds=folds,
+                           cv=summarize(folds), train=fit["train"],
+                           seconds=sum(s for _, s in tasks), history=fit["history"],
+                           fidelity=p.fidelity, note=p.note)
 
 
 def evaluate_candidates(
@@ -110,6 +124,7 @@ def evaluate_candidates(
     X: pd.DataFrame,
     y: pd.Series,
     forced: str | None = None,
+    on_result: Callable[[CandidateResult], None] | None = None,
 ) -> Iterator[CandidateResult]:
     """Repeated K-fold CV of each candidate on the training set (params `cv`), then one fit on
     all of it for its apparent scores. Every fold and final fit of every candidate is one
@@ -120,10 +135,11 @@ def evaluate_candidates(
     Above cv.large.halving_above rows (successive halving, medcast.models.large): every
     candidate is first cross-validated on a stratified subsample of that many rows; the best
     halving_keep (and the `forced` one, train.select) then run as above on all rows, the others
-    come back `screened` with their subsample CV scores and no train scores."""
+    come back `screened` with their subsample CV scores and no train scores. Without screening,
+    `on_result` is called with each candidate as soon as it finishes (progress)."""
     subsample = large.screening_set(X, y, cfg.large, cfg.seed)
     if subsample is None:
-        yield from _run(names, hps, cfg, schema, (X, y), True)
+        yield from _run(names, hps, cfg, schema, (X, y), True, on_result)
         return
     rows = len(subsample[0])
     # Candidates skipped on all rows are not screened (their rows come back as skipped), nor is
@@ -287,9 +303,16 @@ def main() -> None:
 
     names = [NULL, *params.candidates]
     hps = {NULL: {}, **{n: params.models[n].defaults for n in params.candidates}}
+    said: list[str] = []
+
+    def say(r: CandidateResult) -> None:  # as each candidate finishes, whatever its order
+        said.append(r.model)
+        _say(len(said), len(names), r)
+
     results = []
-    for i, r in enumerate(evaluate_candidates(names, hps, cv, schema, X, y, cfg.select), 1):
-        _say(i, len(names), r)
+    for r in evaluate_candidates(names, hps, cv, schema, X, y, cfg.select, on_result=say):
+        if r.model not in said:
+            say(r)
         results.append(r)
     check_forced(results, cfg.select)
     choices = eligible(results)
