@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medcast import intervals, models
+from medcast import intervals, models, mondrian
 from medcast.errors import ArtifactError
 from medcast.features import Feature, FeatureSchema, typed
 from medcast.metrics import fold_indices
@@ -51,12 +51,12 @@ def fitted():
 
 def test_conformal_quantile_is_the_finite_sample_rank():
     scores = np.arange(1, 11, dtype=float)  # n = 10: ⌈11 · 0.9⌉ = 10th smallest
-    assert intervals.conformal_quantile(scores, 0.9) == 10.0
-    assert intervals.conformal_quantile(scores, 0.5) == 6.0  # ⌈5.5⌉ = 6
+    assert mondrian.conformal_quantile(scores, 0.9) == 10.0
+    assert mondrian.conformal_quantile(scores, 0.5) == 6.0  # ⌈5.5⌉ = 6
     with pytest.raises(ValueError, match="between 0 and 1"):
-        intervals.conformal_quantile(scores, 1.0)
+        mondrian.conformal_quantile(scores, 1.0)
     with pytest.raises(ValueError, match="no residuals"):
-        intervals.conformal_quantile([], 0.9)
+        mondrian.conformal_quantile([], 0.9)
 
 
 def test_adaptive_width_is_chosen_and_covers_both_groups_on_new_data(fitted):

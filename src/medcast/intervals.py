@@ -32,7 +32,6 @@ Pure functions over NumPy/pandas; scikit-learn is imported inside them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ import pandas as pd
 
 from medcast.features import FeatureSchema
 from medcast.metrics import capped, fold_indices
-from medcast.mondrian import Cells, calibrate_cells
+from medcast.mondrian import Cells, calibrate_cells, conformal_quantile
 
 METHODS = ("adaptive", "constant")
 # The difficulty model: a small, shallow boosting of |residual| (medcast.models' candidate, so
@@ -116,18 +115,6 @@ def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int,
         model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
         out[val_idx] = np.asarray(model.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
     return out
-
-
-def conformal_quantile(scores: Any, level: float) -> float:
-    """The ⌈(n+1)·level⌉-th smallest score (the largest when that exceeds n): with exchangeable
-    rows, a new score falls at or below it with probability ≥ level."""
-    values = np.sort(np.asarray(scores, dtype=float))
-    if not len(values):
-        raise ValueError("no residuals to calibrate intervals on")
-    if not 0 < level < 1:
-        raise ValueError(f"interval level must be between 0 and 1, got {level}")
-    k = min(math.ceil((len(values) + 1) * level), len(values))
-    return float(values[k - 1])
 
 
 def difficulty_model(schema: FeatureSchema, seed: int) -> Any:

@@ -37,6 +37,18 @@ from medcast.features import FeatureSchema
 from medcast.onnx.contract import MISSING_TEXT, column
 
 
+def conformal_quantile(scores: Any, level: float) -> float:
+    """The ⌈(n+1)·level⌉-th smallest score (the largest when that exceeds n): with exchangeable
+    rows, a new score falls at or below it with probability ≥ level."""
+    values = np.sort(np.asarray(scores, dtype=float))
+    if not len(values):
+        raise ValueError("no residuals to calibrate intervals on")
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must be between 0 and 1, got {level}")
+    k = min(math.ceil((len(values) + 1) * level), len(values))
+    return float(values[k - 1])
+
+
 def min_cell_rows(level: float) -> int:
     """The fewest scores whose conformal quantile (the ⌈(n+1)·level⌉-th smallest) exists: n ≥
     level / (1 − level), computed with the same arithmetic as conformal_quantile."""
@@ -149,8 +161,6 @@ def calibrate_cells(scores: Any, X: pd.DataFrame, schema: FeatureSchema, groups:
     """q per cell of `groups` from the calibration rows' conformity `scores` (one per row of
     X): the conformal quantile of the cell's scores, or `pooled_q` for a cell of fewer than
     min_cell_rows(level) rows."""
-    from medcast.intervals import conformal_quantile
-
     scores = np.asarray(scores, dtype=float).reshape(-1)
     levels = group_levels(X, schema, groups)
     cells = Cells(tuple(groups), levels, (), (), ())
