@@ -155,6 +155,9 @@ class EvaluateConfig:
     # Categorical features whose levels (crossed) each get their own conformal quantile, so
     # that the level holds within each (Mondrian conformal; medcast.mondrian); (): one for all.
     interval_groups: tuple[str, ...] = ()
+    # Folds of the out-of-fold residuals the intervals are calibrated on (an expensive
+    # candidate uses cv.folds).
+    interval_folds: int = 20
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,9 @@ def _check_study(p: StudyParams) -> None:
         raise ConfigError(f"cv.large.halving_keep: {large.halving_keep} must be at least 1")
     if p.tune.n_trials < 1:
         raise ConfigError("tune.n_trials: must be at least 1")
+    if p.evaluate.interval_folds < 2:
+        raise ConfigError(f"evaluate.interval_folds: {p.evaluate.interval_folds} must be at "
+                          "least 2")
     if p.evaluate.bootstrap < 10:
         raise ConfigError(f"evaluate.bootstrap: {p.evaluate.bootstrap} refits are too few for an "
                           "optimism estimate (at least 10; 200 is usual)")
