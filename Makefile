@@ -9,7 +9,7 @@ UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test docs lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,9 +34,18 @@ install: $(STAMP)  ## create .venv from uv.lock, every extra (idempotent)
 repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
 
-test: install  ## install, then run the test suite
+test: install  ## install, then run the test suite (and build the docs site, strict)
 	$(BIN)/ruff check src serve tests bench scripts devtools
+	$(MKDOCS) build --strict --site-dir site
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+# The documentation site (mkdocs.yml, docs/): built without internet (no web fonts, local search).
+# NO_MKDOCS_2_WARNING=1: Material for MkDocs prints a banner about its end of life on every run.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+DOCS_ADDR ?= 127.0.0.1:8080
+
+docs: install  ## serve the documentation site on http://127.0.0.1:8080 while you edit (DOCS_ADDR=host:port)
+	$(MKDOCS) serve --dev-addr $(DOCS_ADDR)
 
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
 	$(BIN)/python -m medcast.config $(O)

@@ -1,5 +1,6 @@
-"""The README's examples, from real runs, rewritten between `<!-- readme_examples:NAME -->` and
-`<!-- /readme_examples:NAME -->` (only the blocks the README has):
+"""The examples of the README and the documentation (docs/), from real runs, rewritten between
+`<!-- readme_examples:NAME -->` and `<!-- /readme_examples:NAME -->` in every file that has
+that block (a block may appear in several files; each is computed once):
 
 * `predict`: serves the pipeline's current model (models/model.onnx + models/model.json,
   md5-checked against dvc.lock, as `make serve` does), sends the first patient of the test
@@ -7,12 +8,18 @@
 * `init` and `init-yaml`: `python -m medcast.datasets init` on a generated messy clinical table
   (devtools.factories), its summary and the conf/dataset/trial.yaml it writes;
 * `exp-show` and `exp-diff`: `dvc exp show` in a 120-column terminal and `dvc exp diff` of the
-  first two experiments, as they are in the repository (run the README's two-dataset queue
-  first).
+  first two experiments, as they are in the repository (run the two-dataset queue of
+  docs/experiments.md first);
+* `how-sure`: an excerpt of the section "How sure is the result?" of the repository's
+  reports/report.md (the plot stage writes it): the no-signal warning when there is one, the
+  signal, selection, bootstrap validation table, calibration, stability and sample-size
+  paragraphs, quoted as they are (the criteria and subgroup tables stay in the report).
 
-    python -m scripts.readme_examples [--repo .] [--readme README.md] [--check]
+    python -m scripts.readme_examples [--repo .] [--check] [FILE ...]
 
---check writes nothing and exits 1 when the README shows something else than the model answers.
+FILE: the Markdown files to fill (default: README.md and every docs/**/*.md of this checkout);
+`--readme FILE` is the same as one FILE. --check writes nothing and exits 1 when a file shows
+something else than the run gives, naming the file.
 """
 
 from __future__ import annotations
@@ -112,6 +119,57 @@ def experiment_blocks(repo: Path) -> dict[str, str]:
                         f"{diff.rstrip()}\n```"}
 
 
+HOW_SURE = "## How sure is the result?"
+# The paragraphs of that section the excerpt keeps (by their first words), and those whose
+# following table it keeps too; the rest (sample-size criteria, subgroups) stays in the report.
+KEPT = ("**Signal.**", "**Selection.**", "**Internal validation**", "Budget rule:",
+        "**Calibration**", "**Stability**", "**Sample size**")
+KEPT_TABLES = ("**Internal validation**",)
+NO_SIGNAL = "> **No candidate beats the mean.**"
+TUNED = "## Tuned model: "
+
+
+def how_sure_excerpt(report: str) -> str:
+    """The `how-sure` block from reports/report.md's text: a quote of its first line's study,
+    the no-signal warning (if any) and the kept paragraphs of "How sure is the result?"."""
+    lines = report.splitlines()
+    if HOW_SURE not in lines:
+        raise RuntimeError(f"reports/report.md has no section '{HOW_SURE}': run `make repro` "
+                           "with the current code")
+    start = lines.index(HOW_SURE) + 1
+    stop = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    paragraphs, current = [], []
+    for line in [*lines[start:stop], ""]:
+        if line.strip():
+            current.append(line)
+        elif current:
+            paragraphs.append(current)
+            current = []
+    kept: list[list[str]] = [[line for line in lines[:start] if line.startswith(NO_SIGNAL)]]
+    keep_table = False
+    for paragraph in paragraphs:
+        if paragraph[0].startswith("|"):
+            if keep_table:
+                kept.append(paragraph)
+            continue
+        keep_table = paragraph[0].startswith(KEPT_TABLES)
+        if paragraph[0].startswith(KEPT):
+            kept.append(paragraph)
+    study = lines[0].removeprefix("# medcast study: ") if lines else ""
+    model = next((line.removeprefix(TUNED) for line in lines if line.startswith(TUNED)), "")
+    about = ", ".join(x for x in (study, f"selected and tuned: {model}" if model else "") if x)
+    quoted = "\n>\n".join("\n".join(f"> {line}" for line in p) for p in kept if p)
+    return (f"From `reports/report.md` ({about}), as the last `make repro` wrote it:\n\n"
+            f"{quoted}")
+
+
+def how_sure_block(repo: Path) -> str:
+    report = repo / "reports/report.md"
+    if not report.exists():
+        raise RuntimeError(f"{report} missing: run `make repro` first")
+    return how_sure_excerpt(report.read_text(encoding="utf-8"))
+
+
 def replace_block(readme: str, name: str, new: str) -> str:
     begin, end = f"<!-- readme_examples:{name} -->", f"<!-- /readme_examples:{name} -->"
     start, stop = readme.find(begin), readme.find(end)
@@ -124,46 +182,68 @@ def has_block(readme: str, name: str) -> bool:
     return f"<!-- readme_examples:{name} -->" in readme
 
 
+def default_files() -> list[Path]:
+    """README.md and every Markdown page of docs/ (sorted), in this checkout."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def compute(names: set[str], repo: Path) -> dict[str, str]:
+    """The blocks `names` asks for, each computed once; raises RuntimeError/ServiceError."""
+    blocks: dict[str, str] = {}
+    if "predict" in names:
+        blocks["predict"] = predict_block(repo)
+    if names & {"init", "init-yaml"}:
+        blocks.update(init_blocks())
+    if names & {"exp-show", "exp-diff"}:
+        blocks.update(experiment_blocks(repo))
+    if "how-sure" in names:
+        blocks["how-sure"] = how_sure_block(repo)
+    return blocks
+
+
+BLOCKS = ("predict", "init", "init-yaml", "exp-show", "exp-diff", "how-sure")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", type=Path, default=ROOT, help="the repository whose model to serve")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE",
+                        help="Markdown files to fill (default: README.md and docs/**/*.md)")
+    parser.add_argument("--repo", type=Path, default=ROOT,
+                        help="the repository whose model, experiments and report to show")
+    parser.add_argument("--readme", type=Path, action="append", default=[],
+                        help="one more FILE (the same as giving it as an argument)")
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 if stale")
     args = parser.parse_args(argv)
 
-    readme = args.readme.read_text()
-    blocks: dict[str, str] = {}
-    if has_block(readme, "predict"):
-        try:
-            blocks["predict"] = predict_block(args.repo.resolve())
-        except (RuntimeError, ServiceError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    if has_block(readme, "init"):
-        blocks.update(init_blocks())
-    if has_block(readme, "exp-show"):
-        try:
-            blocks.update(experiment_blocks(args.repo.resolve()))
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    updated = readme
+    files = [*args.files, *args.readme] or default_files()
+    texts = {path: path.read_text(encoding="utf-8") for path in files}
+    wanted = {path: [n for n in BLOCKS if has_block(text, n)] for path, text in texts.items()}
     try:
-        for name, text in blocks.items():
-            updated = replace_block(updated, name, text)
-    except ValueError as exc:
-        print(f"error: {args.readme}: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        if updated != readme:
-            print(f"{args.readme}: the example is stale; run `python -m scripts.readme_examples`",
+        blocks = compute({n for names in wanted.values() for n in names}, args.repo.resolve())
+    except (RuntimeError, ServiceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stale = []
+    for path, text in texts.items():
+        updated = text
+        try:
+            for name in wanted[path]:
+                updated = replace_block(updated, name, blocks[name])
+        except ValueError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
+        if not wanted[path] or updated == text:
+            if wanted[path]:
+                print(f"{path}: the examples match ({', '.join(wanted[path])})")
+            continue
+        if args.check:
+            stale.append(path)
+            print(f"{path}: the example is stale; run `python -m scripts.readme_examples`",
                   file=sys.stderr)
-            return 1
-        print(f"{args.readme}: the examples match ({', '.join(blocks)})")
-        return 0
-    args.readme.write_text(updated)
-    print(f"{args.readme}: examples written ({', '.join(blocks)})")
-    return 0
+        else:
+            path.write_text(updated, encoding="utf-8")
+            print(f"{path}: examples written ({', '.join(wanted[path])})")
+    return 1 if stale else 0
 
 
 def predict_block(repo: Path) -> str:

@@ -237,7 +237,7 @@ def test_push_then_fresh_clones_restore_and_serve_from_s3(built_repo, s3_server,
     assert "Running stage" not in run(["dvc", "repro"], pulled).stdout
     for rel in ("models/model.onnx", "reports/metrics.json", "reports/figures/residuals.png"):
         assert (pulled / rel).read_bytes() == (repo / rel).read_bytes(), rel
-    _readme_fresh_clone_recipe_restores(repo)
+    _documented_fresh_clone_recipe_restores(repo)
 
     served = tmp_path / "served"  # no cache, no outputs: the model can only come from S3
     run(["git", "clone", "-q", str(repo), str(served)], tmp_path)
@@ -271,9 +271,10 @@ def _without_the_virtualenv() -> dict[str, str]:
     return env
 
 
-def _readme_fresh_clone_recipe_restores(repo) -> None:
-    """The README's fresh-clone recipe, run as written (bash, no activated virtualenv) in a
-    repository whose outputs are committed and pushed: the copy is complete and clean."""
+def _documented_fresh_clone_recipe_restores(repo) -> None:
+    """The documentation's fresh-clone recipe (docs/sharing.md), run as written (bash, no
+    activated virtualenv) in a repository whose outputs are committed and pushed: the copy is
+    complete and clean."""
     import os
     import re
     import sys
@@ -281,10 +282,10 @@ def _readme_fresh_clone_recipe_restores(repo) -> None:
 
     from tests.conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs/sharing.md").read_text()
     recipe = re.search(r"<!-- recipe:fresh-clone -->\n```bash\n(.*?)```\n<!-- /recipe:fresh-clone -->",
-                       readme, re.S)
-    assert recipe, "README: the fresh-clone recipe block is missing"
+                       page, re.S)
+    assert recipe, "docs/sharing.md: the fresh-clone recipe block is missing"
     venv = repo / ".venv"  # the recipe borrows the checkout's virtualenv, as in a real checkout
     venv.symlink_to(Path(sys.prefix), target_is_directory=True)
     try:
