@@ -2,7 +2,7 @@
 schemas at 1×, 10× and 100× the real row counts (1,000× with --huge).
 
     python -m bench.scale [--datasets insurance,diabetes] [--scales 1,10] [--huge]
-                          [--stages preprocess,train,tune,evaluate,plot]
+                          [--stages preprocess,train,tune,evaluate,export,plot]
                           [--compare n_jobs|policy|halving] [--source insurance=PATH]
                           [--timeout SECONDS] [-S key=value ...]
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--datasets", default="insurance,diabetes")
     ap.add_argument("--scales", default="1,10,100", help="multiples of the real row counts")
     ap.add_argument("--huge", action="store_true", help="also 1000× (hours on 2 cores)")
-    ap.add_argument("--stages", default="preprocess,train,tune,evaluate,plot")
+    ap.add_argument("--stages", default="preprocess,train,tune,evaluate,export,plot")
     ap.add_argument("--compare", choices=sorted(COMPARE), default=None)
     ap.add_argument("--source", action="append", default=[], metavar="DATASET=PATH",
                     help="resample this real table (CSV) with jitter for DATASET")

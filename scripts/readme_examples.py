@@ -122,10 +122,10 @@ def experiment_blocks(repo: Path) -> dict[str, str]:
 HOW_SURE = "## How sure is the result?"
 # The paragraphs of that section the excerpt keeps (by their first words), and those whose
 # following table it keeps too; the rest (sample-size criteria, subgroups) stays in the report.
-KEPT = ("**Signal.**", "**Selection.**", "**Internal validation**", "Budget rule:",
+KEPT = ("**Signal:**", "**Selection:**", "**Internal validation**", "Budget rule:",
         "**Calibration**", "**Stability**", "**Sample size**")
 KEPT_TABLES = ("**Internal validation**",)
-NO_SIGNAL = "> **No candidate beats the mean.**"
+NO_SIGNAL = "> **No candidate beats the mean:**"
 TUNED = "## Tuned model: "
 
 

@@ -32,7 +32,7 @@ def test_how_sure_excerpt_quotes_signal_selection_bootstrap_calibration_and_samp
                            "`ridge`)")
     body = text.split("\n\n", 1)[1]
     assert all(line.startswith(">") for line in body.splitlines())
-    for needle in ("> **Signal.** Ridge predicts charges", "> **Selection.** Rule `one_se`",
+    for needle in ("> **Signal:** ridge predicts charges", "> **Selection:** Rule `one_se`",
                    "> **Internal validation** (200 bootstrap refits", "> | R² | 0.75 | 0.02 | 0.73 |",
                    "> **Calibration** (observed on predicted", "optimism-corrected slope 0.970",
                    "> **Stability**", "> **Sample size**", "at least 245 training rows"):
@@ -44,7 +44,7 @@ def test_how_sure_excerpt_quotes_signal_selection_bootstrap_calibration_and_samp
 
 def test_how_sure_excerpt_of_a_run_without_signal_starts_with_the_warning():
     text = how_sure_excerpt(report(no_signal(VALIDATION)))
-    assert text.split("\n\n", 1)[1].startswith("> > **No candidate beats the mean.**")
+    assert text.split("\n\n", 1)[1].startswith("> > **No candidate beats the mean:**")
 
 
 def test_how_sure_excerpt_of_a_report_without_the_section_says_what_to_run():
@@ -86,7 +86,7 @@ def test_readme_option_is_one_more_file(tmp_path: Path):
     readme = tmp_path / "README.md"
     readme.write_text("<!-- readme_examples:how-sure -->\n<!-- /readme_examples:how-sure -->\n")
     assert main(["--repo", str(repo), "--readme", str(readme)]) == 0
-    assert "> **Signal.**" in readme.read_text()
+    assert "> **Signal:**" in readme.read_text()
 
 
 def test_a_missing_report_is_one_error(tmp_path: Path, capsys):

@@ -49,7 +49,7 @@ def test_pure_noise_says_no_candidate_beats_the_mean_in_the_log_metrics_reports_
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert metrics["signal"] is False and metrics["dataset.name"] == "noise"
     report = (repo / "reports/report.md").read_text().splitlines()
-    assert report[2].startswith("> **No candidate beats the mean.**")
+    assert report[2].startswith("> **No candidate beats the mean:** the best,")
     assert (repo / "reports/tripod.md").read_text().count("No candidate beats the mean") == 1
     validation = json.loads((repo / "reports/validation.json").read_text())
     assert validation["signal"]["message"].startswith(NO_SIGNAL)
@@ -92,4 +92,4 @@ def test_strong_signal_is_said_and_the_corrected_r2_agrees_with_the_test_r2(tmp_
     assert metrics["signal"] is True and metrics["test.r2"] > 0.6
     assert abs(metrics["validation.r2_corrected"] - metrics["test.r2"]) <= 0.05
     report = (repo / "reports/report.md").read_text()
-    assert "No candidate beats the mean" not in report and "**Signal.**" in report
+    assert "No candidate beats the mean" not in report and "**Signal:**" in report

@@ -39,18 +39,15 @@ def _ci(low: float | None, high: float | None, digits: str = ".4g") -> str:
     return f"[{low:{digits}}, {high:{digits}}]"
 
 
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]
-
-
 def signal_lines(validation: dict[str, Any]) -> list[str]:
     """The report's first lines: a warning when no candidate beats the mean."""
     signal = validation["signal"]
     if signal["signal"]:
         return []
-    return ["> **No candidate beats the mean.** " + _sentence(signal["message"]) + ". Its "
-            "predictions carry no information about patients beyond the average; they are "
-            "exported and served only so that this can be seen.", ""]
+    detail = signal["message"].removeprefix("no candidate beats the mean: ")
+    return ["> **No candidate beats the mean:** " + detail + ". Its predictions carry no "
+            "information about patients beyond the average; they are exported and served only "
+            "so that this can be seen.", ""]
 
 
 def candidate_table(board: pd.DataFrame) -> str:
@@ -93,9 +90,9 @@ def how_sure(validation: dict[str, Any], level: float) -> list[str]:
     calib = validation["calibration"]
     lines = [
         "## How sure is the result?", "",
-        f"**Signal.** {_sentence(validation['signal']['message'])} (paired CV folds, corrected "
-        "resampled t-test, Nadeau & Bengio 2003).", "",
-        f"**Selection.** Rule `{validation['selection']['rule']}`: "
+        f"**Signal:** {validation['signal']['message']} (paired CV folds, corrected resampled "
+        "t-test, Nadeau & Bengio 2003).", "",
+        f"**Selection:** Rule `{validation['selection']['rule']}`: "
         f"{validation['selection']['reason']}.", "",
         f"**Internal validation** ({boot['n_boot']} bootstrap refits of the tuned model, "
         "Harrell's optimism correction as `rms::validate`; test intervals from 2,000 bootstrap "
