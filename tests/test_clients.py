@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
@@ -21,8 +20,7 @@ from serve.__main__ import main
 from serve.app import create_app
 from serve.clients import Clients, ClientsError
 from serve.settings import Settings
-from tests.support.serving import serving
-from tests.test_serve import log_count, scraped, wait_until
+from tests.support.serving import log_count, serving, wait_until, written
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,11 +42,6 @@ def make(repo: Path, clients_file: Path | None, **overrides: Any) -> Settings:
                                 rate_limit=None)
     base.update(overrides)
     return Settings(**base)
-
-
-def written(client: TestClient, n: int) -> None:
-    wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == n,
-               what=f"{n} rows written")
 
 
 # ---- the file and the commands --------------------------------------------------------------

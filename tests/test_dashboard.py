@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import math
-import os
 import re
 import struct
 import time
@@ -25,16 +24,13 @@ import pytest
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.settings import Settings
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.support.serving import serving
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "dashboard-key-7"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-INSTALL = "apt-get install chromium"
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 
 
@@ -178,24 +174,6 @@ def test_figures_dir_setting_defaults_to_reports_figures(tmp_path: Path) -> None
 
 
 # ---- the real service in a real browser ------------------------------------------------------
-
-
-def require_browser() -> Any:
-    """Playwright's sync API, or skip (fail on CI) with how to get the missing piece."""
-    if not CHROMIUM.exists():
-        message = (f"{CHROMIUM} is missing: the dashboard's browser test drives Debian's "
-                   f"Chromium; install it with `{INSTALL}`")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        from playwright import sync_api
-    except ImportError:
-        message = "playwright is not installed: `make install` installs the locked dev dependencies"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return sync_api
 
 
 @contextmanager

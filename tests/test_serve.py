@@ -37,7 +37,7 @@ from serve import service as serveservice
 from serve.app import create_app
 from serve.model import ModelError, load_model
 from serve.settings import Settings, SettingsError
-from tests.support.serving import PG_URL, metric, serving
+from tests.support.serving import PG_URL, log_count, metric, scraped, serving, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,28 +60,6 @@ def make_settings(repo: Path, **overrides: Any) -> Settings:
     )
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
-
-
-def log_count(url: str) -> int:
-    engine = sa.create_engine(url)
-    try:
-        return servedb.count_rows(engine)
-    finally:
-        engine.dispose()
-
-
-def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def scraped(client: Any, name: str, **labels: str) -> float | None:
-    """One sample of GET /metrics (None if absent)."""
-    return metric(client.get("/metrics").text, name, **labels)
 
 
 # ---- settings -------------------------------------------------------------------------------
