@@ -364,16 +364,17 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
                                                        pycache: Path) -> None:
     """A model that imputes missing values (medcast's own pipeline on a messy table): its
     nullable fields are optional in the form, a blank one is sent as null, and the service
-    answers; a required field left blank is still stopped by the browser."""
+    answers; a required field left blank is still stopped by the browser. An integer-coded
+    category (`trt`: "1", "2") is a select that sends the level's text."""
     import json
 
     from devtools.tiny_model import build_nullable_model
 
     sync_api = require_browser()
     expect = sync_api.expect
-    model = build_nullable_model(tmp_path / "model")
+    model = build_nullable_model(tmp_path / "model", coded=True)
     nullable = [f["name"] for f in model.card["features"] if f["nullable"]]
-    assert nullable == ["BL.Cig.Day", "sbp", "Hypertension"]
+    assert nullable == ["BL.Cig.Day", "sbp", "Hypertension", "trt"]
     with real_service(model.root, figures, tmp_path, pycache) as base, \
             sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
@@ -398,11 +399,19 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
             field["BL.Cig.Day"].fill("")
             field["sbp"].fill("")
             field["Hypertension"].select_option("")
+            field["trt"].select_option("")
             page.locator("#predict-button").click()
             expect(page.locator("#result")).to_be_visible()
             sent = json.loads(bodies[-1])
             assert sent["BL.Cig.Day"] is None and sent["sbp"] is None
             assert sent["Hypertension"] is None and sent["age"] is not None
+            assert sent["trt"] is None
+
+            field["trt"].select_option("2")
+            before = page.locator("#result-request").inner_text()
+            page.locator("#predict-button").click()
+            expect(page.locator("#result-request")).not_to_have_text(before)
+            assert json.loads(bodies[-1])["trt"] == "2"  # the level's text, as the card has it
 
             field["age"].fill("")  # required: the browser refuses before any request
             before = len(bodies)
