@@ -36,11 +36,12 @@ def write_insurance_csv(path, n: int = 200, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def messy_clinical_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+def messy_clinical_frame(n: int = 300, seed: int = 0, coded: bool = False) -> pd.DataFrame:
     """A clinical table as it comes: an id column, two columns nobody wants (free text, a date),
     a dotted column name, 30% missing in two numbers and one category, categories padded with
     spaces, and a few rows without the target. The outcome rises with age, smoking and blood
-    pressure, and with hypertension."""
+    pressure, and with hypertension. `coded`: also a trial arm `trt` coded 1/2 (10% missing; the
+    outcome 8 lower in arm 2), the other columns as without it."""
     rng = np.random.default_rng(seed)
     age = rng.integers(20, 80, n)
     cig = np.round(rng.gamma(2.0, 6.0, n), 1)
@@ -64,12 +65,18 @@ def messy_clinical_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     for column in ("BL.Cig.Day", "sbp", "Hypertension"):
         frame.loc[rng.random(n) < 0.3, column] = None
     frame.loc[rng.random(n) < 0.03, "outcome"] = None
+    if coded:  # drawn last: the other columns are those of the table without it
+        trt = rng.choice([1, 2], n)
+        frame["outcome"] = np.round(frame["outcome"] - np.where(trt == 2, 8.0, 0.0), 3)
+        frame.insert(frame.columns.get_loc("outcome"), "trt", pd.Series(trt, dtype=object))
+        frame.loc[rng.random(n) < 0.1, "trt"] = None  # object column: the CSV holds 1, 2 or ""
     return frame
 
 
-def messy_clinical_conf() -> dict:
-    """conf/dataset/trial.yaml for messy_clinical_frame written to data/raw/trial/trial.csv."""
-    return {
+def messy_clinical_conf(coded: bool = False) -> dict:
+    """conf/dataset/trial.yaml for messy_clinical_frame written to data/raw/trial/trial.csv
+    (`coded`: with its integer-coded `trt`, its categories written as YAML numbers)."""
+    conf = {
         "name": "trial",
         "source": {"format": "csv", "path": "data/raw/trial/trial.csv"},
         "target": "outcome",
@@ -86,16 +93,23 @@ def messy_clinical_conf() -> dict:
             "outcome": {"type": "float", "min": -100, "max": 400},
         },
     }
+    if coded:
+        columns = conf["columns"]
+        outcome = columns.pop("outcome")
+        columns["trt"] = {"type": "category", "categories": [1, 2], "missing": True}
+        columns["outcome"] = outcome
+    return conf
 
 
-def messy_clinical_spec():
+def messy_clinical_spec(coded: bool = False):
     from medcast.datasets.spec import parse_dataset
 
-    return parse_dataset(messy_clinical_conf(), "conf/dataset/trial.yaml", "trial")
+    return parse_dataset(messy_clinical_conf(coded), "conf/dataset/trial.yaml", "trial")
 
 
-def write_messy_clinical_csv(path, n: int = 300, seed: int = 0) -> pd.DataFrame:
-    frame = messy_clinical_frame(n, seed)
+def write_messy_clinical_csv(path, n: int = 300, seed: int = 0, coded: bool = False
+                             ) -> pd.DataFrame:
+    frame = messy_clinical_frame(n, seed, coded)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return frame

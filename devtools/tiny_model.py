@@ -43,6 +43,7 @@ class TinyModel:
     # the pipeline's interval bounds for `examples` (medcast.intervals), when built with them
     expected_lower: list[float] | None = None
     expected_upper: list[float] | None = None
+    raw: Path | None = None  # the raw table it was trained on, as its file holds it (if any)
 
     @property
     def onnx(self) -> Path:
@@ -200,22 +201,37 @@ def _card(train: Any, held_out: Any, pipe: Any, meta: dict[str, Any], schema: An
                       {"signal": signal, "message": verdict})
 
 
-def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
+def _read_messy_table(root: Path, n: int, seed: int, coded: bool) -> tuple[Any, Any, Path]:
+    """The messy clinical table written as a raw CSV under `root` and read back as `preprocess`
+    reads it (medcast.datasets: the pipeline's reader and validator): (its dataset config, the
+    typed table of every row, the CSV's path)."""
+    from devtools.factories import messy_clinical_spec, write_messy_clinical_csv
+    from medcast.datasets import load_raw, validate
+
+    ds = messy_clinical_spec(coded)
+    path = root / ds.raw
+    write_messy_clinical_csv(path, n, seed, coded)
+    return ds, validate(load_raw(ds, root), ds), path
+
+
+def build_nullable_model(root: Path, n: int = 200, seed: int = 0, coded: bool = False
+                         ) -> TinyModel:
     """A model built by medcast's own pipeline (ridge, imputation inside) on the messy clinical
-    table, whose card marks BL.Cig.Day, sbp and Hypertension nullable; exported, locked."""
-    from devtools.factories import messy_clinical_frame, messy_clinical_spec
+    table, whose card marks BL.Cig.Day, sbp and Hypertension nullable (`coded`: and the arm `trt`,
+    categories "1", "2"); exported, locked. The raw table stays at `raw` (data/raw/trial/ under
+    `root`); `examples` are its rows as the pipeline reads them (stripped, blanks missing; rows
+    without the target too) and `expected` the native model's predictions for them."""
     from medcast import models
     from medcast.card import build_card, card_dict, card_json
-    from medcast.datasets import drop_missing_target, validate
+    from medcast.datasets import drop_missing_target
     from medcast.evaluate import metrics_report
-    from medcast.features import infer_schema, split_xy
+    from medcast.features import infer_schema, split_xy, typed
     from medcast.metrics import cross_validate, scores, summarize
     from medcast.onnx.export import save_onnx, to_onnx
     from medcast.onnx.parity import check_parity
 
-    ds = messy_clinical_spec()
-    raw = messy_clinical_frame(n, seed).astype(object)
-    frame, _ = drop_missing_target(validate(raw.where(raw.notna(), ""), ds), ds)
+    ds, table, raw = _read_messy_table(root, n, seed, coded)
+    frame, _ = drop_missing_target(table, ds)
     train, test = frame.iloc[: n * 3 // 4], frame.iloc[n * 3 // 4:]
     schema = infer_schema(train, ds)
     X, y = split_xy(train, schema)
@@ -233,7 +249,8 @@ def build_nullable_model(root: Path, n: int = 200, seed: int = 0) -> TinyModel:
                       train.to_csv(index=False).encode())
     (models_dir / "model.json").write_text(card_json(card))
     write_lock(root)
-    examples = json.loads(Xt.head(5).to_json(orient="records"))
-    expected = [float(v) for v in pipe.predict(Xt.head(5))]
+    every = typed(table, schema)
+    examples = json.loads(every.to_json(orient="records"))
+    expected = [float(v) for v in pipe.predict(every)]
     return TinyModel(root, card_dict(card), md5_file(models_dir / "model.onnx"), examples,
-                     expected)
+                     expected, raw=raw)

@@ -25,9 +25,10 @@ settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_MODEL_DIR       folder of model.onnx + model.json in the repo     default: models
   MEDCAST_DVC_REMOTE      DVC remote for MEDCAST_MODEL_REV                  default: the default
   MEDCAST_DATABASE_URL    SQLAlchemy URL of the prediction log  default: sqlite:///<repo>/serve.db
-  MEDCAST_API_KEY         key for GET /predictions (header X-API-Key)       default: disabled
-  MEDCAST_CLIENTS_FILE    client keys ('name <sha256>' lines, mode 600): every prediction
-                          route then needs a client's X-API-Key               default: no keys
+  MEDCAST_API_KEY         auditor's key: GET /predictions, every row (X-API-Key)  default: none
+  MEDCAST_CLIENTS_FILE    keys ('name <sha256> [role=auditor]' lines, mode 600): every
+                          prediction route then needs a client's X-API-Key; a client reads
+                          back its own rows only, an auditor every row        default: no keys
   MEDCAST_TLS_CERT_FILE, MEDCAST_TLS_KEY_FILE  HTTPS only (key file mode 600)  default: HTTP
   MEDCAST_TLS_CLIENT_CA_FILE  require client certificates from this CA (mTLS) default: none
   MEDCAST_MIGRATE_DATABASE_URL  owner role's URL for `migrate`   default: MEDCAST_DATABASE_URL
@@ -66,10 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     actions = keys.add_subparsers(dest="action", required=True)
     for name, text in (("add", "create a random key for NAME, keep its hash, print the key once"),
                        ("revoke", "remove NAME's keys (only --key KEY's, when given)"),
-                       ("list", "the clients and how many keys each holds")):
+                       ("list", "the names, how many keys each holds, and the auditors")):
         action = actions.add_parser(name, help=text)
         if name != "list":
             action.add_argument("name", metavar="NAME")
+        if name == "add":
+            action.add_argument("--role", choices=["client", "auditor"],
+                                help="client (default): predicts, reads back its own rows; "
+                                "auditor: reads every row, predicts nothing. A known NAME "
+                                "keeps its role")
         if name == "revoke":
             action.add_argument("--key", help="revoke only this key of NAME (rotation); "
                                 "'-' reads it from stdin (keeps it out of the shell history)")
@@ -88,7 +94,7 @@ def _keys(args: argparse.Namespace) -> int:
     path = Path(path)
     try:
         if args.action == "add":
-            key = clients.add_key(path, args.name)
+            key = clients.add_key(path, args.name, args.role)
             print(key)  # the only time the key is shown
             print(f"added a key for {args.name!r} to {path} (only its sha256 is kept: store the "
                   "key now)", file=sys.stderr)
@@ -104,8 +110,10 @@ def _keys(args: argparse.Namespace) -> int:
             print(f"revoked {n} key(s) of {args.name!r} in {path}", file=sys.stderr)
         else:
             entries, _ = clients.read(path, "clients file")
-            for name in dict.fromkeys(e.name for e in entries):
-                print(f"{name} {sum(e.name == name for e in entries)}")
+            roles = {e.name: e.role for e in entries}
+            for name, role in roles.items():
+                auditor = " role=auditor" if role == clients.AUDITOR else ""
+                print(f"{name} {sum(e.name == name for e in entries)}{auditor}")
     except (clients.ClientsError, OSError) as exc:
         print(f"medcast serve keys: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,13 @@
 """Per-client API keys: the clients file (`MEDCAST_CLIENTS_FILE`), its checks, the lookup of a
 request's key and the `python -m serve keys` commands.
 
-The file holds one client key per line, `name <sha256 hex of the key>`; `#` comments and blank
-lines are allowed. Keys are never stored in clear: `keys add` prints a new key once and keeps its
+The file holds one key per line, `name <sha256 hex of the key>`, optionally followed by the
+name's role, `role=client` (the default) or `role=auditor`; `#` comments and blank lines are
+allowed. A client's key predicts (its rows are logged under its name) and reads back only its
+own rows of the prediction log; an auditor's key reads every row and predicts nothing (as
+MEDCAST_API_KEY). A name has one role: lines of one name that disagree stop start-up, and `keys
+add` gives a new key of a known name that name's role. Files written before roles existed are
+files of clients. Keys are never stored in clear: `keys add` prints a new key once and keeps its
 hash. A name may hold several keys (rotation: add the new one, move the caller, revoke the old).
 The file must not be accessible by group or others (as ssh does with private keys): a key file
 anyone can read lets anyone plant a key, or learn who the clients are.
@@ -34,6 +39,8 @@ logger = logging.getLogger("medcast.serve")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 _HEX = re.compile(r"[0-9a-f]{64}")
+CLIENT, AUDITOR = "client", "auditor"
+ROLES = (CLIENT, AUDITOR)
 RECHECK_S = 1.0  # how often a request may stat the file
 
 
@@ -65,23 +72,40 @@ def key_hash(key: str) -> str:
 class Entry:
     name: str
     digest: bytes  # sha256 of the key (32 bytes)
+    role: str = CLIENT  # one of ROLES
+
+
+def _role(parts: list[str]) -> str | None:
+    """The role a line's fields give (two fields: a client), or None if they give none."""
+    if len(parts) == 2:
+        return CLIENT
+    key, _, value = parts[-1].partition("=")
+    return value if len(parts) == 3 and key == "role" and value in ROLES else None
 
 
 def parse(text: str, source: str) -> list[Entry]:
     """The entries of a clients file; ClientsError naming the first bad line."""
-    entries = []
+    entries: list[Entry] = []
+    roles: dict[str, tuple[str, int]] = {}  # name → (its role, the line that first gave it)
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 2 or not NAME.fullmatch(parts[0]) or not _HEX.fullmatch(parts[1].lower()):
+        role = _role(parts)
+        if (len(parts) < 2 or role is None or not NAME.fullmatch(parts[0])
+                or not _HEX.fullmatch(parts[1].lower())):
             shown = parts[0] if parts and NAME.fullmatch(parts[0]) else "…"
             raise ClientsError(
-                f"{source} line {n}: expected 'name <64 hex digits: sha256 of the key>' "
-                f"(name: letters, digits, . _ @ -), got {shown} and {len(parts) - 1} more field(s)"
+                f"{source} line {n}: expected 'name <64 hex digits: sha256 of the key>', then "
+                f"optionally role=client or role=auditor (name: letters, digits, . _ @ -), got "
+                f"{shown} and {len(parts) - 1} more field(s)"
             )
-        entries.append(Entry(parts[0], bytes.fromhex(parts[1])))
+        first = roles.setdefault(parts[0], (role, n))
+        if first[0] != role:
+            raise ClientsError(f"{source} line {n}: {parts[0]!r} is a {role} here but a "
+                               f"{first[0]} on line {first[1]}: a name has one role")
+        entries.append(Entry(parts[0], bytes.fromhex(parts[1]), role))
     return entries
 
 
@@ -96,7 +120,7 @@ def read(path: Path, what: str = "MEDCAST_CLIENTS_FILE") -> tuple[list[Entry], t
 
 
 class Clients:
-    """The keys in force: `name_of(key)` → the client's name, or None."""
+    """The keys in force: `lookup(key)` → its entry (name and role), or None."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -133,7 +157,7 @@ class Clients:
         if identity != self._identity:
             self.reload()
 
-    def name_of(self, key: str | None) -> str | None:
+    def lookup(self, key: str | None) -> Entry | None:
         self._maybe_reload()
         if key is None:
             return None
@@ -141,8 +165,13 @@ class Clients:
         found = None
         for entry in self.entries:  # no early exit: the time does not depend on the match
             if hmac.compare_digest(digest, entry.digest):
-                found = entry.name
+                found = entry
         return found
+
+    def name_of(self, key: str | None) -> str | None:
+        """The name whose key `key` is (a client's or an auditor's), or None."""
+        entry = self.lookup(key)
+        return entry.name if entry is not None else None
 
 
 # ---- `python -m serve keys` -----------------------------------------------------------------
@@ -162,21 +191,29 @@ def _write_private(path: Path, text: str) -> None:
         raise
 
 
-def add_key(path: Path, name: str) -> str:
-    """A new random key for `name`, its hash appended to the file (created with mode 600)."""
+def add_key(path: Path, name: str, role: str | None = None) -> str:
+    """A new random key for `name`, its hash appended to the file (created with mode 600).
+    `role`: CLIENT or AUDITOR; None: the name's role if it has keys already, else CLIENT."""
     if not NAME.fullmatch(name):
         raise ClientsError(f"client name {name!r}: use 1-100 letters, digits, . _ @ - "
                            "(starting with a letter or digit)")
-    text = ""
+    if role is not None and role not in ROLES:
+        raise ClientsError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    text, known = "", None
     if path.exists():
-        read(path, "clients file")  # refuse to extend an unsafe or broken file
+        entries, _ = read(path, "clients file")  # refuse to extend an unsafe or broken file
+        known = next((e.role for e in entries if e.name == name), None)
         text = path.read_text()
         if text and not text.endswith("\n"):
             text += "\n"
     elif not path.parent.is_dir():
         raise ClientsError(f"clients file {str(path)!r}: folder {str(path.parent)!r} missing")
+    if known is not None and role not in (None, known):
+        raise ClientsError(f"{name!r} is a {known}: a name has one role (revoke its keys, or "
+                           "choose another name)")
+    role = role or known or CLIENT
     key = secrets.token_urlsafe(32)
-    _write_private(path, f"{text}{name} {key_hash(key)}\n")
+    _write_private(path, f"{text}{name} {key_hash(key)}{'' if role == CLIENT else f' role={role}'}\n")
     return key
 
 
@@ -187,7 +224,7 @@ def revoke(path: Path, name: str, key: str | None = None) -> int:
     wanted = key_hash(key) if key is not None else None
     for line in path.read_text().splitlines():
         parts = line.split()
-        if (len(parts) == 2 and not line.lstrip().startswith("#") and parts[0] == name
+        if (len(parts) in (2, 3) and not line.lstrip().startswith("#") and parts[0] == name
                 and (wanted is None or parts[1].lower() == wanted)):
             removed += 1
             continue

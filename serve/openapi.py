@@ -88,6 +88,8 @@ def json_schema_to_openapi(d: dict[str, Any]) -> Schema:
         required=d.get("required") or None,
         additional_properties=d.get("additionalProperties"),
         items=json_schema_to_openapi(d["items"]) if "items" in d else None,
+        any_of=[json_schema_to_openapi(v) for v in d["anyOf"]] if "anyOf" in d else None,
+        pattern=d.get("pattern"),
         min_items=d.get("minItems"),
         max_items=d.get("maxItems"),
         minimum=d.get("minimum"),

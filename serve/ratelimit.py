@@ -8,8 +8,8 @@ the same limit, the same `RateLimit-*` headers, plus `Retry-After` on 429. Like 
 in-memory store, the limit is per process.
 
 A client is the name behind the request's valid X-API-Key when client keys are on
-(MEDCAST_CLIENTS_FILE): clients behind one proxy or NAT do not share a budget. Requests without
-a valid key (and every request when keys are off) count per client IP.
+(MEDCAST_CLIENTS_FILE; an auditor's name too): clients behind one proxy or NAT do not share a
+budget. Requests without a valid key (and every request when keys are off) count per client IP.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from litestar.middleware.rate_limit import (
     RateLimitMiddleware,
 )
 
-from serve.service import client_of
+from serve.service import caller_of
 
 
 class CountingRateLimitMiddleware(RateLimitMiddleware):
@@ -36,9 +36,9 @@ class CountingRateLimitMiddleware(RateLimitMiddleware):
         self.last_sweep = 0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        name = client_of(scope)
-        if name is not None:
-            key = f"key:{name}"  # never equal to an IP address
+        caller = caller_of(scope)
+        if caller is not None:
+            key = f"key:{caller.name}"  # never equal to an IP address
         else:
             client = scope.get("client")
             key = client[0] if client else "127.0.0.1"

@@ -29,7 +29,7 @@ from serve.db import LogRow, fetch_page
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.prometheus import CONTENT_TYPE
 from serve.schemas import BatchOut, InputError, IntervalOut, PredictionOut
-from serve.service import client_of, service_of
+from serve.service import caller_of, client_of, service_of
 
 logger = logging.getLogger("medcast.serve")
 
@@ -139,8 +139,9 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response:
 
 
 async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """GET /predictions: MEDCAST_API_KEY (the log reader's key) or, with client keys on, any
-    client's key; neither configured: the route is disabled."""
+    """GET /predictions: MEDCAST_API_KEY (an auditor's key) or, with client keys on, a key of
+    the clients file (a client's: the handler keeps it to its own rows; an auditor's); neither
+    configured: the route is disabled."""
     service = service_of(connection)
     api_key = service.settings.api_key
     if api_key is None and service.clients is None:
@@ -148,7 +149,7 @@ async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
             "GET /predictions is disabled: no API key is configured (set MEDCAST_API_KEY, "
             "MEDCAST_API_KEY_FILE or MEDCAST_CLIENTS_FILE)"
         )
-    if service.clients is not None and client_of(connection.scope) is not None:
+    if caller_of(connection.scope) is not None:
         return
     given = connection.headers.get("x-api-key")
     if api_key is not None and given is not None and hmac.compare_digest(
@@ -186,11 +187,15 @@ _TIME = "date-time"  # documented as RFC 3339; any ISO-8601 form Python reads is
     description="Rows with after < id < before, oldest first (next page: `after=next_after`) "
                 "or newest first with `order=desc` (next page: `before=next_before`); "
                 "optionally one client's rows and a time window (`since` ≤ created_at < "
-                "`until`, ISO-8601; no offset: UTC).",
+                "`until`, ISO-8601; no offset: UTC). A client's key reads only its own rows "
+                "(`client` in the page names whose rows they are: null for every client's); "
+                "an auditor's key (MEDCAST_API_KEY, or role=auditor in the clients file) "
+                "reads every row.",
     security=[{"ApiKey": []}],
     responses={k: v for k, v in ERRORS.items() if k != 413}
     | {401: error_spec("missing or wrong X-API-Key"),
-       403: error_spec("no API key configured: the log is disabled"),
+       403: error_spec("no API key configured (the log is disabled), or a client's key asked "
+                       "for another client's rows"),
        422: error_spec("`since` or `until` is not an ISO-8601 time")},
 )
 async def predictions_page(
@@ -201,14 +206,20 @@ async def predictions_page(
                                      description="rows with id < before (0: no bound)")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     order: Annotated[Literal["asc", "desc"], Parameter(description="by id")] = "asc",
-    client: Annotated[str | None, Parameter(max_length=100,
-                                            description="only this client's rows")] = None,
+    client: Annotated[str | None, Parameter(max_length=100, description=(
+        "only this client's rows (with a client's key: its own name, or leave it out)"))] = None,
     since: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
                                     description="created_at ≥ since")] = "",
     until: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
                                     description="created_at < until")] = "",
 ) -> Response:
     service = service_of(request)
+    own = client_of(request.scope)
+    if own is not None:  # a client's key: its own rows, whatever it asks
+        if client not in (None, own):
+            return error_response(403, f"a client's key reads only its own rows: give "
+                                  f"client={own} or leave client out", "client")
+        client = own
     try:
         window = _instant("since", since), _instant("until", until)
     except ValueError as exc:
@@ -221,7 +232,7 @@ async def predictions_page(
     except Exception as exc:  # noqa: BLE001 - database down or not migrated
         return error_response(503, f"prediction log unavailable: {type(exc).__name__}")
     nxt = rows[-1]["id"] if len(rows) == limit else None
-    page: dict[str, Any] = {"items": rows}
+    page: dict[str, Any] = {"items": rows, "client": client}
     page["next_before" if descending else "next_after"] = nxt
     page["buffered_rows"] = service.log.depth
     return Response(_encode(page), media_type=JSON)

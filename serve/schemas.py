@@ -6,18 +6,30 @@ card at load time with `msgspec.defstruct`: one strict msgspec decoder validates
 (types, ranges, categories, missing and unknown fields) in one pass, and the same card yields the
 OpenAPI schema. msgspec never coerces ("42" is not a number, `true` is not a number) and JSON has
 no NaN/inf literals (1e999 overflows and is refused), so a decoded value is always usable.
+
+A category value is read as training reads a raw table's cell (medcast.cells): surrounding
+whitespace is no part of it (" Yes" is the level "Yes"), and for a feature whose levels are all
+integer codes ("1", "2") a JSON number is its text (1 and 1.0 are "1"; 1.5, "01", "1.0" and
+`true` are no level). The strict decoder takes the card's own form only, so a request in that
+form costs one decode as before; only one that fails it is decoded again by a second decoder
+that takes any string (or number, for codes) there, and each such value is replaced by its level
+or refused (422 naming the field). Either way the patient holds the levels as the card writes
+them, so the model and the prediction log see one form.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from medcast.card import Feature, ModelCard
+from medcast.cells import cell_text, text_of
 
 # ---- requests -------------------------------------------------------------------------------
 
@@ -87,45 +99,116 @@ class BatchOut(msgspec.Struct):
     count: int
 
 
+# ---- category values ------------------------------------------------------------------------
+
+_CODE = re.compile(r"0|-?[1-9][0-9]*")  # an integer as a CSV holds it (medcast.cells.text_of)
+
+
+def integer_coded(levels: Sequence[str]) -> bool:
+    """Every level is an integer code ("1", "2"; not "01", "1.0" or "yes"): then a JSON number
+    is taken for it too, as training takes a typed (Parquet) cell."""
+    return bool(levels) and all(_CODE.fullmatch(c) for c in levels)
+
+
+@dataclass(frozen=True)
+class Category:
+    """A category feature of the card: its Struct attribute, its name and its levels."""
+
+    attr: str
+    name: str
+    levels: tuple[str, ...]
+    coded: bool  # integer codes: JSON numbers are taken too
+
+    def level_of(self, value: str | int | float) -> str | None:
+        """The level a sent value is, as training reads a cell (medcast.cells), or None."""
+        text = cell_text(value) if isinstance(value, str) else text_of(value)
+        return text if text in self.levels else None
+
+    def refusal(self, value: Any, what: str, at: str) -> InputError:
+        """422 for a value that is no level, in msgspec's words (field named, its path last)."""
+        field = f"{at}{self.name}"
+        expected = ", ".join(repr(c) for c in self.levels)
+        if self.coded:
+            expected += f" (or the numbers {', '.join(self.levels)})"
+        return InputError(422, f"invalid {what}: Invalid enum value {value!r}: expected one of "
+                               f"{expected}, surrounding whitespace ignored - at `$.{field}`", field)
+
+
+# ---- the decoders ---------------------------------------------------------------------------
+
+
+def _structs(card: ModelCard, max_batch: int, lenient: bool) -> tuple[type, type]:
+    """The Patient and Batch Structs of a card; `lenient`: a category field takes any string
+    (and number, for codes), to be read as a level afterwards."""
+    fields: list[tuple[str, Any]] = []
+    rename: dict[str, str] = {}
+    for i, f in enumerate(card.features):
+        # Python-safe attribute names; JSON keys are the feature names (any string).
+        attr = f"f{i}"
+        rename[attr] = f.name
+        kind = _field_type(f, lenient)
+        if f.nullable:  # null, or the field left out, is a missing value
+            fields.append((attr, kind | None, None))
+        else:
+            fields.append((attr, kind))
+    patient = msgspec.defstruct(
+        "Patient", fields, rename=rename, forbid_unknown_fields=True, kw_only=True
+    )
+    instances = Annotated[list[patient], msgspec.Meta(min_length=1, max_length=max_batch)]
+    batch = msgspec.defstruct("Batch", [("instances", instances)], forbid_unknown_fields=True)
+    return patient, batch
+
+
+def _too_many(exc: msgspec.ValidationError, max_batch: int) -> InputError | None:
+    if str(exc).startswith("Expected `array` of length <="):
+        return InputError(422, f"too many instances: at most {max_batch} per request", "instances")
+    return None
+
+
 @dataclass(frozen=True)
 class RequestSchema:
     """Decoders for one patient and for a batch, generated from a card."""
 
     features: tuple[Feature, ...]
     max_batch: int
-    patient_type: type
+    patient_type: type  # the card's exact form: what the hot path decodes
     batch_type: type
+    categories: tuple[Category, ...] = ()
 
     @classmethod
     def from_card(cls, card: ModelCard, max_batch: int) -> RequestSchema:
-        fields: list[tuple[str, Any]] = []
-        rename: dict[str, str] = {}
-        for i, f in enumerate(card.features):
-            # Python-safe attribute names; JSON keys are the feature names (any string).
-            attr = f"f{i}"
-            rename[attr] = f.name
-            if f.nullable:  # null, or the field left out, is a missing value
-                fields.append((attr, _field_type(f) | None, None))
-            else:
-                fields.append((attr, _field_type(f)))
-        patient = msgspec.defstruct(
-            "Patient", fields, rename=rename, forbid_unknown_fields=True, kw_only=True
-        )
-        instances = Annotated[list[patient], msgspec.Meta(min_length=1, max_length=max_batch)]
-        batch = msgspec.defstruct("Batch", [("instances", instances)], forbid_unknown_fields=True)
-        return cls(tuple(card.features), max_batch, patient, batch)
+        patient, batch = _structs(card, max_batch, lenient=False)
+        categories = tuple(Category(f"f{i}", f.name, tuple(f.categories or ()),
+                                    integer_coded(f.categories or ()))
+                           for i, f in enumerate(card.features) if f.type == "category")
+        schema = cls(tuple(card.features), max_batch, patient, batch, categories)
+        if categories:  # the second decoder, for category values in another form
+            one, many = _structs(card, max_batch, lenient=True)
+            object.__setattr__(schema, "_lenient_one", msgspec.json.Decoder(one))
+            object.__setattr__(schema, "_lenient_many", msgspec.json.Decoder(many))
+        return schema
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_one", msgspec.json.Decoder(self.patient_type))
         object.__setattr__(self, "_many", msgspec.json.Decoder(self.batch_type))
 
     def decode_one(self, body: bytes) -> Any:
+        what = "patient features"
         if not body:
             raise InputError(400, "request body is empty: expected a JSON object of features")
         try:
             return self._one.decode(body)  # type: ignore[attr-defined]
+        except msgspec.ValidationError as exc:
+            if not self.categories:
+                raise _input_error(exc, what) from None
         except msgspec.DecodeError as exc:
-            raise _input_error(exc, "patient features") from None
+            raise _input_error(exc, what) from None
+        try:  # not the card's form: maybe a category value as training would read it
+            patient = self._lenient_one.decode(body)  # type: ignore[attr-defined]
+        except msgspec.DecodeError as exc:
+            raise _input_error(exc, what) from None
+        self._as_levels(patient, what, "")
+        return patient
 
     def decode_batch(self, body: bytes) -> list[Any]:
         if not body:
@@ -133,13 +216,30 @@ class RequestSchema:
         try:
             return self._many.decode(body).instances  # type: ignore[attr-defined]
         except msgspec.ValidationError as exc:
-            if str(exc).startswith("Expected `array` of length <="):
-                raise InputError(
-                    422, f"too many instances: at most {self.max_batch} per request", "instances"
-                ) from None
-            raise _input_error(exc, "batch") from None
+            if (too_many := _too_many(exc, self.max_batch)) is not None:
+                raise too_many from None
+            if not self.categories:
+                raise _input_error(exc, "batch") from None
         except msgspec.DecodeError as exc:
             raise _input_error(exc, "batch") from None
+        try:
+            patients = self._lenient_many.decode(body).instances  # type: ignore[attr-defined]
+        except msgspec.ValidationError as exc:
+            raise _too_many(exc, self.max_batch) or _input_error(exc, "batch") from None
+        for i, patient in enumerate(patients):
+            self._as_levels(patient, "batch", f"instances[{i}].")
+        return patients
+
+    def _as_levels(self, patient: Any, what: str, at: str) -> None:
+        """Each category value of a leniently decoded patient replaced by its level, or
+        InputError naming the first that is none."""
+        for c in self.categories:
+            value = getattr(patient, c.attr)
+            if value is not None:
+                level = c.level_of(value)
+                if level is None:
+                    raise c.refusal(value, what, at)
+                setattr(patient, c.attr, level)
 
     # ---- OpenAPI (plain JSON Schema dicts; app.py wraps them) ---------------------------------
 
@@ -170,8 +270,10 @@ class RequestSchema:
         }
 
 
-def _field_type(f: Feature) -> Any:
+def _field_type(f: Feature, lenient: bool = False) -> Any:
     if f.type == "category":
+        if lenient:
+            return str | int | float if integer_coded(f.categories or ()) else str
         return Literal[tuple(f.categories or ())]  # type: ignore[misc]
     if f.type == "int":
         # JSON Schema's "integer" includes 50.0: accept any whole number, refuse fractions.
@@ -183,10 +285,48 @@ def _field_type(f: Feature) -> Any:
     return float
 
 
+@cache
+def _whitespace() -> str:
+    """A regex class of the characters `str.strip()` removes (none is above U+3000), written as
+    \\uXXXX escapes, which ECMA-262 (JSON Schema's regex dialect) and Python read alike."""
+    points = [i for i in range(0x3001) if chr(i).isspace()]
+    runs: list[list[int]] = []
+    for i in points:
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return "[" + "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "") for a, b in runs) + "]"
+
+
+def _regex_literal(text: str) -> str:
+    """`text` matched literally, escaping only regex syntax characters (an escaped letter or
+    space is an error in ECMA-262's unicode mode)."""
+    return re.sub(r"([\^$\\.*+?()\[\]{}|/])", r"\\\1", text)
+
+
+def _category_schema(f: Feature) -> tuple[dict[str, Any], str]:
+    """A category property: its exact values (the levels; for integer codes also as numbers;
+    null when it may be missing) or a level padded with whitespace; and what to say of it."""
+    levels = list(f.categories or ())
+    exact: list[Any] = list(levels)
+    note = "surrounding whitespace is ignored"
+    if integer_coded(levels):
+        exact += [int(c) for c in levels]
+        note = f"integer codes: {levels[0]!r} or {levels[0]} alike; {note}"
+    if f.nullable:
+        exact.append(None)
+    ws = _whitespace()
+    padded = f"^{ws}*(?:{'|'.join(_regex_literal(c) for c in levels)}){ws}*$"
+    return {"anyOf": [{"enum": exact}, {"type": "string", "pattern": padded}]}, note
+
+
 def _property_schema(f: Feature) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    notes = [f.unit] if f.unit else []
     if f.type == "category":
-        out = {"type": "string", "enum": list(f.categories or ())}
+        out, note = _category_schema(f)
+        notes.append(note)
     else:
         num = (lambda v: math.ceil(v)) if f.type == "int" else (lambda v: v)
         out = {"type": "integer" if f.type == "int" else "number"}
@@ -196,17 +336,14 @@ def _property_schema(f: Feature) -> dict[str, Any]:
             out["maximum"] = math.floor(f.max) if f.type == "int" else f.max
         if f.observed_min is not None:
             out["examples"] = [num(f.observed_min)]
-    description = f.unit or ""
+        if f.nullable:
+            out["type"] = [out["type"], "null"]
     if f.observed_min is not None and f.observed_max is not None:
-        description += f"{'; ' if description else ''}seen in training: "
-        description += f"{f.observed_min:g}–{f.observed_max:g}"
+        notes.append(f"seen in training: {f.observed_min:g}–{f.observed_max:g}")
     if f.nullable:
-        out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-        description += f"{'; ' if description else ''}may be null or left out (missing)"
-    if description:
-        out["description"] = description
+        notes.append("may be null or left out (missing)")
+    if notes:
+        out["description"] = "; ".join(notes)
     return out
 
 

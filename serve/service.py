@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.connection import ASGIConnection
 
-from serve.clients import Clients
+from serve.clients import CLIENT, Clients, Entry
 from serve.db import LogRow, insert_rows, make_engine
 from serve.log import PredictionLog
 from serve.migrate import ensure_schema
@@ -183,23 +183,33 @@ def service_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Service:
     return connection.app.state.service  # type: ignore[no-any-return]
 
 
-_CLIENT = "medcast.client"  # the scope key caching a request's client name ("" = none)
+_CALLER = "medcast.caller"  # the scope key caching a request's clients-file entry (False: none)
 
 
-def client_of(scope: Any) -> str | None:
-    """The name of the client whose X-API-Key the request carries (None: no key, a wrong key,
-    or no clients file); resolved once per request (the rate limit and the guard both ask)."""
-    cached = scope.get(_CLIENT)
+def caller_of(scope: Any) -> Entry | None:
+    """The clients-file entry (name, role) whose key the request's X-API-Key is (None: no key,
+    a wrong key, or no clients file); resolved once per request (the rate limit, the guard and
+    the handler all ask)."""
+    cached = scope.get(_CALLER)
     if cached is None:
         clients = scope["app"].state.service.clients
-        key = None
+        entry = None
         if clients is not None:
+            key = None
             for name, value in scope["headers"]:
                 if name == b"x-api-key":
                     key = value.decode("latin-1")
                     break
-        cached = scope[_CLIENT] = (clients.name_of(key) if clients is not None else None) or ""
+            entry = clients.lookup(key)
+        cached = scope[_CALLER] = entry or False
     return cached or None
+
+
+def client_of(scope: Any) -> str | None:
+    """The name of the client whose key the request carries: whom a prediction is logged for,
+    and whose rows alone it may read back. None for an auditor's key (it predicts nothing)."""
+    entry = caller_of(scope)
+    return entry.name if entry is not None and entry.role == CLIENT else None
 
 
 def _hangup(service: Service) -> None:

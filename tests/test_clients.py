@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
@@ -21,8 +20,7 @@ from serve.__main__ import main
 from serve.app import create_app
 from serve.clients import Clients, ClientsError
 from serve.settings import Settings
-from tests.support.serving import serving
-from tests.test_serve import log_count, scraped, wait_until
+from tests.support.serving import log_count, serving, wait_until, written
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,11 +42,6 @@ def make(repo: Path, clients_file: Path | None, **overrides: Any) -> Settings:
                                 rate_limit=None)
     base.update(overrides)
     return Settings(**base)
-
-
-def written(client: TestClient, n: int) -> None:
-    wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == n,
-               what=f"{n} rows written")
 
 
 # ---- the file and the commands --------------------------------------------------------------
@@ -81,6 +74,27 @@ def test_keys_revoke_removes_a_name_or_one_key(tmp_path: Path,
     assert "no key for 'a'" in capsys.readouterr().err
 
 
+def test_roles_an_old_file_is_of_clients_and_a_name_keeps_its_role(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "clients"
+    ward = add(path, "ward-a", capsys)
+    assert path.read_text() == f"ward-a {clientsmod.key_hash(ward)}\n"  # the format before roles
+    assert main(["keys", "add", "audit", "--role", "auditor", "--file", str(path)]) == 0
+    audit = capsys.readouterr().out.strip()
+    second = add(path, "audit", capsys)  # a new key of a known name: its role
+    c = Clients(path)
+    assert [(c.lookup(k).name, c.lookup(k).role) for k in (ward, audit, second)] == [
+        ("ward-a", "client"), ("audit", "auditor"), ("audit", "auditor")]
+    assert main(["keys", "add", "ward-a", "--role", "auditor", "--file", str(path)]) == 2
+    assert "'ward-a' is a client: a name has one role" in capsys.readouterr().err
+    assert main(["keys", "list", "--file", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["ward-a 1", "audit 2 role=auditor"]
+    monkeypatch.setattr("sys.stdin", io.StringIO(audit + "\n"))  # revoking keeps the role
+    assert main(["keys", "revoke", "audit", "--key", "-", "--file", str(path)]) == 0
+    assert (Clients(path).lookup(audit), Clients(path).name_of(second)) == (None, "audit")
+
+
 def test_keys_without_a_file_or_with_a_bad_name_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +109,10 @@ def test_keys_without_a_file_or_with_a_bad_name_exit_2(
     ("# ok\n\nward-a " + "0" * 64 + "\nward-b not-a-hash\n", "line 4"),
     ("ward-a " + "0" * 63 + "\n", "line 1"),
     ("ward a " + "0" * 64 + "\n", "line 1"),
+    ("audit " + "0" * 64 + " role=admin\n", "line 1"),
+    ("audit " + "0" * 64 + " auditor\n", "line 1"),
+    ("audit " + "0" * 64 + " role=auditor x\n", "line 1"),
+    ("audit " + "0" * 64 + " role=auditor\naudit " + "1" * 64 + "\n", "line 2: 'audit' is a client"),
 ])
 def test_bad_line_is_a_startup_error_naming_the_line(tmp_path: Path, content: str,
                                                      line: str) -> None:
@@ -210,6 +228,7 @@ def test_rows_carry_the_client_name_and_predictions_filter_by_client_and_time(
     tiny: TinyModel, repo: Path, keys: tuple[Path, dict[str, str]]
 ) -> None:
     path, issued = keys
+    auditor = clientsmod.add_key(path, "audit", clientsmod.AUDITOR)  # reads every client's rows
     with serving(make(repo, path)) as client:
         for i, name in enumerate(["ward-a", "ward-b", "ward-a"]):
             r = client.post("/predict", json=tiny.examples[i], headers={"X-API-Key": issued[name]})
@@ -218,7 +237,7 @@ def test_rows_carry_the_client_name_and_predictions_filter_by_client_and_time(
                         headers={"X-API-Key": issued["ward-b"]})
         assert r.status_code == 200
         written(client, 5)
-        h = {"X-API-Key": issued["ward-a"]}
+        h = {"X-API-Key": auditor}
         rows = client.get("/predictions", headers=h).json()["items"]
         assert [r["client"] for r in rows] == ["ward-a", "ward-b", "ward-a", "ward-b", "ward-b"]
         only_a = client.get("/predictions?client=ward-a", headers=h).json()["items"]

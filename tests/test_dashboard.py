@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import math
-import os
 import re
 import struct
 import time
@@ -25,16 +24,13 @@ import pytest
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.settings import Settings
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.support.serving import serving
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "dashboard-key-7"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
-INSTALL = "apt-get install chromium"
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 
 
@@ -178,24 +174,6 @@ def test_figures_dir_setting_defaults_to_reports_figures(tmp_path: Path) -> None
 
 
 # ---- the real service in a real browser ------------------------------------------------------
-
-
-def require_browser() -> Any:
-    """Playwright's sync API, or skip (fail on CI) with how to get the missing piece."""
-    if not CHROMIUM.exists():
-        message = (f"{CHROMIUM} is missing: the dashboard's browser test drives Debian's "
-                   f"Chromium; install it with `{INSTALL}`")
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        from playwright import sync_api
-    except ImportError:
-        message = "playwright is not installed: `make install` installs the locked dev dependencies"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return sync_api
 
 
 @contextmanager
@@ -386,16 +364,17 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
                                                        pycache: Path) -> None:
     """A model that imputes missing values (medcast's own pipeline on a messy table): its
     nullable fields are optional in the form, a blank one is sent as null, and the service
-    answers; a required field left blank is still stopped by the browser."""
+    answers; a required field left blank is still stopped by the browser. An integer-coded
+    category (`trt`: "1", "2") is a select that sends the level's text."""
     import json
 
     from devtools.tiny_model import build_nullable_model
 
     sync_api = require_browser()
     expect = sync_api.expect
-    model = build_nullable_model(tmp_path / "model")
+    model = build_nullable_model(tmp_path / "model", coded=True)
     nullable = [f["name"] for f in model.card["features"] if f["nullable"]]
-    assert nullable == ["BL.Cig.Day", "sbp", "Hypertension"]
+    assert nullable == ["BL.Cig.Day", "sbp", "Hypertension", "trt"]
     with real_service(model.root, figures, tmp_path, pycache) as base, \
             sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
@@ -420,11 +399,19 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
             field["BL.Cig.Day"].fill("")
             field["sbp"].fill("")
             field["Hypertension"].select_option("")
+            field["trt"].select_option("")
             page.locator("#predict-button").click()
             expect(page.locator("#result")).to_be_visible()
             sent = json.loads(bodies[-1])
             assert sent["BL.Cig.Day"] is None and sent["sbp"] is None
             assert sent["Hypertension"] is None and sent["age"] is not None
+            assert sent["trt"] is None
+
+            field["trt"].select_option("2")
+            before = page.locator("#result-request").inner_text()
+            page.locator("#predict-button").click()
+            expect(page.locator("#result-request")).not_to_have_text(before)
+            assert json.loads(bodies[-1])["trt"] == "2"  # the level's text, as the card has it
 
             field["age"].fill("")  # required: the browser refuses before any request
             before = len(bodies)

@@ -86,11 +86,12 @@ def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(
 ) -> None:
     """Every operation of /schema/openapi.json, positive and negative data, all default checks,
     with client keys on (positive cases carry a client's key, negative ones may lack it); also
-    for a model whose card has nullable features (null or absent fields are valid there)."""
+    for a model whose card has nullable features (null or absent fields are valid there) and
+    an integer-coded category (its codes valid as text and as numbers)."""
     if model == "nullable":
         from devtools.tiny_model import build_nullable_model
 
-        repo = build_nullable_model(tmp_path / "nullable").root
+        repo = build_nullable_model(tmp_path / "nullable", coded=True).root
     import requests
     import schemathesis
     from hypothesis.errors import Unsatisfiable

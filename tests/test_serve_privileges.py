@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from devtools.tiny_model import TinyModel
 from serve import migrate as servemigrate
 from serve.__main__ import main
-from tests.support.serving import PG_URL
-from tests.test_clients import add, make, serving, written
+from tests.support.serving import PG_URL, serving, written
+from tests.test_clients import add, make
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -363,24 +363,27 @@ class LogError extends Error {
 }
 
 async function getPage(key, after, limit) {
+  // {items, client}: `client` names whose rows they are when the key is a client's (a client
+  // reads back its own rows only), null when it is an auditor's (every row)
   const { response, body } = await fetchJSON(`/predictions?after=${after}&limit=${limit}`, {
     headers: { "X-API-Key": key },
   });
   if (!response.ok) throw new LogError(response, body);
-  return body.items;
+  return body;
 }
 
 async function latestRows(key) {
   // GET /predictions pages forward from an id, oldest first: reading the whole log to show its
   // end would cost a request per 1000 rows. Instead find the newest id with an exponential, then
-  // a binary search over `after` (limit=1 probes, O(log n), correct with gaps in the ids), then
-  // read the last LOG_SPAN ids in one page.
+  // a binary search over `after` (limit=1 probes, O(log n), correct with gaps in the ids: a
+  // client's key sees its own rows only), then read the last LOG_SPAN ids in one page.
   const probe = async (after) => {
-    const items = await getPage(key, after, 1);
+    const { items } = await getPage(key, after, 1);
     return items.length ? items[0].id : null;
   };
-  const first = await probe(0);
-  if (first === null) return [];
+  const start = await getPage(key, 0, 1);
+  if (!start.items.length) return start;
+  const first = start.items[0].id;
   let lo = first; // invariant: the id lo exists and no id is above hi
   let hi = null;
   for (let step = LOG_SPAN; hi === null; step *= 2) {
@@ -401,9 +404,9 @@ async function loadLog() {
   const key = sessionStorage.getItem(KEY_STORE);
   if (!key) return;
   const run = ++logRun;
-  let rows;
+  let page;
   try {
-    rows = await latestRows(key);
+    page = await latestRows(key);
   } catch (error) {
     if (run !== logRun) return;
     $("log-body").hidden = true;
@@ -417,8 +420,8 @@ async function loadLog() {
   }
   if (run !== logRun) return;
   show($("log-error"), "");
-  renderHourly(rows);
-  renderLogTable(rows);
+  renderHourly(page.items);
+  renderLogTable(page.items, page.client);
   $("log-body").hidden = false;
 }
 
@@ -449,11 +452,13 @@ function featuresText(features) {
   return Object.entries(features || {}).map(([k, v]) => `${k}=${fmt(v)}`).join(", ");
 }
 
-function renderLogTable(rows) {
+function renderLogTable(rows, client) {
   const newest = rows.slice(-TABLE_ROWS).reverse();
+  // a client's key reads back its own rows only: say whose they are
+  const whose = client == null ? "" : ` of client ${client}`;
   $("log-caption").textContent = rows.length
-    ? `The newest ${newest.length} of the last ${rows.length} logged rows (a batch logs one row per patient).`
-    : "No predictions logged yet.";
+    ? `The newest ${newest.length} of the last ${rows.length} logged rows${whose} (a batch logs one row per patient).`
+    : `No predictions logged yet${whose}.`;
   $("log-table").tBodies[0].replaceChildren(...newest.map((r) => {
     const rid = r.item ? `${r.request_id.slice(0, 12)}… #${r.item}` : `${r.request_id.slice(0, 12)}…`;
     return el("tr", { "data-request-id": r.request_id },

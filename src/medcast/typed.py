@@ -9,6 +9,7 @@ import types
 import typing
 from typing import Any, Literal, TypeVar
 
+from medcast.cells import text_of
 from medcast.errors import ConfigError
 
 T = TypeVar("T")
@@ -68,13 +69,6 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value if isinstance(value, str) else text_of(value)
     raise TypeError(f"unsupported type hint {hint!r}")  # a bug in this module, not user input
-
-
-def text_of(value: int | float) -> str:
-    """A YAML number as the text a CSV would hold (2.0 → "2", 0.5 → "0.5")."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def build(cls: type[T], data: Any, where: str = "") -> T:

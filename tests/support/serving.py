@@ -3,12 +3,14 @@
 `tiny` (the tiny served model, built once per worker), `repo` (a private copy of its folder a
 test may tamper with), `pycache` (compiled modules shared by every service subprocess of the
 run) and `pg_url` (a throwaway schema in the machine's PostgreSQL, skipped when unreachable);
-and `serving`, the app in-process behind Litestar's TestClient.
+`serving`, the app in-process behind Litestar's TestClient; and the helpers the service's test
+modules share (bounded waits, metrics, the log's row count).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,3 +86,36 @@ def metric(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return None
+
+
+def scraped(client: Any, name: str, **labels: str) -> float | None:
+    """One sample of the app's GET /metrics (None if absent)."""
+    return metric(client.get("/metrics").text, name, **labels)
+
+
+def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def written(client: Any, n: int) -> None:
+    """Wait until the app has written `n` rows to its prediction log."""
+    wait_until(lambda: scraped(client, "medcast_prediction_log_rows_written_total") == n,
+               what=f"{n} rows written")
+
+
+def log_count(url: str) -> int:
+    """The rows in the prediction log at `url`."""
+    import sqlalchemy as sa
+
+    from serve.db import count_rows
+
+    engine = sa.create_engine(url)
+    try:
+        return count_rows(engine)
+    finally:
+        engine.dispose()

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medcast.cells import text_of
 from medcast.datasets.spec import DatasetConfig
 from medcast.errors import DataValidationError
-from medcast.typed import text_of
 
 
 @dataclass(frozen=True)

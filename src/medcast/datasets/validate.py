@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from medcast.cells import cell_text
 from medcast.datasets.read import RawTable
 from medcast.datasets.spec import DATASET_DIR, ColumnSpec, DatasetConfig
 from medcast.errors import DataValidationError
@@ -24,8 +25,9 @@ def _rows(mask: pd.Series | np.ndarray) -> str:
 
 
 def _text(values: pd.Series) -> pd.Series:
+    """Each cell as text (medcast.cells.cell_text, the service's rule too); None where null."""
     return values.map(lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and
-                                                                     np.isnan(v)) else str(v).strip())
+                                                                     np.isnan(v)) else cell_text(v))
 
 
 def missing_mask(text: pd.Series, na_values: tuple[str, ...]) -> pd.Series:
