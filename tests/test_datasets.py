@@ -212,6 +212,8 @@ def test_parquet_source_reads_only_the_used_columns(tmp_path):
          r"'\(missing\)' is reserved"),
         ({"columns": {"a": {"type": "float"}, "y": {"type": "category", "categories": ["p"]}}},
          r"the target must be a number"),
+        ({"columns": {"a": {"type": "category", "categories": ["No", " Yes"]}, "y": {"type": "float"}}},
+         r"columns.a: category ' Yes' is padded with spaces; write 'Yes'"),
     ],
 )
 def test_dataset_description_errors_name_the_key(change, message):

@@ -172,6 +172,10 @@ def _check_column(name: str, spec: ColumnSpec, is_target: bool) -> None:
         if not spec.categories:
             raise ConfigError(f"{where}: a category column needs 'categories'")
         stripped = [c.strip() for c in spec.categories]
+        padded = [c for c in spec.categories if c != c.strip()]
+        if padded:
+            raise ConfigError(f"{where}: category {padded[0]!r} is padded with spaces; write "
+                              f"{padded[0].strip()!r} (the table's cells are read stripped)")
         if len(set(stripped)) != len(stripped) or "" in stripped:
             raise ConfigError(f"{where}: categories must be distinct and non-blank")
         if MISSING_LEVEL in stripped:
