@@ -8,7 +8,7 @@ import pytest
 
 from devtools.factories import insurance_frame, messy_clinical_frame, messy_clinical_spec
 from medcast.datasets import drop_missing_target, load_raw, validate
-from medcast.datasets.spec import ColumnSpec, SourceConfig, parse_dataset
+from medcast.datasets.spec import ColumnSpec, SourceConfig, parse_dataset, review_markers
 from medcast.errors import ConfigError, DataValidationError
 from tests.conftest import tiny
 
@@ -186,6 +186,18 @@ def test_wrong_encoding_is_one_clear_message(tmp_path):
                                     "y": {"type": "float"}}}, "t.yaml")
     with pytest.raises(DataValidationError, match=r"not utf-8 text .* set source.encoding"):
         validate(load_raw(ds, tmp_path), ds)
+
+
+def test_review_markers_are_named_by_their_dotted_keys():
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"},
+                        "target": "y", "target_unit": "REVIEW: unit of the target",
+                        "description": "from the ward; REVIEW the dates",
+                        "columns": {"a.b": {"type": "float", "unit": "REVIEW: unit"},
+                                    "c": {"type": "category", "categories": ["x", "y"]},
+                                    "y": {"type": "float", "unit": "mmol/l"}}}, "t.yaml")
+    assert review_markers(ds) == ["target_unit", "columns.a.b.unit", "description"]
+    assert review_markers(dataclasses.replace(ds, target_unit="mg", description=None,
+                                              columns={"y": ds.columns["y"]})) == []
 
 
 def test_parquet_source_reads_only_the_used_columns(tmp_path):

@@ -2,7 +2,7 @@
 a messy table (an id, ignored columns, a dotted name, 30 % missing in two numbers and one
 category, padded categories, rows without a target) through `dvc repro`, the exported ONNX graph
 on rows with missing values, and the service answering a patient with null where it may; and
-`python -m medcast.datasets init` followed by `dvc exp run -S dataset=NAME` with no edit."""
+`python -m medcast.datasets init`, its REVIEW marker replaced, then `dvc exp run -S dataset=NAME`."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_service_takes_null_for_a_nullable_feature_and_refuses_it_for_others(mes
         assert "age" in patient_schema["required"]
 
 
-def test_init_then_exp_run_works_with_no_edit(tmp_path):
+def test_init_then_review_then_exp_run_works(tmp_path):
     repo = make_copy(tmp_path / "repo", **SMALL)
     export = tmp_path / "trial_export.csv"
     frame = write_messy_clinical_csv(export, n=240, seed=11)
@@ -134,7 +134,11 @@ def test_init_then_exp_run_works_with_no_edit(tmp_path):
                  "--target", "outcome"], repo, check=False)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
 
-    # What `make data NAME=trial FILE=…` does, then the README's next step, untouched.
+    # The README's review: the one value init cannot know (preprocess refuses its marker).
+    assert "preprocess refuses the file while a value holds one (target_unit)" in out.stdout
+    conf = repo / "conf/dataset/trial.yaml"
+    conf.write_text(conf.read_text().replace('"REVIEW: unit of the target"', '"score"'))
+    # What `make data NAME=trial FILE=…` does, then the README's next step.
     (repo / "data/raw/trial").mkdir()
     (repo / "data/raw/trial/trial_export.csv").write_bytes(export.read_bytes())
     run(["dvc", "add", "data/raw/trial/trial_export.csv"], repo)

@@ -24,6 +24,7 @@ from medcast.datasets.spec import (
     dataset_file,
     parse_dataset,
     raw_dir,
+    review_markers,
 )
 from medcast.datasets.validate import missing_mask
 from medcast.errors import ConfigError
@@ -309,5 +310,8 @@ def summary(d: Draft, path: Path) -> str:
         rows.append(f"  {col.name:<{width}}  {col.spec['type']:<8}  {rate}")
     for column, why in d.ignored.items():
         rows.append(f"  ignored {column}: {why}")
-    rows.append(f"wrote {path}: review the lines marked REVIEW")
+    markers = review_markers(ds)
+    rows.append(f"wrote {path}: review the lines marked REVIEW" + (
+        f"; preprocess refuses the file while a value holds one ({', '.join(markers)})"
+        if markers else ""))
     return "\n".join(rows)
