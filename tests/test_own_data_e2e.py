@@ -2,7 +2,8 @@
 a messy table (an id, ignored columns, a dotted name, 30 % missing in two numbers and one
 category, padded categories, rows without a target) through `dvc repro`, the exported ONNX graph
 on rows with missing values, and the service answering a patient with null where it may; and
-`python -m medcast.datasets init`, its REVIEW marker replaced, then `dvc exp run -S dataset=NAME`."""
+`python -m medcast.datasets init`, its REVIEW marker replaced, `use`, then a `dvc exp run -S`
+of another key that stays on the dataset."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def test_service_takes_null_for_a_nullable_feature_and_refuses_it_for_others(mes
         assert "age" in patient_schema["required"]
 
 
-def test_init_then_review_then_exp_run_works(tmp_path):
+def test_init_review_use_then_a_run_with_another_key_stays_on_the_dataset(tmp_path):
     repo = make_copy(tmp_path / "repo", **SMALL)
     export = tmp_path / "trial_export.csv"
     frame = write_messy_clinical_csv(export, n=240, seed=11)
@@ -138,16 +139,19 @@ def test_init_then_review_then_exp_run_works(tmp_path):
     assert "preprocess refuses the file while a value holds one (target_unit)" in out.stdout
     conf = repo / "conf/dataset/trial.yaml"
     conf.write_text(conf.read_text().replace('"REVIEW: unit of the target"', '"score"'))
-    # What `make data NAME=trial FILE=…` does, then the README's next step.
+    # What `make data NAME=trial FILE=…` does; `use` makes trial the dataset every run composes.
     (repo / "data/raw/trial").mkdir()
     (repo / "data/raw/trial/trial_export.csv").write_bytes(export.read_bytes())
     run(["dvc", "add", "data/raw/trial/trial_export.csv"], repo)
+    used = run(["python", "-m", "medcast.datasets", "use", "trial"], repo)
+    assert "conf/params/config.yaml: dataset: diabetes → trial" in used.stdout
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "trial"], repo)
-    run(["dvc", "exp", "run", "-S", "dataset=trial"], repo,
+    # Another key only: params.yaml is recomposed from conf/params/config.yaml, now trial's.
+    run(["dvc", "exp", "run", "-S", "evaluate.interval_level=0.8"], repo,
         MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["dataset.name"] == "trial"
+    assert metrics["dataset.name"] == "trial" and metrics["interval.level"] == 0.8
     assert metrics["n_dropped_missing_target"] == int(frame["outcome"].isna().sum())
 
 

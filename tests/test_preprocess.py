@@ -156,3 +156,17 @@ def test_main_with_allow_review_warns_with_the_same_keys_and_runs(tmp_path):
             "(preprocess.allow_review: true)") in out.stderr
     assert (tmp_path / "data/processed/train.parquet").exists()
 
+
+def test_main_says_in_one_line_when_the_dataset_differs_from_its_last_run(tmp_path):
+    write_insurance_csv(tmp_path / "data/raw/insurance/insurance.csv", n=40)
+    lock = {"stages": {"preprocess": {"params": {"params.yaml": {"dataset": "insurance"}}}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    out = _run_stage(tmp_path, tiny_params())  # diabetes, as conf/params/config.yaml composes
+    assert out.returncode == 0, out.stderr
+    said = [line for line in out.stderr.splitlines() if "since the last preprocess run" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "WARNING dataset: insurance → diabetes since the last preprocess run (dvc.lock); every "
+        "`dvc exp run -S …` composes conf/params/config.yaml's dataset (diabetes): if you meant "
+        "insurance, `python -m medcast.datasets use insurance`")
+    out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
+    assert out.returncode == 0 and "since the last preprocess run" not in out.stderr

@@ -11,6 +11,7 @@ import pandas as pd
 
 from medcast.config import PreprocessConfig, load_params
 from medcast.datasets import DatasetConfig, drop_missing_target, load_raw, validate
+from medcast.datasets.choice import dataset_change
 from medcast.datasets.spec import dataset_file, review_markers
 from medcast.errors import ConfigError, DataValidationError, cli
 from medcast.features import FeatureSchema, infer_schema, save_schema
@@ -60,6 +61,8 @@ def check_reviewed(ds: DatasetConfig, cfg: PreprocessConfig) -> None:
 def main() -> None:
     params = load_params()
     ds, paths = params.dataset, params.paths
+    if change := dataset_change(ds.name):
+        log.warning("%s", change)
     check_reviewed(ds, params.preprocess)
     frame = validate(load_raw(ds), ds)
     train, test, schema = split(frame, ds, params.preprocess)
