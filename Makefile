@@ -9,7 +9,7 @@ UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test lint lock params rollback params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,8 +52,10 @@ insurance-data: install  ## the insurance table: make insurance-data CSV=path/to
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
 	$(MAKE) --no-print-directory data NAME=insurance FILE="$(CSV)"
 
-params-reset:  ## restore the committed params.yaml (a failed `dvc exp run -S ...` leaves it switched)
-	git checkout HEAD -- params.yaml
+rollback:  ## after a failed `dvc exp run`/`dvc repro`: params.yaml, dvc.lock and DVC outputs as git HEAD has them
+	$(BIN)/python -m medcast.workspace rollback
+
+params-reset: rollback  ## the former name of rollback
 
 notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/notebooks/ (after make repro)
 	$(BIN)/python -m medcast.notebooks
