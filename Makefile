@@ -41,12 +41,16 @@ test: install  ## install, then run the test suite
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
 	$(BIN)/python -m medcast.config $(O)
 
-data: install  ## copy a table into data/raw/NAME/ and track it with DVC: make data NAME=trial FILE=path/to/table.csv
-	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make data NAME=<dataset name> FILE=<path to a .csv/.tsv/.parquet table>"; exit 2; }
+# The raw table may live anywhere, best outside the repository (patient data never goes to git):
+# it is copied into data/raw/NAME/, which DVC tracks and git ignores. A copy inside the repository
+# that git would commit is named.
+data: install  ## copy a table (kept anywhere, best outside the repo) into data/raw/NAME/, DVC-tracked: make data NAME=trial FILE=path/to/table.csv
+	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make data NAME=<dataset name> FILE=<path to a .csv/.tsv/.parquet table, best outside the repository>"; exit 2; }
 	@test -f "$(FILE)" || { echo "make data: $(FILE): no such file"; exit 2; }
+	@git check-ignore -q "$(FILE)" 2>/dev/null; test $$? -ne 1 || echo "make data: warning: $(FILE) is inside the repository and git does not ignore it: move it out of the repository (or into exports/, which git ignores) before any \`git add\`"
 	@dest="data/raw/$(NAME)/$$(basename "$(FILE)")"; mkdir -p "data/raw/$(NAME)" && \
 	  cp "$(FILE)" "$$dest" && $(BIN)/dvc add -q "$$dest" && \
-	  echo "$$dest tracked by DVC: git add $$dest.dvc data/raw/$(NAME)/.gitignore"
+	  echo "$$dest tracked by DVC (git ignores the table itself): git add data/raw/$(NAME)   # its .dvc pointer"
 
 insurance-data: install  ## the insurance table: make insurance-data CSV=path/to/insurance.csv (= make data NAME=insurance)
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
