@@ -9,7 +9,7 @@ UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test lint lock params rollback params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test lint lock params rollback params-reset push pull data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ rollback:  ## after a failed `dvc exp run`/`dvc repro`: params.yaml, dvc.lock an
 	$(BIN)/python -m medcast.workspace rollback
 
 params-reset: rollback  ## the former name of rollback
+
+push: install  ## dvc push, once the remote's configuration and credentials check out (ARGS="-j 4")
+	$(BIN)/python -m medcast.remote push $(ARGS)
+
+pull: install  ## dvc pull, once the remote's configuration and credentials check out (ARGS="train")
+	$(BIN)/python -m medcast.remote pull $(ARGS)
 
 notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/notebooks/ (after make repro)
 	$(BIN)/python -m medcast.notebooks
