@@ -113,7 +113,10 @@ def use(name: str, root: Path = Path(".")) -> list[str]:
     after = yaml.safe_load(composed)
     parse_params(after, root, label=f"{PARAMS_FILE} (composed)")
     before = _read_params(params)
-    old_name = yaml.safe_load(old) if old else None
+    try:
+        old_name = yaml.safe_load(old) if old else None
+    except yaml.YAMLError:
+        old_name = old
     if old_name == name and before == after:
         return [f"{name} is already the dataset {CONFIG_FILE} composes, and {PARAMS_FILE} is "
                 "its composition: nothing to do"]
