@@ -9,7 +9,7 @@ UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test docs lint lock params params-reset data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test docs lint lock params rollback params-reset push pull data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,19 +50,31 @@ docs: install  ## serve the documentation site on http://127.0.0.1:8080 while yo
 params: install  ## recompose params.yaml from conf/ (what `dvc exp run` does), e.g. make params O="dataset=insurance"
 	$(BIN)/python -m medcast.config $(O)
 
-data: install  ## copy a table into data/raw/NAME/ and track it with DVC: make data NAME=trial FILE=path/to/table.csv
-	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make data NAME=<dataset name> FILE=<path to a .csv/.tsv/.parquet table>"; exit 2; }
+# The raw table may live anywhere, best outside the repository (patient data never goes to git):
+# it is copied into data/raw/NAME/, which DVC tracks and git ignores. A copy inside the repository
+# that git would commit is named.
+data: install  ## copy a table (kept anywhere, best outside the repo) into data/raw/NAME/, DVC-tracked: make data NAME=trial FILE=path/to/table.csv
+	@test -n "$(NAME)" -a -n "$(FILE)" || { echo "usage: make data NAME=<dataset name> FILE=<path to a .csv/.tsv/.parquet table, best outside the repository>"; exit 2; }
 	@test -f "$(FILE)" || { echo "make data: $(FILE): no such file"; exit 2; }
+	@git check-ignore -q "$(FILE)" 2>/dev/null; test $$? -ne 1 || echo "make data: warning: $(FILE) is inside the repository and git does not ignore it: move it out of the repository (or into exports/, which git ignores) before any \`git add\`"
 	@dest="data/raw/$(NAME)/$$(basename "$(FILE)")"; mkdir -p "data/raw/$(NAME)" && \
 	  cp "$(FILE)" "$$dest" && $(BIN)/dvc add -q "$$dest" && \
-	  echo "$$dest tracked by DVC: git add $$dest.dvc data/raw/$(NAME)/.gitignore"
+	  echo "$$dest tracked by DVC (git ignores the table itself): git add data/raw/$(NAME)   # its .dvc pointer"
 
 insurance-data: install  ## the insurance table: make insurance-data CSV=path/to/insurance.csv (= make data NAME=insurance)
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }
 	$(MAKE) --no-print-directory data NAME=insurance FILE="$(CSV)"
 
-params-reset:  ## restore the committed params.yaml (a failed `dvc exp run -S ...` leaves it switched)
-	git checkout HEAD -- params.yaml
+rollback:  ## after a failed `dvc exp run`/`dvc repro`: params.yaml, dvc.lock and DVC outputs as git HEAD has them
+	$(BIN)/python -m medcast.workspace rollback
+
+params-reset: rollback  ## the former name of rollback
+
+push: install  ## dvc push, once the remote's configuration and credentials check out (ARGS="-j 4")
+	$(BIN)/python -m medcast.remote push $(ARGS)
+
+pull: install  ## dvc pull, once the remote's configuration and credentials check out (ARGS="train")
+	$(BIN)/python -m medcast.remote pull $(ARGS)
 
 notebooks: install  ## execute notebooks/*.ipynb top to bottom → reports/notebooks/ (after make repro)
 	$(BIN)/python -m medcast.notebooks

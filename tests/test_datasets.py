@@ -8,7 +8,7 @@ import pytest
 
 from devtools.factories import insurance_frame, messy_clinical_frame, messy_clinical_spec
 from medcast.datasets import drop_missing_target, load_raw, validate
-from medcast.datasets.spec import ColumnSpec, SourceConfig, parse_dataset
+from medcast.datasets.spec import ColumnSpec, SourceConfig, parse_dataset, review_markers
 from medcast.errors import ConfigError, DataValidationError
 from tests.conftest import tiny
 
@@ -176,16 +176,60 @@ def test_csv_with_semicolons_decimal_commas_and_latin1(tmp_path):
     assert drop_missing_target(clean, ds)[1] == 1
 
 
-def test_wrong_encoding_is_one_clear_message(tmp_path):
+def _latin1_table(tmp_path, text="a,y\n\xe9,1\n", encoding="latin-1"):
     raw = tmp_path / "data/raw/t/t.csv"
     raw.parent.mkdir(parents=True)
-    raw.write_bytes("a,y\n\xe9,1\n".encode("latin-1"))
-    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"},
-                        "target": "y", "target_unit": "u",
-                        "columns": {"a": {"type": "category", "categories": ["x"]},
-                                    "y": {"type": "float"}}}, "t.yaml")
-    with pytest.raises(DataValidationError, match=r"not utf-8 text .* set source.encoding"):
+    raw.write_bytes(text.encode(encoding))
+    return {"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"},
+            "target": "y", "target_unit": "u",
+            "columns": {"a": {"type": "category", "categories": ["é"]}, "y": {"type": "float"}}}
+
+
+def test_wrong_encoding_names_the_conf_key_that_fixes_it_and_the_fix_reads_it(tmp_path):
+    conf = _latin1_table(tmp_path)
+    ds = parse_dataset(conf, "t.yaml")
+    with pytest.raises(DataValidationError) as err:
         validate(load_raw(ds, tmp_path), ds)
+    assert str(err.value) == (
+        "data/raw/t/t.csv: not utf-8 text (byte 0xe9: invalid continuation byte); set "
+        "`encoding: latin-1` under `source:` in conf/dataset/t.yaml (or the file's own "
+        "encoding, if you know it)")
+    conf["source"]["encoding"] = "latin-1"
+    fixed = parse_dataset(conf, "t.yaml")
+    assert validate(load_raw(fixed, tmp_path), fixed)["a"].tolist() == ["é"]
+
+
+def test_windows_quotes_suggest_cp1252_and_a_byte_order_mark_utf16(tmp_path):
+    ds = parse_dataset(_latin1_table(tmp_path, "a,y\n\u201cé\u201d,1\n", "cp1252"), "t.yaml")
+    with pytest.raises(DataValidationError, match=r"set `encoding: cp1252` under `source:`"):
+        load_raw(ds, tmp_path)
+    (tmp_path / "data/raw/t/t.csv").write_bytes("a,y\né,1\n".encode("utf-16"))
+    with pytest.raises(DataValidationError, match=r"set `encoding: utf-16` under `source:`"):
+        load_raw(ds, tmp_path)
+
+
+def test_decimal_commas_read_with_a_point_name_the_conf_key(tmp_path):
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv",
+                                                "delimiter": ";"},
+                        "target": "y", "target_unit": "u",
+                        "columns": {"w": {"type": "float"}, "y": {"type": "float"}}}, "t.yaml")
+    frame = pd.DataFrame({"w": ["70,5", "81,25", "66"], "y": ["1", "2", "3"]})
+    with pytest.raises(DataValidationError, match=r"column 'w': not a number \(\['70,5', '81,25'\]\) "
+                       r"in rows 1, 2 \(a decimal comma: set `decimal: \",\"` under `source:` in "
+                       r"conf/dataset/t.yaml\)"):
+        validate(frame, ds)
+
+
+def test_review_markers_are_named_by_their_dotted_keys():
+    ds = parse_dataset({"name": "t", "source": {"format": "csv", "path": "data/raw/t/t.csv"},
+                        "target": "y", "target_unit": "REVIEW: unit of the target",
+                        "description": "from the ward; REVIEW the dates",
+                        "columns": {"a.b": {"type": "float", "unit": "REVIEW: unit"},
+                                    "c": {"type": "category", "categories": ["x", "y"]},
+                                    "y": {"type": "float", "unit": "mmol/l"}}}, "t.yaml")
+    assert review_markers(ds) == ["target_unit", "columns.a.b.unit", "description"]
+    assert review_markers(dataclasses.replace(ds, target_unit="mg", description=None,
+                                              columns={"y": ds.columns["y"]})) == []
 
 
 def test_parquet_source_reads_only_the_used_columns(tmp_path):

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from devtools.ports import free_port
-from medcast.notebooks import NotebookStop, service_client, service_url
+from medcast.errors import MedcastError
+from medcast.notebooks import (
+    NotebookStop,
+    notebook_path,
+    require_outputs,
+    service_client,
+    service_url,
+)
 from tests.conftest import ROOT, venv_env
 
 
@@ -59,11 +66,11 @@ def test_service_client_of_a_service_not_ready_says_why():
         server.server_close()
 
 
-def test_notebook_04_without_a_service_stops_with_one_line_and_exit_2(tmp_path: Path):
+@pytest.mark.parametrize("name", ["notebooks/04-api-client.ipynb", "04-api-client"])
+def test_notebook_04_without_a_service_stops_with_one_line_and_exit_2(tmp_path: Path, name):
     url = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run(
-        [sys.executable, "-m", "medcast.notebooks", "notebooks/04-api-client.ipynb",
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "medcast.notebooks", name, "--out", str(tmp_path)],
         cwd=ROOT, env=venv_env(MEDCAST_URL=url), capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
@@ -77,3 +84,27 @@ def test_notebook_04_without_a_service_stops_with_one_line_and_exit_2(tmp_path: 
     # The kernel talks to nbclient over IPC sockets: no "running over TCP without encryption".
     assert "without encryption" not in out.stderr + out.stdout
     assert (tmp_path / "04-api-client.ipynb").exists()  # the cells run so far, for a look
+
+
+def test_a_notebook_is_found_by_name_or_prefix_and_an_unknown_one_lists_them(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert notebook_path("04-api-client") == Path("notebooks/04-api-client.ipynb")
+    assert notebook_path("02") == Path("notebooks/02-experiments.ipynb")
+    with pytest.raises(MedcastError) as err:
+        notebook_path("05-report")
+    assert str(err.value) == (
+        "no notebook '05-report' in notebooks/ (01-eda, 02-experiments, 03-monitoring, "
+        "04-api-client); e.g. `python -m medcast.notebooks 01-eda`")
+
+
+def test_missing_pipeline_outputs_stop_a_notebook_naming_them_and_make_repro(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/tuning.json").write_text("{}")
+    require_outputs("reports/tuning.json")
+    with pytest.raises(NotebookStop) as err:
+        require_outputs("reports/cv_scores.csv", "reports/tuning.json", "data/processed/test.parquet")
+    assert str(err.value) == (
+        "reports/cv_scores.csv, data/processed/test.parquet not found: run the pipeline first "
+        "(`make repro`), or fetch the committed results (`make pull`)")

@@ -2,7 +2,9 @@
 a messy table (an id, ignored columns, a dotted name, 30 % missing in two numbers and one
 category, padded categories, rows without a target) through `dvc repro`, the exported ONNX graph
 on rows with missing values, and the service answering a patient with null where it may; and
-`python -m medcast.datasets init` followed by `dvc exp run -S dataset=NAME` with no edit."""
+a researcher's second day on a table kept outside the repository (`init`, `make data`, `use`, the
+REVIEW marker refused then reviewed, a run with another key that stays on the dataset, a failed
+run rolled back)."""
 
 from __future__ import annotations
 
@@ -118,33 +120,86 @@ def test_service_takes_null_for_a_nullable_feature_and_refuses_it_for_others(mes
         assert "age" in patient_schema["required"]
 
 
-def test_init_then_exp_run_works_with_no_edit(tmp_path):
-    repo = make_copy(tmp_path / "repo", **SMALL)
-    export = tmp_path / "trial_export.csv"
+@pytest.fixture(scope="module")
+def second_day(tmp_path_factory):
+    """The README's flow on a table kept outside the repository: init, `make data`, `use`,
+    commit; a run refused for the draft's REVIEW marker; the marker reviewed; a run with
+    another key (-S evaluate.interval_level=0.8), adopted (committed)."""
+    tmp = tmp_path_factory.mktemp("second_day")
+    repo = make_copy(tmp / "repo", **SMALL)
+    export = tmp / "trial_export.csv"
     frame = write_messy_clinical_csv(export, n=240, seed=11)
-    out = run(["python", "-m", "medcast.datasets", "init", str(export), "--name", "trial",
-               "--target", "outcome", "--id", "record id"], repo)
-    assert "wrote conf/dataset/trial.yaml" in out.stdout
-    assert "make data NAME=trial FILE=" in out.stdout
+    mlflow = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+    steps = {"init": run(["python", "-m", "medcast.datasets", "init", str(export), "--name",
+                          "trial", "--target", "outcome", "--id", "record id"], repo)}
+    steps["again"] = run(["python", "-m", "medcast.datasets", "init", str(export), "--name",
+                          "trial", "--target", "outcome"], repo, check=False)
+    # What `make data NAME=trial FILE=…` does; then the dataset every run composes.
+    (repo / "data/raw/trial").mkdir()
+    (repo / "data/raw/trial/trial_export.csv").write_bytes(export.read_bytes())
+    run(["dvc", "add", "data/raw/trial/trial_export.csv"], repo)
+    steps["use"] = run(["python", "-m", "medcast.datasets", "use", "trial"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "Dataset trial"], repo)
+    steps["unreviewed"] = run(["dvc", "exp", "run"], repo, check=False, **mlflow)
+    conf = repo / "conf/dataset/trial.yaml"
+    conf.write_text(conf.read_text().replace('"REVIEW: unit of the target"', '"score"'))
+    run(["git", "commit", "-q", "-am", "Review trial"], repo)
+    steps["run"] = run(["dvc", "exp", "run", "-S", "evaluate.interval_level=0.8"], repo, **mlflow)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "Adopt the run"], repo)
+    return repo, frame, steps
+
+
+@pytest.mark.xdist_group("second_day")
+def test_init_drafts_the_messy_table_and_refuses_to_overwrite_it(second_day):
+    repo, _, steps = second_day
+    assert "make data NAME=trial FILE=" in steps["init"].stdout
+    assert "then: python -m medcast.datasets use trial" in steps["init"].stdout
     drafted = yaml.safe_load((repo / "conf/dataset/trial.yaml").read_text())
     assert drafted["columns"]["BL.Cig.Day"]["missing"] is True
     assert drafted["columns"]["Hypertension"]["categories"] == ["No", "Yes"]  # stripped
     assert "visit date" in drafted["ignore"] and drafted["id"] == "record id"
-    again = run(["python", "-m", "medcast.datasets", "init", str(export), "--name", "trial",
-                 "--target", "outcome"], repo, check=False)
-    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    assert steps["again"].returncode == 2 and "refusing to overwrite" in steps["again"].stderr
 
-    # What `make data NAME=trial FILE=…` does, then the README's next step, untouched.
-    (repo / "data/raw/trial").mkdir()
-    (repo / "data/raw/trial/trial_export.csv").write_bytes(export.read_bytes())
-    run(["dvc", "add", "data/raw/trial/trial_export.csv"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "trial"], repo)
-    run(["dvc", "exp", "run", "-S", "dataset=trial"], repo,
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
+
+@pytest.mark.xdist_group("second_day")
+def test_an_unreviewed_draft_is_refused_and_the_reviewed_unit_is_served(second_day):
+    repo, _, steps = second_day
+    assert steps["unreviewed"].returncode != 0
+    assert ("error: conf/dataset/trial.yaml: REVIEW markers left in target_unit: replace each "
+            "with the real value (then commit the file), or run anyway with `dvc exp run -S "
+            "preprocess.allow_review=true`") in steps["unreviewed"].stderr
+    card = json.loads((repo / "models/model.json").read_text())
+    assert card["target_unit"] == "score"
+    assert "REVIEW" not in (repo / "reports/report.md").read_text()
+
+
+@pytest.mark.xdist_group("second_day")
+def test_a_used_dataset_stays_chosen_when_a_run_sets_another_key(second_day):
+    repo, frame, steps = second_day
+    assert "conf/params/config.yaml: dataset: diabetes → trial" in steps["use"].stdout
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert metrics["dataset.name"] == "trial"
+    assert metrics["dataset.name"] == "trial" and metrics["interval.level"] == 0.8
     assert metrics["n_dropped_missing_target"] == int(frame["outcome"].isna().sum())
+    assert "since the last preprocess run" not in steps["run"].stderr
+
+
+@pytest.mark.xdist_group("second_day")
+def test_a_failed_exp_run_is_rolled_back_to_clean_dvc_and_git_status(second_day):
+    repo, _, _ = second_day
+    failed = run(["dvc", "exp", "run", "-S", "dataset=insurance"], repo, check=False)
+    assert "data/raw/insurance/insurance.csv: file not found" in failed.stderr
+    assert ("dataset: trial → insurance since the last preprocess run (dvc.lock); every `dvc "
+            "exp run -S …` composes conf/params/config.yaml's dataset (trial): `python -m "
+            "medcast.datasets use insurance` keeps insurance") in failed.stderr
+    assert "deleted" in run(["dvc", "status"], repo).stdout
+    out = run(["python", "-m", "medcast.workspace", "rollback"], repo)
+    assert out.stdout.splitlines()[0] == "restored from HEAD: params.yaml"
+    assert out.stdout.splitlines()[-1] == "dvc status: up to date; git status: clean"
+    assert "up to date" in run(["dvc", "status"], repo).stdout
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert yaml.safe_load((repo / "params.yaml").read_text())["dataset"] == "trial"
 
 
 def test_init_names_an_unknown_column_and_a_text_target(tmp_path):

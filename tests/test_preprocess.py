@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -27,8 +28,6 @@ def test_split_is_seeded_and_sized():
 
 def _run_stage(tmp_path, params):
     """`python -m medcast.preprocess` in a folder holding params.yaml and the conf files."""
-    import shutil
-
     from tests.conftest import ROOT
 
     if not (tmp_path / "conf").exists():
@@ -122,3 +121,52 @@ def test_main_with_an_unknown_dataset_lists_the_known_ones(tmp_path):
     assert out.returncode == 2
     assert "dataset: no conf/dataset/nosuch.yaml (known: diabetes, insurance" in out.stderr
     assert "python -m medcast.datasets init" in out.stderr and "Traceback" not in out.stderr
+
+
+def _unreviewed_trial(tmp_path):
+    """The messy trial table with a description as `init` drafts it: REVIEW markers left."""
+    from devtools.factories import messy_clinical_conf, write_messy_clinical_csv
+
+    write_messy_clinical_csv(tmp_path / "data/raw/trial/trial.csv", n=60, seed=4)
+    _run_stage(tmp_path, tiny_params())  # copies conf/ first
+    shutil.rmtree(tmp_path / "data/processed")
+    conf = messy_clinical_conf()
+    conf["target_unit"] = "REVIEW: unit of the target"
+    conf["columns"]["sbp"]["unit"] = "REVIEW: unit"
+    (tmp_path / "conf/dataset/trial.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+
+
+def test_main_refuses_review_markers_naming_the_file_every_key_and_the_fixes(tmp_path):
+    _unreviewed_trial(tmp_path)
+    out = _run_stage(tmp_path, tiny_params("dataset=trial"))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: conf/dataset/trial.yaml: REVIEW markers left in target_unit, columns.sbp.unit: "
+        "replace each with the real value (then commit the file), or run anyway with "
+        "`dvc exp run -S preprocess.allow_review=true`"]
+    assert not (tmp_path / "data/processed/train.parquet").exists()
+
+
+def test_main_with_allow_review_warns_with_the_same_keys_and_runs(tmp_path):
+    _unreviewed_trial(tmp_path)
+    out = _run_stage(tmp_path, tiny_params("dataset=trial", "preprocess.allow_review=true"))
+    assert out.returncode == 0, out.stderr
+    assert ("WARNING conf/dataset/trial.yaml: REVIEW markers left in target_unit, "
+            "columns.sbp.unit: they reach the model card and reports as written "
+            "(preprocess.allow_review: true)") in out.stderr
+    assert (tmp_path / "data/processed/train.parquet").exists()
+
+
+def test_main_says_in_one_line_when_the_dataset_differs_from_its_last_run(tmp_path):
+    write_insurance_csv(tmp_path / "data/raw/insurance/insurance.csv", n=40)
+    lock = {"stages": {"preprocess": {"params": {"params.yaml": {"dataset": "insurance"}}}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    out = _run_stage(tmp_path, tiny_params())  # diabetes, as conf/params/config.yaml composes
+    assert out.returncode == 0, out.stderr
+    said = [line for line in out.stderr.splitlines() if "since the last preprocess run" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "WARNING dataset: insurance → diabetes since the last preprocess run (dvc.lock); every "
+        "`dvc exp run -S …` composes conf/params/config.yaml's dataset (diabetes): if you meant "
+        "insurance, `python -m medcast.datasets use insurance`")
+    out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
+    assert out.returncode == 0 and "since the last preprocess run" not in out.stderr

@@ -1,8 +1,8 @@
 """How sure a result is, end to end on generated tables nobody prepared (init → data →
-`dvc exp run`): a pure-noise table says "no candidate beats the mean" in the stage log,
-metrics.json, report.md, tripod.md, the model card and the service; train.require_signal stops
-the run; a table with strong signal says so, and its optimism-corrected R² agrees with the test
-R²."""
+`dvc exp run`, the draft unreviewed: preprocess.allow_review): a pure-noise table says "no
+candidate beats the mean" in the stage log, metrics.json, report.md, tripod.md, the model card
+and the service; train.require_signal stops the run; a table with strong signal says so, and its
+optimism-corrected R² agrees with the test R²."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ NO_SIGNAL = "no candidate beats the mean"
 
 
 def own_study(tmp, name: str, frame, **overrides: str):
-    """A study copy with `frame` drafted by `init` and tracked as `make data` does, committed."""
-    repo = make_copy(tmp / "repo", **SMALL, **overrides)
+    """A study copy with `frame` drafted by `init` and tracked as `make data` does, committed.
+    Nobody reviews the draft: preprocess.allow_review lets it run, with its warning."""
+    repo = make_copy(tmp / "repo", **SMALL, **{"preprocess.allow_review": "true"}, **overrides)
     export = tmp / f"{name}.csv"
     frame.to_csv(export, index=False)
     run(["python", "-m", "medcast.datasets", "init", str(export), "--name", name, "--target",
@@ -46,6 +47,8 @@ def noise(tmp_path_factory):
 def test_pure_noise_says_no_candidate_beats_the_mean_in_the_log_metrics_reports_and_card(noise):
     repo, log = noise
     assert f"WARNING {NO_SIGNAL}: the best," in log  # the train stage's line
+    assert ("WARNING conf/dataset/noise.yaml: REVIEW markers left in target_unit: they reach "
+            "the model card and reports as written (preprocess.allow_review: true)") in log
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert metrics["signal"] is False and metrics["dataset.name"] == "noise"
     report = (repo / "reports/report.md").read_text().splitlines()

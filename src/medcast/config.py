@@ -72,6 +72,9 @@ class PathsConfig:
 class PreprocessConfig:
     test_size: float
     seed: int
+    # Run on a dataset description that still holds `init`'s REVIEW markers (warn instead of
+    # stopping): for a first look at a table, never for a result to share.
+    allow_review: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Execute the notebooks top to bottom (nbclient) and save executed copies:
 `python -m medcast.notebooks [--out reports/notebooks] [NAME ...]` (what `make notebooks` runs).
-Also what the notebooks share: the service client of 04 (`service_client`)."""
+Also what the notebooks share: the service client of 04 (`service_client`) and the check that
+the pipeline outputs a notebook reads exist (`require_outputs`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ log = logging.getLogger("medcast.notebooks")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000  # the service's default MEDCAST_PORT
+NOTEBOOKS = Path("notebooks")
 
 
 class NotebookStop(MedcastError):
@@ -65,6 +67,33 @@ def service_client(url: str | None = None, timeout: float = 10) -> httpx.Client:
     return client
 
 
+def require_outputs(*paths: str) -> None:
+    """NotebookStop naming the pipeline outputs a notebook reads that are not there yet, and
+    what makes them."""
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise NotebookStop(f"{', '.join(missing)} not found: run the pipeline first (`make "
+                           "repro`), or fetch the committed results (`make pull`)")
+
+
+def notebook_path(name: str, folder: Path = NOTEBOOKS) -> Path:
+    """A notebook by its file, its name in notebooks/ with or without .ipynb, or a prefix of
+    one name there ('04'); else MedcastError listing the notebooks."""
+    for candidate in (Path(name), folder / name, folder / f"{name}.ipynb"):
+        if candidate.is_file():
+            return candidate
+    if not folder.is_dir():
+        raise MedcastError(f"no notebook {name!r} and no {folder}/ here: run from the "
+                           "repository root")
+    known = sorted(folder.glob("*.ipynb"))
+    matches = [p for p in known if p.stem.startswith(name)]
+    if len(matches) == 1:
+        return matches[0]
+    stems = ", ".join(p.stem for p in known) or "none"
+    raise MedcastError(f"no notebook {name!r} in {folder}/ ({stems}); e.g. `python -m "
+                       f"medcast.notebooks {known[0].stem if known else 'NAME'}`")
+
+
 def _kernel_config(socket_dir: str) -> Any:
     """The kernel talks to nbclient over IPC sockets in `socket_dir` (a private folder, absolute:
     the kernel runs in the notebook's folder) where the platform has them: nothing listens on
@@ -105,11 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     import nbformat
 
     ap = argparse.ArgumentParser(description="execute medcast's notebooks")
-    ap.add_argument("names", nargs="*", help="notebook files (default: notebooks/*.ipynb)")
+    ap.add_argument("names", nargs="*", help="notebooks, by file or name, e.g. 04-api-client "
+                                             "(default: notebooks/*.ipynb)")
     ap.add_argument("--out", default="reports/notebooks", help="folder for executed copies")
     args = ap.parse_args(argv)
     logging.getLogger("traitlets").setLevel(logging.WARNING)  # nbclient's "Executing notebook"
-    paths = [Path(n) for n in args.names] or sorted(Path("notebooks").glob("*.ipynb"))
+    paths = [notebook_path(n) for n in args.names] or sorted(NOTEBOOKS.glob("*.ipynb"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = []

@@ -11,7 +11,9 @@ import pandas as pd
 
 from medcast.config import PreprocessConfig, load_params
 from medcast.datasets import DatasetConfig, drop_missing_target, load_raw, validate
-from medcast.errors import DataValidationError, cli
+from medcast.datasets.choice import dataset_change
+from medcast.datasets.spec import dataset_file, review_markers
+from medcast.errors import ConfigError, DataValidationError, cli
 from medcast.features import FeatureSchema, infer_schema, save_schema
 
 log = logging.getLogger("medcast.preprocess")
@@ -40,10 +42,28 @@ def write_split(part: pd.DataFrame, path: Path) -> None:
     part.reset_index(drop=True).to_parquet(path, index=False)
 
 
+def check_reviewed(ds: DatasetConfig, cfg: PreprocessConfig) -> None:
+    """No REVIEW marker of `init` may reach the model card and reports: stop naming every key
+    (preprocess.allow_review: true only warns)."""
+    markers = review_markers(ds)
+    if not markers:
+        return
+    where = f"{dataset_file(ds.name)}: REVIEW markers left in {', '.join(markers)}"
+    if cfg.allow_review:
+        log.warning("%s: they reach the model card and reports as written "
+                    "(preprocess.allow_review: true)", where)
+        return
+    raise ConfigError(f"{where}: replace each with the real value (then commit the file), or "
+                      "run anyway with `dvc exp run -S preprocess.allow_review=true`")
+
+
 @cli
 def main() -> None:
     params = load_params()
     ds, paths = params.dataset, params.paths
+    if change := dataset_change(ds.name):
+        log.warning("%s", change)
+    check_reviewed(ds, params.preprocess)
     frame = validate(load_raw(ds), ds)
     train, test, schema = split(frame, ds, params.preprocess)
     write_split(train, Path(paths.train))

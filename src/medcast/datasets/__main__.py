@@ -1,11 +1,17 @@
-"""`python -m medcast.datasets init FILE --name NAME --target COLUMN [--features C1,C2,…]`:
-draft conf/dataset/NAME.yaml from a table, print a summary, and say what to run next."""
+"""Datasets of the study, from the command line:
+
+    python -m medcast.datasets init FILE --name NAME --target COLUMN [--features C1,C2,…]
+    python -m medcast.datasets use NAME
+
+`init` drafts conf/dataset/NAME.yaml from a table, prints a summary and says what to run next;
+`use` makes NAME the dataset every `dvc exp run` composes (medcast.datasets.choice)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from medcast.datasets.choice import CONFIG_FILE, use
 from medcast.datasets.draft import draft, render, summary
 from medcast.datasets.spec import dataset_file
 from medcast.errors import ConfigError, cli
@@ -24,9 +30,19 @@ def main(argv: list[str] | None = None) -> None:
     init.add_argument("--id", dest="id_column", help="a row-identifier column (not a feature)")
     init.add_argument("--delimiter", help="CSV delimiter (default: sniffed among , ; tab |)")
     init.add_argument("--decimal", default=".", help="decimal separator of numbers (default .)")
-    init.add_argument("--encoding", default="utf-8", help="text encoding (default utf-8)")
+    init.add_argument("--encoding", default="utf-8",
+                      help="text encoding (default utf-8; e.g. latin-1, cp1252)")
+    chosen = sub.add_parser("use", help="make NAME the dataset every `dvc exp run -S` composes "
+                                     "(conf/params/config.yaml), recompose params.yaml")
+    chosen.add_argument("name", help="a dataset with a conf/dataset/NAME.yaml")
     args = ap.parse_args(argv)
+    if args.command == "use":
+        print("\n".join(use(args.name)))
+        return
+    init_dataset(args)
 
+
+def init_dataset(args: argparse.Namespace) -> None:
     out = dataset_file(args.name)
     if out.exists():
         raise ConfigError(f"{out} exists: refusing to overwrite it (delete or rename it first)")
@@ -45,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
               "and tracks it with DVC")
     elif not Path(f"{raw}.dvc").exists():
         print(f"next: dvc add {raw}   # track the table (it stays out of git)")
-    print(f"then: git add {out} && dvc exp run -S dataset={args.name}")
+    print(f"then: python -m medcast.datasets use {args.name}   # the dataset of every "
+          "`dvc exp run`, -S or not")
+    print(f"then: git add {out} {raw.parent} {CONFIG_FILE} params.yaml && "
+          f"git commit -m 'Dataset {args.name}' && dvc exp run")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,15 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from dataclasses import dataclass, field
+import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from medcast.datasets.read import RawTable, read_header, read_raw
+from medcast.datasets.read import NotText, read_header, read_raw
 from medcast.datasets.spec import (
     DEFAULT_NA_VALUES,
     DatasetConfig,
@@ -24,6 +25,7 @@ from medcast.datasets.spec import (
     dataset_file,
     parse_dataset,
     raw_dir,
+    review_markers,
 )
 from medcast.datasets.validate import missing_mask
 from medcast.errors import ConfigError
@@ -72,49 +74,56 @@ def _sniff_delimiter(file: Path, encoding: str) -> str:
         return ","
 
 
+@dataclass(frozen=True)
+class InitCall:
+    """What `init` was asked to draft: the table, its columns, and how to read it."""
+
+    file: Path
+    name: str
+    target: str
+    features: list[str] | None = None
+    id_column: str | None = None
+    delimiter: str | None = None  # None: sniffed
+    decimal: str = "."
+    encoding: str = "utf-8"
+
+    def command(self, **change: str) -> str:
+        """The `init` command line of this call, with `change`d options (for messages)."""
+        call = replace(self, **change)
+        args = ["python", "-m", "medcast.datasets", "init", str(call.file), "--name", call.name,
+                "--target", call.target]
+        if call.features:
+            args += ["--features", ",".join(call.features)]
+        if call.id_column:
+            args += ["--id", call.id_column]
+        if call.delimiter:
+            args += ["--delimiter", "tab" if call.delimiter == "\t" else call.delimiter]
+        if call.decimal != ".":
+            args += ["--decimal", call.decimal]
+        if call.encoding != "utf-8":
+            args += ["--encoding", call.encoding]
+        return shlex.join(args)
+
+
 def draft(file: Path, name: str, target: str, features: list[str] | None = None,
           id_column: str | None = None, delimiter: str | None = None, decimal: str = ".",
           encoding: str = "utf-8") -> Draft:
-    """Read `file` and infer its description; raises ConfigError for an unknown column."""
+    """Read `file` and infer its description; raises ConfigError for an unknown column, a
+    non-numeric target, or a table read with the wrong encoding or decimal separator."""
+    call = InitCall(file, name, target, features, id_column, delimiter, decimal, encoding)
     check_name(name)
     source = guess_source(file, name, delimiter, decimal, encoding)
-    # Read the file where it is now (data/raw/ or elsewhere) with the source's options.
-    reading = DatasetConfig(name, SourceConfig(source.format, str(file), source.delimiter,
-                                               source.decimal, source.encoding),
-                            target, "", {})
-    written = read_header(reading, Path("."))
-    header = [h.strip() for h in written]
-    for wanted in [target, *(features or []), *([id_column] if id_column else [])]:
-        if wanted not in header:
-            close = difflib.get_close_matches(wanted, header, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{file}: no column '{wanted}'{hint}; columns: {header}")
-    raw = read_raw(reading, written, Path("."))
-    raw = raw.rename(columns=lambda c: str(c).strip())
-    table = RawTable(raw, header, str(file))
-    text = {c: table.frame[c].map(lambda v: None if v is None else str(v).strip()) for c in header}
+    header, raw = _read(call, source)
+    text = {c: raw[c].map(lambda v: None if v is None else str(v).strip()) for c in header}
     missing = {c: missing_mask(text[c], DEFAULT_NA_VALUES) for c in header}
-
+    chosen = features if features else [c for c in header if c not in (target, id_column)]
+    _check_decimal(call, [*chosen, target], text, missing)
     target_num = _numbers(text[target], missing[target], decimal)
     if target_num is None:
         raise ConfigError(f"{file}: target '{target}' is not numeric: medcast does regression")
-    chosen = features if features else [c for c in header if c not in (target, id_column)]
-    ignored = {c: "not among --features" for c in header
-               if c not in chosen and c not in (target, id_column)}
-    drafts = []
-    for column in chosen:
-        col = _draft_column(column, text[column], missing[column], decimal)
-        if col is None:
-            n_distinct = text[column][~missing[column]].nunique()
-            ignored[column] = f"free text or an identifier? {n_distinct} distinct values"
-            continue
-        leak = _derived_from_target(col, text[column], missing[column], target_num)
-        if leak and not features:
-            ignored[column] = leak
-            continue
-        if leak:
-            col.notes.append(f"REVIEW: {leak}")
-        drafts.append(col)
+    drafts, ignored = _draft_features(call, chosen, text, missing, target_num)
+    ignored = {**{c: "not among --features" for c in header
+                  if c not in chosen and c not in (target, id_column)}, **ignored}
     target_col = _draft_column(target, text[target], missing[target], decimal)
     assert target_col is not None
     target_col.spec.pop("missing", None)  # a missing target drops its row, never imputed
@@ -132,6 +141,75 @@ def draft(file: Path, name: str, target: str, features: list[str] | None = None,
     }
     ds = parse_dataset(spec, f"draft of {dataset_file(name)}", name)
     return Draft(ds, drafts, ignored, len(raw), int(missing[target].sum()))
+
+
+def _read(call: InitCall, source: SourceConfig) -> tuple[list[str], pd.DataFrame]:
+    """The stripped header and every column as text, read where the file is now (data/raw/ or
+    elsewhere) with the source's options; the columns asked for must be there."""
+    reading = DatasetConfig(call.name, SourceConfig(source.format, str(call.file),
+                                                    source.delimiter, source.decimal,
+                                                    source.encoding), call.target, "", {})
+    try:
+        written = read_header(reading, Path("."))
+        raw = read_raw(reading, written, Path("."))
+    except NotText as err:
+        raise ConfigError(f"{call.file}: {err.reason}; draft again with its encoding: "
+                          f"`{call.command(encoding=err.guess)}`") from None
+    header = [h.strip() for h in written]
+    asked = [call.target, *(call.features or []), *([call.id_column] if call.id_column else [])]
+    for wanted in asked:
+        if wanted not in header:
+            close = difflib.get_close_matches(wanted, header, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"{call.file}: no column '{wanted}'{hint}; columns: {header}")
+    return header, raw.rename(columns=lambda c: str(c).strip())
+
+
+def _check_decimal(call: InitCall, columns: list[str], text: dict[str, pd.Series],
+                   missing: dict[str, pd.Series]) -> None:
+    """Numbers with a decimal comma read with a decimal point would become text: say so."""
+    if call.decimal == ",":
+        return
+    commas = [c for c in columns if _decimal_comma(text[c], missing[c])]
+    if commas:
+        example = text[commas[0]][text[commas[0]].str.contains(",", na=False)].iloc[0]
+        raise ConfigError(
+            f"{call.file}: column{'s' if len(commas) > 1 else ''} {commas} hold numbers with a "
+            f"decimal comma (e.g. '{example}'); draft again with `--decimal ,`: "
+            f"`{call.command(decimal=',')}`"
+        )
+
+
+def _draft_features(call: InitCall, chosen: list[str], text: dict[str, pd.Series],
+                    missing: dict[str, pd.Series], target: pd.Series
+                    ) -> tuple[list[ColumnDraft], dict[str, str]]:
+    """Each chosen column's draft, and those left out (free text; derived from the target
+    unless --features named it) with the reason."""
+    drafts, ignored = [], {}
+    for column in chosen:
+        col = _draft_column(column, text[column], missing[column], call.decimal)
+        if col is None:
+            n_distinct = text[column][~missing[column]].nunique()
+            ignored[column] = f"free text or an identifier? {n_distinct} distinct values"
+            continue
+        leak = _derived_from_target(col, text[column], missing[column], target)
+        if leak and not call.features:
+            ignored[column] = leak
+            continue
+        if leak:
+            col.notes.append(f"REVIEW: {leak}")
+        drafts.append(col)
+    return drafts, ignored
+
+
+def _decimal_comma(text: pd.Series, missing: pd.Series) -> bool:
+    """Numbers written with a decimal comma ('12,5'): some values have one and nearly all (90 %)
+    read as numbers once it is a point."""
+    present = text[~missing]
+    if present.empty or not present.str.fullmatch(r"[-+]?\d+,\d+").any():
+        return False
+    numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
+    return bool(numbers.notna().mean() >= 0.9)
 
 
 def _source_dict(source: SourceConfig) -> dict[str, Any]:
@@ -256,7 +334,8 @@ def render(d: Draft, file: Path) -> str:
         f"# {ds.name}: drafted by `python -m medcast.datasets init` from {file}",
         f"# ({d.n_rows} rows). REVIEW every line marked so: units, plausible ranges (the observed",
         "# range widened by 10 %: a value outside it stops preprocess with a message), and which",
-        "# columns are features. Then: `dvc exp run -S dataset=" + ds.name + "`.",
+        "# columns are features; preprocess refuses a value still holding REVIEW. Then:",
+        f"# `python -m medcast.datasets use {ds.name}` and `dvc exp run`.",
         f"name: {_scalar(ds.name)}",
         "description: null  # one line on where the table comes from",
         "# Where the table is read from (`make data NAME=... FILE=...` copies it there and tracks",
@@ -309,5 +388,8 @@ def summary(d: Draft, path: Path) -> str:
         rows.append(f"  {col.name:<{width}}  {col.spec['type']:<8}  {rate}")
     for column, why in d.ignored.items():
         rows.append(f"  ignored {column}: {why}")
-    rows.append(f"wrote {path}: review the lines marked REVIEW")
+    markers = review_markers(ds)
+    rows.append(f"wrote {path}: review the lines marked REVIEW" + (
+        f"; preprocess refuses the file while a value holds one ({', '.join(markers)})"
+        if markers else ""))
     return "\n".join(rows)

@@ -5,6 +5,7 @@ or scikit-learn's bundled diabetes table): the used columns as text, nothing cle
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from medcast.cells import text_of
-from medcast.datasets.spec import DatasetConfig
+from medcast.datasets.spec import DatasetConfig, dataset_file
 from medcast.errors import DataValidationError
 
 
@@ -23,6 +24,38 @@ class RawTable:
     frame: pd.DataFrame
     header: list[str]
     label: str  # what messages call the table (its path)
+
+
+class NotText(DataValidationError):
+    """A CSV table that is not text in the encoding it is read with; `guess` is the encoding
+    it most likely has (guess_encoding)."""
+
+    def __init__(self, ds: DatasetConfig, err: UnicodeDecodeError, guess: str) -> None:
+        byte = err.object[err.start] if err.start < len(err.object) else 0
+        self.reason = f"not {ds.source.encoding} text (byte 0x{byte:02x}: {err.reason})"
+        self.guess = guess
+        super().__init__(
+            f"{ds.raw}: {self.reason}; set `encoding: {guess}` under `source:` in "
+            f"{dataset_file(ds.name)} (or the file's own encoding, if you know it)"
+        )
+
+
+def guess_encoding(path: Path) -> str:
+    """utf-16 (a byte-order mark: Excel's "Unicode text"), cp1252 (Windows' western encoding:
+    bytes 0x80-0x9f, which are letters, quotes and dashes there, all defined) or latin-1 (reads
+    any byte)."""
+    windows = False
+    with path.open("rb") as handle:
+        if handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            return "utf-16"
+        handle.seek(0)
+        while chunk := handle.read(1 << 20):  # one byte a character: chunks decode alike
+            try:
+                chunk.decode("cp1252")
+            except UnicodeDecodeError:
+                return "latin-1"
+            windows = windows or re.search(rb"[\x80-\x9f]", chunk) is not None
+    return "cp1252" if windows else "latin-1"
 
 
 def missing_file_message(ds: DatasetConfig) -> str:
@@ -51,10 +84,7 @@ def read_header(ds: DatasetConfig, root: Path = Path(".")) -> list[str]:
         with path.open(newline="", encoding=ds.source.encoding) as handle:
             return next(csv.reader(handle, delimiter=ds.source.delimiter), [])
     except UnicodeDecodeError as err:
-        raise DataValidationError(
-            f"{ds.raw}: not {ds.source.encoding} text ({err.reason} at byte {err.start}); set "
-            "source.encoding (e.g. latin-1, cp1252) in the dataset's conf file"
-        ) from None
+        raise NotText(ds, err, guess_encoding(path)) from None
 
 
 def read_raw(ds: DatasetConfig, columns: list[str], root: Path = Path(".")) -> pd.DataFrame:
@@ -75,10 +105,7 @@ def read_raw(ds: DatasetConfig, columns: list[str], root: Path = Path(".")) -> p
         return pd.read_csv(path, dtype=str, keep_default_na=False, sep=ds.source.delimiter,
                            encoding=ds.source.encoding, usecols=columns, engine="c")[columns]
     except UnicodeDecodeError as err:
-        raise DataValidationError(
-            f"{ds.raw}: not {ds.source.encoding} text ({err.reason} at byte {err.start}); set "
-            "source.encoding (e.g. latin-1, cp1252) in the dataset's conf file"
-        ) from None
+        raise NotText(ds, err, guess_encoding(path)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
         raise DataValidationError(f"{ds.raw}: not a readable CSV table: {err}") from None
 

@@ -4,6 +4,7 @@ categories, which may be missing, an optional row id, and the columns deliberate
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ DEFAULT_NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".")
 # The explicit level a missing category becomes inside every model (its own one-hot column).
 MISSING_LEVEL = "(missing)"
 BUNDLED = ("diabetes",)  # format: sklearn → scikit-learn's bundled tables
+# What `init` writes into a value only a human can fill in (medcast.datasets.draft); preprocess
+# refuses a description that still holds one (with preprocess.allow_review: true, warns).
+REVIEW_MARKER = re.compile(r"\bREVIEW\b")
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,30 @@ class DatasetConfig:
     def raw(self) -> str:
         """The raw file (what `dvc add` tracks), or the bundled table's name."""
         return self.source.path
+
+
+def review_markers(ds: DatasetConfig) -> list[str]:
+    """The dotted keys whose value still holds a REVIEW marker (what `init` writes where only a
+    human knows the answer, e.g. `target_unit: "REVIEW: unit of the target"`), in the order of
+    DatasetConfig's fields."""
+    found: list[str] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, str):
+            if REVIEW_MARKER.search(value):
+                found.append(key)
+        elif dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}")
+        elif isinstance(value, tuple | list) and any(
+                isinstance(item, str) and REVIEW_MARKER.search(item) for item in value):
+            found.append(key)
+
+    walk(ds, "")
+    return found
 
 
 def raw_dir(name: str) -> Path:

@@ -50,8 +50,9 @@ def _check_category(name: str, text: pd.Series, missing: pd.Series, spec: Column
 
 
 def _check_number(name: str, text: pd.Series, missing: pd.Series, spec: ColumnSpec,
-                  decimal: str) -> tuple[pd.Series, list[str]]:
+                  ds: DatasetConfig) -> tuple[pd.Series, list[str]]:
     problems = []
+    decimal = ds.source.decimal
     candidate = text.where(~missing)
     if decimal != ".":
         candidate = candidate.str.replace(decimal, ".", regex=False)
@@ -59,7 +60,10 @@ def _check_number(name: str, text: pd.Series, missing: pd.Series, spec: ColumnSp
     wrong = ~missing & numeric.isna()
     if wrong.any():
         seen = sorted(set(text[wrong]))[:3]
-        problems.append(f"column '{name}': not a number ({seen}) in {_rows(wrong)}")
+        comma = decimal != "," and text[wrong].str.fullmatch(r"[-+]?\d+,\d+").mean() > 0.5
+        hint = (f" (a decimal comma: set `decimal: \",\"` under `source:` in "
+                f"{DATASET_DIR}/{ds.name}.yaml)") if comma else ""
+        problems.append(f"column '{name}': not a number ({seen}) in {_rows(wrong)}{hint}")
     infinite = np.isinf(numeric.to_numpy())
     if infinite.any():
         problems.append(f"column '{name}': infinite value in {_rows(infinite)}")
@@ -131,7 +135,7 @@ def validate(raw: RawTable | pd.DataFrame, ds: DatasetConfig, source: str = "") 
             if spec.type == "category":
                 values, more = _check_category(name, text, missing, spec)
             else:
-                values, more = _check_number(name, text, missing, spec, ds.source.decimal)
+                values, more = _check_number(name, text, missing, spec, ds)
             clean[name] = values
             found += more
         problems.extend(found)
