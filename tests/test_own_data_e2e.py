@@ -55,7 +55,7 @@ def test_repro_on_a_messy_table_reports_drops_and_traces_every_prediction(messy_
     assert f"rows without a target dropped (never imputed): {dropped}" in report
     predictions = pd.read_csv(repo / "reports/predictions.csv")
     assert list(predictions.columns) == ["record id", "actual", "predicted", "residual", "lower",
-                                         "upper"]
+                                         "upper", "boot_low", "boot_high"]
     assert (predictions["lower"] <= predictions["predicted"]).all()
     assert (predictions["predicted"] <= predictions["upper"]).all()
     assert set(predictions["record id"]) <= set(frame["record id"])

@@ -27,14 +27,17 @@ def _cell(row: dict[str, Any], file: str, name: str) -> Any:
 
 
 def _scores(row: dict[str, Any]) -> dict[str, Any]:
-    """test.r2 → test_r2, cv.r2_std → cv_r2_std, from metrics.json's columns."""
+    """test.r2 → test_r2, cv.r2_std → cv_r2_std, from metrics.json's columns (by name: the
+    params section `cv` — cv.folds, cv.seed, … — shares the prefix and is left out)."""
+    from medcast.metrics import SUMMARY_KEYS
+
     out = {}
     for key, value in row.items():
         file, _, name = key.rpartition(":")
         if file not in ("", METRICS_FILE):
             continue
         split, _, metric = name.partition(".")
-        if split in ("test", "cv") and metric and value is not None:
+        if split in ("test", "cv") and metric in SUMMARY_KEYS and value is not None:
             out[f"{split}_{metric}"] = value
     return out
 
