@@ -24,7 +24,7 @@ import pytest
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.settings import Settings
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.support.browser import chromium_page, require_browser
 from tests.support.serving import serving
 
 pytestmark = pytest.mark.timeout(120)
@@ -222,142 +222,135 @@ def test_dashboard_in_a_browser(
     expect.set_options(timeout=10_000)
     patient = tiny.examples[0]
     with real_service(tiny.root, figures, tmp_path, pycache) as base, \
-            sync_api.sync_playwright() as pw:
+            chromium_page(sync_api, viewport={"width": 1100, "height": 900}) as page:
         for path in ("/dashboard/figures/../../dvc.lock", "/dashboard/figures/..%2f..%2fdvc.lock",
                      "/dashboard/static/../app.py"):
             assert raw_get(base, path) == 404, path
 
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     timeout=30_000)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.set_default_timeout(10_000)
-            problems: list[str] = []  # CSP violations and uncaught script errors
-            page.on("console", lambda m: problems.append(m.text)
-                    if m.type == "error" and "Content Security Policy" in m.text else None)
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            requests: list[Any] = []
-            page.on("request", lambda r: requests.append(r))
+        problems: list[str] = []  # CSP violations and uncaught script errors
+        page.on("console", lambda m: problems.append(m.text)
+                if m.type == "error" and "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        requests: list[Any] = []
+        page.on("request", lambda r: requests.append(r))
 
-            # the card
-            page.goto(f"{base}/", timeout=15_000)
-            assert page.url == f"{base}/dashboard"
-            expect(page.locator("#model-name")).to_have_text(tiny.card["name"], timeout=10_000)
-            expect(page.locator("#card-facts")).to_contain_text("charges (USD per year)")
-            expect(page.locator("#card-facts")).to_contain_text("insurance")
-            expect(page.locator("#card-facts")).to_contain_text("ridge")
-            expect(page.locator("#metrics")).to_contain_text("R²")
-            expect(page.locator("#features tbody tr")).to_have_count(len(tiny.card["features"]))
-            expect(page.locator("#features")).to_contain_text("kg/m2")
-            expect(page.locator("#features")).to_contain_text("northeast, northwest, southeast")
-            expect(page.locator("#status")).to_have_text("ready")
-            expect(page.locator("#signal-banner")).to_be_hidden()  # the tiny model has signal
-            figure = page.locator('#figure-list img[alt="fig a"]')
-            expect(figure).to_be_visible()
-            page.wait_for_function("img => img.complete && img.naturalWidth === 8",
-                                   arg=figure.element_handle(), timeout=10_000)
+        # the card
+        page.goto(f"{base}/", timeout=15_000)
+        assert page.url == f"{base}/dashboard"
+        expect(page.locator("#model-name")).to_have_text(tiny.card["name"], timeout=10_000)
+        expect(page.locator("#card-facts")).to_contain_text("charges (USD per year)")
+        expect(page.locator("#card-facts")).to_contain_text("insurance")
+        expect(page.locator("#card-facts")).to_contain_text("ridge")
+        expect(page.locator("#metrics")).to_contain_text("R²")
+        expect(page.locator("#features tbody tr")).to_have_count(len(tiny.card["features"]))
+        expect(page.locator("#features")).to_contain_text("kg/m2")
+        expect(page.locator("#features")).to_contain_text("northeast, northwest, southeast")
+        expect(page.locator("#status")).to_have_text("ready")
+        expect(page.locator("#signal-banner")).to_be_hidden()  # the tiny model has signal
+        figure = page.locator('#figure-list img[alt="fig a"]')
+        expect(figure).to_be_visible()
+        page.wait_for_function("img => img.complete && img.naturalWidth === 8",
+                               arg=figure.element_handle(), timeout=10_000)
 
-            # the form follows the card: numbers with bounds and step, selects for categories,
-            # a <label for> for every control
-            button = page.locator("#predict-button")
-            expect(button).to_be_enabled()
-            field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')
-                     for f in tiny.card["features"]}
-            age, bmi = field["age"], field["bmi"]
-            assert (age.get_attribute("type"), age.get_attribute("min"), age.get_attribute("max"),
-                    age.get_attribute("step")) == ("number", "0", "120", "1")
-            assert (bmi.get_attribute("min"), bmi.get_attribute("max"),
-                    bmi.get_attribute("step")) == ("10", "80", "any")
-            assert field["region"].evaluate("e => e.tagName") == "SELECT"
-            for f in tiny.card["features"]:
-                control = field[f["name"]]
-                assert control.get_attribute("required") is not None
-                label = page.locator(f'label[for="{control.get_attribute("id")}"]')
-                expect(label).to_contain_text(f["name"])
-            expect(page.get_by_label(re.compile(r"^bmi\b"))).to_have_attribute("max", "80")
+        # the form follows the card: numbers with bounds and step, selects for categories,
+        # a <label for> for every control
+        button = page.locator("#predict-button")
+        expect(button).to_be_enabled()
+        field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')
+                 for f in tiny.card["features"]}
+        age, bmi = field["age"], field["bmi"]
+        assert (age.get_attribute("type"), age.get_attribute("min"), age.get_attribute("max"),
+                age.get_attribute("step")) == ("number", "0", "120", "1")
+        assert (bmi.get_attribute("min"), bmi.get_attribute("max"),
+                bmi.get_attribute("step")) == ("10", "80", "any")
+        assert field["region"].evaluate("e => e.tagName") == "SELECT"
+        for f in tiny.card["features"]:
+            control = field[f["name"]]
+            assert control.get_attribute("required") is not None
+            label = page.locator(f'label[for="{control.get_attribute("id")}"]')
+            expect(label).to_contain_text(f["name"])
+        expect(page.get_by_label(re.compile(r"^bmi\b"))).to_have_attribute("max", "80")
 
-            # a valid patient → a prediction with the model version and the request id
-            for f in tiny.card["features"]:
-                name, value = f["name"], patient[f["name"]]
-                if f["type"] == "category":
-                    field[name].select_option(value)
-                else:
-                    field[name].fill(str(value))
-            button.click()
-            expect(page.locator("#result")).to_be_visible()
-            expect(page.locator("#result-version")).to_have_text(tiny.md5)
-            request_id = page.locator("#result-request").inner_text()
-            assert re.fullmatch(r"[0-9a-f]{32}", request_id)
-            shown = float(page.locator("#result-value").inner_text().replace(",", ""))
-            assert math.isclose(shown, tiny.expected[0], rel_tol=1e-4, abs_tol=0.01)
-            # … and its 90 % range, with a sentence on what 90 % means
-            expect(page.locator("#result-interval")).to_be_visible()
-            expect(page.locator("#interval-level")).to_have_text("90%")
-            for bound, expected in (("lower", tiny.expected_lower[0]),
-                                    ("upper", tiny.expected_upper[0])):
-                text = page.locator(f"#interval-{bound}").inner_text().replace(",", "")
-                assert math.isclose(float(text), expected, rel_tol=1e-4, abs_tol=0.01), bound
-            expect(page.locator("#interval-meaning")).to_contain_text("9 in 10 patients")
+        # a valid patient → a prediction with the model version and the request id
+        for f in tiny.card["features"]:
+            name, value = f["name"], patient[f["name"]]
+            if f["type"] == "category":
+                field[name].select_option(value)
+            else:
+                field[name].fill(str(value))
+        button.click()
+        expect(page.locator("#result")).to_be_visible()
+        expect(page.locator("#result-version")).to_have_text(tiny.md5)
+        request_id = page.locator("#result-request").inner_text()
+        assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+        shown = float(page.locator("#result-value").inner_text().replace(",", ""))
+        assert math.isclose(shown, tiny.expected[0], rel_tol=1e-4, abs_tol=0.01)
+        # … and its 90 % range, with a sentence on what 90 % means
+        expect(page.locator("#result-interval")).to_be_visible()
+        expect(page.locator("#interval-level")).to_have_text("90%")
+        for bound, expected in (("lower", tiny.expected_lower[0]),
+                                ("upper", tiny.expected_upper[0])):
+            text = page.locator(f"#interval-{bound}").inner_text().replace(",", "")
+            assert math.isclose(float(text), expected, rel_tol=1e-4, abs_tol=0.01), bound
+        expect(page.locator("#interval-meaning")).to_contain_text("9 in 10 patients")
 
-            # client side: above max → the browser's own message next to the field, no request
-            posts = sum(r.method == "POST" for r in requests)
-            bmi_error = page.locator('[data-error-for="bmi"]')
-            bmi.fill("95")
-            button.click()
-            expect(bmi_error).to_be_visible()
-            expect(bmi_error).to_have_attribute("data-source", "client")
-            browser_message = bmi.evaluate("e => e.validationMessage")
-            assert browser_message and "80" in browser_message
-            expect(bmi_error).to_have_text(browser_message)
-            expect(bmi).to_have_attribute("aria-invalid", "true")
-            expect(page.locator('[data-error-for="age"]')).to_be_hidden()
-            assert sum(r.method == "POST" for r in requests) == posts
+        # client side: above max → the browser's own message next to the field, no request
+        posts = sum(r.method == "POST" for r in requests)
+        bmi_error = page.locator('[data-error-for="bmi"]')
+        bmi.fill("95")
+        button.click()
+        expect(bmi_error).to_be_visible()
+        expect(bmi_error).to_have_attribute("data-source", "client")
+        browser_message = bmi.evaluate("e => e.validationMessage")
+        assert browser_message and "80" in browser_message
+        expect(bmi_error).to_have_text(browser_message)
+        expect(bmi).to_have_attribute("aria-invalid", "true")
+        expect(page.locator('[data-error-for="age"]')).to_be_hidden()
+        assert sum(r.method == "POST" for r in requests) == posts
 
-            # server side: without the max attribute the client lets 95 through; the service's
-            # 422 names the field and its message is shown next to it
-            bmi.evaluate("e => e.removeAttribute('max')")
-            button.click()
-            expect(bmi_error).to_have_attribute("data-source", "server")
-            expect(bmi_error).to_contain_text("<= 80")
-            expect(bmi_error).to_contain_text("bmi")
-            expect(page.locator("#result")).to_be_hidden()
-            assert sum(r.method == "POST" for r in requests) == posts + 1
-            bmi.fill(str(patient["bmi"]))  # editing clears the server's verdict
-            expect(bmi_error).to_be_hidden()
-            expect(bmi).not_to_have_attribute("aria-invalid", "true")
-            button.click()
-            expect(page.locator("#result")).to_be_visible()
-            expect(page.locator("#result-request")).not_to_have_text(request_id)
+        # server side: without the max attribute the client lets 95 through; the service's
+        # 422 names the field and its message is shown next to it
+        bmi.evaluate("e => e.removeAttribute('max')")
+        button.click()
+        expect(bmi_error).to_have_attribute("data-source", "server")
+        expect(bmi_error).to_contain_text("<= 80")
+        expect(bmi_error).to_contain_text("bmi")
+        expect(page.locator("#result")).to_be_hidden()
+        assert sum(r.method == "POST" for r in requests) == posts + 1
+        bmi.fill(str(patient["bmi"]))  # editing clears the server's verdict
+        expect(bmi_error).to_be_hidden()
+        expect(bmi).not_to_have_attribute("aria-invalid", "true")
+        button.click()
+        expect(page.locator("#result")).to_be_visible()
+        expect(page.locator("#result-request")).not_to_have_text(request_id)
 
-            # the log: a wrong key is refused; the right one shows the predictions just made
-            wait_for_log_row(base, page.locator("#result-request").inner_text())
-            page.locator("#api-key").fill("wrong-key")
-            page.get_by_role("button", name="Show").click()
-            expect(page.locator("#log-error")).to_contain_text("401")
-            page.locator("#api-key").fill(KEY)
-            page.get_by_role("button", name="Show").click()
-            row = page.locator(f'#log-table tr[data-request-id="{request_id}"]')
-            expect(row).to_be_visible()
-            expect(row).to_contain_text(tiny.md5[:8])
-            expect(page.locator("#log-error")).to_be_hidden()
-            expect(page.locator("#hourly svg rect.bar")).to_have_count(24)
-            counts = page.locator("#hourly svg text.count").all_text_contents()
-            assert sum(map(int, counts)) == 2, counts  # one hour, or two if it just turned
-            assert page.evaluate("sessionStorage.getItem('medcast.apiKey')") == KEY
-            log_requests = [r for r in requests if "/predictions" in r.url]
-            assert log_requests and all(KEY not in r.url and "wrong-key" not in r.url
-                                        for r in requests)
-            assert log_requests[-1].headers.get("x-api-key") == KEY
+        # the log: a wrong key is refused; the right one shows the predictions just made
+        wait_for_log_row(base, page.locator("#result-request").inner_text())
+        page.locator("#api-key").fill("wrong-key")
+        page.get_by_role("button", name="Show").click()
+        expect(page.locator("#log-error")).to_contain_text("401")
+        page.locator("#api-key").fill(KEY)
+        page.get_by_role("button", name="Show").click()
+        row = page.locator(f'#log-table tr[data-request-id="{request_id}"]')
+        expect(row).to_be_visible()
+        expect(row).to_contain_text(tiny.md5[:8])
+        expect(page.locator("#log-error")).to_be_hidden()
+        expect(page.locator("#hourly svg rect.bar")).to_have_count(24)
+        counts = page.locator("#hourly svg text.count").all_text_contents()
+        assert sum(map(int, counts)) == 2, counts  # one hour, or two if it just turned
+        assert page.evaluate("sessionStorage.getItem('medcast.apiKey')") == KEY
+        log_requests = [r for r in requests if "/predictions" in r.url]
+        assert log_requests and all(KEY not in r.url and "wrong-key" not in r.url
+                                    for r in requests)
+        assert log_requests[-1].headers.get("x-api-key") == KEY
 
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
 
-            # the key lives as long as the tab: a reload shows the log again
-            page.reload()
-            expect(row).to_be_visible()
-            assert not problems, problems
-        finally:
-            browser.close()
+        # the key lives as long as the tab: a reload shows the log again
+        page.reload()
+        expect(row).to_be_visible()
+        assert not problems, problems
 
 
 def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: Path,
@@ -376,50 +369,43 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
     nullable = [f["name"] for f in model.card["features"] if f["nullable"]]
     assert nullable == ["BL.Cig.Day", "sbp", "Hypertension", "trt"]
     with real_service(model.root, figures, tmp_path, pycache) as base, \
-            sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     timeout=30_000)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            bodies: list[Any] = []
-            page.on("request", lambda r: bodies.append(r.post_data)
-                    if r.method == "POST" and r.url.endswith("/predict") else None)
-            page.goto(f"{base}/dashboard", timeout=15_000)
-            expect(page.locator("#status")).to_have_text("ready", timeout=10_000)
-            field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')
-                     for f in model.card["features"]}
-            for f in model.card["features"]:
-                required = field[f["name"]].get_attribute("required") is not None
-                assert required == (not f["nullable"]), f["name"]
-            assert "(unknown)" in field["Hypertension"].inner_text()
-            expect(page.locator(f'#{field["sbp"].get_attribute("id")}-hint')).to_contain_text(
-                "may be left blank")
+            chromium_page(sync_api) as page:
+        bodies: list[Any] = []
+        page.on("request", lambda r: bodies.append(r.post_data)
+                if r.method == "POST" and r.url.endswith("/predict") else None)
+        page.goto(f"{base}/dashboard", timeout=15_000)
+        expect(page.locator("#status")).to_have_text("ready", timeout=10_000)
+        field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')
+                 for f in model.card["features"]}
+        for f in model.card["features"]:
+            required = field[f["name"]].get_attribute("required") is not None
+            assert required == (not f["nullable"]), f["name"]
+        assert "(unknown)" in field["Hypertension"].inner_text()
+        expect(page.locator(f'#{field["sbp"].get_attribute("id")}-hint')).to_contain_text(
+            "may be left blank")
 
-            field["BL.Cig.Day"].fill("")
-            field["sbp"].fill("")
-            field["Hypertension"].select_option("")
-            field["trt"].select_option("")
-            page.locator("#predict-button").click()
-            expect(page.locator("#result")).to_be_visible()
-            sent = json.loads(bodies[-1])
-            assert sent["BL.Cig.Day"] is None and sent["sbp"] is None
-            assert sent["Hypertension"] is None and sent["age"] is not None
-            assert sent["trt"] is None
+        field["BL.Cig.Day"].fill("")
+        field["sbp"].fill("")
+        field["Hypertension"].select_option("")
+        field["trt"].select_option("")
+        page.locator("#predict-button").click()
+        expect(page.locator("#result")).to_be_visible()
+        sent = json.loads(bodies[-1])
+        assert sent["BL.Cig.Day"] is None and sent["sbp"] is None
+        assert sent["Hypertension"] is None and sent["age"] is not None
+        assert sent["trt"] is None
 
-            field["trt"].select_option("2")
-            before = page.locator("#result-request").inner_text()
-            page.locator("#predict-button").click()
-            expect(page.locator("#result-request")).not_to_have_text(before)
-            assert json.loads(bodies[-1])["trt"] == "2"  # the level's text, as the card has it
+        field["trt"].select_option("2")
+        before = page.locator("#result-request").inner_text()
+        page.locator("#predict-button").click()
+        expect(page.locator("#result-request")).not_to_have_text(before)
+        assert json.loads(bodies[-1])["trt"] == "2"  # the level's text, as the card has it
 
-            field["age"].fill("")  # required: the browser refuses before any request
-            before = len(bodies)
-            page.locator("#predict-button").click()
-            expect(page.locator('[data-error-for="age"]')).to_be_visible()
-            assert len(bodies) == before
-        finally:
-            browser.close()
+        field["age"].fill("")  # required: the browser refuses before any request
+        before = len(bodies)
+        page.locator("#predict-button").click()
+        expect(page.locator('[data-error-for="age"]')).to_be_visible()
+        assert len(bodies) == before
 
 
 def test_dashboard_and_model_card_say_when_no_candidate_beats_the_mean(
@@ -434,19 +420,12 @@ def test_dashboard_and_model_card_say_when_no_candidate_beats_the_mean(
     expect = sync_api.expect
     model = build_tiny_model(tmp_path / "model", signal=False)
     with real_service(model.root, figures, tmp_path, pycache) as base, \
-            sync_api.sync_playwright() as pw:
+            chromium_page(sync_api) as page:
         served = httpx.get(f"{base}/model", timeout=5).json()
         assert served["signal"]["signal"] is False
         assert served["signal"]["message"].startswith("no candidate beats the mean")
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     timeout=30_000)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(f"{base}/dashboard", timeout=15_000)
-            banner = page.locator("#signal-banner")
-            expect(banner).to_be_visible(timeout=10_000)
-            expect(banner).to_contain_text("No candidate beats the mean")
-            expect(banner).to_contain_text("the best, ridge, does not predict charges")
-        finally:
-            browser.close()
+        page.goto(f"{base}/dashboard", timeout=15_000)
+        banner = page.locator("#signal-banner")
+        expect(banner).to_be_visible(timeout=10_000)
+        expect(banner).to_contain_text("No candidate beats the mean")
+        expect(banner).to_contain_text("the best, ridge, does not predict charges")

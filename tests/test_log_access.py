@@ -18,7 +18,7 @@ from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.clients import AUDITOR, add_key
 from serve.settings import Settings
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from tests.support.browser import chromium_page, require_browser
 from tests.support.serving import serving, wait_until, written
 
 pytestmark = pytest.mark.timeout(120)
@@ -123,16 +123,9 @@ def dashboard(repo: Path, clients_file: Path, tmp_path: Path, pycache: Path) -> 
                       MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}",
                       MEDCAST_LOG_FLUSH_MS="5", MEDCAST_LOG_LEVEL="WARNING")
     with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service, \
-            sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     timeout=30_000)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page.goto(f"{service.url}/dashboard", timeout=15_000)
-            yield service, page, sync_api.expect
-        finally:
-            browser.close()
+            chromium_page(sync_api) as page:
+        page.goto(f"{service.url}/dashboard", timeout=15_000)
+        yield service, page, sync_api.expect
         assert service.stop() == 0, service.output(3000)
 
 

@@ -2,10 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.factories import insurance_frame
-from medcast.datasets import validate
 from medcast.errors import ConfigError
-from medcast.features import infer_schema, split_xy
 from medcast.train import (
     check_forced,
     eligible,
@@ -14,15 +11,12 @@ from medcast.train import (
     history_frame,
     leaderboard,
 )
-from tests.conftest import tiny
+from tests.support.study import insurance_study
 
 
 @pytest.fixture(scope="module")
 def data():
-    p = tiny("dataset=insurance")
-    frame = validate(insurance_frame(150, seed=1).astype(str), p.dataset)
-    schema = infer_schema(frame, p.dataset)
-    X, y = split_xy(frame.iloc[:120], schema)
+    p, schema, (X, y), _ = insurance_study(150, 1, 120)
     return p, schema, X, y
 
 

@@ -5,21 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devtools.factories import insurance_frame
 from medcast import models, validation
 from medcast.bootstrap import optimism_table, refit_task, resamples
-from medcast.datasets import validate
-from medcast.features import infer_schema, split_xy
-from tests.conftest import tiny
+from tests.support.study import insurance_study
 
 
 @pytest.fixture(scope="module")
 def insurance():
-    p = tiny("dataset=insurance")
-    frame = validate(insurance_frame(200, seed=4).astype(str), p.dataset)
-    schema = infer_schema(frame, p.dataset)
-    X, y = split_xy(frame.iloc[:150], schema)
-    Xt, yt = split_xy(frame.iloc[150:], schema)
+    p, schema, (X, y), (Xt, yt) = insurance_study(200, 4, 150)
     return p, schema, X, y, Xt, yt
 
 

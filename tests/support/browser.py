@@ -4,6 +4,8 @@ Playwright, or a skip (a failure on CI) saying how to get the missing piece."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +33,17 @@ def require_browser() -> Any:
             pytest.fail(message)
         pytest.skip(message)
     return sync_api
+
+
+@contextmanager
+def chromium_page(sync_api: Any, **page_options: Any) -> Iterator[Any]:
+    """A page of a fresh headless Chromium (10 s default timeout), closed with its browser."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     timeout=30_000)
+        try:
+            page = browser.new_page(**page_options)
+            page.set_default_timeout(10_000)
+            yield page
+        finally:
+            browser.close()

@@ -9,6 +9,20 @@ from typing import Any
 
 import pandas as pd
 
+
+def insurance_study(n: int, seed: int, n_train: int) -> tuple[Any, Any, Any, Any]:
+    """Tiny params on the insurance dataset, a generated insurance table of n rows validated as
+    preprocess validates it, its schema, and (X, y) of its first n_train rows and of the rest."""
+    from devtools.factories import insurance_frame
+    from medcast.datasets import validate
+    from medcast.features import infer_schema, split_xy
+    from tests.conftest import tiny
+
+    p = tiny("dataset=insurance")
+    frame = validate(insurance_frame(n, seed=seed).astype(str), p.dataset)
+    schema = infer_schema(frame, p.dataset)
+    return p, schema, split_xy(frame.iloc[:n_train], schema), split_xy(frame.iloc[n_train:], schema)
+
 METRICS = {"dataset.name": "insurance", "model": "ridge", "test.r2": 0.75, "test.rmse": 6000.0,
            "cv.r2": 0.74, "cv.rmse": 6050.0, "signal": True, "validation.r2_corrected": 0.73,
            "calibration.slope": 0.98, "validation.slope_corrected": 0.97, "test.mae": 4100.0,
