@@ -24,6 +24,10 @@ TINY_OVERRIDES = [
     "tune.n_trials=3",
     "plot.permutation_repeats=2",
     "evaluate.bootstrap=10",
+    # One repeat of the K-fold and 5-fold interval calibration: the flows, not the statistics
+    # (tests/test_train.py and tests/test_selection.py cover repeats; bench.coverage the folds).
+    "cv.repeats=1",
+    "evaluate.interval_folds=5",
 ]
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 4, "patience": 2, "lr_patience": 1},

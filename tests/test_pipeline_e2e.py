@@ -113,9 +113,10 @@ def _differing_outs(a: bytes, b: bytes) -> list[str]:
 
 def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     """Same inputs, same bytes: two clean copies (different git commits) write the same
-    dvc.lock, and `dvc repro -f` after a committed `dvc repro` leaves it unchanged (the MLP
-    included: TensorFlow runs with op determinism on one machine). Each run gets another
-    PYTHONHASHSEED: set and dict order must not reach a file (it once reached the ONNX opsets)."""
+    dvc.lock, and forcing the train stage again after a committed `dvc repro` leaves it
+    unchanged (the MLP's CV and fit included: TensorFlow runs with op determinism on one
+    machine). Each run gets another PYTHONHASHSEED: set and dict order must not reach a file
+    (it once reached the ONNX opsets)."""
     repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
     # Same files, another commit: an output that embedded the revision could not match.
     run(["git", "commit", "--amend", "-q", "-m", "copy b"], repos[1])
@@ -138,8 +139,8 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
     repo = repos[0]
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "study results"], repo)
-    run(["dvc", "repro", "-f"], repo, timeout=900, MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db",
-        PYTHONHASHSEED="3")
+    run(["dvc", "repro", "-f", "-s", "train"], repo, timeout=900,
+        MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db", PYTHONHASHSEED="3")
     forced = (repo / "dvc.lock").read_bytes()
     assert forced == locks[0], f"outputs differ after dvc repro -f: {_differing_outs(locks[0], forced)}"
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
