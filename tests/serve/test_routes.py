@@ -41,7 +41,7 @@ from tests.support.serving import PG_URL, log_count, metric, scraped, serving, w
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "s3cret-key"
 
 

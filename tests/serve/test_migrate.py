@@ -18,7 +18,7 @@ from devtools.tiny_model import TinyModel
 from serve import migrate as servemigrate
 from serve.__main__ import main
 from tests.support.serving import PG_URL, serving, written
-from tests.test_clients import add, make
+from tests.serve.test_clients import add, make
 
 pytestmark = pytest.mark.timeout(120)
 
