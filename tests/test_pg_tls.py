@@ -27,7 +27,7 @@ import pytest
 from devtools.tiny_model import TinyModel
 from tests.support.pg_cluster import PgCluster, cluster_maker
 from tests.support.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
-from tests.test_reliability import launch
+from tests.support.servers import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 # One worker holds the module's cluster; every test is bounded.

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from devtools.tiny_model import TinyModel
 from serve import migrate as servemigrate
 from serve.__main__ import main
+from tests.support.clients import issue_key
 from tests.support.serving import PG_URL, serving, written
-from tests.serve.test_clients import add, make
+from tests.support.settings import client_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,8 +69,8 @@ def test_service_logs_with_insert_and_select_only_and_that_role_cannot_update_or
             conn.execute(sa.text(grant))
     admin.dispose()
 
-    key = add(tmp_path / "clients", "ward-a", capsys)
-    with serving(make(repo, tmp_path / "clients", database_url=url)) as client:
+    key = issue_key(tmp_path / "clients", "ward-a", capsys)
+    with serving(client_settings(repo, tmp_path / "clients", database_url=url)) as client:
         assert client.get("/health/ready").status_code == 200
         for body in tiny.examples[:3]:
             r = client.post("/predict", json=body, headers={"X-API-Key": key})
@@ -107,7 +108,7 @@ def test_role_that_may_not_migrate_stays_unready_and_says_to_run_migrate(
     with admin.begin() as conn:
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
     admin.dispose()
-    with serving(make(repo, None, database_url=url, log_retry_max_s=0.05)) as client:
+    with serving(client_settings(repo, None, database_url=url, log_retry_max_s=0.05)) as client:
         r = client.get("/health/ready")
         assert r.status_code == 503
         assert "run `python -m serve migrate` as the owner role" in r.json()["reason"], r.json()

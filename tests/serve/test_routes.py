@@ -12,15 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +33,13 @@ from serve import service as serveservice
 from serve.app import create_app
 from serve.model import ModelError, load_model
 from serve.settings import Settings, SettingsError
+from tests.support.servers import real_server
 from tests.support.serving import PG_URL, log_count, metric, scraped, serving, wait_until
+from tests.support.settings import KEY, make_settings
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "s3cret-key"
-
-
-# ---- helpers --------------------------------------------------------------------------------
-
-
-def make_settings(repo: Path, **overrides: Any) -> Settings:
-    base = dict(
-        repo=repo,
-        database_url=f"sqlite:///{repo / 'serve.db'}",
-        api_key=KEY,
-        log_flush_ms=5,
-        log_retry_max_s=0.05,
-        log_drain_s=5,
-        rate_limit=None,
-    )
-    base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
 
 
 # ---- settings -------------------------------------------------------------------------------
@@ -913,22 +893,6 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
 
 
 # ---- the real server ------------------------------------------------------------------------
-
-
-@contextmanager
-def real_server(tmp_path: Path, repo: Path, db_url: str, pycache: Path,
-                python: str = sys.executable) -> Iterator[tuple[int, Any]]:
-    """`python -m serve` (with `python`), ready; stopped gracefully (SIGINT) at the end of the
-    block, which must exit 0 without a traceback and leave nothing listening."""
-    env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url,
-                      MEDCAST_RATE_LIMIT="100000/minute", MEDCAST_LOG_LEVEL="WARNING")
-    with running(env, cwd=tmp_path, log=tmp_path / "serve.log", python=python) as service:
-        yield service.port, service.proc
-        # graceful: uvicorn runs the lifespan shutdown (drain)
-        assert service.stop(signal.SIGINT) == 0, service.output(3000)
-        assert "Traceback" not in service.output(), service.output(3000)
-    with socket.socket() as s:  # nothing left listening
-        assert s.connect_ex(("127.0.0.1", service.port)) != 0
 
 
 async def _burst(port: int, bodies: list[bytes], concurrency: int) -> dict[int, int]:
