@@ -1,6 +1,10 @@
 """Reliability of the service: API fuzzing (schemathesis), SIGTERM/SIGKILL under load against
 the real server, and static checks (bandit).
 
+A flow test, at tests/ top level rather than under tests/serve/: it drives the real server as a
+whole (the OpenAPI document of serve/openapi.py, the drain of serve/service.py's lifespan, the
+durability of serve/log.py, the database underneath) and scans the code, not one module.
+
 Every server a test starts is stopped in a `finally`; every wait is bounded;
 everything listens on loopback only.
 """
