@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from devtools.tiny_model import TinyModel
-from tests.test_serve import real_server
+from tests.support.servers import real_server
 
 ROOT = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).parent / "uv"  # pinned and installed by the Makefile

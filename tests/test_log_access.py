@@ -3,6 +3,10 @@ key only the rows logged under its own name — asking for another client's is a
 auditor's key (MEDCAST_API_KEY, or `role=auditor` in the clients file) every row; an auditor
 predicts nothing. Over the API (Litestar's TestClient) and on the dashboard's "Latest
 predictions" (the real service in headless Chromium).
+
+A flow test, at tests/ top level rather than under tests/serve/: the rule is made by
+serve/clients.py (the roles), serve/routes.py (GET /predictions) and the dashboard's script
+(serve/static/), and is checked as a user meets it.
 """
 
 from __future__ import annotations

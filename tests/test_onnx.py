@@ -1,5 +1,6 @@
 """Export: every candidate becomes one ONNX graph, raw features → `prediction`, that ONNX Runtime
-alone runs like scikit-learn, on both datasets; damaged graphs are refused with a clear error."""
+alone runs like scikit-learn, on both datasets; damaged graphs are refused with a clear error.
+The contract's feed (medcast.onnx.contract.feed) marks missing values as the graph expects them."""
 
 from __future__ import annotations
 
@@ -320,3 +321,18 @@ def test_a_knn_tie_at_the_kth_neighbour_is_found_and_left_out_of_parity(insuranc
     ridge = models.build("ridge", {}, schema, 0).fit(X, y)
     assert tied_rows(ridge, X_test) is None
     assert "n_tied" not in check_parity(ridge, to_onnx(ridge, schema), X_test, rtol=RTOL)
+
+
+@pytest.mark.timeout(120)
+def test_feed_marks_missing_values_as_the_contract_says() -> None:
+    import numpy as np
+
+    from medcast.onnx.contract import feed
+
+    features = [("age", "int"), ("BL.Cig.Day", "float"), ("Hypertension", "category")]
+    one = feed(features, [(40, None, None)])
+    assert np.isnan(one["BL.Cig.Day"][0, 0]) and one["Hypertension"][0, 0] == ""
+    many = feed(features, [(40, None, "Yes"), (50, 2.5, None)])
+    assert many["age"].dtype == np.float32 and many["age"].shape == (2, 1)
+    assert many["Hypertension"].ravel().tolist() == ["Yes", ""]
+    assert np.isnan(many["BL.Cig.Day"][0, 0]) and many["BL.Cig.Day"][1, 0] == 2.5

@@ -5,6 +5,10 @@ SSL only (`hostssl` lines, no plain `host` line) with certificates made here: a 
 certificate for localhost/127.0.0.1 signed by it, one for another host (db.invalid) signed by
 it too, and a second CA that signed neither. verify-full must connect with the right CA and
 name, and refuse the wrong host name, the wrong CA and a connection without TLS.
+
+A flow test, at tests/ top level rather than under tests/serve/: the guarantee spans
+serve/db.py's engine, serve/migrate.py's migrations and the running service, against a
+PostgreSQL cluster of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import pytest
 from devtools.tiny_model import TinyModel
 from tests.support.pg_cluster import PgCluster, cluster_maker
 from tests.support.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
-from tests.test_reliability import launch
+from tests.support.servers import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 # One worker holds the module's cluster; every test is bounded.

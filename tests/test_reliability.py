@@ -1,6 +1,10 @@
 """Reliability of the service: API fuzzing (schemathesis), SIGTERM/SIGKILL under load against
 the real server, and static checks (bandit).
 
+A flow test, at tests/ top level rather than under tests/serve/: it drives the real server as a
+whole (the OpenAPI document of serve/openapi.py, the drain of serve/service.py's lifespan, the
+durability of serve/log.py, the database underneath) and scans the code, not one module.
+
 Every server a test starts is stopped in a `finally`; every wait is bounded;
 everything listens on loopback only.
 """
@@ -14,42 +18,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from tests.support.pg_cluster import PgCluster
 from tests.support.pg_cluster import pg_cluster as pg_cluster  # noqa: F401  (fixture)
 from tests.support.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
+from tests.support.servers import LAUNCH_KEY, launch
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "fuzz-key"
-
-
-# ---- the real server ------------------------------------------------------------------------
-
-
-@contextmanager
-def launch(repo: Path, db_url: str, pycache: Path, cwd: Path, **env: str
-           ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """`python -m serve` on a free loopback port, ready; killed on the way out if still alive.
-
-    Unlike tests.test_serve.real_server it does not stop the server itself: the fault tests
-    send their own signals. Its output is in `proc.stderr_path`.
-    """
-    base = dict(MEDCAST_REPO=str(repo), MEDCAST_DATABASE_URL=db_url, MEDCAST_RATE_LIMIT="off",
-                MEDCAST_LOG_LEVEL="WARNING", MEDCAST_API_KEY=KEY)
-    base.update(env)
-    log = cwd / f"serve-{len(list(cwd.glob('serve-*.log')))}.log"
-    with running(service_env(pycache, **base), cwd=cwd, log=log) as service:
-        service.proc.stderr_path = log  # type: ignore[attr-defined]
-        yield service.port, service.proc
 
 
 # ---- 1. fuzzing -----------------------------------------------------------------------------
@@ -72,7 +54,7 @@ def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
         counts[label] += 1
         # The key only with valid data: negative cases may drop the header and must get a 4xx.
         positive = mode == mode.POSITIVE
-        headers = {"X-API-Key": KEY} if case.path in KEYED and positive else None
+        headers = {"X-API-Key": LAUNCH_KEY} if case.path in KEYED and positive else None
         case.call_and_validate(base_url=base, session=session, headers=headers,
                                excluded_checks=EXCLUDED_CHECKS or None)
 
@@ -103,7 +85,7 @@ def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(
     from serve.clients import key_hash
 
     clients = tmp_path / "clients"
-    clients.write_text(f"fuzzer {key_hash(KEY)}\n")
+    clients.write_text(f"fuzzer {key_hash(LAUNCH_KEY)}\n")
     clients.chmod(0o600)
     with launch(repo, db_url, pycache, tmp_path, MEDCAST_CLIENTS_FILE=str(clients)) as (port, proc):
         base = f"http://127.0.0.1:{port}"

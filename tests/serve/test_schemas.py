@@ -4,6 +4,10 @@ JSON numbers — on /predict, /predict/batch and in the OpenAPI document, logged
 level; every other value a 422 naming the field. And the flow it serves: a client sends the rows
 of the raw table, as its file holds them, to the real service, and gets the pipeline's
 predictions.
+
+Nullable features (a card whose model imputes missing values): null or an absent field is taken
+for them and refused for any other, and the request's JSON schema makes them optional and
+nullable.
 """
 
 from __future__ import annotations
@@ -265,3 +269,50 @@ def test_the_raw_tables_rows_as_its_file_holds_them_get_the_pipelines_prediction
         assert math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-3), (i, rows[i])
         assert batch.json()["predictions"][i] == pytest.approx(got, rel=1e-6)
     assert [r["features"] for r in logged] == coded.examples
+
+
+# ---- nullable features (a card whose model imputes missing values) --------------------------
+
+
+def _nullable_schema() -> Any:
+    from medcast.card import Feature, ModelCard, Parity
+    from serve.schemas import RequestSchema
+
+    card = ModelCard(name="m", dataset="trial", target="y", target_unit=None, model="ridge",
+                     params={}, metrics={}, onnx_md5="0" * 32, parity=Parity(0.0, 0.0, 1),
+                     features=[
+                         Feature("age", "int", None, 0, 120, None, None, None),
+                         Feature("BL.Cig.Day", "float", None, 0, 200, None, None, None,
+                                 nullable=True),
+                         Feature("Hypertension", "category", None, None, None, None, None,
+                                 ["No", "Yes"], nullable=True),
+                     ])
+    return RequestSchema.from_card(card, max_batch=10)
+
+
+def test_nullable_feature_takes_null_or_an_absent_field_and_others_refuse_null() -> None:
+    import msgspec
+
+    from serve.schemas import InputError
+
+    schema = _nullable_schema()
+    sent = schema.decode_one(b'{"age": 40, "BL.Cig.Day": null, "Hypertension": "Yes"}')
+    absent = schema.decode_one(b'{"age": 40, "Hypertension": null}')
+    assert msgspec.structs.astuple(sent) == (40, None, "Yes")
+    assert msgspec.structs.astuple(absent) == (40, None, None)
+    with pytest.raises(InputError) as err:
+        schema.decode_one(b'{"age": null, "BL.Cig.Day": 3}')
+    assert err.value.status == 422 and err.value.field == "age"
+    with pytest.raises(InputError) as err:
+        schema.decode_one(b'{"BL.Cig.Day": 3}')
+    assert err.value.status == 422 and err.value.field == "age"
+    with pytest.raises(InputError) as err:
+        schema.decode_one(b'{"age": 40, "Hypertension": "maybe"}')
+    assert err.value.field == "Hypertension"
+
+
+def test_nullable_features_are_optional_and_nullable_in_openapi() -> None:
+    js = _nullable_schema().patient_json_schema()
+    assert js["required"] == ["age"]
+    assert js["properties"]["BL.Cig.Day"]["type"] == ["number", "null"]
+    assert js["properties"]["Hypertension"]["anyOf"][0]["enum"] == ["No", "Yes", None]

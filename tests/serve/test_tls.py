@@ -1,6 +1,7 @@
 """HTTPS in the service (serve/tls.py): certificates from a CA generated in the test
 (devtools/certs.py); the real server (`python -m serve`, uvicorn) on a loopback port for the
-handshakes; the start-up checks of the certificate files.
+handshakes; the start-up checks of the certificate files; the security headers every response
+carries (over plain HTTP, no HSTS).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.settings import Settings
 from serve.tls import HSTS, TLSError, check, security_headers
+from tests.support.serving import serving
+from tests.support.settings import client_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -175,3 +178,14 @@ def test_hsts_follows_the_connection_scheme_whichever_server_terminates_tls() ->
         asyncio.run(hook(message, {"scheme": scheme}))
         assert ((b"strict-transport-security", HSTS) in message["headers"]) is expected
         assert (b"x-frame-options", b"DENY") in message["headers"]
+
+
+def test_security_headers_on_every_response(repo: Path) -> None:
+    with serving(client_settings(repo, None)) as client:
+        for r in (client.get("/health/live"), client.get("/no-such-page"),
+                  client.post("/predict", content=b"{")):
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            assert r.headers["X-Frame-Options"] == "DENY"
+            assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+            assert r.headers["Referrer-Policy"] == "no-referrer"
+            assert "Strict-Transport-Security" not in r.headers  # plain HTTP: meaningless

@@ -26,7 +26,7 @@ from tests.support.serving import metric
 
 pytestmark = pytest.mark.timeout(180)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Every series /metrics has carried since it exists (histogram: its three sample names).
 SERIES = {
     "medcast_http_requests_total": ("route", "method", "status"),

@@ -29,7 +29,7 @@ from tests.support.serving import serving
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "dashboard-key-7"
 SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
 

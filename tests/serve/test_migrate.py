@@ -1,4 +1,8 @@
-"""Least privilege on the prediction log (PostgreSQL): `python -m serve migrate` as the owner,
+"""The prediction log's schema migrations (serve/migrate.py): upgrade and downgrade on SQLite
+and PostgreSQL build exactly medcast.predlog's table; the service migrates a fresh database
+with one line of its own, not Alembic's INFO lines.
+
+And least privilege on the prediction log (PostgreSQL): `python -m serve migrate` as the owner,
 the service as a role with only INSERT and SELECT on the log (plus USAGE on its id sequence and
 SELECT on alembic_version) — it serves, logs and reads, and that role cannot UPDATE or DELETE a
 row. Each test creates its own role (unique name) and drops it afterwards: parallel-safe.
@@ -14,13 +18,97 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import sqlalchemy as sa
 
+from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
+from medcast import predlog
+from serve import db as servedb
 from serve import migrate as servemigrate
 from serve.__main__ import main
+from tests.support.clients import issue_key
 from tests.support.serving import PG_URL, serving, written
-from tests.test_clients import add, make
+from tests.support.settings import client_settings
 
 pytestmark = pytest.mark.timeout(120)
+
+
+# ---- migrations -----------------------------------------------------------------------------
+
+
+def test_service_start_prints_no_alembic_info_line(repo: Path, tmp_path: Path, pycache: Path) -> None:
+    """The migration on a fresh database is one line of the service's own, not Alembic's
+    "Context impl …", "Will assume …" and "Running upgrade …" INFO lines."""
+    env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_LOG_LEVEL="INFO",
+                      MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.db'}")
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
+        assert service.stop() == 0
+    lines = service.output().splitlines()
+    migrated = f"prediction log on sqlite: schema migrated base → {servemigrate.HEAD}"
+    assert any(migrated in line for line in lines)
+    assert not [line for line in lines if " alembic" in line], lines
+
+
+def test_quiet_alembic_keeps_warnings_and_a_configured_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    alembic_logger = logging.getLogger("alembic")
+    migration = logging.getLogger("alembic.runtime.migration")
+    before = alembic_logger.level  # other libraries in this process may have set it
+    try:
+        alembic_logger.setLevel(logging.NOTSET)  # as in the service: nobody configured it
+        with caplog.at_level(logging.INFO), servemigrate.quiet_alembic():
+            migration.info("Running upgrade  -> 0001")
+            migration.warning("something real")
+        assert [r.getMessage() for r in caplog.records] == ["something real"]
+        assert alembic_logger.level == logging.NOTSET  # restored
+        caplog.clear()
+        alembic_logger.setLevel(logging.INFO)  # as alembic.ini configures the CLI
+        with caplog.at_level(logging.INFO), servemigrate.quiet_alembic():
+            migration.info("Running upgrade  -> 0001")
+        assert [r.getMessage() for r in caplog.records] == ["Running upgrade  -> 0001"]
+    finally:
+        alembic_logger.setLevel(before)
+
+
+def test_migrations_upgrade_and_downgrade_on_sqlite(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    cfg = servemigrate.alembic_config()
+    assert ScriptDirectory.from_config(cfg).get_current_head() == servemigrate.HEAD
+    engine = servedb.make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    _migrations_round_trip(engine)
+
+
+def test_migrations_upgrade_and_downgrade_on_postgresql(pg_url: str) -> None:
+    engine = servedb.make_engine(pg_url)
+    _migrations_round_trip(engine)
+
+
+def _migrations_round_trip(engine: sa.Engine) -> None:
+    try:
+        assert servemigrate.current_revision(engine) is None
+        assert "migrated" in servemigrate.ensure_schema(engine)
+        insp = sa.inspect(engine)
+        assert insp.has_table("predictions")
+        indexes = {i["name"] for i in insp.get_indexes("predictions")}
+        assert {"ix_predictions_created_at", "ix_predictions_model_md5"} <= indexes
+        assert servemigrate.ensure_schema(engine) == f"schema at {servemigrate.HEAD}"  # idempotent
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
+        with engine.connect() as conn:  # the migrations build exactly medcast.predlog's table
+            assert compare_metadata(MigrationContext.configure(conn), predlog.metadata) == []
+        servemigrate.downgrade(engine, "base")
+        assert not sa.inspect(engine).has_table("predictions")
+        assert servemigrate.current_revision(engine) is None
+        servemigrate.upgrade(engine, "head")
+        assert servemigrate.current_revision(engine) == servemigrate.HEAD
+    finally:
+        engine.dispose()
+
+
+# ---- least privilege (PostgreSQL) -----------------------------------------------------------
 
 
 def grants(schema: str, role: str) -> list[str]:
@@ -68,8 +156,8 @@ def test_service_logs_with_insert_and_select_only_and_that_role_cannot_update_or
             conn.execute(sa.text(grant))
     admin.dispose()
 
-    key = add(tmp_path / "clients", "ward-a", capsys)
-    with serving(make(repo, tmp_path / "clients", database_url=url)) as client:
+    key = issue_key(tmp_path / "clients", "ward-a", capsys)
+    with serving(client_settings(repo, tmp_path / "clients", database_url=url)) as client:
         assert client.get("/health/ready").status_code == 200
         for body in tiny.examples[:3]:
             r = client.post("/predict", json=body, headers={"X-API-Key": key})
@@ -107,7 +195,7 @@ def test_role_that_may_not_migrate_stays_unready_and_says_to_run_migrate(
     with admin.begin() as conn:
         conn.execute(sa.text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
     admin.dispose()
-    with serving(make(repo, None, database_url=url, log_retry_max_s=0.05)) as client:
+    with serving(client_settings(repo, None, database_url=url, log_retry_max_s=0.05)) as client:
         r = client.get("/health/ready")
         assert r.status_code == 503
         assert "run `python -m serve migrate` as the owner role" in r.json()["reason"], r.json()

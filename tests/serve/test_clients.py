@@ -9,7 +9,6 @@ import io
 import signal
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,29 +18,11 @@ from serve import clients as clientsmod
 from serve.__main__ import main
 from serve.app import create_app
 from serve.clients import Clients, ClientsError
-from serve.settings import Settings
+from tests.support.clients import issue_key
 from tests.support.serving import log_count, serving, wait_until, written
+from tests.support.settings import client_settings
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def add(path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> str:
-    assert main(["keys", "add", name, "--file", str(path)]) == 0
-    return capsys.readouterr().out.strip()
-
-
-@pytest.fixture
-def keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, dict[str, str]]:
-    path = tmp_path / "clients"
-    return path, {name: add(path, name, capsys) for name in ("ward-a", "ward-b")}
-
-
-def make(repo: Path, clients_file: Path | None, **overrides: Any) -> Settings:
-    base: dict[str, Any] = dict(repo=repo, database_url=f"sqlite:///{repo / 'serve.db'}",
-                                clients_file=clients_file, log_flush_ms=5, log_drain_s=5,
-                                rate_limit=None)
-    base.update(overrides)
-    return Settings(**base)
 
 
 # ---- the file and the commands --------------------------------------------------------------
@@ -63,7 +44,8 @@ def test_keys_revoke_removes_a_name_or_one_key(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "clients"
-    old, new, other = add(path, "a", capsys), add(path, "a", capsys), add(path, "b", capsys)
+    old, new, other = (issue_key(path, "a", capsys), issue_key(path, "a", capsys),
+                       issue_key(path, "b", capsys))
     monkeypatch.setattr("sys.stdin", io.StringIO(old + "\n"))
     assert main(["keys", "revoke", "a", "--key", "-", "--file", str(path)]) == 0
     c = Clients(path)
@@ -78,11 +60,11 @@ def test_roles_an_old_file_is_of_clients_and_a_name_keeps_its_role(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = tmp_path / "clients"
-    ward = add(path, "ward-a", capsys)
+    ward = issue_key(path, "ward-a", capsys)
     assert path.read_text() == f"ward-a {clientsmod.key_hash(ward)}\n"  # the format before roles
     assert main(["keys", "add", "audit", "--role", "auditor", "--file", str(path)]) == 0
     audit = capsys.readouterr().out.strip()
-    second = add(path, "audit", capsys)  # a new key of a known name: its role
+    second = issue_key(path, "audit", capsys)  # a new key of a known name: its role
     c = Clients(path)
     assert [(c.lookup(k).name, c.lookup(k).role) for k in (ward, audit, second)] == [
         ("ward-a", "client"), ("audit", "auditor"), ("audit", "auditor")]
@@ -120,7 +102,7 @@ def test_bad_line_is_a_startup_error_naming_the_line(tmp_path: Path, content: st
     path.write_text(content)
     path.chmod(0o600)
     with pytest.raises(ClientsError, match=line):
-        create_app(make(tmp_path, path))
+        create_app(client_settings(tmp_path, path))
 
 
 def test_clients_file_readable_by_others_is_refused_with_chmod_600(
@@ -129,7 +111,7 @@ def test_clients_file_readable_by_others_is_refused_with_chmod_600(
     path, _ = keys
     path.chmod(0o644)
     with pytest.raises(ClientsError, match=f"chmod 600 {path}"):
-        create_app(make(repo, path))
+        create_app(client_settings(repo, path))
     # the real command: one line, exit 2, no traceback
     import subprocess
     import sys
@@ -149,7 +131,7 @@ def test_no_key_or_a_wrong_key_gets_401_and_the_log_is_untouched(
     tiny: TinyModel, repo: Path, keys: tuple[Path, dict[str, str]]
 ) -> None:
     path, issued = keys
-    settings = make(repo, path)
+    settings = client_settings(repo, path)
     body = tiny.examples[0]
     with serving(settings) as client:
         answers = [
@@ -179,7 +161,7 @@ def test_revoked_key_gets_401_after_the_file_changes(
 ) -> None:
     monkeypatch.setattr(clientsmod, "RECHECK_S", 0.0)
     path, issued = keys
-    with serving(make(repo, path)) as client:
+    with serving(client_settings(repo, path)) as client:
         a = {"X-API-Key": issued["ward-a"]}
         assert client.post("/predict", json=tiny.examples[0], headers=a).status_code == 200
         assert main(["keys", "revoke", "ward-a", "--file", str(path)]) == 0
@@ -194,14 +176,14 @@ def test_rotation_with_two_keys_keeps_serving(
 ) -> None:
     monkeypatch.setattr(clientsmod, "RECHECK_S", 0.0)
     path = tmp_path / "clients"
-    old = add(path, "lab", capsys)
-    with serving(make(repo, path)) as client:
+    old = issue_key(path, "lab", capsys)
+    with serving(client_settings(repo, path)) as client:
         def status(key: str) -> int:
             return client.post("/predict", json=tiny.examples[0],
                                headers={"X-API-Key": key}).status_code
 
         assert status(old) == 200
-        new = add(path, "lab", capsys)  # both valid while the caller moves over
+        new = issue_key(path, "lab", capsys)  # both valid while the caller moves over
         assert (status(old), status(new)) == (200, 200)
         assert main(["keys", "revoke", "lab", "--key", old, "--file", str(path)]) == 0
         assert (status(old), status(new)) == (401, 200)
@@ -216,7 +198,7 @@ def test_invalid_edit_keeps_the_previous_keys(
 ) -> None:
     monkeypatch.setattr(clientsmod, "RECHECK_S", 0.0)
     path, issued = keys
-    with serving(make(repo, path)) as client:
+    with serving(client_settings(repo, path)) as client:
         path.write_text(path.read_text() + "half-written line\n")
         r = client.post("/predict", json=tiny.examples[0], headers={"X-API-Key": issued["ward-a"]})
         assert r.status_code == 200
@@ -229,7 +211,7 @@ def test_rows_carry_the_client_name_and_predictions_filter_by_client_and_time(
 ) -> None:
     path, issued = keys
     auditor = clientsmod.add_key(path, "audit", clientsmod.AUDITOR)  # reads every client's rows
-    with serving(make(repo, path)) as client:
+    with serving(client_settings(repo, path)) as client:
         for i, name in enumerate(["ward-a", "ward-b", "ward-a"]):
             r = client.post("/predict", json=tiny.examples[i], headers={"X-API-Key": issued[name]})
             assert r.status_code == 200
@@ -262,7 +244,7 @@ def test_predictions_page_newest_first_with_a_before_cursor(
 ) -> None:
     path, issued = keys
     h = {"X-API-Key": issued["ward-a"]}
-    with serving(make(repo, path)) as client:
+    with serving(client_settings(repo, path)) as client:
         for body in tiny.examples[:5]:
             assert client.post("/predict", json=body, headers=h).status_code == 200
         written(client, 5)
@@ -291,37 +273,11 @@ def test_admin_key_still_reads_the_log_beside_client_keys(
     tiny: TinyModel, repo: Path, keys: tuple[Path, dict[str, str]]
 ) -> None:
     path, issued = keys
-    with serving(make(repo, path, api_key="reader-key")) as client:
+    with serving(client_settings(repo, path, api_key="reader-key")) as client:
         assert client.get("/predictions", headers={"X-API-Key": "reader-key"}).status_code == 200
         # the log reader's key is not a client key: it cannot predict
         assert client.post("/predict", json=tiny.examples[0],
                            headers={"X-API-Key": "reader-key"}).status_code == 401
-
-
-def test_rate_limit_counts_per_client_name_with_keys_on(
-    tiny: TinyModel, repo: Path, keys: tuple[Path, dict[str, str]]
-) -> None:
-    path, issued = keys
-    with serving(make(repo, path, rate_limit=("minute", 2))) as client:
-        def status(name: str | None) -> int:
-            headers = {"X-API-Key": issued[name]} if name else {}
-            return client.post("/predict", json=tiny.examples[0], headers=headers).status_code
-
-        # one IP (the test client's): each client has its own budget, keyless requests another
-        assert [status("ward-a") for _ in range(3)] == [200, 200, 429]
-        assert [status("ward-b") for _ in range(3)] == [200, 200, 429]
-        assert [status(None) for _ in range(3)] == [401, 401, 429]
-
-
-def test_security_headers_on_every_response(repo: Path) -> None:
-    with serving(make(repo, None)) as client:
-        for r in (client.get("/health/live"), client.get("/no-such-page"),
-                  client.post("/predict", content=b"{")):
-            assert r.headers["X-Content-Type-Options"] == "nosniff"
-            assert r.headers["X-Frame-Options"] == "DENY"
-            assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
-            assert r.headers["Referrer-Policy"] == "no-referrer"
-            assert "Strict-Transport-Security" not in r.headers  # plain HTTP: meaningless
 
 
 def test_sighup_reloads_the_keys_of_the_running_server(
@@ -331,11 +287,11 @@ def test_sighup_reloads_the_keys_of_the_running_server(
     import httpx
 
     path = tmp_path / "clients"
-    add(path, "first", capsys)
+    issue_key(path, "first", capsys)
     env = service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_CLIENTS_FILE=str(path),
                       MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}")
     with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
-        key = add(path, "second", capsys)
+        key = issue_key(path, "second", capsys)
         service.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: "re-reading the client keys" in service.output(), what="SIGHUP")
         wait_until(lambda: "reloaded" in service.output(), what="reload")

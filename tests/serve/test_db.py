@@ -1,0 +1,98 @@
+"""The prediction log's database layer (serve/db.py): SQLite in WAL mode at the configured
+synchronous level, `LogRow` as the table's columns in order with their types, the PostgreSQL
+staging table, idempotent inserts (on PostgreSQL both paths, executemany and COPY) and paged
+reads. PostgreSQL tests use a throwaway schema at 127.0.0.1:5432 (skipped when unreachable).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from serve import db as servedb
+from serve import migrate as servemigrate
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.parametrize("level", ["normal", "full"])
+def test_sqlite_log_runs_in_wal_mode_with_the_synchronous_level(level: str, tmp_path: Path
+                                                                ) -> None:
+    engine = servedb.make_engine(f"sqlite:///{tmp_path / 'w.db'}", level)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            # 1 NORMAL, 2 FULL
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == {"normal": 1,
+                                                                           "full": 2}[level]
+    finally:
+        engine.dispose()
+
+
+def _rows(n: int, rid: str | None = None) -> list[servedb.LogRow]:
+    from datetime import UTC, datetime
+
+    rid = rid or uuid.uuid4().hex
+    return [
+        servedb.LogRow(request_id=rid, item=i, created_at=datetime.now(UTC), model_md5="0" * 32,
+                       model_revision="workspace", dataset="insurance",
+                       features={"age": 30 + i, "smoker": "no"}, prediction=float(i),
+                       latency_ms=0.1)
+        for i in range(n)
+    ]
+
+
+def test_log_row_is_the_tables_columns_in_order_with_their_types() -> None:
+    import typing
+
+    columns = servedb.LOG_COLUMNS
+    assert servedb.LogRow.__struct_fields__ == tuple(c.name for c in columns)
+    assert [c.name for c in servedb.predictions.columns] == ["id", *servedb.COLUMNS]
+    hints = typing.get_type_hints(servedb.LogRow)
+    for column in columns:
+        if not isinstance(column.type, sa.JSON):  # features: the request's own object
+            python_type = column.type.python_type
+            expected = python_type | None if column.nullable else python_type
+            assert hints[column.name] == expected, column.name
+
+
+def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: str) -> None:
+    engine = servedb.make_engine(pg_url)
+    query = sa.text("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = to_regclass(:rel) AND attnum > 0 AND NOT attisdropped "
+                    "ORDER BY attnum")
+    try:
+        servemigrate.ensure_schema(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(servedb.staging_ddl())
+            staged = conn.execute(query, {"rel": "predictions_incoming"}).all()
+            logged = conn.execute(query, {"rel": "predictions"}).all()
+    finally:
+        engine.dispose()
+    assert staged == [row for row in logged if row[0] != "id"]
+    assert [name for name, _ in staged] == list(servedb.COLUMNS)
+
+
+@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
+                              request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{tmp_path / 'i.db'}")
+    engine = servedb.make_engine(url)
+    try:
+        servemigrate.ensure_schema(engine)
+        rows = _rows(n)
+        servedb.insert_rows(engine, rows[:3])
+        servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
+        assert servedb.count_rows(engine) == n
+        servedb.insert_rows(engine, rows)  # all of it again
+        assert servedb.count_rows(engine) == n
+        page = servedb.fetch_page(engine, 0, n + 5)
+        assert [r["item"] for r in page] == list(range(n))
+        assert page[0]["features"] == {"age": 30, "smoker": "no"}
+    finally:
+        engine.dispose()
