@@ -26,7 +26,8 @@ import numpy as np
 
 from medcast.card import CardError, ModelCard, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
-from serve.schemas import ModelSource, RequestSchema, example_patient
+from serve.schemas import RequestSchema, example_patient
+from serve.served import ModelSource
 from serve.settings import Settings
 
 

@@ -28,7 +28,8 @@ from litestar.params import Parameter
 from serve.db import LogRow, fetch_page
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.prometheus import CONTENT_TYPE
-from serve.schemas import BatchOut, InputError, IntervalOut, ModelOut, PredictionOut, ServingOut
+from serve.schemas import BatchOut, InputError, IntervalOut, PredictionOut
+from serve.served import ModelOut, ServingOut
 from serve.service import caller_of, client_of, service_of
 
 logger = logging.getLogger("medcast.serve")

@@ -2,7 +2,7 @@
 and the same bytes; the builder writes every declared key; the parser refuses what is not
 declared (but reads cards of older revisions); and every card field the dashboard (app.js) or
 the service reads is declared (the card's in medcast.card, what GET /model adds, `serving`, in
-serve.schemas.ModelOut) and is in what GET /model serves."""
+serve.served.ModelOut) and is in what GET /model serves."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from medcast.card import (
     parse_card,
 )
 from medcast.features import Feature, FeatureSchema
-from serve.schemas import ModelOut
+from serve.served import ModelOut
 from serve.settings import Settings
 from tests.conftest import ROOT
 from tests.support.serving import serving
@@ -254,7 +254,7 @@ def _resolve(path: tuple[str, ...]) -> tuple[str, ...]:
             return path[:i]
         fields = {f.name: f.type for f in t.fields}
         if segment not in fields:
-            raise KeyError(f"{'.'.join(path)}: neither card.py nor serve.schemas.ModelOut declares {segment!r} here")
+            raise KeyError(f"{'.'.join(path)}: neither card.py nor serve.served.ModelOut declares {segment!r} here")
         t = fields[segment]
     return path
 

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel, md5_file
 from serve.model import ModelError, load_model
-from serve.schemas import ModelSource
+from serve.served import ModelSource
 from serve.settings import Settings, SettingsError
 from tests.support.browser import chromium_page, require_browser
 from tests.support.serving import serving
