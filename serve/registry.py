@@ -54,7 +54,7 @@ def read_registered(settings: Settings) -> tuple[bytes, bytes, ModelSource]:
         raise ModelError(f"{what} carries no {' or '.join(missing)} tag: {STALE}")
     if source.run_id is None:
         raise ModelError(f"{what} names no run, so it has no {SERVING_DIR}/ files: {STALE}")
-    blobs = _download(client, source.run_id, what)
+    blobs = _download(client, source.run_id, what, store)
     for path, data in zip(FILES, blobs, strict=True):
         tag = SERVED_FILES[path.rpartition("/")[2]]
         if md5_hex(data) != tags[tag]:
@@ -75,12 +75,21 @@ def shown(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
 
 
-def _reason(exc: BaseException) -> str:
-    """MLflow's own message (first line), or the exception's type and text."""
+def _reason(exc: BaseException, store: str) -> str:
+    """MLflow's own message (first line), or the exception's type and text; the store's password
+    (MLflow's messages may quote the URL) never in it."""
     message = getattr(exc, "message", None)
     text = message if isinstance(message, str) else f"{type(exc).__name__}: {exc}"
+    password = urlsplit(store).password
+    if password:
+        text = text.replace(password, "***")
     lines = text.strip().splitlines()
     return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def _refused(ref: ModelURI, store: str, exc: BaseException) -> ModelError:
+    return ModelError(f"MEDCAST_MODEL_URI={ref.uri!r}: {_reason(exc, store)} (MLflow store "
+                      f"{shown(store)})")
 
 
 def _local_store(uri: str) -> Path | None:
@@ -88,7 +97,10 @@ def _local_store(uri: str) -> Path | None:
     if uri.startswith("sqlite:"):
         import sqlalchemy as sa
 
-        database = sa.engine.make_url(uri).database
+        try:
+            database = sa.engine.make_url(uri).database
+        except sa.exc.ArgumentError:  # MLflow says what is wrong with it
+            return None
         return Path(database) if database and database != ":memory:" else None
     parts = urlsplit(uri)
     if parts.scheme == "file":
@@ -115,10 +127,13 @@ def _client(settings: Settings, ref: ModelURI) -> tuple[Any, str]:
     # MLflow's progress bars and INFO lines (and Alembic's, from its store's schema check: see
     # _version) say nothing the service's own log line does not; their warnings stay.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    from mlflow import MlflowClient
+    try:
+        from mlflow import MlflowClient
 
-    return MlflowClient(store), store
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # after the import: it sets INFO
+        return MlflowClient(store), store
+    except Exception as exc:  # noqa: BLE001 - a broken install, a store URI MLflow refuses
+        raise _refused(ref, store, exc) from None
 
 
 def _version(client: Any, ref: ModelURI, store: str) -> Any:
@@ -131,11 +146,10 @@ def _version(client: Any, ref: ModelURI, store: str) -> Any:
                 return client.get_model_version_by_alias(ref.name, ref.alias)
             return client.get_model_version(ref.name, ref.version)
     except Exception as exc:  # noqa: BLE001 - MlflowException, or the store's own (unreachable)
-        raise ModelError(f"MEDCAST_MODEL_URI={ref.uri!r}: {_reason(exc)} (MLflow store "
-                         f"{shown(store)})") from None
+        raise _refused(ref, store, exc) from None
 
 
-def _download(client: Any, run_id: str, what: str) -> list[bytes]:
+def _download(client: Any, run_id: str, what: str, store: str) -> list[bytes]:
     """The bytes of FILES from the run's artifacts (through a temporary folder: a local artifact
     store is copied, not read in place)."""
     blobs = []
@@ -145,5 +159,5 @@ def _download(client: Any, run_id: str, what: str) -> list[bytes]:
                 blobs.append(Path(client.download_artifacts(run_id, path, folder)).read_bytes())
             except Exception as exc:  # noqa: BLE001 - any failure is a reason not to serve
                 raise ModelError(f"cannot download {path} of {what} (run {run_id}): "
-                                 f"{_reason(exc)}") from None
+                                 f"{_reason(exc, store)}") from None
     return blobs

@@ -269,11 +269,16 @@ def test_without_mlflow_the_reason_names_the_extra(
     assert "install the registry extra (pip install 'medcast[registry]')" in message
 
 
-def test_the_store_password_is_not_shown() -> None:
-    from serve.registry import shown
+def test_an_unreachable_or_unsupported_store_is_one_reason_without_its_password(
+        empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devtools.ports import free_port
 
-    assert shown("https://me:s3cret@mlflow.example:5000/x") == "https://me@mlflow.example:5000/x"
-    assert shown("sqlite:////srv/mlflow.db") == "sqlite:////srv/mlflow.db"
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # nothing listens: fail at once
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:s3cret@127.0.0.1:{free_port()}/")
+    message = refused(settings(empty, model_uri=CHAMPION), "API request to http://me:\\*\\*\\*@")
+    assert "s3cret" not in message and "(MLflow store http://me@127.0.0.1:" in message
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://bar")
+    refused(settings(empty, model_uri=CHAMPION), "unsupported URI 'foo://bar'")
 
 
 # ---- settings --------------------------------------------------------------------------------
