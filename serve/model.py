@@ -153,15 +153,9 @@ def _read_revision(
     return blobs[0], blobs[1], locked
 
 
-def verify(model_bytes: bytes, card_bytes: bytes, locked: dict[str, str], settings: Settings,
-           where: str) -> tuple[str, ModelCard, dict[str, Any]]:
-    """Check both files against the lock and the card against the model; return md5 + card."""
-    _check_locked(model_bytes, card_bytes, locked, settings, where)
-    return check_card(model_bytes, card_bytes, (settings.model_path, settings.card_path))
-
-
 def _check_locked(model_bytes: bytes, card_bytes: bytes, locked: dict[str, str],
                   settings: Settings, where: str) -> None:
+    """Both files against the md5s of the lock (`locked`)."""
     md5 = md5_hex(model_bytes)
     if md5 != locked[settings.model_path]:
         raise ModelError(
