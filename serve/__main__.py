@@ -22,6 +22,9 @@ ENVIRONMENT = """\
 settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_REPO            repository folder (dvc.lock, models/)             default: cwd
   MEDCAST_MODEL_REV       git revision to load through DVC                  default: workspace
+  MEDCAST_MODEL_URI       a registered version: models:/<name>@<alias> or models:/<name>/<n>,
+                          verified against its md5 tags (store: MLFLOW_TRACKING_URI, else
+                          <repo>/mlflow.db; needs the registry extra)       default: workspace
   MEDCAST_MODEL_DIR       folder of model.onnx + model.json in the repo     default: models
   MEDCAST_DVC_REMOTE      DVC remote for MEDCAST_MODEL_REV                  default: the default
   MEDCAST_DATABASE_URL    SQLAlchemy URL of the prediction log  default: sqlite:///<repo>/serve.db
@@ -162,7 +165,7 @@ def _check(settings: Settings) -> int:
     except ModelError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
-    print(f"ok: {model.card.name} ({model.revision}) md5 {model.md5}, "
+    print(f"ok: {model.card.name} ({model.source.describe()}) md5 {model.md5}, "
           f"{len(model.card.features)} features")
     return 0
 

@@ -2,9 +2,11 @@
 
 Reads `<model_dir>/model.onnx` and `<model_dir>/model.json` either from the workspace (md5s from
 `<repo>/dvc.lock`, read here with PyYAML: no DVC in the serving process) or, when a git revision
-is asked for, through `medcast.artifacts` (DVC cache or remote; imported only then). Any
-mismatch — bytes vs. lock, card vs. bytes, graph inputs vs. card features — is a `ModelError`
-whose message says what is wrong; the service then stays unready and says so.
+is asked for, through `medcast.artifacts` (DVC cache or remote; imported only then), or, when a
+registered version is asked for (MEDCAST_MODEL_URI), from the MLflow registry, verified against
+the version's md5 tags (serve.registry; MLflow imported only then). Any mismatch — bytes vs.
+lock or tags, card vs. bytes, graph inputs vs. card features — is a `ModelError` whose message
+says what is wrong; the service then stays unready and says so.
 
 Only ONNX Runtime runs the model: no TensorFlow, scikit-learn or pickle in this process.
 """
@@ -25,6 +27,7 @@ import numpy as np
 from medcast.card import CardError, ModelCard, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
 from serve.schemas import RequestSchema, example_patient
+from serve.served import ModelSource
 from serve.settings import Settings
 
 
@@ -52,9 +55,10 @@ class LoadedModel:
     card: ModelCard
     card_dict: dict[str, Any]
     md5: str
-    revision: str  # the git revision asked for, or "workspace"
+    revision: str  # the git revision asked for, "workspace", or models:/<name>/<version>
     schema: RequestSchema
     load_seconds: float = 0.0
+    source: ModelSource = field(default_factory=lambda: ModelSource("workspace"))
     _features: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     _outputs: list[str] = field(default_factory=list, repr=False)
 
@@ -149,9 +153,9 @@ def _read_revision(
     return blobs[0], blobs[1], locked
 
 
-def verify(model_bytes: bytes, card_bytes: bytes, locked: dict[str, str], settings: Settings,
-           where: str) -> tuple[str, ModelCard, dict[str, Any]]:
-    """Check both files against the lock and the card against the model; return md5 + card."""
+def _check_locked(model_bytes: bytes, card_bytes: bytes, locked: dict[str, str],
+                  settings: Settings, where: str) -> None:
+    """Both files against the md5s of the lock (`locked`)."""
     md5 = md5_hex(model_bytes)
     if md5 != locked[settings.model_path]:
         raise ModelError(
@@ -165,14 +169,21 @@ def verify(model_bytes: bytes, card_bytes: bytes, locked: dict[str, str], settin
             f"{locked[settings.card_path]}: refusing to serve with a card that is not the "
             "locked one"
         )
+
+
+def check_card(model_bytes: bytes, card_bytes: bytes,
+               names: tuple[str, str]) -> tuple[str, ModelCard, dict[str, Any]]:
+    """Parse the card and check that it describes these model bytes (`names`: the model's and
+    the card's, for the message); return md5 + card."""
+    md5 = md5_hex(model_bytes)
     try:
         card, card_dict = parse_card(card_bytes)
     except CardError as exc:
         raise ModelError(str(exc)) from None
     if card.onnx_md5 != md5:
         raise ModelError(
-            f"{settings.card_path} describes a model with md5 {card.onnx_md5}, "
-            f"but {settings.model_path} has md5 {md5}"
+            f"{names[1]} describes a model with md5 {card.onnx_md5}, "
+            f"but {names[0]} has md5 {md5}"
         )
     return md5, card, card_dict
 
@@ -217,20 +228,40 @@ def _session(model_bytes: bytes, card: ModelCard) -> Any:
     return session
 
 
-def load_model(settings: Settings, artifacts: Artifacts | None = None) -> LoadedModel:
-    """Read, verify, open and warm up the model; raise ModelError with the reason otherwise."""
-    start = time.perf_counter()
+def _read(settings: Settings, artifacts: Artifacts | None
+          ) -> tuple[bytes, bytes, ModelSource, tuple[str, str]]:
+    """The model and card bytes, checked against their record (dvc.lock, or the registered
+    version's md5 tags), where they came from, and their names (the model's, the card's)."""
+    if settings.model_uri is not None:
+        from serve.registry import FILES, read_registered  # MLflow only on this path
+
+        return (*read_registered(settings), FILES)
     rev = settings.model_rev
     if rev is None:
         model_bytes, card_bytes, locked = _read_workspace(settings)
-        where = "workspace"
+        where, source = "workspace", ModelSource("workspace")
     else:
         model_bytes, card_bytes, locked = _read_revision(settings, rev, artifacts)
-        where = f"revision {rev}"
-    md5, card, card_dict = verify(model_bytes, card_bytes, locked, settings, where)
+        where, source = f"revision {rev}", ModelSource("revision", revision=rev)
+    _check_locked(model_bytes, card_bytes, locked, settings, where)
+    return model_bytes, card_bytes, source, (settings.model_path, settings.card_path)
+
+
+def _revision(source: ModelSource) -> str:
+    """The prediction log's model_revision: the version an alias resolved to, not the alias."""
+    if source.kind == "registry":
+        return f"models:/{source.name}/{source.version}"
+    return source.revision or "workspace"
+
+
+def load_model(settings: Settings, artifacts: Artifacts | None = None) -> LoadedModel:
+    """Read, verify, open and warm up the model; raise ModelError with the reason otherwise."""
+    start = time.perf_counter()
+    model_bytes, card_bytes, source, names = _read(settings, artifacts)
+    md5, card, card_dict = check_card(model_bytes, card_bytes, names)
     session = _session(model_bytes, card)
     schema = RequestSchema.from_card(card, settings.max_batch)
-    model = LoadedModel(session, card, card_dict, md5, rev or "workspace", schema)
+    model = LoadedModel(session, card, card_dict, md5, _revision(source), schema, source=source)
     # Warm-up: the first run allocates; also proves the graph runs on a valid row, and on one
     # with every nullable feature missing (the graph's imputation).
     example = example_patient(card.features)

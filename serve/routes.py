@@ -29,6 +29,7 @@ from serve.db import LogRow, fetch_page
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.prometheus import CONTENT_TYPE
 from serve.schemas import BatchOut, InputError, IntervalOut, PredictionOut
+from serve.served import ModelOut, ServingOut
 from serve.service import caller_of, client_of, service_of
 
 logger = logging.getLogger("medcast.serve")
@@ -105,19 +106,21 @@ async def predict_batch(request: Request[Any, Any, Any]) -> Response:
     return await _answer(request, batch=True)
 
 
-@get("/model", summary="The model card of the served model")
+@get("/model", summary="The model card of the served model",
+      description="The card (as the export wrote it) and `serving`: the md5, the load time, "
+                  "and where the model came from (`serving.source`: the workspace, a git "
+                  "revision, or a registered version and the alias it was loaded by).",
+      responses={200: ResponseSpec(ModelOut, description="the card and how it is served"),
+                 503: error_spec("no model loaded yet, or it was refused (the reason)")})
 async def model_card(request: Request[Any, Any, Any]) -> Response:
     service = service_of(request)
     model = service.model
     if model is None:
         return error_response(503, f"model not ready: {service.model_error}")
-    card = dict(model.card_dict)
-    card["serving"] = {
-        "md5": model.md5,
-        "revision": model.revision,
-        "load_ms": round(model.load_seconds * 1000, 1),
-        "max_batch": service.settings.max_batch,
-    }
+    card = dict(model.card_dict)  # as written: also the keys of older cards (medcast.card)
+    card["serving"] = ServingOut(md5=model.md5, revision=model.revision,
+                                 load_ms=round(model.load_seconds * 1000, 1),
+                                 max_batch=service.settings.max_batch, source=model.source)
     return Response(_encode(card), media_type=JSON)
 
 

@@ -122,7 +122,7 @@ class Service:
             self.metrics.model_ready.set(1)
             logger.info(
                 "model %s (%s, %s) loaded and verified in %.0f ms",
-                model.card.name, model.revision, model.md5, model.load_seconds * 1000,
+                model.card.name, model.source.describe(), model.md5, model.load_seconds * 1000,
             )
         if isinstance(db_error, BaseException):  # prepare_now() does not raise; belt and braces
             db_error = f"{type(db_error).__name__}: {db_error}"

@@ -8,6 +8,7 @@ value that does not parse: the service refuses to start and says which variable 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,42 @@ class SettingsError(ValueError):
     """A `MEDCAST_*` variable is missing, unreadable or malformed."""
 
 
+# models:/<name>@<alias> or models:/<name>/<version> (MLflow's forms, without a path after them)
+_MODEL_URI = re.compile(r"models:/(?P<name>[^/@\s]+)(?:@(?P<alias>[\w-]+)|/(?P<version>[1-9]\d*))")
+# The prediction log keeps a registry load's version as models:/<name>/<version> (100 chars).
+MODEL_NAME_MAX = 80
+
+
+@dataclass(frozen=True)
+class ModelURI:
+    """MEDCAST_MODEL_URI, parsed: a registered model's name and either an alias or a version."""
+
+    uri: str
+    name: str
+    alias: str | None
+    version: str | None
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelURI:
+        m = _MODEL_URI.fullmatch(uri)
+        if m is None:
+            raise SettingsError(f"MEDCAST_MODEL_URI={uri!r}: expected 'models:/<name>@<alias>' "
+                                "(e.g. models:/medcast-diabetes@champion) or "
+                                "'models:/<name>/<version>' (a version number)")
+        if len(m["name"]) > MODEL_NAME_MAX:
+            raise SettingsError(f"MEDCAST_MODEL_URI={uri!r}: a model name of at most "
+                                f"{MODEL_NAME_MAX} characters")
+        return cls(uri, m["name"], m["alias"], m["version"])
+
+
 @dataclass(frozen=True)
 class Settings:
     repo: Path = field(default_factory=Path.cwd)
     # None: the workspace model (models/model.onnx + card, md5 checked against ./dvc.lock).
     model_rev: str | None = None
+    # models:/<name>@<alias> or models:/<name>/<version>: the served files of that registered
+    # version (MLflow registry, serve.registry); exclusive with model_rev.
+    model_uri: str | None = None
     model_dir: str = "models"  # relative to the repo, as in dvc.lock
     dvc_remote: str | None = None  # DVC remote name for by-revision loading (default remote)
     figures_dir: str = "reports/figures"  # the dashboard's figures: relative to the repo
@@ -95,6 +127,7 @@ class Settings:
         return cls(
             repo=repo,
             model_rev=env.get("MODEL_REV") or None,
+            model_uri=env.get("MODEL_URI") or None,
             model_dir=env.get("MODEL_DIR") or d.model_dir,
             dvc_remote=env.get("DVC_REMOTE") or None,
             figures_dir=env.get("FIGURES_DIR") or d.figures_dir,
@@ -124,7 +157,16 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or d.log_level).upper(),
         )._checked()
 
+    @property
+    def registered(self) -> ModelURI | None:
+        """MEDCAST_MODEL_URI parsed (None: the model comes from the workspace or a revision)."""
+        return ModelURI.parse(self.model_uri) if self.model_uri is not None else None
+
     def _checked(self) -> Settings:
+        if self.model_uri is not None and self.model_rev is not None:
+            raise SettingsError("set MEDCAST_MODEL_URI (a registered version) or MEDCAST_MODEL_REV "
+                                "(a git revision), not both: they name two different models")
+        _ = self.registered  # a malformed URI stops the start here
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError("set both MEDCAST_TLS_CERT_FILE and MEDCAST_TLS_KEY_FILE, or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

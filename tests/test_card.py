@@ -1,7 +1,8 @@
 """medcast.card: the model card's one definition. Built → written → parsed gives the same card
 and the same bytes; the builder writes every declared key; the parser refuses what is not
 declared (but reads cards of older revisions); and every card field the dashboard (app.js) or
-the service reads is declared and is in what GET /model serves."""
+the service reads is declared (the card's in medcast.card, what GET /model adds, `serving`, in
+serve.served.ModelOut) and is in what GET /model serves."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from medcast.card import (
     parse_card,
 )
 from medcast.features import Feature, FeatureSchema
+from serve.served import ModelOut
 from serve.settings import Settings
 from tests.conftest import ROOT
 from tests.support.serving import serving
@@ -36,7 +38,6 @@ APP_JS = ROOT / "serve" / "static" / "app.js"
 CONDITIONAL = {"parity.n_tied",  # only when some parity rows tie at a kNN's k-th neighbour
                # only with evaluate.interval_groups (Mondrian intervals)
                "interval.groups", "interval.cell_q", "interval.cell_n", "interval.pooled_cells"}
-SERVED_ONLY = {"serving"}  # GET /model adds it to the card (serve/routes.py)
 
 
 def schema(unit: str = "kg/m2") -> FeatureSchema:
@@ -237,9 +238,10 @@ def _py_reads(path: Path) -> set[tuple[str, ...]]:
 def _resolve(path: tuple[str, ...]) -> tuple[str, ...]:
     """The declared part of a read path: descends through Struct fields and stops at a value
     (a string's .slice, a list's .map, a dict's keys are the reader's own); raises KeyError for
-    a segment the card does not declare."""
+    a segment neither the card nor GET /model's `serving` (ModelOut: the card + serving)
+    declares."""
     inspect = msgspec.inspect
-    t: Any = inspect.type_info(ModelCard)
+    t: Any = inspect.type_info(ModelOut)
     for i, segment in enumerate(path):
         while isinstance(t, inspect.UnionType):
             t = next(x for x in t.types if not isinstance(x, inspect.NoneType))
@@ -252,9 +254,7 @@ def _resolve(path: tuple[str, ...]) -> tuple[str, ...]:
             return path[:i]
         fields = {f.name: f.type for f in t.fields}
         if segment not in fields:
-            if i == 0 and segment in SERVED_ONLY:
-                return path[:2]
-            raise KeyError(f"{'.'.join(path)}: card.py declares no {segment!r} here")
+            raise KeyError(f"{'.'.join(path)}: neither card.py nor serve.served.ModelOut declares {segment!r} here")
         t = fields[segment]
     return path
 

@@ -109,13 +109,30 @@ function renderCard(card) {
     // Cards written before 00fdf1f have no training_data_md5 (they named the git revision).
     ["training data", card.training_data_md5 ? `md5 ${card.training_data_md5.slice(0, 12)}` : "—"],
     ["served", card.serving ? `${card.serving.revision}, md5 ${card.serving.md5}` : "—"],
+    ["loaded from", sourceText(card), "model-source"],
   ];
   $("card-facts").replaceChildren(
-    ...facts.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
+    ...facts.flatMap(([k, v, id]) => [el("dt", { text: k }), el("dd", { text: v, id })]),
   );
   renderMetrics(card.metrics || {});
   renderFeatures(card.features);
   renderSignal(card.signal);
+}
+
+function sourceText(card) {
+  // Where the service loaded the model from (GET /model's serving.source). Only a registry load
+  // knows a registered version and the alias it was asked for; a workspace or revision load
+  // says it was not loaded from the registry rather than guess which version it matches.
+  if (!card.serving || !card.serving.source) return "—";
+  switch (card.serving.source.kind) {
+    case "registry":
+      return `${card.serving.source.name} version ${card.serving.source.version}` +
+        (card.serving.source.alias ? ` (@${card.serving.source.alias})` : " (by version number)");
+    case "revision":
+      return `revision ${card.serving.source.revision} (not loaded from the registry)`;
+    default:
+      return "workspace model (not loaded from the registry)";
+  }
 }
 
 function renderSignal(signal) {

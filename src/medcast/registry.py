@@ -11,13 +11,17 @@ where it is, and the log says why and how to move it anyway:
     python -m medcast.registry list [--name medcast-<dataset>]
 
 Every version carries those tags and the run's (medcast.tracking.run_tags), so the decision
-can be read back from the registry.
+can be read back from the registry; and the md5 of each file the service loads (`onnx_md5`,
+`card_md5`: SERVED_FILES), logged under the run's `serving/`, so the service can verify a
+version it loads from the registry (serve/registry.py, MEDCAST_MODEL_URI).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from medcast.errors import ConfigError, cli
@@ -27,6 +31,20 @@ log = logging.getLogger("medcast.registry")
 CHAMPION = "champion"
 # Version tags the decision reads (strings, as MLflow stores tags).
 DECISION_TAGS = ("dataset", "training_data_md5", "cv_rmse", "signal")
+# The served files, logged under SERVING_DIR of the version's run: file name → the version tag
+# holding its md5 (what the service checks the downloaded bytes against).
+SERVING_DIR = "serving"
+SERVED_FILES = {"model.onnx": "onnx_md5", "model.json": "card_md5"}
+
+
+def served_tags(served: list[str]) -> dict[str, str]:
+    """{"onnx_md5": …, "card_md5": …}: the md5 of each served file (by its name, SERVED_FILES)."""
+    out = {}
+    for path in served:
+        tag = SERVED_FILES.get(Path(path).name)
+        if tag is not None:
+            out[tag] = hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
+    return out
 
 
 def model_name(dataset: str) -> str:
@@ -78,11 +96,13 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], artifacts:
              pyfunc: str, logged: tuple[str, ...]) -> str | None:
     """Log the tuned model (a code-based pyfunc `pyfunc` over `artifacts`: nothing pickled),
     the files the service loads (`served`) and metrics.json's numbers of the families `logged`
-    under their own names; register it as a new version of medcast-<dataset> with the run's tags
-    and `decision_tags`, then decide whether it becomes champion (decide). Returns the version."""
+    under their own names; register it as a new version of medcast-<dataset> with the run's tags,
+    `decision_tags` and the served files' md5s (served_tags), then decide whether it becomes
+    champion (decide). Returns the version."""
     from medcast import tracking
 
     dataset = report["dataset.name"]
+    md5s = served_tags(served)  # the bytes logged below
     mlflow = tracking.start(dataset)
     name = model_name(dataset)
     tags = tracking.run_tags("export", candidate=report["model"])
@@ -98,12 +118,12 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], artifacts:
             name="model", python_model=pyfunc, artifacts=artifacts, registered_model_name=name,
             signature=mlflow.models.infer_signature(example, predicted), input_example=example)
         for path in served:  # the exact ONNX graph and card the service loads
-            mlflow.log_artifact(path, artifact_path="serving")
+            mlflow.log_artifact(path, artifact_path=SERVING_DIR)
     version = info.registered_model_version
     if version is None:
         return None
     client = mlflow.MlflowClient()
-    for key, value in {**tags, **decision_tags, "validated": "true"}.items():
+    for key, value in {**tags, **decision_tags, **md5s, "validated": "true"}.items():
         client.set_model_version_tag(name, str(version), key, value)
     moved, why = decide(client, name, str(version))
     if moved:

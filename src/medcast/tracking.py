@@ -27,9 +27,11 @@ def repo_root() -> Path:
         return Path.cwd().resolve()
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a SQLite store at the repository root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / STORE_FILE}"
+def tracking_uri(root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else a SQLite store at the repository root (`root`, e.g. the
+    service's MEDCAST_REPO; default: repo_root())."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or \
+        f"sqlite:///{(root or repo_root()) / STORE_FILE}"
 
 
 def git_revision() -> str:
