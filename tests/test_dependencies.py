@@ -224,3 +224,25 @@ def test_serve_extra_alone_runs_the_service_without_the_pipeline_in_400_mb(
         assert r.status_code == 200, r.text
         assert r.json()["prediction"] == pytest.approx(tiny.expected[0], rel=1e-4)
         assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200
+
+
+def test_the_registry_extra_adds_mlflow_skinny_and_no_research_package() -> None:
+    """What `medcast[registry]` may install beyond the service (uv.lock, markers ignored): MLflow's
+    client, never the pipeline's heavy packages (they stay out of a serving install)."""
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    extra = packages["medcast"]["optional-dependencies"]["registry"]
+    assert [d["name"] for d in extra] == ["mlflow-skinny"]
+    closure, todo = set(), ["mlflow-skinny"]
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo.extend(d["name"] for d in packages[name].get("dependencies", []))
+    heavy = {"mlflow", "tensorflow-cpu", "keras", "scikit-learn", "scipy", "pandas", "pyarrow",
+             "matplotlib", "dvc", "optuna", "flask", "gunicorn", "skops", "onnx"}
+    assert not closure & heavy, closure & heavy

@@ -4,7 +4,7 @@ writes the rows) and the lab (medcast.monitoring reads them) both import.
 One table, `predictions`: one row per prediction (a batch request of n rows logs n rows sharing
 its request id, `item` 0..n-1; a single prediction has item 0). `(request_id, item)` is unique,
 so a retried batch cannot be logged twice. The migrations in serve/migrations build exactly this
-table (tests/test_serve.py compares them); a change here needs a migration there.
+table (tests/serve/test_migrate.py compares them); a change here needs a migration there.
 
 `log_url()` reads the environment (MEDCAST_DATABASE_URL, or the file MEDCAST_DATABASE_URL_FILE
 names) and nothing else; nothing here connects, writes or imports more than SQLAlchemy, so a

@@ -9,6 +9,7 @@ Every wait is bounded; the server and the browser are always stopped.
 from __future__ import annotations
 
 import http.client
+import json
 import math
 import re
 import struct
@@ -19,12 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
+from serve.served import ModelSource
 from serve.settings import Settings
 from tests.support.browser import chromium_page, require_browser
+from tests.support.registry import CHAMPION, NAME, Store
 from tests.support.serving import serving
 
 pytestmark = pytest.mark.timeout(120)
@@ -429,3 +433,49 @@ def test_dashboard_and_model_card_say_when_no_candidate_beats_the_mean(
         expect(banner).to_be_visible(timeout=10_000)
         expect(banner).to_contain_text("No candidate beats the mean")
         expect(banner).to_contain_text("the best, ridge, does not predict charges")
+
+
+# ---- the registry's version and alias ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def champion_service(store: Store, empty: Path, tmp_path: Path, pycache: Path) -> Iterator[str]:
+    """`python -m serve` serving the champion from the store; yields its base URL."""
+    env = service_env(pycache, MEDCAST_REPO=str(empty), MEDCAST_MODEL_URI=CHAMPION,
+                      MLFLOW_TRACKING_URI=store.uri,
+                      MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}",
+                      MEDCAST_FIGURES_DIR=str(tmp_path / "figures"), MEDCAST_LOG_LEVEL="WARNING")
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log") as service:
+        yield service.url
+        assert service.stop() == 0 and "Traceback" not in service.output(), service.output(3000)
+
+
+def answer(body: dict[str, Any]) -> Any:
+    """A Playwright route handler answering `body` as JSON."""
+    return lambda route: route.fulfill(json=body)
+
+
+def test_dashboard_shows_the_registered_version_and_alias(champion_service: str) -> None:
+    """The real service's card; then the same card as a workspace and a revision load would
+    serve it (GET /model answered by the test): no version or alias is made up."""
+    sync_api = require_browser()
+    expect = sync_api.expect
+    with chromium_page(sync_api) as page:
+        page.goto(f"{champion_service}/dashboard", timeout=15_000)
+        line = page.locator("#model-source")
+        expect(line).to_have_text(f"{NAME} version 1 (@champion)", timeout=10_000)
+        expect(page.locator("#card-facts dt").filter(has_text="loaded from")).to_have_count(1)
+        served = json.loads(page.evaluate("fetch('/model').then(r => r.text())"))
+        assert served["serving"]["source"]["alias"] == "champion"
+        for source, text in (
+                (ModelSource("workspace"), "workspace model (not loaded from the registry)"),
+                (ModelSource("revision", revision="abc123"),
+                 "revision abc123 (not loaded from the registry)"),
+                (ModelSource("registry", uri=f"models:/{NAME}/1", name=NAME, version="1"),
+                 f"{NAME} version 1 (by version number)")):
+            body = {**served, "serving": {**served["serving"],
+                                          "source": msgspec.to_builtins(source)}}
+            page.unroute("**/model")
+            page.route("**/model", answer(body))
+            page.reload()
+            expect(line).to_have_text(text)
