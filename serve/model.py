@@ -13,7 +13,6 @@ Only ONNX Runtime runs the model: no TensorFlow, scikit-learn or pickle in this 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import time
@@ -27,12 +26,8 @@ import numpy as np
 from medcast.card import CardError, ModelCard, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
 from serve.schemas import RequestSchema, example_patient
-from serve.served import ModelSource
+from serve.served import ModelError, ModelSource, md5_hex
 from serve.settings import Settings
-
-
-class ModelError(RuntimeError):
-    """The model cannot be served; the message is the reason shown by /health/ready."""
 
 
 class Artifacts(Protocol):
@@ -43,10 +38,6 @@ class Artifacts(Protocol):
     ) -> bytes: ...
 
     def locked_md5(self, path: str, rev: str | None = None, repo: str = ".") -> str: ...
-
-
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 @dataclass

@@ -26,8 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from medcast.registry import SERVED_FILES, SERVING_DIR
 from medcast.tracking import tracking_uri
-from serve.model import ModelError, md5_hex
-from serve.served import ModelSource
+from serve.served import ModelError, ModelSource, md5_hex
 from serve.settings import ModelURI, Settings, SettingsError
 
 ONNX, CARD = "model.onnx", "model.json"
