@@ -41,20 +41,26 @@ def _suggested(stderr):
     return shlex.split(command[len(PREFIX):])
 
 
+def _refused_then_drafted_by_the_fix(tmp_path, capsys, message):
+    """`init` on export.csv exits 2 with exactly `message`; the command it suggests then drafts
+    conf/dataset/t.yaml, returned."""
+    code, _, err = _init(["init", "export.csv", "--name", "t", "--target", "y", "--id",
+                          "record id"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == message
+    code, _, err = _init(_suggested(err), capsys)
+    assert code == 0, err
+    return yaml.safe_load((tmp_path / "conf/dataset/t.yaml").read_text())
+
+
 def test_a_latin1_table_names_init_with_its_encoding_and_that_command_drafts_it(
         tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "export.csv").write_bytes(_table().encode("latin-1"))
-    code, _, err = _init(["init", "export.csv", "--name", "t", "--target", "y", "--id",
-                          "record id"], capsys)
-    assert code == 2 and "Traceback" not in err
-    assert err.strip() == (
+    drafted = _refused_then_drafted_by_the_fix(tmp_path, capsys, (
         "error: export.csv: not utf-8 text (byte 0xf4: invalid continuation byte); draft again "
         "with its encoding: `python -m medcast.datasets init export.csv --name t --target y "
-        "--id 'record id' --encoding latin-1`")
-    code, out, err = _init(_suggested(err), capsys)
-    assert code == 0, err
-    drafted = yaml.safe_load((tmp_path / "conf/dataset/t.yaml").read_text())
+        "--id 'record id' --encoding latin-1`"))
     assert drafted["source"]["encoding"] == "latin-1"
     assert drafted["columns"]["ward"]["categories"] == ["Cochin", "Hôtel-Dieu"]
 
@@ -63,16 +69,10 @@ def test_decimal_commas_name_init_with_decimal_comma_and_that_command_drafts_num
         tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "export.csv").write_text(_table(decimal=",", delimiter=";"))
-    code, _, err = _init(["init", "export.csv", "--name", "t", "--target", "y", "--id",
-                          "record id"], capsys)
-    assert code == 2
-    assert err.strip() == (
+    drafted = _refused_then_drafted_by_the_fix(tmp_path, capsys, (
         "error: export.csv: columns ['weight', 'y'] hold numbers with a decimal comma (e.g. "
         "'60,05'); draft again with `--decimal ,`: `python -m medcast.datasets init export.csv "
-        "--name t --target y --id 'record id' --decimal ,`")
-    code, _, err = _init(_suggested(err), capsys)
-    assert code == 0, err
-    drafted = yaml.safe_load((tmp_path / "conf/dataset/t.yaml").read_text())
+        "--name t --target y --id 'record id' --decimal ,`"))
     assert drafted["source"]["decimal"] == "," and drafted["source"]["delimiter"] == ";"
     assert drafted["columns"]["weight"]["type"] == "float"
     assert drafted["columns"]["y"] == {"type": "float", "min": 0, "max": 50.9}

@@ -40,11 +40,16 @@ def heteroscedastic(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
     return X, pd.Series(y, name="y")
 
 
+def ridge_oof(X, y, schema):
+    """A ridge pipeline and its 5-fold out-of-fold predictions (what evaluate calibrates on)."""
+    estimator = models.build("ridge", {"alpha": 1.0}, schema, 0)
+    return estimator, intervals.oof_predictions(estimator, X, y, 5, 0)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     X, y = heteroscedastic(600, seed=0)
-    estimator = models.build("ridge", {"alpha": 1.0}, SCHEMA, 0)
-    oof = intervals.oof_predictions(estimator, X, y, 5, 0)
+    estimator, oof = ridge_oof(X, y, SCHEMA)
     variants = intervals.fit_both(X, y, oof, SCHEMA, LEVEL, 5, 0)
     return estimator.fit(X, y), variants
 
@@ -178,8 +183,7 @@ def two_shapes(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
 @pytest.fixture(scope="module")
 def shapes():
     X, y = two_shapes(2000, seed=0)
-    estimator = models.build("ridge", {"alpha": 1.0}, SHAPES, 0)
-    oof = intervals.oof_predictions(estimator, X, y, 5, 0)
+    estimator, oof = ridge_oof(X, y, SHAPES)
     pooled = intervals.fit_both(X, y, oof, SHAPES, LEVEL, 5, 0)
     mondrian = intervals.fit_both(X, y, oof, SHAPES, LEVEL, 5, 0, ("group",))
     return estimator.fit(X, y), pooled, mondrian

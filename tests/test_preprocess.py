@@ -107,20 +107,24 @@ def test_main_on_a_messy_table_drops_rows_without_target_and_keeps_the_id(tmp_pa
     assert "dropped" in out.stderr
 
 
+def _refused(tmp_path, *overrides):
+    """The stage run on tiny params with `overrides`: exit 2, no traceback; its stderr lines."""
+    out = _run_stage(tmp_path, tiny_params(*overrides))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    return out.stderr.strip().splitlines()
+
+
 def test_main_without_the_raw_file_says_which_and_how_to_get_it(tmp_path):
-    out = _run_stage(tmp_path, tiny_params("dataset=insurance"))
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
+    assert _refused(tmp_path, "dataset=insurance") == [
         "error: data/raw/insurance/insurance.csv: file not found. Get the insurance table with "
         "`make data NAME=insurance FILE=<your copy of insurance.csv>` (or `dvc pull "
         "data/raw/insurance/insurance.csv.dvc` if a colleague pushed it), then run again"]
 
 
 def test_main_with_an_unknown_dataset_lists_the_known_ones(tmp_path):
-    out = _run_stage(tmp_path, tiny_params("dataset=nosuch"))
-    assert out.returncode == 2
-    assert "dataset: no conf/dataset/nosuch.yaml (known: diabetes, insurance" in out.stderr
-    assert "python -m medcast.datasets init" in out.stderr and "Traceback" not in out.stderr
+    stderr = "\n".join(_refused(tmp_path, "dataset=nosuch"))
+    assert "dataset: no conf/dataset/nosuch.yaml (known: diabetes, insurance" in stderr
+    assert "python -m medcast.datasets init" in stderr
 
 
 def _unreviewed_trial(tmp_path):
@@ -138,9 +142,7 @@ def _unreviewed_trial(tmp_path):
 
 def test_main_refuses_review_markers_naming_the_file_every_key_and_the_fixes(tmp_path):
     _unreviewed_trial(tmp_path)
-    out = _run_stage(tmp_path, tiny_params("dataset=trial"))
-    assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == [
+    assert _refused(tmp_path, "dataset=trial") == [
         "error: conf/dataset/trial.yaml: REVIEW markers left in target_unit, columns.sbp.unit: "
         "replace each with the real value (then commit the file), or run anyway with "
         "`dvc exp run -S preprocess.allow_review=true`"]
