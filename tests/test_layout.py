@@ -2,12 +2,17 @@
 (helpers shared between test modules live in tests/support/); tests/serve/ mirrors serve/, one
 test module per module directly in serve/ (`test_<name>.py`; serve/__main__.py's is
 test_main.py; serve/__init__.py has none) and no other; and tests/README.md's table lists every
-test module under tests/, and nothing else."""
+test module under tests/, and nothing else. And `make test`'s `--dist loadgroup` keeps an
+xdist_group on one worker, so a fixture the group shares is built once (pytest 9.2 broke that
+silently: pytest-dev/pytest-xdist#1386)."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -104,3 +109,34 @@ def test_readme_lists_every_test_module_once_and_nothing_else() -> None:
     assert not twice, f"tests/README.md lists these more than once: {twice}"
     assert not present - set(listed), f"missing from tests/README.md: {sorted(present - set(listed))}"
     assert not set(listed) - present, f"in tests/README.md, but no such file: {sorted(set(listed) - present)}"
+
+
+def test_an_xdist_group_runs_on_one_worker_and_builds_its_shared_fixture_once(tmp_path: Path) -> None:
+    """What the e2e flows rely on (one `dvc repro` per group, not one per worker): six tests of
+    one group, interleaved with free tests, under `make test`'s `-n 2 --dist loadgroup`."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_grouped.py").write_text(textwrap.dedent("""
+        import os, time
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def shared():
+            with open("builds.log", "a") as log:
+                log.write(f"{os.getpid()}\\n")
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_free(i):
+            time.sleep(0.05)
+    """) + "".join(f"""
+@pytest.mark.xdist_group("g")
+def test_grouped_{i}(shared):
+    time.sleep(0.05)
+""" for i in range(6)))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                          "-p", "no:randomly", "-n", "2", "--dist", "loadgroup", "-v"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:]
+    workers = {line.split()[0] for line in out.stdout.splitlines() if "test_grouped_" in line
+               and "PASSED" in line}
+    assert len(workers) == 1, f"the group ran on {sorted(workers)}"
+    assert len((tmp_path / "builds.log").read_text().split()) == 1

@@ -14,7 +14,7 @@ import pytest
 from devtools.factories import write_insurance_csv
 from devtools.service import running
 from tests.conftest import venv_env
-from tests.support.repo_copy import GIT_ID, make_copy, run
+from tests.support.repo_copy import make_copy, run
 
 pytestmark = pytest.mark.e2e
 pytest_plugins = ["tests.support.s3_fixtures"]
@@ -50,7 +50,13 @@ def built_repo(tmp_path_factory):
     write_insurance_csv(repo / "data/raw/insurance/insurance.csv", n=120)
     mlflow_uri = f"sqlite:///{tmp}/mlflow.db"
     run(["dvc", "repro"], repo, MLFLOW_TRACKING_URI=mlflow_uri)
+    (tmp / "built.lock").write_bytes((repo / "dvc.lock").read_bytes())  # as the build wrote it
     return repo, mlflow_uri
+
+
+def built_lock(repo):
+    """The dvc.lock built_repo's `dvc repro` wrote (whatever a later test does to the copy)."""
+    return (repo.parent / "built.lock").read_bytes()
 
 
 @pytest.mark.xdist_group("built_repo")
@@ -111,32 +117,26 @@ def _differing_outs(a: bytes, b: bytes) -> list[str]:
     return sorted(p for p in outs_a.keys() | outs_b.keys() if outs_a.get(p) != outs_b.get(p))
 
 
-def test_repro_is_byte_identical_from_clean_copies_and_when_forced(tmp_path):
-    """Same inputs, same bytes: two clean copies (different git commits) write the same
-    dvc.lock, and forcing the train stage again after a committed `dvc repro` leaves it
-    unchanged (the MLP's CV and fit included: TensorFlow runs with op determinism on one
-    machine). Each run gets another PYTHONHASHSEED: set and dict order must not reach a file
-    (it once reached the ONNX opsets)."""
-    repos = [make_copy(tmp_path / name, **TINY) for name in ("a", "b")]
+@pytest.mark.xdist_group("built_repo")
+def test_repro_is_byte_identical_from_clean_copies_and_when_forced(built_repo, tmp_path):
+    """Same inputs, same bytes: a second clean copy (another git commit, another
+    PYTHONHASHSEED) writes the dvc.lock the shared built copy wrote, and forcing the train stage
+    again after a committed `dvc repro` leaves it unchanged (the MLP's CV and fit included:
+    TensorFlow runs with op determinism on one machine). Set and dict order must not reach a
+    file (it once reached the ONNX opsets)."""
+    built, _ = built_repo
+    repo = make_copy(tmp_path / "b", **TINY)
     # Same files, another commit: an output that embedded the revision could not match.
-    run(["git", "commit", "--amend", "-q", "-m", "copy b"], repos[1])
-    heads = [run(["git", "rev-parse", "HEAD"], r).stdout.strip() for r in repos]
+    run(["git", "commit", "--amend", "-q", "-m", "copy b"], repo)
+    heads = [run(["git", "rev-parse", "HEAD"], r).stdout.strip() for r in (built, repo)]
     assert heads[0] != heads[1]
-    procs = [subprocess.Popen(["dvc", "repro"], cwd=r, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True,
-                              env=venv_env(**GIT_ID, MLFLOW_TRACKING_URI=f"sqlite:///{r}.db",
-                                           PYTHONHASHSEED=str(seed)))
-             for seed, r in enumerate(repos, start=1)]
-    for p in procs:
-        out, _ = p.communicate(timeout=900)
-        assert p.returncode == 0, out
-    locks = [(r / "dvc.lock").read_bytes() for r in repos]
+    run(["dvc", "repro"], repo, timeout=900, MLFLOW_TRACKING_URI=f"sqlite:///{repo}.db",
+        PYTHONHASHSEED="1")
+    locks = [built_lock(built), (repo / "dvc.lock").read_bytes()]
     assert locks[0] == locks[1], f"outputs differ between clean copies: {_differing_outs(*locks)}"
     for rel in ("reports/metrics.json", "reports/predictions.csv", "reports/leaderboard.json"):
-        a, b = (r / rel for r in repos)
-        assert a.read_bytes() == b.read_bytes(), rel
+        assert (built / rel).read_bytes() == (repo / rel).read_bytes(), rel
 
-    repo = repos[0]
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-q", "-m", "study results"], repo)
     run(["dvc", "repro", "-f", "-s", "train"], repo, timeout=900,
