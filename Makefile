@@ -59,7 +59,8 @@ data: install  ## copy a table (kept anywhere, best outside the repo) into data/
 	@git check-ignore -q "$(FILE)" 2>/dev/null; test $$? -ne 1 || echo "make data: warning: $(FILE) is inside the repository and git does not ignore it: move it out of the repository (or into exports/, which git ignores) before any \`git add\`"
 	@dest="data/raw/$(NAME)/$$(basename "$(FILE)")"; mkdir -p "data/raw/$(NAME)" && \
 	  cp "$(FILE)" "$$dest" && $(BIN)/dvc add -q "$$dest" && \
-	  echo "$$dest tracked by DVC (git ignores the table itself): git add data/raw/$(NAME)   # its .dvc pointer"
+	  echo "$$dest tracked by DVC (git ignores the table itself): git add data/raw/$(NAME)   # its .dvc pointer" && \
+	  $(BIN)/python -m medcast.datasets check-source "$(NAME)" "$$dest"
 
 insurance-data: install  ## the insurance table: make insurance-data CSV=path/to/insurance.csv (= make data NAME=insurance)
 	@test -n "$(CSV)" || { echo "usage: make insurance-data CSV=path/to/insurance.csv"; exit 2; }

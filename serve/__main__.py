@@ -1,10 +1,18 @@
-"""`python -m serve`: run the service with uvicorn on MEDCAST_HOST:MEDCAST_PORT (127.0.0.1:8000);
+"""`python -m serve`: run the service with uvicorn on MEDCAST_HOST:MEDCAST_PORT (127.0.0.1:8000),
+one worker process per usable core (MEDCAST_WORKERS);
 `python -m serve migrate`: migrate the prediction log as the owner role;
 `python -m serve keys add|revoke|list`: manage the client keys (MEDCAST_CLIENTS_FILE).
 
 uvicorn picks uvloop and httptools when they are installed (`loop="auto"`, `http="auto"`);
 neither is required. Access logs are off: request ids and latencies are logged at DEBUG
 (MEDCAST_LOG_LEVEL=DEBUG), request bodies never.
+
+Several workers: uvicorn's supervisor (`uvicorn.supervisors.Multiprocess`) binds the socket
+once and runs the workers (spawned; each builds the app with `serve.app:app_from_env`), replaces
+one that dies, stops them all on SIGTERM/SIGINT (each drains its prediction log) and restarts
+passes SIGHUP on to them (each re-reads the client keys). Before the workers start, the
+supervisor migrates the prediction log once (workers would race for it) and gives them a fresh
+PROMETHEUS_MULTIPROC_DIR, removed at the end. A worker whose supervisor is killed stops itself.
 """
 
 from __future__ import annotations
@@ -12,11 +20,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from serve.settings import Settings, SettingsError
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus_client (serve.prometheus)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+logger = logging.getLogger("medcast.serve")
 
 ENVIRONMENT = """\
 settings (environment; each also as NAME_FILE, read from that file):
@@ -47,8 +65,9 @@ settings (environment; each also as NAME_FILE, read from that file):
                           loss; extra                                        default: full
   MEDCAST_LOG_CHUNK_ROWS, MEDCAST_LOG_RETRY_MAX_S, MEDCAST_LOG_DRAIN_S
   MEDCAST_HOST, MEDCAST_PORT, MEDCAST_LOG_LEVEL                     default: 127.0.0.1, 8000, INFO
-  PROMETHEUS_MULTIPROC_DIR  an empty folder shared by several worker processes (uvicorn
-                          --workers N): /metrics then sums them all          default: unset
+  MEDCAST_WORKERS         worker processes (1: one process, no supervisor)  default: one per core
+  PROMETHEUS_MULTIPROC_DIR  the folder where several workers keep their metrics (emptied at
+                          start): /metrics sums them all    default: a temporary folder, removed
 """
 
 
@@ -146,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "migrate":
         return _migrate(settings)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
     if args.check:
         return _check(settings)
     return _serve(settings)
@@ -170,6 +185,111 @@ def _check(settings: Settings) -> int:
     return 0
 
 
+def _log_config(level: str) -> dict[str, Any]:
+    """The root logger as main() sets it, for uvicorn to set up again in each spawned worker."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": LOG_FORMAT}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": level, "handlers": ["stderr"]},
+    }
+
+
+def _migrate_once(settings: Settings, timeout_s: float = 15) -> None:
+    """Several workers: migrate the prediction log here, once, before they start (each would
+    otherwise run the same migration at the same moment). Best effort: a database that is down
+    or slow is left to the workers, which keep retrying it and stay unready until it answers."""
+    from sqlalchemy.engine import make_url
+
+    from medcast.errors import first_line
+    from serve.db import make_engine
+    from serve.migrate import ensure_schema
+
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            engine = make_engine(settings.db_url, settings.sqlite_synchronous)
+            try:
+                outcome.append(ensure_schema(engine))
+            finally:
+                engine.dispose()
+        except Exception as exc:  # noqa: BLE001 - reported below; the workers retry
+            outcome.append(f"not migrated ({type(exc).__name__}: {first_line(exc)}); the "
+                           "workers retry it")
+
+    thread = threading.Thread(target=run, name="migrate", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    dialect = make_url(settings.db_url).get_backend_name()
+    logger.info("prediction log on %s: %s", dialect,
+                outcome[0] if outcome else f"no answer in {timeout_s:g} s; the workers retry it")
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[str]:
+    """PROMETHEUS_MULTIPROC_DIR for the workers: the one given, emptied of an earlier run's
+    files, or a fresh temporary folder, removed at the end."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        yield given
+        return
+    folder = tempfile.mkdtemp(prefix="medcast-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # the spawned workers inherit it
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve_workers(settings: Settings, tls: dict[str, Any]) -> int:
+    """settings.workers processes under uvicorn's supervisor until SIGTERM/SIGINT; 0 after
+    a clean stop."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from serve.clients import Clients
+
+    if settings.clients_file is not None:
+        Clients(settings.clients_file)  # a bad keys file stops here, not in every worker
+    _migrate_once(settings)
+    with _metrics_folder() as folder:
+        config = uvicorn.Config(
+            "serve.app:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_level=settings.log_level.lower(),
+            log_config=_log_config(settings.log_level),
+            lifespan="on",
+            timeout_graceful_shutdown=int(settings.log_drain_s) + 5,
+            **tls,
+        )
+        logger.info("%d worker processes, metrics in %s", settings.workers, folder)
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.handle_hup = lambda: _hangup(supervisor, settings)  # type: ignore[method-assign]
+        supervisor.run()
+    return 0
+
+
+def _hangup(supervisor: Any, settings: Settings) -> None:
+    """SIGHUP to the supervisor: as for one process, the workers re-read the client keys
+    (each handles SIGHUP itself, serve.service), instead of uvicorn's rolling restart."""
+    if settings.clients_file is None:
+        logger.info("SIGHUP: no client keys to re-read (MEDCAST_CLIENTS_FILE is not set)")
+        return
+    for process in supervisor.processes:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(process.pid, signal.SIGHUP)
+
+
 def _serve(settings: Settings) -> int:
     """Run the service under uvicorn until SIGTERM/SIGINT; 0 after a clean stop."""
     import uvicorn
@@ -180,6 +300,8 @@ def _serve(settings: Settings) -> int:
 
     try:
         tls = uvicorn_tls_options(settings)  # checked before anything listens
+        if settings.workers > 1:
+            return _serve_workers(settings, tls)
         app = create_app(settings)
     except (ClientsError, TLSError) as exc:
         print(f"medcast serve: {exc}", file=sys.stderr)

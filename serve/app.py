@@ -8,6 +8,11 @@ serve.openapi, metrics in serve.prometheus.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
 from typing import Any
 
 from litestar import Litestar
@@ -26,6 +31,7 @@ from serve.tls import security_headers
 
 # Paths the per-client rate limit never counts: probes, scrapes, docs and the dashboard page.
 UNLIMITED = ["/health/", "/metrics", "/schema", "/dashboard"]
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def create_app(
@@ -54,5 +60,21 @@ def create_app(
 
 
 def app_from_env() -> Litestar:
-    """Factory for ASGI servers: `uvicorn --factory serve.app:app_from_env` (or granian)."""
+    """Factory for ASGI servers: `uvicorn --factory serve.app:app_from_env` (or granian), and
+    for each worker process of `python -m serve`."""
+    stop_with_supervisor()
     return create_app(Settings.from_env())
+
+
+def stop_with_supervisor() -> None:
+    """In a worker process (multiprocessing's child: uvicorn's supervisor), ask Linux for a
+    SIGTERM when the supervisor dies (prctl PR_SET_PDEATHSIG), so that a killed supervisor
+    leaves no orphan holding the port: the worker drains its log and exits as on a normal
+    stop. Elsewhere (one process, another OS) nothing is done."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent.pid:  # the supervisor died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)

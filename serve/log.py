@@ -122,6 +122,7 @@ class PredictionLog:
         self._stop = asyncio.Event()
         # this process's own figures (its log messages, /health/ready); /metrics gets `figures`
         self.rows_written = 0
+        self.last_ok = 0.0  # time.monotonic() of the last write or probe that succeeded
         self.commits = 0
         self.retries = 0
         self.rejected = 0
@@ -266,6 +267,7 @@ class PredictionLog:
         return left
 
     def _recovered(self) -> None:
+        self.last_ok = time.monotonic()
         if self.failing_since is not None:
             logger.warning("prediction log: database back after %.1f s (%d retries so far)",
                            time.time() - self.failing_since, self.retries)

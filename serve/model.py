@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
-from medcast.card import CardError, ModelCard, parse_card
+from medcast.card import CardError, Feature, ModelCard, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
 from serve.schemas import RequestSchema, example_patient
 from serve.served import ModelError, ModelSource, md5_hex
@@ -50,6 +50,9 @@ class LoadedModel:
     schema: RequestSchema
     load_seconds: float = 0.0
     source: ModelSource = field(default_factory=lambda: ModelSource("workspace"))
+    # Its answers do not depend on the other rows of a call (batch_invariant): concurrent
+    # requests may share one ORT call (serve.coalesce).
+    batch_invariant: bool = False
     _features: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     _outputs: list[str] = field(default_factory=list, repr=False)
 
@@ -65,21 +68,28 @@ class LoadedModel:
     def predict_rows(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
         """One ORT call for all rows (tuples in card feature order; None where a nullable
         feature is missing) → float32 array (n,). The feed is the export's own contract."""
-        n = len(rows)
-        feeds = feed(self._features, rows)
-        (out,) = self.session.run([OUTPUT_NAME], feeds)
-        return np.asarray(out, dtype=np.float32).reshape(n)
+        (out,) = self._run([OUTPUT_NAME], rows)
+        return out
 
     def predict_with_bounds(self, rows: list[tuple[Any, ...]]
                             ) -> tuple[list[float], list[float] | None, list[float] | None]:
         """Predictions and the interval's lower and upper bounds (None without intervals),
         from one ORT call, as Python floats."""
-        n = len(rows)
-        outs = self.session.run(self._outputs, feed(self._features, rows))
-        values = [np.asarray(o, dtype=np.float32).reshape(n).tolist() for o in outs]
+        values = [o.tolist() for o in self._run(self._outputs, rows)]
         if len(values) == 1:
             return values[0], None, None
         return values[0], values[1], values[2]
+
+    def _run(self, outputs: list[str], rows: list[tuple[Any, ...]]) -> list[np.ndarray]:
+        """session.run on `rows`; a lone row goes twice. ONNX Runtime's kernels may take
+        another path for one row than for several (a matrix-vector product instead of a
+        matrix product: the last float32 bit of a ridge differs), so a patient's answer would
+        depend on whether it came alone, in a batch or coalesced with others; from two rows
+        on, the tiny and the diabetes models answer every row the same in a call of any size
+        (batch_invariant checks the served one)."""
+        n = len(rows)
+        outs = self.session.run(outputs, feed(self._features, rows * 2 if n == 1 else rows))
+        return [np.asarray(o, dtype=np.float32).reshape(-1)[:n] for o in outs]
 
 
 def _lock_md5s(lock_path: Path, paths: list[str]) -> dict[str, str]:
@@ -266,5 +276,53 @@ def load_model(settings: Settings, artifacts: Artifacts | None = None) -> Loaded
             raise ModelError(f"the model fails on {what}: {exc}") from None
         if not np.isfinite(value):
             raise ModelError(f"the model predicts a non-finite value for {what}")
+    model.batch_invariant = batch_invariant(model)
     model.load_seconds = time.perf_counter() - start
     return model
+
+
+# Batch sizes batch_invariant compares (up to serve.coalesce.MAX_ROWS rows per call).
+INVARIANCE_SIZES = (2, 3, 4, 5, 8, 9, 16, 17, 32)
+
+
+def synthetic_rows(features: tuple[Feature, ...], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` valid patients drawn across the card's observed ranges and levels (a nullable
+    feature missing in one row of five): rows that exercise every branch of the graph."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        row: dict[str, Any] = {}
+        for f in features:
+            if f.nullable and rng.random() < 0.2:
+                row[f.name] = None
+            elif f.type == "category":
+                row[f.name] = str(rng.choice(f.categories or [""]))
+            else:
+                lo = next(v for v in (f.observed_min, f.min, 0.0) if v is not None)
+                hi = next(v for v in (f.observed_max, f.max, lo + 1.0) if v is not None)
+                value = float(rng.uniform(lo, hi))
+                row[f.name] = round(value) if f.type == "int" else value
+        rows.append(row)
+    return rows
+
+
+def batch_invariant(model: LoadedModel) -> bool:
+    """Whether each row's answer (value and bounds) is the same, bit for bit, alone and at any
+    position of a call of any of INVARIANCE_SIZES rows, on synthetic rows. A kernel that
+    reduces in another order by batch size fails it; the service then predicts every request
+    in its own call. Evidence on these rows and sizes, not a proof for all inputs."""
+    patients = [msgspec.convert(r, model.schema.patient_type, strict=False)
+                for r in synthetic_rows(model.card.features, max(INVARIANCE_SIZES))]
+    rows = [msgspec.structs.astuple(p) for p in patients]
+    try:
+        alone = [model.predict_with_bounds([r]) for r in rows]
+        for size in INVARIANCE_SIZES:
+            together = model.predict_with_bounds(rows[:size])
+            for i in range(size):
+                if any((out[0] if out is not None else None) !=
+                       (both[i] if both is not None else None)
+                       for out, both in zip(alone[i], together, strict=True)):
+                    return False
+    except Exception:  # noqa: BLE001 - a graph that fails on a batch: no coalescing
+        return False
+    return True

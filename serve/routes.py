@@ -56,7 +56,10 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     except InputError as exc:
         return error_response(exc.status, exc.detail, exc.field)
     astuple = msgspec.structs.astuple
-    values, lower, upper = model.predict_with_bounds([astuple(p) for p in patients])
+    rows = [astuple(p) for p in patients]
+    coalescer = service.coalescer
+    values, lower, upper = (await coalescer.predict(rows) if coalescer is not None and not batch
+                            else model.predict_with_bounds(rows))
     rid = uuid.uuid4().hex
     latency = (time.perf_counter() - start) * 1000
     now = datetime.now(UTC)
@@ -65,20 +68,20 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     level = model.interval_level
     intervals = None
     if level is not None and lower is not None and upper is not None:
-        rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client, lo, hi)
-                for i, (p, v, lo, hi) in enumerate(zip(patients, values, lower, upper,
-                                                       strict=True))]
+        logged = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client, lo, hi)
+                  for i, (p, v, lo, hi) in enumerate(zip(patients, values, lower, upper,
+                                                         strict=True))]
         intervals = [IntervalOut(level, lo, hi) for lo, hi in zip(lower, upper, strict=True)]
     else:
-        rows = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
-                for i, (p, v) in enumerate(zip(patients, values, strict=True))]
-    refused = await service.log.record(rows)  # ack: returns once the rows are committed
+        logged = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
+                  for i, (p, v) in enumerate(zip(patients, values, strict=True))]
+    refused = await service.log.record(logged)  # ack: returns once the rows are committed
     if refused is not None:  # X-Request-ID: its row may still appear (see serve.log)
         return error_response(503, refused, **{"Retry-After": "1", "X-Request-ID": rid})
-    service.metrics.predictions.inc(len(rows))
+    service.metrics.predictions.inc(len(logged))
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",
-                     rid, len(rows), latency)
+                     rid, len(logged), latency)
     out = (BatchOut(values, intervals, md5, rid, len(values)) if batch
            else PredictionOut(values[0], intervals[0] if intervals else None, md5, rid))
     return Response(_encode(out), media_type=JSON, headers={"X-Request-ID": rid})
@@ -131,7 +134,7 @@ async def live() -> Response:
 
 @get("/health/ready", summary="Model verified and loaded, prediction log writable")
 async def ready(request: Request[Any, Any, Any]) -> Response:
-    ok, body = service_of(request).readiness()
+    ok, body = await service_of(request).readiness_now()
     return Response(_encode(body), status_code=200 if ok else 503, media_type=JSON)
 
 
@@ -162,10 +165,11 @@ async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
     raise NotAuthorizedException(UNAUTHORIZED)
 
 
-def _instant(name: str, raw: str) -> datetime | None:
+def _instant(name: str, raw: str | None) -> datetime | None:
     """An ISO-8601 query value as an aware UTC datetime (no offset: UTC); ValueError names it.
-    A bound whose offset carries it past year 1 or 9999 is clamped there (same rows)."""
-    if not raw:
+    A bound whose offset carries it past year 1 or 9999 is clamped there (same rows). An
+    empty value never gets here: the parameters' minLength answers it 400, as the schema says."""
+    if raw is None:
         return None
     try:
         value = datetime.fromisoformat(raw.strip().replace("Z", "+00:00").replace("z", "+00:00"))
@@ -209,12 +213,14 @@ async def predictions_page(
                                      description="rows with id < before (0: no bound)")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     order: Annotated[Literal["asc", "desc"], Parameter(description="by id")] = "asc",
-    client: Annotated[str | None, Parameter(max_length=100, description=(
+    client: Annotated[str | None, Parameter(min_length=1, max_length=100, description=(
         "only this client's rows (with a client's key: its own name, or leave it out)"))] = None,
-    since: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
-                                    description="created_at ≥ since")] = "",
-    until: Annotated[str, Parameter(max_length=64, schema_extra={"format": _TIME},
-                                    description="created_at < until")] = "",
+    since: Annotated[str | None, Parameter(min_length=1, max_length=64,
+                                           schema_extra={"format": _TIME},
+                                           description="created_at ≥ since")] = None,
+    until: Annotated[str | None, Parameter(min_length=1, max_length=64,
+                                           schema_extra={"format": _TIME},
+                                           description="created_at < until")] = None,
 ) -> Response:
     service = service_of(request)
     own = client_of(request.scope)

@@ -25,6 +25,7 @@ from litestar import Litestar
 from litestar.connection import ASGIConnection
 
 from serve.clients import CLIENT, Clients, Entry
+from serve.coalesce import Coalescer
 from serve.db import LogRow, insert_rows, make_engine
 from serve.log import PredictionLog
 from serve.migrate import ensure_schema
@@ -84,6 +85,8 @@ class Service:
         self.settings = settings
         self.artifacts = artifacts
         self.model: LoadedModel | None = None
+        # concurrent single predictions in one ORT call, when the model's answers allow it
+        self.coalescer: Coalescer | None = None
         self.model_error: str | None = "the model is loading"
         self.metrics = Metrics()
         # a bad or unsafe clients file raises here: the service does not start
@@ -119,6 +122,11 @@ class Service:
             logger.error("model NOT loaded, the service stays unready: %s", self.model_error)
         else:
             self.model, self.model_error = model, None
+            if model.batch_invariant:
+                self.coalescer = Coalescer(model.predict_with_bounds)
+            else:
+                logger.info("this model's answers depend on the rows beside them in a call: "
+                            "every request is predicted alone")
             self.metrics.model_ready.set(1)
             logger.info(
                 "model %s (%s, %s) loaded and verified in %.0f ms",
@@ -148,7 +156,23 @@ class Service:
         self.metrics.close()
         gc.unfreeze()  # several apps in one process (tests): let the old one be collected
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
+    async def readiness_now(self, quiet_s: float = 1.0, timeout_s: float = 2.0
+                            ) -> tuple[bool, dict[str, Any]]:
+        """readiness(), after one round trip to the database when this process has not reached
+        it for `quiet_s`: an idle process (one worker of several) would otherwise vouch for a
+        database it has not tried since it went down."""
+        log = self.log
+        if log.prepared and not log.failing and time.monotonic() - log.last_ok > quiet_s:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.db.ping), timeout_s)
+            except Exception as exc:  # noqa: BLE001 - any failure: not ready, and why
+                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}" \
+                    if str(exc).strip() else type(exc).__name__
+                return self.readiness(unreachable=reason)
+            log.last_ok = time.monotonic()
+        return self.readiness()
+
+    def readiness(self, unreachable: str | None = None) -> tuple[bool, dict[str, Any]]:
         reasons = []
         if self.model is None:
             reasons.append(f"model: {self.model_error}")
@@ -156,6 +180,8 @@ class Service:
             reasons.append(f"database: not migrated yet ({self.log.last_error or 'connecting'})")
         elif self.log.failing:
             reasons.append(f"database: writes failing ({self.log.last_error})")
+        elif unreachable is not None:
+            reasons.append(f"database: unreachable ({unreachable})")
         if self.log.depth >= self.log.max_rows:
             reasons.append("prediction log buffer is full (database down or too slow)")
         body: dict[str, Any] = {
@@ -166,10 +192,10 @@ class Service:
                 else {"status": "unavailable", "reason": self.model_error}
             ),
             "database": {
-                "status": "failing" if self.log.last_error else "ok",
+                "status": "failing" if self.log.last_error or unreachable else "ok",
                 "dialect": self.db.dialect,
                 "durability": self.log.durability,
-                "reason": self.log.last_error,
+                "reason": self.log.last_error or unreachable,
                 "buffered_rows": self.log.depth,
             },
         }

@@ -25,6 +25,15 @@ SQLITE_SYNCHRONOUS = ("normal", "full", "extra")
 DEFAULT_FLUSH_MS: dict[str, float] = {"ack": 2.0, "buffered": 20.0}
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's limit,
+    not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class SettingsError(ValueError):
     """A `MEDCAST_*` variable is missing, unreadable or malformed."""
 
@@ -92,6 +101,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # Worker processes of `python -m serve` (one per usable core); 1: a single process.
+    workers: int = 1
 
     @property
     def db_url(self) -> str:
@@ -155,6 +166,7 @@ class Settings:
             host=env.get("HOST") or d.host,
             port=env.integer("PORT", d.port, minimum=0),
             log_level=(env.get("LOG_LEVEL") or d.log_level).upper(),
+            workers=env.integer("WORKERS", usable_cores(), minimum=1),
         )._checked()
 
     @property

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -275,3 +276,30 @@ def test_categories_given_as_numbers_in_yaml_are_text():
     assert ds.columns["sex"].categories == ("1", "2")
     clean = validate(pd.DataFrame({"sex": ["1", " 2"], "y": ["3", "4"]}), ds)
     assert clean["sex"].tolist() == ["1", "2"]
+
+
+def test_a_table_added_under_another_name_is_said_with_what_to_do(tmp_path):
+    """`make data NAME=insurance FILE=other.csv` keeps the file's name: the description still
+    reads insurance.csv, so `check-source` (run by `make data`) says so and what to do."""
+    import subprocess
+    import sys
+
+    from medcast.datasets.spec import source_mismatch
+
+    conf = tmp_path / "conf" / "dataset"
+    conf.mkdir(parents=True)
+    (conf / "insurance.yaml").write_text(
+        "name: insurance\nsource: {format: csv, path: data/raw/insurance/insurance.csv}\n")
+    added = Path("data/raw/insurance/other-name.csv")
+    warning = source_mismatch("insurance", added, tmp_path)
+    assert warning is not None
+    assert "reads data/raw/insurance/insurance.csv, not the table just added" in warning
+    assert "source: {path: data/raw/insurance/other-name.csv}" in warning
+    assert "named insurance.csv" in warning
+    assert source_mismatch("insurance", Path("data/raw/insurance/insurance.csv"), tmp_path) is None
+    assert source_mismatch("trial", added, tmp_path) is None  # no description yet: init names it
+    out = subprocess.run([sys.executable, "-m", "medcast.datasets", "check-source", "insurance",
+                          str(added)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stderr.startswith("warning: conf/dataset/insurance.yaml reads data/raw/insurance/"
+                                 "insurance.csv, not the table just added"), out.stderr

@@ -99,3 +99,38 @@ def test_outcomes_file_without_its_columns_is_refused(tmp_path):
     pd.DataFrame({"id": ["r0"], "actual": [1.0]}).to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"missing \['request_id'\]"):
         read_outcomes(path)
+
+
+def test_served_card_is_the_logged_models_never_another(tmp_path, monkeypatch):
+    """Notebook 03's interval level comes from the card of the model the log names (its md5
+    and revision): the workspace's card only when it is that model's, else the card at the
+    logged revision; no card at all rather than another model's."""
+    import json
+
+    from medcast import monitoring
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    log = read_log(_log_db(tmp_path, _rows(3, start)))
+    card_path = "models/model.json"
+    (tmp_path / "models").mkdir()
+    (tmp_path / card_path).write_text(json.dumps({"onnx_md5": "m", "interval": {"level": 0.9}}))
+    card, where = monitoring.served_card(log, card_path, str(tmp_path))
+    assert card["interval"]["level"] == 0.9 and "from the workspace" in where
+
+    (tmp_path / card_path).write_text(json.dumps({"onnx_md5": "other", "interval": {"level": 0.8}}))
+    card, where = monitoring.served_card(log, card_path, str(tmp_path))
+    assert card == {} and "no card of the served model m (workspace)" in where
+    assert "its card is of model other" in where
+
+    log.loc[:, "model_revision"] = "v1.0"  # served with MEDCAST_MODEL_REV=v1.0
+    asked = []
+
+    def card_at(path, revision, repo):
+        asked.append((path, revision))
+        return json.dumps({"onnx_md5": "m", "interval": {"level": 0.95}}).encode()
+
+    monkeypatch.setattr(monitoring, "_card_at", card_at)
+    card, where = monitoring.served_card(log, card_path, str(tmp_path))
+    assert card["interval"]["level"] == 0.95 and "from revision v1.0" in where
+    assert asked == [(card_path, "v1.0")]
+    assert monitoring.served_card(log.iloc[:0], card_path, str(tmp_path)) == ({}, "nothing logged yet")

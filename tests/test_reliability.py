@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from devtools.tiny_model import TinyModel
 from tests.support.pg_cluster import PgCluster
 from tests.support.pg_cluster import pg_cluster as pg_cluster  # noqa: F401  (fixture)
 from tests.support.pg_cluster import pg_cluster_factory as pg_cluster_factory  # noqa: F401  (fixture)
-from tests.support.servers import LAUNCH_KEY, launch
+from tests.support.servers import LAUNCH_KEY, children, kill_all, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,15 +252,15 @@ def test_sigkill_under_load_ack_loses_no_answered_row(
     with launch(repo, db_url, pycache, tmp_path, MEDCAST_LOG_DURABILITY="ack") as (port, proc), \
             Load(port, bodies, concurrency=concurrency, max_s=10) as load:
         time.sleep(1.5)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        killed = kill_all(proc)  # the supervisor and every worker (the default: one per core)
         time.sleep(0.2)
     ids = load.ok_ids()
     rows = log_rows(db_url)
     logged = [r["request_id"] for r in rows]
     lost, phantom = set(ids) - set(logged), set(logged) - set(ids)
     statuses = {s for _, s, _ in load.responses}
-    print(f"SIGKILL ({backend}, ack, {concurrency} clients): {len(ids)} 2xx, {len(rows)} rows, "
+    print(f"SIGKILL of {len(killed)} processes ({backend}, ack, {concurrency} clients): "
+          f"{len(ids)} 2xx, {len(rows)} rows, "
           f"missing {len(lost)}, duplicates {len(logged) - len(set(logged))}, "
           f"rows without a 2xx {len(phantom)}, statuses {sorted(statuses)}")
     assert len(ids) > 50, "the load did not go through"
@@ -280,6 +281,45 @@ def test_sigkill_under_load_ack_loses_no_answered_row(
 
 
 @pytest.mark.timeout(120)
+def test_a_worker_sigkilled_under_load_is_replaced_and_loses_no_answered_row(
+    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
+) -> None:
+    """The multi-process default (MEDCAST_WORKERS=2), 16 clients, one worker SIGKILLed
+    mid-run: its in-flight requests fail on the connection (never a 2xx without a row); the
+    supervisor starts a new worker; the other keeps answering; every 2xx has its row, no row
+    twice; SIGTERM then drains and exits 0."""
+    db_url = f"sqlite:///{tmp_path / 'kill.db'}"
+    bodies = [json.dumps(b).encode() for b in tiny.examples]
+    with launch(repo, db_url, pycache, tmp_path, MEDCAST_WORKERS="2") as (port, proc):
+        with Load(port, bodies, concurrency=16, max_s=10) as load:
+            time.sleep(1.5)
+            first = children(proc.pid)
+            assert len(first) == 2
+            victim = min(first)
+            os.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            deadline = time.monotonic() + 30
+            while len(now := children(proc.pid)) < 2 or victim in now:
+                assert time.monotonic() < deadline, f"no new worker: {now}"
+                time.sleep(0.1)
+            time.sleep(1.0)  # the new worker loads the model and answers too
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    ids = load.ok_ids()
+    rows = log_rows(db_url)
+    logged = [r["request_id"] for r in rows]
+    after = sum(1 for t, s, _ in load.responses if s == 200 and t > killed_at + 0.5)
+    print(f"one worker SIGKILLed: {len(ids)} 2xx ({after} after the kill), {len(rows)} rows, "
+          f"{load.transport_errors} transport errors, statuses "
+          f"{sorted({s for _, s, _ in load.responses})}")
+    assert after > 50, "the service stopped answering after one worker died"
+    assert not set(ids) - set(logged), "a 2xx without its row"
+    assert len(ids) == len(set(ids))
+    assert_well_formed(rows, tiny.md5)
+    assert len(set(logged) - set(ids)) <= 16  # at most the requests in flight at the kill
+
+
+@pytest.mark.timeout(120)
 def test_sigkill_under_load_buffered_loses_at_most_the_unflushed_tail(
     tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
 ) -> None:
@@ -297,8 +337,7 @@ def test_sigkill_under_load_buffered_loses_at_most_the_unflushed_tail(
         if True:  # noqa: SIM108 - keeps the block shape of the SIGTERM test
             time.sleep(1.5)
             killed_at = time.monotonic()
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            kill_all(proc)
             time.sleep(0.2)
     ids = set(load.ok_ids())
     rows = log_rows(db_url)

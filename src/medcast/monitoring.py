@@ -52,6 +52,61 @@ def read_log(url: str, dataset: str | None = None, limit: int = 200_000) -> pd.D
     return pd.concat([frame, features], axis=1)
 
 
+def served_card(log: pd.DataFrame, card_path: str, repo: str = ".") -> tuple[dict[str, Any], str]:
+    """The model card of the model that answered the latest logged prediction, and where it
+    was read: the service may serve another model than the workspace's (MEDCAST_MODEL_REV, a
+    registered version), and the card's interval level is the served one's. The log names the
+    model by its graph's md5 and revision (the service's `model_revision`):
+    - the workspace's card, if its `onnx_md5` is the logged md5;
+    - else the card at the logged git revision (DVC, md5-verified: medcast.artifacts);
+    - else, for `models:/<name>/<version>`, the card the registered version serves (MLflow).
+    ({}, reason) when none of these is the served model's card (never another model's)."""
+    if log.empty:
+        return {}, "nothing logged yet"
+    latest = log.iloc[-1]
+    md5, revision = str(latest["model_md5"]), str(latest["model_revision"])
+    shown = f"model {md5} ({revision})"
+    candidates: list[tuple[str, Any]] = [("the workspace", lambda: Path(repo, card_path).read_bytes())]
+    if revision.startswith("models:/"):
+        candidates.append((revision, lambda: _registered_card(revision, repo)))
+    elif revision != "workspace":
+        candidates.append((f"revision {revision}", lambda: _card_at(card_path, revision, repo)))
+    reasons = []
+    for where, read in candidates:
+        try:
+            card = json.loads(read())
+        except Exception as exc:  # noqa: BLE001 - the next place, or the reasons say why
+            reasons.append(f"{where}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            continue
+        if card.get("onnx_md5") == md5:
+            return card, f"the card of {shown}, from {where}"
+        reasons.append(f"{where}: its card is of model {card.get('onnx_md5')}")
+    return {}, f"no card of the served {shown} found ({'; '.join(reasons)})"
+
+
+def _card_at(card_path: str, revision: str, repo: str) -> bytes:
+    from medcast.artifacts import read_verified
+
+    return read_verified(card_path, rev=revision, repo=repo)
+
+
+def _registered_card(uri: str, repo: str) -> bytes:
+    """The card a registered version serves (models:/<name>/<version>; its run's served files)."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from medcast.registry import SERVING_DIR
+    from medcast.tracking import tracking_uri
+
+    name, _, version = uri.removeprefix("models:/").rpartition("/")
+    client = MlflowClient(tracking_uri(Path(repo).resolve()))  # as the export registered it
+    run_id = client.get_model_version(name, version).run_id
+    with tempfile.TemporaryDirectory(prefix="medcast-card-") as folder:
+        return Path(client.download_artifacts(run_id, f"{SERVING_DIR}/model.json",
+                                              folder)).read_bytes()
+
+
 def _as_dict(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str | bytes) else dict(value)
 

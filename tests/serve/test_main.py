@@ -1,17 +1,26 @@
 """`python -m serve` (serve/__main__.py): a malformed setting exits 2 with one line and no
-traceback; `--help`; `--check` verifies the model and touches no database. (`migrate` is in
+traceback; `--help`; `--check` verifies the model and touches no database; several workers
+under one supervisor (MEDCAST_WORKERS) share the port, the metrics and the log, stop cleanly,
+and do not outlive a killed supervisor. (`migrate` is in
 test_migrate.py, `keys` in test_clients.py.)
 """
 
 from __future__ import annotations
 
+import json
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from devtools.service import service_env
+from devtools.service import running, service_env
+from devtools.tiny_model import TinyModel
+from tests.support.servers import alive, children
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,3 +52,64 @@ def test_main_check_verifies_the_model_without_serving(
     assert main(["--check"]) == 1
     assert "refused:" in capsys.readouterr().err
     assert not (repo / "serve.db").exists()  # --check touches no database
+
+
+def _workers(tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path) -> dict[str, str]:
+    return service_env(pycache, MEDCAST_REPO=str(repo), MEDCAST_WORKERS="2",
+                       MEDCAST_DATABASE_URL=f"sqlite:///{tmp_path / 'log.db'}",
+                       MEDCAST_RATE_LIMIT="off", MEDCAST_LOG_LEVEL="INFO")
+
+
+def test_several_workers_share_the_port_metrics_and_log_and_stop_cleanly(
+    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
+) -> None:
+    """MEDCAST_WORKERS=2: a supervisor and two workers; the metrics folder is the service's
+    own (made at the start, removed at the end); /metrics counts every request whichever worker
+    answers; SIGTERM drains both logs and exits 0."""
+    import httpx
+    import sqlalchemy as sa
+
+    from serve import db as servedb
+    from tests.support.serving import metric
+
+    body = json.dumps(tiny.examples[0]).encode()
+    env = _workers(tiny, repo, tmp_path, pycache)
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log", timeout=60) as service:
+        assert len(children(service.pid)) == 2, service.output(3000)
+        folder = Path(re.search(r"metrics in (\S+)", service.output())[1])
+        assert folder.is_dir()
+        with httpx.Client(base_url=service.url, timeout=10) as client:
+            sent = sum(client.post("/predict", content=body,
+                                   headers={"Content-Type": "application/json"}).status_code == 200
+                       for _ in range(60))
+            for _ in range(4):  # whichever worker answers the scrape, it counts both
+                assert metric(client.get("/metrics").text, "medcast_predictions_total") == sent
+        assert service.stop(signal.SIGTERM, timeout=30) == 0, service.output(3000)
+    output = service.output()
+    assert "Traceback" not in output and output.count("prediction log drained") == 2, output
+    assert not folder.exists(), "the metrics folder outlived the service"
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    try:
+        assert servedb.count_rows(engine) == sent == 60
+    finally:
+        engine.dispose()
+
+
+def test_a_killed_supervisor_leaves_no_worker_behind(
+    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
+) -> None:
+    """SIGKILL of the supervisor: each worker gets SIGTERM from the kernel (PR_SET_PDEATHSIG),
+    drains and exits; nothing keeps the port."""
+    env = _workers(tiny, repo, tmp_path, pycache)
+    with running(env, cwd=tmp_path, log=tmp_path / "serve.log", timeout=60) as service:
+        workers = children(service.pid)
+        assert len(workers) == 2
+        service.proc.kill()
+        service.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(alive(w) for w in workers):
+            assert time.monotonic() < deadline, f"orphaned workers: {workers}"
+            time.sleep(0.1)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", service.port)) != 0
+    assert service.output().count("prediction log drained") == 2, service.output(3000)

@@ -220,3 +220,30 @@ def test_unsafe_artifact_in_place_of_the_model_is_refused_unexecuted(
         assert "ONNX Runtime cannot load the model" in ready.json()["reason"]
         assert client.post("/predict", json={"age": 30}).status_code == 503
     assert not marker.exists()
+
+
+def test_batch_invariance_is_checked_bit_for_bit(tiny: TinyModel, repo: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny model answers every row the same alone (a lone row runs twice: ORT's
+    one-row path differs in the last bit) and in a call of any size; a model whose answers
+    move with the batch is found out, and then predicts every request alone."""
+    from serve.model import batch_invariant, synthetic_rows
+
+    model = load_model(make_settings(repo))
+    assert model.batch_invariant and batch_invariant(model)
+    rows = synthetic_rows(model.card.features, 200, seed=1)
+    by_name = {f.name: f for f in model.card.features}
+    for name, f in by_name.items():
+        values = [r[name] for r in rows]
+        if f.type == "category":
+            assert set(values) <= set(f.categories or [])
+        else:
+            assert min(values) >= f.observed_min and max(values) <= f.observed_max
+    real = model.predict_with_bounds
+
+    def drifting(rows: list[tuple[Any, ...]]) -> Any:
+        values, lower, upper = real(rows)
+        return [v + 1e-3 * len(rows) for v in values], lower, upper
+
+    monkeypatch.setattr(model, "predict_with_bounds", drifting)
+    assert not batch_invariant(model)

@@ -125,6 +125,36 @@ def test_batch_predicts_all_rows_in_one_model_call(tiny: TinyModel, repo: Path) 
         assert (lo, hi) == (pytest.approx(got["lower"]), pytest.approx(got["upper"])), item
 
 
+def test_concurrent_predictions_share_a_model_call_and_answer_as_alone(
+    tiny: TinyModel, repo: Path
+) -> None:
+    """Concurrent POST /predict run in one ORT call (serve.coalesce) when the model's answers
+    do not depend on the batch; each answer is the one it gets alone, bit for bit."""
+    import asyncio
+
+    import httpx
+
+    bodies = [json.dumps(b).encode() for b in tiny.examples[:12]]
+    with serving(make_settings(repo)) as client:
+        alone = [client.post("/predict", content=b,
+                             headers={"Content-Type": "application/json"}).json()["prediction"]
+                 for b in bodies]
+        service = client.app.state.service
+        assert service.model.batch_invariant and service.coalescer is not None
+        calls = service.coalescer.calls
+
+        async def together() -> list[float]:
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                answers = await asyncio.gather(*[
+                    c.post("/predict", content=b, headers={"Content-Type": "application/json"})
+                    for b in bodies])
+            return [a.json()["prediction"] for a in answers]
+
+        assert client.blocking_portal.call(together) == alone
+        assert service.coalescer.calls - calls < len(bodies)  # some shared a call
+
+
 def test_batch_size_is_bounded(tiny: TinyModel, repo: Path) -> None:
     with serving(make_settings(repo, max_batch=5)) as client:
         r = client.post("/predict/batch", json={"instances": tiny.examples[:5]})
@@ -263,6 +293,15 @@ def test_prediction_log_endpoint_needs_the_api_key(tiny: TinyModel, repo: Path) 
         assert len(rest["items"]) == 2 and rest["next_after"] is None
         bad = client.get("/predictions?limit=0", headers={"X-API-Key": KEY})
         assert bad.status_code == 400
+        # An empty value (`?until=`) is what the schema refuses (minLength 1 or not a number):
+        # every query parameter answers it 400, none reads it as "not given".
+        spec = client.get("/schema/openapi.json").json()["paths"]["/predictions"]["get"]
+        names = [p["name"] for p in spec["parameters"] if p["in"] == "query"]
+        assert set(names) == {"after", "before", "limit", "order", "client", "since", "until"}
+        for name in names:
+            r = client.get(f"/predictions?{name}=", headers={"X-API-Key": KEY})
+            assert r.status_code == 400, (name, r.status_code, r.text)
+            assert name in r.text
 
 
 def test_prediction_log_endpoint_is_disabled_without_a_key(repo: Path) -> None:

@@ -188,3 +188,35 @@ def test_shutdown_wait_is_bounded_when_the_database_stays_down(
         client.__exit__(None, None, None)
     assert time.monotonic() - start < 3
     assert "1 rows could not be written" in caplog.text
+
+
+def test_an_idle_process_pings_the_database_before_saying_ready(
+    tiny: TinyModel, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that wrote nothing for a second (one idle worker of several) asks the
+    database once before answering /health/ready: down, it says so with a 503 instead of
+    vouching for a database it has not tried; a recent write needs no round trip."""
+    with serving(make_settings(repo)) as client:
+        service = client.app.state.service
+        pings: list[float] = []
+        real = service.db.ping
+
+        def ping() -> None:
+            pings.append(time.monotonic())
+            real()
+
+        monkeypatch.setattr(service.db, "ping", ping)
+        service.log.last_ok = time.monotonic() - 5
+        assert client.get("/health/ready").status_code == 200 and len(pings) == 1
+        assert client.get("/health/ready").status_code == 200 and len(pings) == 1  # recent
+
+        def down() -> None:
+            raise sa.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+
+        monkeypatch.setattr(service.db, "ping", down)
+        service.log.last_ok = time.monotonic() - 5
+        r = client.get("/health/ready")
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["database"]["status"] == "failing"
+        assert "database: unreachable (OperationalError" in body["reason"]

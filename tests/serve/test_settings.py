@@ -34,6 +34,20 @@ def test_settings_read_env_and_file_variants(tmp_path: Path) -> None:
     assert Settings.from_env({"MEDCAST_RATE_LIMIT": "off"}).rate_limit is None
 
 
+def test_workers_default_to_the_usable_cores_and_take_a_number() -> None:
+    import os
+
+    from serve.settings import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0))
+    assert Settings.from_env({}).workers == usable_cores()
+    assert Settings.from_env({"MEDCAST_WORKERS": "1"}).workers == 1
+    assert Settings.from_env({"MEDCAST_WORKERS": "3"}).workers == 3
+    for bad in ("0", "-1", "all"):
+        with pytest.raises(SettingsError, match="MEDCAST_WORKERS"):
+            Settings.from_env({"MEDCAST_WORKERS": bad})
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -1,10 +1,12 @@
 """The real service, `python -m serve` (uvicorn) on a free loopback port, started through the
 one launcher of tests, benchmarks and scripts (devtools/service.py): `real_server` stops it
 gracefully and checks the stop; `launch` leaves the stopping to the test (fault tests send their
-own signals)."""
+own signals); `children` and `kill_all` reach a multi-process service's workers."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -17,6 +19,44 @@ from typing import Any
 from devtools.service import running, service_env
 
 LAUNCH_KEY = "fuzz-key"  # MEDCAST_API_KEY of every server `launch` starts
+
+
+def children(pid: int) -> set[int]:
+    """The worker processes of `pid` (Linux /proc): its children but multiprocessing's
+    resource tracker."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return set()
+    out = set()
+    for child in map(int, text.split()):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmdline:
+            out.add(child)
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def kill_all(proc: subprocess.Popen[bytes]) -> list[int]:
+    """SIGKILL the service's workers, then its supervisor (one process: just it), as a power
+    cut would: nothing drains. The pids killed."""
+    pids = [*children(proc.pid), proc.pid]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    return pids
 
 
 @contextmanager

@@ -2,18 +2,22 @@
 
     python -m medcast.datasets init FILE --name NAME --target COLUMN [--features C1,C2,…]
     python -m medcast.datasets use NAME
+    python -m medcast.datasets check-source NAME TABLE
 
 `init` drafts conf/dataset/NAME.yaml from a table, prints a summary and says what to run next;
-`use` makes NAME the dataset every `dvc exp run` composes (medcast.datasets.choice)."""
+`use` makes NAME the dataset every `dvc exp run` composes (medcast.datasets.choice);
+`check-source` (run by `make data`) warns when conf/dataset/NAME.yaml reads another table than
+the one just copied into data/raw/NAME/."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from medcast.datasets.choice import CONFIG_FILE, use
 from medcast.datasets.draft import draft, render, summary
-from medcast.datasets.spec import dataset_file
+from medcast.datasets.spec import dataset_file, source_mismatch
 from medcast.errors import ConfigError, cli
 
 
@@ -35,9 +39,18 @@ def main(argv: list[str] | None = None) -> None:
     chosen = sub.add_parser("use", help="make NAME the dataset every `dvc exp run -S` composes "
                                      "(conf/params/config.yaml), recompose params.yaml")
     chosen.add_argument("name", help="a dataset with a conf/dataset/NAME.yaml")
+    placed = sub.add_parser("check-source", help="warn when conf/dataset/NAME.yaml reads another "
+                            "table than TABLE (what `make data` runs after copying it)")
+    placed.add_argument("name")
+    placed.add_argument("table", type=Path, help="the table's path in data/raw/NAME/")
     args = ap.parse_args(argv)
     if args.command == "use":
         print("\n".join(use(args.name)))
+        return
+    if args.command == "check-source":
+        warning = source_mismatch(args.name, args.table)
+        if warning:
+            print(warning, file=sys.stderr)
         return
     init_dataset(args)
 

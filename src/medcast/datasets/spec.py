@@ -132,6 +132,27 @@ def check_name(name: Any) -> str:
     return name
 
 
+def source_mismatch(name: str, table: Path, root: Path = Path(".")) -> str | None:
+    """`make data NAME=… FILE=…` keeps the file's name: a table copied under another name than
+    the one conf/dataset/NAME.yaml reads lands beside the old one, and the study would go on
+    reading the old one. The warning saying so and what to do; None when the description reads
+    `table` (or there is no description yet: `init` will name it)."""
+    path = dataset_file(check_name(name), root)
+    if not path.exists():
+        return None
+    try:
+        source = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("source") or {}
+    except (yaml.YAMLError, AttributeError):
+        return None  # preprocess names what is wrong with the file itself
+    reads = source.get("path") if isinstance(source, dict) else None
+    if not isinstance(reads, str) or (root / reads).resolve() == (root / table).resolve():
+        return None
+    return (f"warning: {path} reads {reads}, not the table just added ({table}): the study "
+            f"would still run on {reads}. To use the new table, set `source: {{path: {table}}}` "
+            f"in {path}, or run make data again with the file named {Path(reads).name}; then "
+            f"`dvc remove {table}.dvc` for the copy you do not use")
+
+
 def dataset_config(name: str, root: Path = Path(".")) -> DatasetConfig:
     """conf/dataset/<name>.yaml, validated; a missing file says how to draft one."""
     path = dataset_file(check_name(name), root)
