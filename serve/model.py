@@ -17,16 +17,17 @@ import importlib
 import importlib.util
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 import numpy as np
 
-from medcast.card import CardError, Feature, ModelCard, parse_card
+from medcast.card import CardError, Feature, ModelCard, md5_hex, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
 from serve.schemas import RequestSchema, example_patient
-from serve.served import ModelError, ModelSource, md5_hex
+from serve.served import ModelError, ModelSource
 from serve.settings import Settings
 
 
@@ -46,7 +47,6 @@ class LoadedModel:
     card: ModelCard
     card_dict: dict[str, Any]
     md5: str
-    revision: str  # the git revision asked for, "workspace", or models:/<name>/<version>
     schema: RequestSchema
     load_seconds: float = 0.0
     source: ModelSource = field(default_factory=lambda: ModelSource("workspace"))
@@ -59,6 +59,15 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self._features = tuple((f.name, f.type) for f in self.card.features)
         self._outputs = [OUTPUT_NAME, *(INTERVAL_OUTPUTS if self.interval_level else ())]
+
+    @cached_property
+    def revision(self) -> str:
+        """The prediction log's model_revision: "workspace", the git revision asked for, or, for
+        a registry load, models:/<name>/<version> (the version an alias resolved to)."""
+        source = self.source
+        if source.kind == "registry":
+            return f"models:/{source.name}/{source.version}"
+        return source.revision or "workspace"
 
     @property
     def interval_level(self) -> float | None:
@@ -248,13 +257,6 @@ def _read(settings: Settings, artifacts: Artifacts | None
     return model_bytes, card_bytes, source, (settings.model_path, settings.card_path)
 
 
-def _revision(source: ModelSource) -> str:
-    """The prediction log's model_revision: the version an alias resolved to, not the alias."""
-    if source.kind == "registry":
-        return f"models:/{source.name}/{source.version}"
-    return source.revision or "workspace"
-
-
 def load_model(settings: Settings, artifacts: Artifacts | None = None) -> LoadedModel:
     """Read, verify, open and warm up the model; raise ModelError with the reason otherwise."""
     start = time.perf_counter()
@@ -262,7 +264,7 @@ def load_model(settings: Settings, artifacts: Artifacts | None = None) -> Loaded
     md5, card, card_dict = check_card(model_bytes, card_bytes, names)
     session = _session(model_bytes, card)
     schema = RequestSchema.from_card(card, settings.max_batch)
-    model = LoadedModel(session, card, card_dict, md5, _revision(source), schema, source=source)
+    model = LoadedModel(session, card, card_dict, md5, schema, source=source)
     # Warm-up: the first run allocates; also proves the graph runs on a valid row, and on one
     # with every nullable feature missing (the graph's imputation).
     example = example_patient(card.features)

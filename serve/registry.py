@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from medcast.card import md5_hex
 from medcast.registry import SERVED_FILES, SERVING_DIR
 from medcast.tracking import tracking_uri
-from serve.served import ModelError, ModelSource, md5_hex
+from serve.served import ModelError, ModelSource
 from serve.settings import ModelURI, Settings, SettingsError
 
 ONNX, CARD = "model.onnx", "model.json"

@@ -1,14 +1,13 @@
 """GET /model's response (ModelOut): the model card (medcast.card) as the export wrote it, and
 `serving`: how the service serves it and where the model came from (ModelSource: the workspace,
 a git revision, or a registered MLflow version). Also why a model is refused (ModelError) and
-the md5 every source is verified by, shared by serve.model and serve.registry. Declared for the
+every source is verified by its md5 (medcast.card.md5_hex). Declared for the
 OpenAPI document, and for tests/test_card.py, which checks every field the dashboard reads
 against ModelOut.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Literal
 
 import msgspec
@@ -18,10 +17,6 @@ from medcast.card import ModelCard
 
 class ModelError(RuntimeError):
     """The model cannot be served; the message is the reason shown by /health/ready."""
-
-
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 class ModelSource(msgspec.Struct, frozen=True):

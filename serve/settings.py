@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,9 +170,10 @@ class Settings:
             workers=env.integer("WORKERS", usable_cores(), minimum=1),
         )._checked()
 
-    @property
+    @cached_property
     def registered(self) -> ModelURI | None:
-        """MEDCAST_MODEL_URI parsed (None: the model comes from the workspace or a revision)."""
+        """MEDCAST_MODEL_URI parsed, once (None: the model comes from the workspace or a
+        revision); a malformed one raises SettingsError (from_env's check asks first)."""
         return ModelURI.parse(self.model_uri) if self.model_uri is not None else None
 
     def _checked(self) -> Settings:

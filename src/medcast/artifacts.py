@@ -13,13 +13,13 @@ medcast.errors.ArtifactError naming what to do.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import posixpath
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medcast.card import md5_hex
 from medcast.errors import ArtifactError
 
 if TYPE_CHECKING:
@@ -283,7 +283,7 @@ def read_verified(
     """`read_bytes()`, then raise ArtifactError unless the md5 equals the one locked at `rev`."""
     expected = locked_md5(path, rev, repo, remote, remote_config)
     data = read_bytes(path, rev, remote, repo, remote_config)
-    actual = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    actual = md5_hex(data)
     if actual != expected:
         raise ArtifactError(
             f"{path!r} at {_rev_label(rev)}: md5 of the {len(data)} bytes read is {actual}, "

@@ -145,8 +145,8 @@ def build_card(report: Mapping[str, Any], meta: Mapping[str, Any], schema: Featu
         features=[_feature(f) for f in schema.features],
         metrics=split_scores(dict(report)),
         signal=SignalCard(bool(signal["signal"]), str(signal["message"])) if signal else None,
-        training_data_md5=_md5(train_bytes),
-        onnx_md5=_md5(onnx_bytes),
+        training_data_md5=md5_hex(train_bytes),
+        onnx_md5=md5_hex(onnx_bytes),
         parity=Parity(**_python(parity)),
         interval=IntervalCard(**_python(interval)) if interval else None,
     )
@@ -202,8 +202,10 @@ def _feature(f: Any) -> Feature:
                    f.missing_rate)
 
 
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()  # DVC's hash, not security
+def md5_hex(data: bytes) -> str:
+    """DVC's hash of a file's bytes (an identity, not security): what dvc.lock, the card, the
+    registry's tags and the service's checks compare."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _python(values: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from medcast.card import md5_hex
 from medcast.config import load_params
 from medcast.datasets.spec import DatasetConfig
 from medcast.errors import cli
@@ -219,14 +220,13 @@ def plot_instability(frame: pd.DataFrame, mape: float, target: str, path: Path) 
 def raw_source(dataset: DatasetConfig) -> str:
     """The raw table for the TRIPOD report: its file and md5 (DVC's hash), or the bundled
     table and the library version that ships it."""
-    import hashlib
 
     if dataset.source.format == "sklearn":
         import sklearn
 
         return f"scikit-learn {sklearn.__version__}'s bundled '{dataset.source.path}' table"
     path = Path(dataset.raw)
-    md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    md5 = md5_hex(path.read_bytes())
     return f"`{path}` (md5 {md5})"
 
 

@@ -19,11 +19,11 @@ version it loads from the registry (serve/registry.py, MEDCAST_MODEL_URI).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
+from medcast.card import md5_hex
 from medcast.errors import ConfigError, cli
 
 log = logging.getLogger("medcast.registry")
@@ -43,7 +43,7 @@ def served_tags(served: list[str]) -> dict[str, str]:
     for path in served:
         tag = SERVED_FILES.get(Path(path).name)
         if tag is not None:
-            out[tag] = hashlib.md5(Path(path).read_bytes(), usedforsecurity=False).hexdigest()
+            out[tag] = md5_hex(Path(path).read_bytes())
     return out
 
 
