@@ -36,6 +36,7 @@ from tests.support.serving import serving
 APP_JS = ROOT / "serve" / "static" / "app.js"
 # Keys written only when their condition holds (the tiny model's card meets every other one).
 CONDITIONAL = {"parity.n_tied",  # only when some parity rows tie at a kNN's k-th neighbour
+               "parity.sampled_from",  # only when the test split exceeds export.parity_max_rows
                # only with evaluate.interval_groups (Mondrian intervals)
                "interval.groups", "interval.cell_q", "interval.cell_n", "interval.pooled_cells"}
 

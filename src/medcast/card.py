@@ -88,6 +88,8 @@ class Parity(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defau
     max_abs_diff: float
     max_rel_diff: float
     n: int  # rows compared
+    # test rows the compared ones were sampled from (export.parity_max_rows); written if sampled
+    sampled_from: int | None = None
     n_tied: int | None = None  # rows left out (a kNN tie at the k-th neighbour); written if any
     interval_max_rel_diff: float | None = None  # the bounds' difference; written with intervals
 

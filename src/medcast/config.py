@@ -165,8 +165,11 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    # ONNX and native predictions must agree to this relative difference on every test row.
+    # ONNX and native predictions must agree to this relative difference on every parity row.
     parity_rtol: float = 1e-4
+    # The parity rows: every test row up to this many, else a seeded sample of this size with
+    # every pattern of missing values (medcast.export.parity_sample).
+    parity_max_rows: int = 5000
 
 
 @dataclass(frozen=True)
@@ -319,6 +322,9 @@ def _check_study(p: StudyParams) -> None:
         raise ConfigError(f"cv.folds: {p.cv.folds} must be at least 2")
     if p.cv.repeats < 1:
         raise ConfigError(f"cv.repeats: {p.cv.repeats} must be at least 1")
+    if p.export.parity_max_rows < 100:
+        raise ConfigError(f"export.parity_max_rows: {p.export.parity_max_rows} must be at least "
+                          "100 (the parity check needs rows to find a broken graph)")
     if isinstance(p.train.candidates, str) and p.train.candidates != "all":
         raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
                           f"{p.train.candidates!r}")

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medcast.config import load_params
@@ -21,6 +22,7 @@ from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.intervals import load_interval_model
 from medcast.models.io import load_meta, load_model
+from medcast.parallel import n_workers
 
 log = logging.getLogger("medcast.export")
 
@@ -44,6 +46,29 @@ def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSche
 
     return card_dict(build_card(report, meta, schema, onnx_bytes, parity, train_bytes, interval,
                                 signal))
+
+
+def parity_sample(X: pd.DataFrame, schema: FeatureSchema, max_rows: int, seed: int,
+                  per_pattern: int = 20) -> pd.DataFrame:
+    """The test rows the parity check compares: all of them up to `max_rows`; above, a seeded
+    sample of `max_rows` rows (in test order) that holds up to `per_pattern` rows of every
+    pattern of missing values among the nullable features (a rare pattern is where a graph's
+    imputation may be wrong), the rest drawn at random. The graph's cost on a large table
+    (a kNN's holds every training row) then stays bounded; scoring still uses every row."""
+    if len(X) <= max_rows:
+        return X
+    rng = np.random.default_rng(seed)
+    patterns = (X[schema.nullable].isna().to_numpy() @ (1 << np.arange(len(schema.nullable)))
+                if schema.nullable else np.zeros(len(X), dtype=np.int64))
+    keep = np.zeros(len(X), dtype=bool)
+    values = np.unique(patterns)
+    quota = max(1, min(per_pattern, max_rows // (2 * len(values))))
+    for value in values:
+        where = np.flatnonzero(patterns == value)
+        keep[rng.choice(where, size=min(quota, len(where)), replace=False)] = True
+    rest = np.flatnonzero(~keep)
+    keep[rng.choice(rest, size=max(0, max_rows - int(keep.sum())), replace=False)] = True
+    return X.iloc[np.flatnonzero(keep)]
 
 
 def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) -> pd.DataFrame:
@@ -83,11 +108,16 @@ def main() -> None:
     from medcast.onnx.parity import check_parity, tied_rows
 
     onnx_model = with_intervals(to_onnx(estimator, schema), interval, schema)
-    rows = parity_rows(X, schema)
+    sample = parity_sample(X, schema, params.export.parity_max_rows, params.cv.seed)
+    rows = parity_rows(sample, schema)
     tied = tied_rows(estimator, rows)
-    # one graph run and one prediction for the prediction and both bounds
+    # one graph run and one prediction for the prediction and both bounds, on every core
     parity = check_parity(estimator, onnx_model, rows, rtol=params.export.parity_rtol,
-                          tied=tied, bounds=interval.bounds)
+                          tied=tied, bounds=interval.bounds, workers=n_workers(params.cv.n_jobs))
+    if len(sample) < len(X):
+        parity["sampled_from"] = len(X)
+        log.info("ONNX parity on a sample of %d of the %d test rows (export.parity_max_rows, "
+                 "every pattern of missing values in it)", len(sample), len(X))
     if parity.get("n_tied"):
         log.info("ONNX parity: %d rows left out, a tie at the model's k-th neighbour (either "
                  "neighbour is right)", parity["n_tied"])

@@ -44,11 +44,12 @@ def check_parity(
     rtol: float = 1e-4,
     tied: np.ndarray | None = None,
     bounds: Callable[[pd.DataFrame, np.ndarray], tuple[Any, Any]] | None = None,
+    workers: int = 1,
 ) -> dict[str, float]:
     """Compare ONNX Runtime (1 thread) with `estimator.predict(X)` row by row; with `bounds`
     (the interval model's, from X and the native predictions) also the graph's lower/upper
     outputs, from the same graph run (medcast.onnx.bounds.compare_bounds), as
-    "interval_max_rel_diff".
+    "interval_max_rel_diff". `workers` threads run the graph's batches (run_batched).
 
     The relative difference of a row is |onnx − native| / max(|native|, floor), where floor is
     1 % of the median |native| prediction (and at least 1e-6): relative to the prediction
@@ -63,7 +64,8 @@ def check_parity(
     native = np.asarray(estimator.predict(X), dtype=np.float64).reshape(-1)
     outputs = [OUTPUT_NAME, *(INTERVAL_OUTPUTS if bounds is not None else ())]
     try:
-        exported, *graph_bounds = run_batched(session, outputs, X, batch_rows(onnx_model))
+        exported, *graph_bounds = run_batched(session, outputs, X, batch_rows(onnx_model),
+                                              workers)
     except DataValidationError:
         raise
     except Exception as err:
