@@ -34,10 +34,16 @@ install: $(STAMP)  ## create .venv from uv.lock, every extra (idempotent)
 repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
 
-test: install  ## install, then run the test suite (and build the docs site, strict)
+# Coverage (pyproject.toml's [tool.coverage.*]) of every process the tests start, each writing
+# .coverage.* beside COVERAGE_FILE (absolute: stages and services run in temporary copies);
+# pytest-cov combines them, prints the summary, writes reports/coverage/index.html and fails the
+# run below fail_under.
+test: install  ## install, then run the test suite with coverage (and build the docs site, strict)
 	$(BIN)/ruff check src serve tests bench scripts devtools
 	$(MKDOCS) build --strict --site-dir site
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest -n 2 --dist loadgroup \
+		--cov --cov-report=term:skip-covered --cov-report=html
 
 # The documentation site (mkdocs.yml, docs/): built without internet (no web fonts, local search).
 # NO_MKDOCS_2_WARNING=1: Material for MkDocs prints a banner about its end of life on every run.
