@@ -34,10 +34,19 @@ install: $(STAMP)  ## create .venv from uv.lock, every extra (idempotent)
 repro: install  ## install, then run the whole DVC pipeline on params.yaml
 	$(BIN)/dvc repro
 
-test: install  ## install, then run the test suite (and build the docs site, strict)
+# Coverage (pyproject.toml's [tool.coverage.*]) of every process the tests start, each writing
+# .coverage.* beside COVERAGE_FILE (absolute: stages and services run in temporary copies).
+# pytest-cov measures the xdist workers and combines; `coverage html` and `coverage report` fold
+# in the files of processes that ended after it (worker pools stopped at exit), write
+# reports/coverage/index.html, print the summary and fail below fail_under (docs/coverage.md).
+test: export COVERAGE_FILE := $(CURDIR)/.coverage
+test: install  ## install, then run the test suite with coverage (and build the docs site, strict)
 	$(BIN)/ruff check src serve tests bench scripts devtools
 	$(MKDOCS) build --strict --site-dir site
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --cov --cov-report= --cov-fail-under=0
+	$(BIN)/coverage html -q
+	$(BIN)/coverage report
 
 # The documentation site (mkdocs.yml, docs/): built without internet (no web fonts, local search).
 # NO_MKDOCS_2_WARNING=1: Material for MkDocs prints a banner about its end of life on every run.

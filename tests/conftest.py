@@ -37,6 +37,14 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `slow` first (a stable sort: the rest keep their order). `--dist loadgroup`
+    hands out the xdist groups first, then single tests in this order, a few at a time: the
+    long ones started early, the two workers finish together instead of one running a last
+    minute-long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never write to the repository's MLflow store from tests."""

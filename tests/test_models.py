@@ -203,6 +203,7 @@ for name in sys.argv[2:]:
 """
 
 
+@pytest.mark.slow
 def test_saved_model_bytes_depend_only_on_the_model_not_on_the_process(tmp_path):
     import subprocess
     import sys

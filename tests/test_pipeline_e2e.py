@@ -146,6 +146,7 @@ def test_repro_is_byte_identical_from_clean_copies_and_when_forced(built_repo, t
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
+@pytest.mark.slow
 def test_experiments_on_both_datasets_reach_dvc_and_mlflow(tmp_path):
     repo = make_copy(tmp_path / "repo", **{**TINY, "train.select": "null",
                                             "train.candidates": "[ridge,knn]"})

@@ -62,6 +62,7 @@ def _fuzz_one(op: Any, mode: Any, label: str, counts: dict[str, int], base: str,
     return check
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("model", ["tiny", "nullable"])
 def test_fuzz_openapi_no_server_errors_and_responses_match_the_schema(

@@ -42,6 +42,7 @@ def test_leaderboard_ranks_by_cv_rmse(data):
     assert board.iloc[0]["model"] == best.model
 
 
+@pytest.mark.slow
 def test_mlp_history_is_reported_in_target_units(data):
     p, schema, X, y = data
     r = evaluate_candidate("mlp", p.models["mlp"].defaults, p.cv, schema, X, y)
@@ -66,6 +67,7 @@ def test_leaderboard_holds_no_wall_clock_time(data):
     assert board.to_csv(index=False) == twin.to_csv(index=False)
 
 
+@pytest.mark.slow
 def test_mlp_cross_validation_prints_no_tensorflow_noise(tmp_path):
     """`python -m medcast.train` with the MLP (TensorFlow with its own log settings: none):
     no E0000/W0000 lines (TensorFlow's known-harmless tf.data messages), no start-up notices;
@@ -101,6 +103,7 @@ def test_mlp_cross_validation_prints_no_tensorflow_noise(tmp_path):
     assert os.path.getsize(tmp_path / "reports/history.csv") > 40  # the MLP really trained
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_the_number_of_processes(data):
     """Folds and candidates run in worker processes; each task is seeded and cloned, so one
     process and two give the same numbers (the MLP included: one TensorFlow thread each)."""

@@ -86,6 +86,7 @@ def test_require_signal_stops_train_with_exit_2_and_the_line(noise):
     assert "(train.require_signal: true)" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_strong_signal_is_said_and_the_corrected_r2_agrees_with_the_test_r2(tmp_path):
     repo = own_study(tmp_path, "clear", mixed_frame(2000, seed=6, signal=True),
                      **{"evaluate.bootstrap": "50"})

@@ -69,6 +69,7 @@ def load(root: Path):  # the study, as any process sees it
     return optuna.load_study(study_name=name, storage=open_storage(p.tune))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_stage_and_two_workers_share_the_budget_and_survive_a_killed_worker(
     tmp_path: Path, pg_url: str  # noqa: F811
@@ -135,6 +136,7 @@ def test_stage_and_two_workers_share_the_budget_and_survive_a_killed_worker(
     assert {k: meta["params"][k] for k in study.best_params} == study.best_params
 
 
+@pytest.mark.slow
 def test_a_single_process_runs_exactly_the_budget_with_sqlite(tmp_path: Path) -> None:
     root = workspace(tmp_path / "ws", f"sqlite:///{tmp_path}/optuna.db", "tune.n_trials=4")
     subprocess.run([sys.executable, "-m", "medcast.tune"], cwd=root, env=venv_env(), check=True,
@@ -143,6 +145,7 @@ def test_a_single_process_runs_exactly_the_budget_with_sqlite(tmp_path: Path) ->
     assert tuning["n_trials"] == 4 and [t["ticket"] for t in tuning["trials"]] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_worker_after_the_budget_is_used_exits_at_once_saying_the_study_is_complete(
         tmp_path: Path) -> None:
     """A late worker finds the stage's study already finished: exit 0 at once (not after

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medcast.datasets.spec import MISSING_LEVEL, DatasetConfig
@@ -203,8 +202,3 @@ def make_preprocessor(schema: FeatureSchema, numeric_steps: list[Any] | None = N
     # Output names are "<transformer>__<column>" (cut-offs share their column's name);
     # encoded_name() turns them back into readable ones.
     return ColumnTransformer(transformers, remainder="drop")
-
-
-def missing_mask(frame: pd.DataFrame) -> np.ndarray:
-    """Boolean [rows, columns]: where a value is missing (NaN or None)."""
-    return frame.isna().to_numpy()
