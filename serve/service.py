@@ -163,12 +163,16 @@ class Service:
         database it has not tried since it went down."""
         log = self.log
         if log.prepared and not log.failing and time.monotonic() - log.last_ok > quiet_s:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.db.ping), timeout_s)
-            except Exception as exc:  # noqa: BLE001 - any failure: not ready, and why
-                reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}" \
-                    if str(exc).strip() else type(exc).__name__
-                return self.readiness(unreachable=reason)
+            for attempt in (1, 2):  # a pooled connection the server closed (a restart) fails
+                try:              # once and is discarded by SQLAlchemy: the second try is fresh
+                    await asyncio.wait_for(asyncio.to_thread(self.db.ping), timeout_s)
+                    break
+                except Exception as exc:  # noqa: BLE001 - any failure: not ready, and why
+                    if attempt == 2:
+                        reason = (f"{type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0][:200]}"
+                                  if str(exc).strip() else type(exc).__name__)
+                        return self.readiness(unreachable=reason)
             log.last_ok = time.monotonic()
         return self.readiness()
 
