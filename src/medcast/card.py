@@ -103,6 +103,33 @@ class SignalCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     message: str  # the one line the stage log, report.md and the dashboard show
 
 
+class ExplainerCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The export's check of the service's explanations (medcast.shapley on the graph) against
+    the reference library on test rows (medcast.export): exact contributions against `shap`'s
+    on the same background; `margin_coverage` for a sampling plan: the share of the served
+    contributions within their stated 95 % margin of the exact ones."""
+
+    reference: str  # e.g. "shap 0.51.0 ExactExplainer, maskers.Independent"
+    n: int  # test rows compared
+    max_abs_diff: float  # exact contributions, graph vs reference, in target units
+    tolerance: float  # the stage fails above it: 1e-3 × the target's standard deviation
+    margin_coverage: float | None = None  # sampling plan only
+
+
+class ExplainerCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """What the service needs to explain a prediction (medcast.shapley): the background rows
+    (training rows drawn by the export, features in card order, null where missing; not shown
+    at GET /model: they are patients), the budget of coalitions per explanation (exact if
+    2^features ≤ it, else antithetic permutation sampling), the orders' seed, the method that
+    budget gives this card's features, and the export's check against the reference."""
+
+    background: list[list[float | str | None]]
+    coalitions: Annotated[int, msgspec.Meta(ge=2)]
+    seed: int
+    method: Literal["exact", "sampling"]
+    check: ExplainerCheck | None = None
+
+
 class ModelCard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`models/model.json`, its keys in the order written."""
 
@@ -119,6 +146,7 @@ class ModelCard(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     onnx_md5: str  # DVC's md5 of the graph: the service checks the bytes it loads against it
     parity: Parity
     interval: IntervalCard | None = None  # None (key absent): a graph without `lower`/`upper`
+    explainer: ExplainerCard | None = None  # (issue 25) None: no per-patient explanations
 
 
 class CardError(ValueError):
@@ -128,12 +156,14 @@ class CardError(ValueError):
 def build_card(report: Mapping[str, Any], meta: Mapping[str, Any], schema: FeatureSchema,
                onnx_bytes: bytes, parity: Mapping[str, Any], train_bytes: bytes,
                interval: Mapping[str, Any] | None = None,
-               signal: Mapping[str, Any] | None = None) -> ModelCard:
+               signal: Mapping[str, Any] | None = None,
+               explainer: ExplainerCard | None = None) -> ModelCard:
     """The card of a graph exported by the evaluate stage: `report` is reports/metrics.json's
     content (medcast.evaluate.metrics_report), `meta` the tuned model's (`model`, `params`),
     `parity` medcast.onnx.parity.check_parity's result, `interval` the IntervalModel's card()
     with the test coverage (None: a graph without bounds), `signal` train's verdict on the null
-    model (models/selection.json's `signal`). Raises CardError if the service
+    model (models/selection.json's `signal`), `explainer` the background and budget of the
+    per-patient explanations (None: none). Raises CardError if the service
     would refuse the card (e.g. a category feature without categories)."""
     from medcast.metrics import split_scores
 
@@ -151,6 +181,7 @@ def build_card(report: Mapping[str, Any], meta: Mapping[str, Any], schema: Featu
         onnx_md5=md5_hex(onnx_bytes),
         parity=Parity(**_python(parity)),
         interval=IntervalCard(**_python(interval)) if interval else None,
+        explainer=explainer,
     )
     # Read back as the service reads it: CardError where the service would refuse it, and the
     # declared types (an int allowed range becomes a float), so the card re-encodes to its bytes.
@@ -161,7 +192,7 @@ def card_dict(card: ModelCard) -> dict[str, Any]:
     """The card as the JSON object written: builtins in field order; no `interval` key for a
     graph without bounds, no `parity.n_tied` without ties."""
     out = msgspec.to_builtins(card)
-    for key in ("interval", "signal"):
+    for key in ("interval", "signal", "explainer"):
         if getattr(card, key) is None:
             del out[key]
     return out
@@ -194,6 +225,11 @@ def parse_card(raw: bytes) -> tuple[ModelCard, dict[str, Any]]:
             raise CardError(f"model card: category feature {f.name!r} has no categories")
         if f.min is not None and f.max is not None and f.min > f.max:
             raise CardError(f"model card: feature {f.name!r} has min > max")
+    if card.explainer is not None:
+        rows = card.explainer.background
+        if not rows or any(len(r) != len(names) for r in rows):
+            raise CardError(f"model card: explainer.background must hold rows of {len(names)} "
+                            "values, one per feature")
     return card, as_dict
 
 

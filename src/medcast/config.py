@@ -170,6 +170,21 @@ class ExportConfig:
     # The parity rows: every test row up to this many, else a seeded sample of this size with
     # every pattern of missing values (medcast.export.parity_sample).
     parity_max_rows: int = 5000
+    # Per-patient explanations (medcast.shapley): training rows in the background, and the
+    # coalitions one explanation evaluates (exact if 2^features ≤ it, else sampling).
+    explain_background: int = 50
+    explain_coalitions: int = 150
+
+    def check(self) -> None:
+        if self.parity_max_rows < 100:
+            raise ConfigError(f"export.parity_max_rows: {self.parity_max_rows} must be at least "
+                              "100 (the parity check needs rows to find a broken graph)")
+        if self.explain_background < 1:
+            raise ConfigError(f"export.explain_background: {self.explain_background} must be "
+                              "at least 1 (the rows an explanation is measured against)")
+        if self.explain_coalitions < 2:
+            raise ConfigError(f"export.explain_coalitions: {self.explain_coalitions} must be at "
+                              "least 2 (the empty and the full coalition)")
 
 
 @dataclass(frozen=True)
@@ -322,9 +337,7 @@ def _check_study(p: StudyParams) -> None:
         raise ConfigError(f"cv.folds: {p.cv.folds} must be at least 2")
     if p.cv.repeats < 1:
         raise ConfigError(f"cv.repeats: {p.cv.repeats} must be at least 1")
-    if p.export.parity_max_rows < 100:
-        raise ConfigError(f"export.parity_max_rows: {p.export.parity_max_rows} must be at least "
-                          "100 (the parity check needs rows to find a broken graph)")
+    p.export.check()
     if isinstance(p.train.candidates, str) and p.train.candidates != "all":
         raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
                           f"{p.train.candidates!r}")
