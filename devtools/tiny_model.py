@@ -150,7 +150,7 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
     (models / "model.onnx").write_bytes(onnx_bytes)
     meta = {"model": "ridge", "dataset": schema.dataset, "params": params, "cv": cv}
     card = _card(frame, insurance_frame(n // 3, seed + 1), pipe, meta, schema, onnx_bytes,
-                 interval_model, signal)
+                 interval_model, signal, explainer_card(frame, schema, seed))
     (models / "model.json").write_text(card_json(card))
     write_lock(root)
 
@@ -171,8 +171,24 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
                      lower, upper)
 
 
+def explainer_card(train: Any, schema: Any, seed: int, rows: int = 20,
+                   coalitions: int = 150) -> Any:
+    """The card's explainer: `rows` training rows as the background (seeded), the budget."""
+    from medcast import shapley
+    from medcast.card import ExplainerCard
+
+    picked = train.sample(min(rows, len(train)), random_state=seed).sort_index()
+    background = [[None if value is None or value != value else
+                   (str(value) if f.type == "category" else float(value))
+                   for f, value in zip(schema.features, row, strict=True)]
+                  for row in picked[[f.name for f in schema.features]].itertuples(index=False)]
+    method = shapley.plan(len(schema.features), coalitions, seed).method
+    return ExplainerCard(background, coalitions, seed, method)
+
+
 def _card(train: Any, held_out: Any, pipe: Any, meta: dict[str, Any], schema: Any,
-          onnx_bytes: bytes, interval_model: Any, signal: bool = True) -> Any:
+          onnx_bytes: bytes, interval_model: Any, signal: bool = True,
+          explainer: Any = None) -> Any:
     """The card as `evaluate` builds it (medcast.card): scores, ONNX parity (of the bounds too)
     and the interval's coverage on the held-out rows."""
     from medcast import intervals
@@ -198,7 +214,7 @@ def _card(train: Any, held_out: Any, pipe: Any, meta: dict[str, Any], schema: An
                "than its training mean")
     return build_card(report, meta, schema, onnx_bytes, parity,
                       train.to_csv(index=False).encode(), interval,
-                      {"signal": signal, "message": verdict})
+                      {"signal": signal, "message": verdict}, explainer)
 
 
 def _read_messy_table(root: Path, n: int, seed: int, coded: bool) -> tuple[Any, Any, Path]:
@@ -246,7 +262,8 @@ def build_nullable_model(root: Path, n: int = 200, seed: int = 0, coded: bool = 
     meta = {"model": "ridge", "dataset": schema.dataset, "params": {"alpha": 1.0}, "cv": cv}
     report = metrics_report(meta, scores(yt, pipe.predict(Xt)), schema, len(X), len(Xt))
     card = build_card(report, meta, schema, onnx_bytes, check_parity(pipe, onnx_bytes, Xt),
-                      train.to_csv(index=False).encode())
+                      train.to_csv(index=False).encode(),
+                      explainer=explainer_card(train, schema, seed))
     (models_dir / "model.json").write_text(card_json(card))
     write_lock(root)
     every = typed(table, schema)

@@ -26,6 +26,7 @@ import numpy as np
 
 from medcast.card import CardError, Feature, ModelCard, md5_hex, parse_card
 from medcast.onnx.contract import INTERVAL_OUTPUTS, ORT_TYPES, OUTPUT_NAME, feed
+from serve.explain import Explainer, load_explainer
 from serve.schemas import RequestSchema, example_patient
 from serve.served import ModelError, ModelSource
 from serve.settings import Settings
@@ -53,6 +54,8 @@ class LoadedModel:
     # Its answers do not depend on the other rows of a call (batch_invariant): concurrent
     # requests may share one ORT call (serve.coalesce).
     batch_invariant: bool = False
+    # The per-patient explainer (serve.explain): None for a card without `explainer`.
+    explainer: Explainer | None = None
     _features: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     _outputs: list[str] = field(default_factory=list, repr=False)
 
@@ -198,7 +201,8 @@ def check_card(model_bytes: bytes, card_bytes: bytes,
     return md5, card, card_dict
 
 
-def _session(model_bytes: bytes, card: ModelCard) -> Any:
+def _options() -> Any:
+    """One thread per session: the service runs one worker process per core."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -206,6 +210,13 @@ def _session(model_bytes: bytes, card: ModelCard) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    return options
+
+
+def _session(model_bytes: bytes, card: ModelCard) -> Any:
+    import onnxruntime as ort
+
+    options = _options()
     try:
         session = ort.InferenceSession(
             model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
@@ -279,6 +290,8 @@ def load_model(settings: Settings, artifacts: Artifacts | None = None) -> Loaded
         if not np.isfinite(value):
             raise ModelError(f"the model predicts a non-finite value for {what}")
     model.batch_invariant = batch_invariant(model)
+    first = msgspec.structs.astuple(msgspec.convert(example, schema.patient_type))
+    model.explainer = load_explainer(model_bytes, card, _options(), first)
     model.load_seconds = time.perf_counter() - start
     return model
 

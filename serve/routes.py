@@ -38,9 +38,11 @@ _encode = msgspec.json.encode
 UNAUTHORIZED = "missing or wrong X-API-Key header"  # one message: no hint which part was wrong
 
 
-async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
+async def _answer(request: Request[Any, Any, Any], batch: bool, explain: bool = False
+                  ) -> Response:
     """Both prediction routes: decode, one model call, rows recorded in the log before the
-    2xx (a full buffer, or no commit in time, answers 503 instead)."""
+    2xx (a full buffer, or no commit in time, answers 503 instead). `explain`: each row's
+    explanation too (serve.explain), computed off the event loop."""
     start = time.perf_counter()
     service = service_of(request)
     # Client keys on (MEDCAST_CLIENTS_FILE): a client's key first. Checked here rather than by a
@@ -57,6 +59,17 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
         return error_response(exc.status, exc.detail, exc.field)
     astuple = msgspec.structs.astuple
     rows = [astuple(p) for p in patients]
+    explanations = None
+    if explain:
+        if model.explainer is None:
+            return error_response(422, "this model's card has no explainer (exported before "
+                                  "explanations, or without them): ask without explain=true",
+                                  "explain")
+        if len(rows) > service.settings.max_explain:
+            return error_response(422, f"explain=true takes at most {service.settings.max_explain}"
+                                  f" patients per batch (MEDCAST_MAX_EXPLAIN), got {len(rows)}",
+                                  "explain")
+        explanations = await asyncio.to_thread(model.explainer.explain_rows, rows)
     coalescer = service.coalescer
     values, lower, upper = (await coalescer.predict(rows) if coalescer is not None and not batch
                             else model.predict_with_bounds(rows))
@@ -82,9 +95,17 @@ async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",
                      rid, len(logged), latency)
-    out = (BatchOut(values, intervals, md5, rid, len(values)) if batch
-           else PredictionOut(values[0], intervals[0] if intervals else None, md5, rid))
+    out = (BatchOut(values, intervals, md5, rid, len(values), explanations) if batch
+           else PredictionOut(values[0], intervals[0] if intervals else None, md5, rid,
+                              explanations[0] if explanations else None))
     return Response(_encode(out), media_type=JSON, headers={"X-Request-ID": rid})
+
+
+Explain = Annotated[bool, Parameter(
+    query="explain", required=False,
+    description="true: also each prediction's explanation, the Shapley contribution of every "
+                "feature (`explanation`; in a batch, `explanations`, at most MEDCAST_MAX_EXPLAIN "
+                "rows)")]
 
 
 def _answers(out: type, description: str) -> dict[int, ResponseSpec]:
@@ -97,16 +118,16 @@ def _answers(out: type, description: str) -> dict[int, ResponseSpec]:
       description="Body: one JSON object, one property per model feature (see GET /model).",
       security=[{"ApiKey": []}],
       responses=_answers(PredictionOut, "the prediction and its interval"))
-async def predict(request: Request[Any, Any, Any]) -> Response:
-    return await _answer(request, batch=False)
+async def predict(request: Request[Any, Any, Any], explain: Explain = False) -> Response:
+    return await _answer(request, batch=False, explain=explain)
 
 
 @post("/predict/batch", status_code=200, summary="Predict for many patients (one model call)",
       description='Body: {"instances": [...]}, at most MEDCAST_MAX_BATCH objects (maxItems).',
       security=[{"ApiKey": []}],
       responses=_answers(BatchOut, "predictions and their intervals in input order"))
-async def predict_batch(request: Request[Any, Any, Any]) -> Response:
-    return await _answer(request, batch=True)
+async def predict_batch(request: Request[Any, Any, Any], explain: Explain = False) -> Response:
+    return await _answer(request, batch=True, explain=explain)
 
 
 @get("/model", summary="The model card of the served model",
@@ -121,6 +142,10 @@ async def model_card(request: Request[Any, Any, Any]) -> Response:
     if model is None:
         return error_response(503, f"model not ready: {service.model_error}")
     card = dict(model.card_dict)  # as written: also the keys of older cards (medcast.card)
+    if model.card.explainer is not None:  # its background rows are patients: only counted
+        card["explainer"] = {"background_rows": len(model.card.explainer.background),
+                             **{k: v for k, v in model.card_dict["explainer"].items()
+                                if k != "background"}}
     card["serving"] = ServingOut(md5=model.md5, revision=model.revision,
                                  load_ms=round(model.load_seconds * 1000, 1),
                                  max_batch=service.settings.max_batch, source=model.source)

@@ -82,21 +82,48 @@ class IntervalOut(msgspec.Struct):
                                          examples=[245.2])]
 
 
-class PredictionOut(msgspec.Struct):
+class ExplanationOut(msgspec.Struct):
+    """Why this prediction: each feature's Shapley contribution, in the target's units, against
+    the mean prediction over background patients from the training data (interventional
+    Shapley values, medcast.shapley). base_value + the sum of the contributions = the
+    prediction."""
+
+    base_value: Annotated[float, msgspec.Meta(
+        description="the mean prediction over the background patients", examples=[152.1])]
+    contributions: Annotated[dict[str, float], msgspec.Meta(
+        description="per feature, how much its value moved this prediction away from "
+                    "base_value (target units; positive: up)", examples=[{"bmi": 21.4}])]
+    method: Annotated[Literal["exact", "sampling"], msgspec.Meta(
+        description="exact: every coalition of features; sampling: antithetic permutation "
+                    "sampling, each contribution within `margin` with 95 % confidence")]
+    missing: Annotated[list[str], msgspec.Meta(
+        description="the features this request left missing: the model imputed them, and "
+                    "their contribution is that of the imputed value")]
+    background_rows: Annotated[int, msgspec.Meta(
+        description="training patients the contributions are measured against")]
+    margin: Annotated[dict[str, float] | None, msgspec.Meta(
+        description="sampling only: the 95 % confidence half-width of each contribution")]
+
+
+class PredictionOut(msgspec.Struct, omit_defaults=True):
     prediction: float
     # null only for a model exported without intervals
     interval: IntervalOut | None
     model_version: str
     request_id: str
+    # only with ?explain=true
+    explanation: ExplanationOut | None = None
 
 
-class BatchOut(msgspec.Struct):
+class BatchOut(msgspec.Struct, omit_defaults=True):
     predictions: list[float]
     # one per prediction, in input order; null only for a model exported without intervals
     intervals: list[IntervalOut] | None
     model_version: str
     request_id: str
     count: int
+    # only with ?explain=true: one per prediction, in input order
+    explanations: list[ExplanationOut] | None = None
 
 
 # ---- category values ------------------------------------------------------------------------

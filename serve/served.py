@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from medcast.card import ModelCard
+from medcast.card import ExplainerCheck, ModelCard
 
 
 class ModelError(RuntimeError):
@@ -62,7 +62,19 @@ class ServingOut(msgspec.Struct, frozen=True):
     source: ModelSource
 
 
+class ExplainerOut(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The card's `explainer` as GET /model shows it: the background rows are training
+    patients, so only their number is shown."""
+
+    background_rows: int
+    coalitions: int
+    seed: int
+    method: Literal["exact", "sampling"]
+    check: ExplainerCheck | None = None
+
+
 class ModelOut(ModelCard, frozen=True, kw_only=True):
     """GET /model: the model card (medcast.card) and `serving`."""
 
+    explainer: ExplainerOut | None = None  # the card's, without its background rows
     serving: ServingOut

@@ -87,6 +87,7 @@ class Settings:
     tls_client_ca_file: Path | None = None  # set: client certificates required (mutual TLS)
     migrate_database_url: str = ""  # `python -m serve migrate` as the owner role; "" → db_url
     max_batch: int = 1000
+    max_explain: int = 100  # rows of one ?explain=true batch (each is one call of ~7,000 rows)
     max_body_bytes: int = 2 * 1024 * 1024
     # Per client IP and process; None disables the limiter.
     rate_limit: tuple[RateUnit, int] | None = ("second", 1000)
@@ -151,6 +152,7 @@ class Settings:
             tls_client_ca_file=env.path("TLS_CLIENT_CA_FILE"),
             migrate_database_url=env.get("MIGRATE_DATABASE_URL") or "",
             max_batch=env.integer("MAX_BATCH", d.max_batch, minimum=1),
+            max_explain=env.integer("MAX_EXPLAIN", d.max_explain, minimum=1),
             max_body_bytes=env.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             rate_limit=env.rate("RATE_LIMIT", d.rate_limit),
             log_buffer_max=env.integer("LOG_BUFFER_MAX", d.log_buffer_max, minimum=1),

@@ -21,6 +21,7 @@ from devtools.tiny_model import TinyModel
 from medcast.card import (
     RETIRED,
     CardError,
+    ExplainerCard,
     ModelCard,
     build_card,
     card_dict,
@@ -38,7 +39,15 @@ APP_JS = ROOT / "serve" / "static" / "app.js"
 CONDITIONAL = {"parity.n_tied",  # only when some parity rows tie at a kNN's k-th neighbour
                "parity.sampled_from",  # only when the test split exceeds export.parity_max_rows
                # only with evaluate.interval_groups (Mondrian intervals)
-               "interval.groups", "interval.cell_q", "interval.cell_n", "interval.pooled_cells"}
+               "interval.groups", "interval.cell_q", "interval.cell_n", "interval.pooled_cells",
+               # the export stage's check against shap (the tiny model is built without it)
+               "explainer.check", "explainer.check.reference", "explainer.check.n",
+               "explainer.check.max_abs_diff", "explainer.check.tolerance",
+               "explainer.check.margin_coverage"}
+
+
+# Keys the service reads but GET /model does not serve (the background rows are patients).
+PRIVATE = {"explainer.background"}
 
 
 def schema(unit: str = "kg/m2") -> FeatureSchema:
@@ -63,6 +72,7 @@ def build(**changes: Any) -> ModelCard:
         "interval": {"level": 0.9, "method": "adaptive", "q": 2.07, "floor": 11.1,
                      "coverage": 0.91},
         "signal": {"signal": True, "message": "ridge predicts y better than its training mean"},
+        "explainer": ExplainerCard([[40.0, None, "no"], [61.0, 27.5, "yes"]], 150, 42, "exact"),
     }
     return build_card(**{**args, **changes})
 
@@ -300,12 +310,16 @@ def test_every_card_field_app_js_or_the_service_reads_is_served(
     reads is there (for every feature), and so is every `card.<field>` serve/*.py reads."""
     service_reads = set().union(*(_py_reads(p) for p in (ROOT / "serve").glob("*.py")))
     assert {("onnx_md5",), ("interval", "level"), ("features",)} <= service_reads
-    reads = {_resolve(p) for p in _js_reads(_app_js()) | service_reads}
+    reads = {_resolve(p) for p in _js_reads(_app_js()) | service_reads
+             if ".".join(p) not in PRIVATE}
     settings = Settings(repo=tiny.root, database_url=f"sqlite:///{tmp_path / 'serve.db'}")
     with serving(settings) as client:
         served = client.get("/model").json()
     missing = sorted(".".join(p) for p in reads if not _present(served, p))
     assert missing == []
+    assert {".".join(p) for p in service_reads} & PRIVATE == PRIVATE
+    # ... served as their count only: the background rows are training patients
+    assert served["explainer"]["background_rows"] == len(tiny.card["explainer"]["background"])
 
 
 def test_a_mondrian_interval_card_round_trips() -> None:
