@@ -291,7 +291,8 @@ def load_model(settings: Settings, artifacts: Artifacts | None = None) -> Loaded
             raise ModelError(f"the model predicts a non-finite value for {what}")
     model.batch_invariant = batch_invariant(model)
     first = msgspec.structs.astuple(msgspec.convert(example, schema.patient_type))
-    model.explainer = load_explainer(model_bytes, card, _options(), first)
+    model.explainer = load_explainer(model_bytes, card, _options(), first,
+                                     float(model.predict_rows([first])[0]))
     model.load_seconds = time.perf_counter() - start
     return model
 

@@ -17,7 +17,7 @@ import pytest
 
 from devtools.tiny_model import TinyModel, build_nullable_model, write_lock
 from medcast.onnx.contract import feed
-from serve.explain import prediction_only
+from medcast.onnx.cut import at_the_door, prediction_only
 from tests.support.serving import log_count, serving
 from tests.support.settings import make_settings
 
@@ -151,6 +151,23 @@ def test_the_prediction_only_graph_predicts_the_same_and_has_no_bounds(tiny: Tin
     rows = [tuple(p.get(n) for n, _ in features) for p in tiny.examples]
     np.testing.assert_array_equal(cut.run(["prediction"], feed(features, rows))[0],
                                   full.run(["prediction"], feed(features, rows))[0])
+
+
+def test_the_graph_split_at_its_door_predicts_bit_for_bit(nullable: TinyModel) -> None:
+    """door → body gives the full graph's every bit, missing values included."""
+    full_bytes = (nullable.root / "models" / "model.onnx").read_bytes()
+    cut = at_the_door(full_bytes)
+    assert cut.door is not None and set(cut.numeric) == {"age", "BL.Cig.Day", "sbp"}
+    door, body = ort.InferenceSession(cut.door), ort.InferenceSession(cut.body)
+    features = [(f["name"], f["type"]) for f in nullable.card["features"]]
+    rows = [tuple(p.get(n) for n, _ in features) for p in nullable.examples]
+    inputs = feed(features, rows)
+    doubles = door.run(None, {name: inputs[name] for name in cut.numeric})
+    body_feed = {**{k: v for k, v in inputs.items() if k not in cut.numeric},
+                 **{f"{name}__f64": d for name, d in zip(cut.numeric, doubles, strict=True)}}
+    whole = ort.InferenceSession(full_bytes).run(["prediction"], inputs)[0]
+    np.testing.assert_array_equal(body.run(["prediction"], body_feed)[0], whole)
+    assert at_the_door((nullable.root / "models" / "model.onnx").read_bytes()).body == cut.body
 
 
 def test_the_openapi_document_declares_explain_and_the_explanation(tiny: TinyModel,

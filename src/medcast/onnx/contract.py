@@ -19,6 +19,11 @@ from typing import Any
 import numpy as np
 
 OUTPUT_NAME = "prediction"
+# Inside the graph (medcast.onnx.export.decimal_nodes): the nodes that turn each float32 numeric
+# input into the double a CSV parser would give are named with this prefix, and the double of
+# feature F is the tensor F + DOUBLE_SUFFIX (medcast.onnx.cut splits the graph there).
+DECIMAL_PREFIX = "medcast_in_"
+DOUBLE_SUFFIX = "__f64"
 INTERVAL_OUTPUTS = ("lower", "upper")  # the interval's bounds, beside `prediction`
 MISSING_TEXT = ""  # a missing category, as fed to the graph
 # ONNX Runtime's name of each feature type's input tensor.

@@ -20,7 +20,7 @@ import numpy as np
 
 from medcast.errors import ArtifactError, first_line
 from medcast.features import FeatureSchema
-from medcast.onnx.contract import INTERVAL_OUTPUTS, OUTPUT_NAME
+from medcast.onnx.contract import DECIMAL_PREFIX, DOUBLE_SUFFIX, INTERVAL_OUTPUTS, OUTPUT_NAME
 
 if TYPE_CHECKING:  # heavy imports stay out of module import
     import onnx
@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # heavy imports stay out of module import
 # Pinned so that the same pipeline always gives the same graph, whatever the library defaults
 # become: ONNX opset 17 (ONNX Runtime ≥ 1.14 runs it) and ai.onnx.ml 3.
 TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
-DOUBLE_SUFFIX = "__f64"
 
 
 def to_onnx(estimator: Any, schema: FeatureSchema) -> onnx.ModelProto:
@@ -141,8 +140,6 @@ def _float32_inputs(model: onnx.ModelProto, schema: FeatureSchema) -> None:
     graph.output.append(helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, 1]))
 
 
-# Tensor names of the float32 → decimal conversion at the graph's door (decimal_nodes).
-DECIMAL_PREFIX = "medcast_in_"
 
 
 def decimal_nodes(inputs: list[str], outputs: list[str]) -> tuple[list[Any], list[Any]]:
