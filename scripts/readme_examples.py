@@ -5,6 +5,8 @@ that block (a block may appear in several files; each is computed once):
 * `predict`: serves the pipeline's current model (models/model.onnx + models/model.json,
   md5-checked against dvc.lock, as `make serve` does), sends the first patient of the test
   split to POST /predict (the request id is random, so it is shown as "…");
+* `explain`: the same patient to POST /predict?explain=true, the answer as `python3 -m
+  json.tool` prints it;
 * `init` and `init-yaml`: `python -m medcast.datasets init` on a generated messy clinical table
   (devtools.factories), its summary and the conf/dataset/trial.yaml it writes;
 * `exp-show` and `exp-diff`: `dvc exp show` in a 120-column terminal and `dvc exp diff` of the
@@ -68,6 +70,18 @@ def block(request: dict[str, Any], answer: dict[str, Any]) -> str:
         f"curl -s localhost:{PORT}/predict -H 'content-type: application/json' \\",
         f"  -d '{json.dumps(request, ensure_ascii=False)}'",
         f"# {json.dumps(shown, ensure_ascii=False, separators=(',', ':'))}",
+        "```",
+    ])
+
+
+def explain_block(request: dict[str, Any], answer: dict[str, Any]) -> str:
+    """The explained prediction: the curl command and the answer, indented."""
+    shown = {**answer, "request_id": "…"}
+    return "\n".join([
+        "```bash",
+        f"curl -s 'localhost:{PORT}/predict?explain=true' -H 'content-type: application/json' \\",
+        f"  -d '{json.dumps(request, ensure_ascii=False)}' | python3 -m json.tool",
+        json.dumps(shown, ensure_ascii=False, indent=4),
         "```",
     ])
 
@@ -190,8 +204,8 @@ def default_files() -> list[Path]:
 def compute(names: set[str], repo: Path) -> dict[str, str]:
     """The blocks `names` asks for, each computed once; raises RuntimeError/ServiceError."""
     blocks: dict[str, str] = {}
-    if "predict" in names:
-        blocks["predict"] = predict_block(repo)
+    if names & {"predict", "explain"}:
+        blocks.update(served_blocks(repo))
     if names & {"init", "init-yaml"}:
         blocks.update(init_blocks())
     if names & {"exp-show", "exp-diff"}:
@@ -201,7 +215,7 @@ def compute(names: set[str], repo: Path) -> dict[str, str]:
     return blocks
 
 
-BLOCKS = ("predict", "init", "init-yaml", "exp-show", "exp-diff", "how-sure")
+BLOCKS = ("predict", "explain", "init", "init-yaml", "exp-show", "exp-diff", "how-sure")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if stale else 0
 
 
-def predict_block(repo: Path) -> str:
-    """Serve `repo`'s model, send the first test patient; raises RuntimeError/ServiceError."""
+def served_blocks(repo: Path) -> dict[str, str]:
+    """Serve `repo`'s model, send the first test patient, plain and explained; raises
+    RuntimeError/ServiceError."""
     import httpx
 
     needed = [repo / p for p in ("dvc.lock", "models/model.onnx", "models/model.json",
@@ -260,11 +275,14 @@ def predict_block(repo: Path) -> str:
         env = service_env(MEDCAST_REPO=str(repo), MEDCAST_LOG_LEVEL="WARNING",
                           MEDCAST_DATABASE_URL=f"sqlite:///{Path(tmp) / 'log.db'}")
         with running(env, cwd=Path(tmp), log=Path(tmp) / "serve.log", timeout=60) as service:
-            answer = httpx.post(f"{service.url}/predict", json=request, timeout=10)
+            answers = {path: httpx.post(f"{service.url}{path}", json=request, timeout=10)
+                       for path in ("/predict", "/predict?explain=true")}
             service.stop()
-    if answer.status_code != 200:
-        raise RuntimeError(f"POST /predict answered {answer.status_code}: {answer.text}")
-    return block(request, answer.json())
+    for path, answer in answers.items():
+        if answer.status_code != 200:
+            raise RuntimeError(f"POST {path} answered {answer.status_code}: {answer.text}")
+    return {"predict": block(request, answers["/predict"].json()),
+            "explain": explain_block(request, answers["/predict?explain=true"].json())}
 
 
 if __name__ == "__main__":

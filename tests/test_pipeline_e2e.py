@@ -315,7 +315,8 @@ def test_readme_examples_script_writes_what_the_served_model_answers(built_repo,
     repo, _ = built_repo
     readme = tmp_path / "README.md"
     readme.write_text("# t\n\n<!-- readme_examples:predict -->\nold\n"
-                      "<!-- /readme_examples:predict -->\nafter\n")
+                      "<!-- /readme_examples:predict -->\nafter\n"
+                      "<!-- readme_examples:explain -->\n<!-- /readme_examples:explain -->\n")
     script = [sys.executable, "-m", "scripts.readme_examples", "--repo", str(repo),
               "--readme", str(readme)]
     out = subprocess.run(script, capture_output=True, text=True, timeout=120, env=venv_env(),
@@ -328,7 +329,15 @@ def test_readme_examples_script_writes_what_the_served_model_answers(built_repo,
     assert isinstance(answer["prediction"], float) and answer["request_id"] == "…"
     assert "curl -s localhost:8000/predict" in text and "MEDCAST_PORT" in text
     assert text.startswith("# t\n\n<!-- readme_examples:predict -->\n```bash\n")
-    assert text.endswith("<!-- /readme_examples:predict -->\nafter\n") and "\nold\n" not in text
+    assert "<!-- /readme_examples:predict -->\nafter\n" in text and "\nold\n" not in text
+    explained = text.split("<!-- readme_examples:explain -->\n", 1)[1]
+    assert "curl -s 'localhost:8000/predict?explain=true'" in explained
+    shown = json.loads(explained.split("json.tool\n", 1)[1].split("\n```", 1)[0])
+    e = shown["explanation"]
+    assert shown["prediction"] == answer["prediction"]
+    assert list(e["contributions"]) == [f["name"] for f in card["features"]]
+    assert e["base_value"] + sum(e["contributions"].values()) == pytest.approx(
+        shown["prediction"], rel=1e-4)
     check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120,
                            env=venv_env(), cwd=ROOT)
     assert check.returncode == 0, check.stderr  # same model, same answer: nothing stale
