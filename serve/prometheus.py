@@ -34,9 +34,10 @@ from prometheus_client import (
     multiprocess,
 )
 
+from serve.settings import MULTIPROC_ENV
+
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONTENT_TYPE = "text/plain; version=0.0.4"  # what generate_latest writes; Litestar adds the charset
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
@@ -116,7 +117,8 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid(), self.multiproc_dir)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has exited)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -127,7 +129,7 @@ def _alive(pid: int) -> bool:
 def forget_dead_processes(folder: str) -> list[int]:
     """Remove the live values of processes that exited without doing it (killed, OOM)."""
     dead = sorted({int(m[1]) for name in os.listdir(folder)
-                   if (m := _LIVE_FILE.fullmatch(name)) and not _alive(int(m[1]))})
+                   if (m := _LIVE_FILE.fullmatch(name)) and not alive(int(m[1]))})
     for pid in dead:
         with contextlib.suppress(FileNotFoundError):  # another worker's scrape was first
             multiprocess.mark_process_dead(pid, folder)

@@ -24,14 +24,15 @@ import sqlalchemy as sa
 from litestar import Litestar
 from litestar.connection import ASGIConnection
 
+from medcast.errors import first_line
 from serve.clients import CLIENT, Clients, Entry
 from serve.coalesce import Coalescer
 from serve.db import LogRow, insert_rows, make_engine
 from serve.log import PredictionLog
 from serve.migrate import ensure_schema
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
-from serve.prometheus import MULTIPROC_ENV, Metrics
-from serve.settings import Settings
+from serve.prometheus import Metrics
+from serve.settings import MULTIPROC_ENV, Settings
 
 logger = logging.getLogger("medcast.serve")
 
@@ -169,9 +170,8 @@ class Service:
                     break
                 except Exception as exc:  # noqa: BLE001 - any failure: not ready, and why
                     if attempt == 2:
-                        reason = (f"{type(exc).__name__}: "
-                                  f"{str(exc).strip().splitlines()[0][:200]}"
-                                  if str(exc).strip() else type(exc).__name__)
+                        reason = type(exc).__name__ + (f": {first_line(exc)[:200]}"
+                                                       if str(exc).strip() else "")
                         return self.readiness(unreachable=reason)
             log.last_ok = time.monotonic()
         return self.readiness()

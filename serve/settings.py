@@ -28,11 +28,15 @@ DEFAULT_FLUSH_MS: dict[str, float] = {"ack": 2.0, "buffered": 20.0}
 
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity: a container's or taskset's limit,
-    not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    not the machine's count): medcast.parallel's, as the pipeline counts them."""
+    from medcast.parallel import n_workers
+
+    return n_workers(None)
+
+
+# The folder of prometheus_client's multiprocess mode: the supervisor (serve/__main__.py) makes
+# it, every worker's metrics (serve.prometheus) write there.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class SettingsError(ValueError):

@@ -20,7 +20,8 @@ import pytest
 
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
-from tests.support.servers import alive, children
+from serve.prometheus import alive
+from tests.support.servers import children
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -39,15 +39,6 @@ def children(pid: int) -> set[int]:
     return out
 
 
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie has exited)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def kill_all(proc: subprocess.Popen[bytes]) -> list[int]:
     """SIGKILL the service's workers, then its supervisor (one process: just it), as a power
     cut would: nothing drains. The pids killed."""
