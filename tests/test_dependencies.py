@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 UV = Path(sys.executable).parent / "uv"  # pinned and installed by the Makefile
 SERVE_VENV_MAX_MB = 400
 # The research stack by import name: the serve-only install must not be able to import any.
+# (`onnx`, the format's own library, is in both: the service cuts the graph it explains with it,
+# serve/explain.py; `shap` only in the pipeline: the service computes Shapley values itself.)
 PIPELINE_MODULES = ("tensorflow", "keras", "mlflow", "optuna", "dvc", "sklearn", "scipy", "pandas",
-                    "matplotlib", "skl2onnx", "tf2onnx", "onnx", "hydra", "skops")
+                    "matplotlib", "skl2onnx", "tf2onnx", "shap", "hydra", "skops")
 # Heavy distributions that come into the pipeline indirectly (not named in pyproject.toml).
 PIPELINE_TRANSITIVE = {"tensorflow", "keras", "mlflow-skinny", "flask", "gunicorn", "dvc-s3"}
 # Pipeline requirements the service may hold anyway, because a serving package needs them.
@@ -223,6 +225,12 @@ def test_serve_extra_alone_runs_the_service_without_the_pipeline_in_400_mb(
         r = httpx.post(f"{base}/predict", json=tiny.examples[0], timeout=10)
         assert r.status_code == 200, r.text
         assert r.json()["prediction"] == pytest.approx(tiny.expected[0], rel=1e-4)
+        # Explanations without shap or scikit-learn: the service's own Shapley values
+        explained = httpx.post(f"{base}/predict?explain=true", json=tiny.examples[0], timeout=10)
+        assert explained.status_code == 200, explained.text
+        e = explained.json()["explanation"]
+        assert e["base_value"] + sum(e["contributions"].values()) == pytest.approx(
+            r.json()["prediction"], rel=1e-4)
         assert httpx.get(f"{base}/metrics", timeout=10).status_code == 200
 
 
