@@ -53,6 +53,8 @@ settings (environment; each also as NAME_FILE, read from that file):
   MEDCAST_TLS_CLIENT_CA_FILE  require client certificates from this CA (mTLS) default: none
   MEDCAST_MIGRATE_DATABASE_URL  owner role's URL for `migrate`   default: MEDCAST_DATABASE_URL
   MEDCAST_MAX_BATCH       rows per POST /predict/batch                      default: 1000
+  MEDCAST_MAX_EXPLAIN     rows of one ?explain=true batch                   default: 100
+  MEDCAST_LOG_EXPLANATIONS  on: keep each ?explain=true explanation in the log  default: off
   MEDCAST_FIGURES_DIR     the dashboard's figures (relative to the repo)   default: reports/figures
   MEDCAST_MAX_BODY_BYTES  request body limit (413 above)                    default: 2 MiB
   MEDCAST_RATE_LIMIT      per client IP: '<n>/<second|minute|hour|day>', off  default: 1000/second

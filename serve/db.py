@@ -45,6 +45,9 @@ class LogRow(msgspec.Struct, gc=False):
     client: str | None = None  # None: client keys are off
     lower: float | None = None
     upper: float | None = None
+    # the explanation (serve.schemas.LoggedExplanation) with MEDCAST_LOG_EXPLANATIONS on and
+    # ?explain=true; None: SQL NULL
+    explanation: Any = None
 
 
 if LogRow.__struct_fields__ != COLUMNS:  # one definition: a change to one must change the other
@@ -129,15 +132,17 @@ def staging_ddl() -> str:
 
 
 def _tuples(rows: Sequence[LogRow], sqlite: bool) -> list[tuple[Any, ...]]:
-    """Rows as driver-level tuples in COLUMNS order: JSON columns as JSON text and, for
-    SQLite, times in SQLAlchemy's SQLite storage format (UTC, naive), so SQLAlchemy reads them."""
+    """Rows as driver-level tuples in COLUMNS order: JSON columns as JSON text (None as SQL
+    NULL, not the JSON text 'null') and, for SQLite, times in SQLAlchemy's SQLite storage
+    format (UTC, naive), so SQLAlchemy reads them."""
     enc = msgspec.json.encode
     astuple = msgspec.structs.astuple
     out = []
     for r in rows:
         values = list(astuple(r))
         for i in _JSON_AT:
-            values[i] = enc(values[i]).decode()
+            if values[i] is not None:
+                values[i] = enc(values[i]).decode()
         if sqlite:
             for i in _TIME_AT:
                 values[i] = values[i].strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -28,7 +28,14 @@ from litestar.params import Parameter
 from serve.db import LogRow, fetch_page
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.prometheus import CONTENT_TYPE
-from serve.schemas import BatchOut, InputError, IntervalOut, PredictionOut
+from serve.schemas import (
+    BatchOut,
+    InputError,
+    IntervalOut,
+    LoggedExplanation,
+    PredictionOut,
+    PredictionsPage,
+)
 from serve.served import ModelOut, ServingOut
 from serve.service import caller_of, client_of, service_of
 
@@ -88,6 +95,9 @@ async def _answer(request: Request[Any, Any, Any], batch: bool, explain: bool = 
     else:
         logged = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
                   for i, (p, v) in enumerate(zip(patients, values, strict=True))]
+    if explanations is not None and service.settings.log_explanations:  # off: nothing done
+        for row, e in zip(logged, explanations, strict=True):
+            row.explanation = LoggedExplanation.of(e)
     refused = await service.log.record(logged)  # ack: returns once the rows are committed
     if refused is not None:  # X-Request-ID: its row may still appear (see serve.log)
         return error_response(503, refused, **{"Retry-After": "1", "X-Request-ID": rid})
@@ -224,7 +234,8 @@ _TIME = "date-time"  # documented as RFC 3339; any ISO-8601 form Python reads is
                 "an auditor's key (MEDCAST_API_KEY, or role=auditor in the clients file) "
                 "reads every row.",
     security=[{"ApiKey": []}],
-    responses={k: v for k, v in ERRORS.items() if k != 413}
+    responses={200: ResponseSpec(PredictionsPage, description="a page of the log")}
+    | {k: v for k, v in ERRORS.items() if k != 413}
     | {401: error_spec("missing or wrong X-API-Key"),
        403: error_spec("no API key configured (the log is disabled), or a client's key asked "
                        "for another client's rows"),

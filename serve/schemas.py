@@ -105,6 +105,25 @@ class ExplanationOut(msgspec.Struct):
         description="sampling only: the 95 % confidence half-width of each contribution")]
 
 
+class LoggedExplanation(msgspec.Struct):
+    """What the prediction log keeps of an explanation (column `explanation`, with
+    MEDCAST_LOG_EXPLANATIONS on): ExplanationOut without `missing` (the logged features say
+    which were null) and `background_rows` (the card of the logged model says it)."""
+
+    base_value: Annotated[float, msgspec.Meta(
+        description="the mean prediction over the background patients")]
+    contributions: Annotated[dict[str, float], msgspec.Meta(
+        description="per feature, how much its value moved the prediction away from "
+                    "base_value (target units)")]
+    method: Literal["exact", "sampling"]
+    margin: Annotated[dict[str, float] | None, msgspec.Meta(
+        description="sampling only: the 95 % confidence half-width of each contribution")]
+
+    @classmethod
+    def of(cls, e: ExplanationOut) -> LoggedExplanation:
+        return cls(e.base_value, e.contributions, e.method, e.margin)
+
+
 class PredictionOut(msgspec.Struct, omit_defaults=True):
     prediction: float
     # null only for a model exported without intervals
@@ -124,6 +143,41 @@ class BatchOut(msgspec.Struct, omit_defaults=True):
     count: int
     # only with ?explain=true: one per prediction, in input order
     explanations: list[ExplanationOut] | None = None
+
+
+class LoggedPrediction(msgspec.Struct):
+    """One row of the prediction log as GET /predictions answers it: the columns of
+    medcast.predlog's table, in order (tests/serve/test_routes.py checks them)."""
+
+    id: int
+    request_id: str
+    item: int
+    created_at: Annotated[str, msgspec.Meta(description="ISO-8601, UTC")]
+    model_md5: str
+    model_revision: str
+    dataset: str
+    features: dict[str, Any]
+    prediction: float
+    latency_ms: float
+    client: str | None
+    lower: float | None
+    upper: float | None
+    explanation: Annotated[LoggedExplanation | None, msgspec.Meta(
+        description="kept only with MEDCAST_LOG_EXPLANATIONS on, for a prediction asked "
+                    "with ?explain=true; else null")]
+
+
+class PredictionsPage(msgspec.Struct):
+    """GET /predictions: a page of the log and the cursor of the next (null: no more rows);
+    `next_after` in ascending order, `next_before` with order=desc."""
+
+    items: list[LoggedPrediction]
+    client: Annotated[str | None, msgspec.Meta(
+        description="whose rows these are (a client's key), null for every client's")]
+    buffered_rows: Annotated[int, msgspec.Meta(
+        description="rows of this process not yet written to the database")]
+    next_after: int | None = None
+    next_before: int | None = None
 
 
 # ---- category values ------------------------------------------------------------------------

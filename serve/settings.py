@@ -24,6 +24,8 @@ SQLITE_SYNCHRONOUS = ("normal", "full", "extra")
 # (and a lone request does not wait for it: serve/log.py); `buffered` answers first (a longer
 # window only batches more).
 DEFAULT_FLUSH_MS: dict[str, float] = {"ack": 2.0, "buffered": 20.0}
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}
 
 
 def usable_cores() -> int:
@@ -92,6 +94,8 @@ class Settings:
     migrate_database_url: str = ""  # `python -m serve migrate` as the owner role; "" → db_url
     max_batch: int = 1000
     max_explain: int = 100  # rows of one ?explain=true batch (each is one call of ~7,000 rows)
+    # ?explain=true: also keep each explanation in the prediction log (column `explanation`)
+    log_explanations: bool = False
     max_body_bytes: int = 2 * 1024 * 1024
     # Per client IP and process; None disables the limiter.
     rate_limit: tuple[RateUnit, int] | None = ("second", 1000)
@@ -157,6 +161,7 @@ class Settings:
             migrate_database_url=env.get("MIGRATE_DATABASE_URL") or "",
             max_batch=env.integer("MAX_BATCH", d.max_batch, minimum=1),
             max_explain=env.integer("MAX_EXPLAIN", d.max_explain, minimum=1),
+            log_explanations=env.flag("LOG_EXPLANATIONS", d.log_explanations),
             max_body_bytes=env.integer("MAX_BODY_BYTES", d.max_body_bytes, minimum=1024),
             rate_limit=env.rate("RATE_LIMIT", d.rate_limit),
             log_buffer_max=env.integer("LOG_BUFFER_MAX", d.log_buffer_max, minimum=1),
@@ -266,6 +271,17 @@ class _Env:
             bound = f"≥ {minimum:g}" if maximum == float("inf") else (
                 f"between {minimum:g} and {maximum:g}")
             raise SettingsError(f"MEDCAST_{name}={raw!r}: must be a finite number {bound}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        """On or off: 1/true/yes/on, 0/false/no/off (any case)."""
+        raw = self.get(name)
+        if raw in (None, ""):
+            return default
+        value = _FLAGS.get(raw.lower())
+        if value is None:
+            raise SettingsError(f"MEDCAST_{name}={raw!r}: expected on or off (also 1/0, "
+                                "true/false, yes/no)")
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:

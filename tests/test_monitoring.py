@@ -134,3 +134,65 @@ def test_served_card_is_the_logged_models_never_another(tmp_path, monkeypatch):
     assert card["interval"]["level"] == 0.95 and "from revision v1.0" in where
     assert asked == [(card_path, "v1.0")]
     assert monitoring.served_card(log.iloc[:0], card_path, str(tmp_path)) == ({}, "nothing logged yet")
+
+
+def _explained_log(tmp_path):
+    """Four logged predictions: two explained by model m, one not explained, one explained by
+    another model; written through the service's insert path."""
+    from serve.schemas import LoggedExplanation
+
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC)
+    rows = _rows(4, start)
+    explained = {0: ("m", {"bmi": 10.0, "age": -2.0}), 1: ("m", {"bmi": 20.0, "age": 4.0}),
+                 3: ("other", {"bmi": 99.0, "age": 99.0})}
+    for i, (md5, contributions) in explained.items():
+        rows[i].model_md5 = md5
+        rows[i].explanation = LoggedExplanation(base_value=100.0, contributions=contributions,
+                                                method="exact", margin=None)
+        rows[i].prediction = 100.0 + sum(contributions.values())
+    return read_log(_log_db(tmp_path, rows))
+
+
+def test_logged_contributions_are_the_kept_explanations_of_one_model(tmp_path):
+    from medcast.monitoring import logged_contributions
+
+    log = _explained_log(tmp_path)
+    table = logged_contributions(log, model_md5="m")
+    assert list(table.columns) == ["bmi", "age", "base_value", "prediction"]
+    assert table.to_dict("list") == {"bmi": [10.0, 20.0], "age": [-2.0, 4.0],
+                                     "base_value": [100.0, 100.0], "prediction": [108.0, 124.0]}
+    assert len(logged_contributions(log)) == 3  # every model's
+    nothing = logged_contributions(log.assign(explanation=None))
+    assert nothing.empty and logged_contributions(pd.DataFrame()).empty
+
+
+def test_contribution_drift_is_served_minus_test_mean_per_feature_largest_first(tmp_path):
+    from medcast.monitoring import contribution_drift, logged_contributions
+
+    served = logged_contributions(_explained_log(tmp_path), model_md5="m")
+    # as reports/explanations.csv: contributions, base_value, prediction, value:<feature>
+    reference = pd.DataFrame({"age": [1.0, 3.0, 2.0], "bmi": [14.0, 16.0, 15.0],
+                              "base_value": [100.0] * 3, "prediction": [115.0, 119.0, 117.0],
+                              "value:age": [40, 50, 60], "value:bmi": [20.0, 25.0, 30.0]})
+    drift = contribution_drift(served, reference)
+    assert list(drift.columns) == ["feature", "served", "test", "difference"]
+    assert drift["feature"].tolist() == ["age", "bmi"]  # |−1| > |0|
+    assert drift.set_index("feature")["served"].to_dict() == {"age": 1.0, "bmi": 15.0}
+    assert drift.set_index("feature")["test"].to_dict() == {"age": 2.0, "bmi": 15.0}
+    assert drift.set_index("feature")["difference"].to_dict() == {"age": -1.0, "bmi": 0.0}
+    # one model, one base value: the shift of the mean prediction is the sum of the differences
+    shift = served["prediction"].mean() - reference["prediction"].mean()
+    assert drift["difference"].sum() == pytest.approx(shift)
+
+
+def test_contribution_drift_refuses_what_it_cannot_compare():
+    from medcast.monitoring import contribution_drift
+
+    reference = pd.DataFrame({"age": [1.0], "bmi": [2.0], "base_value": [0.0],
+                              "prediction": [3.0]})
+    with pytest.raises(ValueError, match="the log kept none"):
+        contribution_drift(pd.DataFrame(columns=["age", "bmi"]), reference)
+    with pytest.raises(ValueError, match=r"lack the reference's features \['bmi'\]"):
+        contribution_drift(pd.DataFrame({"age": [1.0]}), reference)
+    with pytest.raises(ValueError, match="no rows or no feature columns"):
+        contribution_drift(pd.DataFrame({"age": [1.0]}), reference.iloc[:0])

@@ -1,6 +1,7 @@
 // The medcast dashboard (served by serve/dashboard.py; no build step, no dependencies).
 // Reads GET /model (the card: facts, metrics, features, and the prediction form built from
-// them), GET /health/ready and GET /dashboard/figures; posts the form to POST /predict; with the
+// them), GET /health/ready and GET /dashboard/figures; posts the form to POST /predict (with
+// ?explain=true when the card has an explainer, drawn as a waterfall of contributions); with the
 // key the user types (kept in sessionStorage, sent as X-API-Key) reads GET /predictions and,
 // with client keys on, authorises POST /predict.
 // Every string from the server goes into the page as text (textContent), never as HTML.
@@ -18,6 +19,10 @@ const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 const number = new Intl.NumberFormat(undefined, { maximumFractionDigits: 3 });
 const twoDecimals = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const signedTwo = new Intl.NumberFormat(undefined, {
+  minimumFractionDigits: 2, maximumFractionDigits: 2, signDisplay: "exceptZero",
+});
+const WATERFALL_TOP = 8; // features drawn one by one, largest |contribution| first; the rest share a bar
 const fmt = (v) => (typeof v === "number" ? number.format(v) : v == null ? "—" : String(v));
 
 let card = null;
@@ -308,12 +313,15 @@ async function onPredict(event) {
   try {
     // With client keys on (MEDCAST_CLIENTS_FILE) predictions need the key too.
     const key = sessionStorage.getItem(KEY_STORE);
-    const { response, body } = await fetchJSON("/predict", {
+    // The explanation comes with the prediction, in the same call, when the card has an
+    // explainer; a card exported before explanations has none: no chart, no error.
+    const url = card.explainer ? "/predict?explain=true" : "/predict";
+    const { response, body } = await fetchJSON(url, {
       method: "POST",
       headers: { "Content-Type": "application/json", ...(key ? { "X-API-Key": key } : {}) },
       body: JSON.stringify(patient),
     });
-    if (response.ok) renderResult(body, performance.now() - started);
+    if (response.ok) renderResult(body, performance.now() - started, patient);
     else if (response.status === 401) show($("form-error"), "The service needs a client key: enter it under the prediction log (API key), then predict again.");
     else showServerError(response, body);
   } catch (error) {
@@ -339,11 +347,12 @@ function showServerError(response, body) {
   }
 }
 
-function renderResult(out, ms) {
+function renderResult(out, ms, patient) {
   $("result-label").textContent = `${card.target} =`;
   $("result-value").textContent = twoDecimals.format(out.prediction);
   $("result-unit").textContent = card.target_unit || "";
   renderInterval(out.interval);
+  renderExplanation(out.explanation, out.prediction, patient);
   $("result-version").textContent = out.model_version;
   $("result-request").textContent = out.request_id;
   $("result-latency").textContent = `${ms.toFixed(0)} ms`;
@@ -368,6 +377,122 @@ function renderInterval(interval) {
     `${percent}% means: for about ${outOf} patients like this one, the true value of ${card.target} ` +
     `falls inside this range (calibrated on the training data's cross-validation errors). ` +
     `It is a statement about many patients, not a guarantee for this one.${measured}`;
+}
+
+// ---- why this prediction: a waterfall of the contributions ----------------------------------
+
+function waterfallSteps(explanation) {
+  // One step per feature, largest |contribution| first; beyond WATERFALL_TOP the smallest share
+  // one "N other features" step (never a group of one).
+  const missing = new Set(explanation.missing || []);
+  const margins = explanation.method === "sampling" && explanation.margin ? explanation.margin : null;
+  const entries = Object.entries(explanation.contributions)
+    .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  const alone = entries.length > WATERFALL_TOP + 1 ? entries.slice(0, WATERFALL_TOP) : entries;
+  const steps = alone.map(([name, value]) => ({
+    key: name, name, value, missing: missing.has(name),
+    margin: margins && typeof margins[name] === "number" ? margins[name] : null,
+  }));
+  const rest = entries.slice(alone.length);
+  if (rest.length) {
+    steps.push({
+      key: "(other)", name: `${rest.length} other features`, members: rest,
+      value: rest.reduce((total, [, v]) => total + v, 0), missing: false, margin: null,
+    });
+  }
+  return steps;
+}
+
+function signedText(step) {
+  const text = signedTwo.format(step.value);
+  return step.margin == null ? text : `${text} ± ${twoDecimals.format(step.margin)}`;
+}
+
+function renderExplanation(explanation, prediction, patient) {
+  const box = $("explanation");
+  box.hidden = !explanation;
+  if (!explanation) {
+    $("waterfall").replaceChildren();
+    return;
+  }
+  const unit = card.target_unit ? ` ${card.target_unit}` : "";
+  const base = explanation.base_value;
+  const steps = waterfallSteps(explanation);
+  $("explanation-reading").textContent =
+    `Bars show how each of this patient's values moved the prediction from the average over ` +
+    `${explanation.background_rows} training patients (${twoDecimals.format(base)}) to ` +
+    `${twoDecimals.format(prediction)}${unit}; red raises it, blue lowers it.`;
+  show($("explanation-sampling"), explanation.method === "sampling"
+    ? "These contributions are estimated by sampling: each lies within ± its margin of the " +
+      "exact value with 95% confidence."
+    : "");
+
+  // Layout: names on the left, bars in the middle, signed values on the right; one row for the
+  // base value, one per step, one for the prediction.
+  const width = 480, row = 22, nameW = 140, valueW = 125, top = 4;
+  const left = nameW + 8, right = width - valueW - 8;
+  const rows = steps.length + 2;
+  const height = top + rows * row + 4;
+  const ends = [base];
+  for (const step of steps) ends.push(ends[ends.length - 1] + step.value);
+  const lo0 = Math.min(...ends, prediction), hi0 = Math.max(...ends, prediction);
+  const pad = (hi0 - lo0) * 0.04 || Math.max(Math.abs(base) * 0.01, 1);
+  const lo = lo0 - pad, hi = hi0 + pad;
+  const x = (v) => left + ((v - lo) / (hi - lo)) * (right - left);
+  const y = (i) => top + i * row;
+  const biggest = steps[0];
+  const svg = el("svg:svg", {
+    viewBox: `0 0 ${width} ${height}`, class: "waterfall", role: "group",
+    "aria-label": `Why this prediction: from the base value ${twoDecimals.format(base)} to ` +
+      `${twoDecimals.format(prediction)}${unit}` +
+      (biggest ? `; the largest contribution is ${biggest.name} (${signedText(biggest)})` : "") + ".",
+  });
+  const label = (i, text, cls = "name") =>
+    el("svg:text", { x: nameW, y: y(i) + row / 2, class: cls, text });
+  const value = (i, text, cls = "value contribution") =>
+    el("svg:text", { x: width - 4, y: y(i) + row / 2, class: cls, text });
+
+  // the base value: a dashed line through every row, labelled in the first
+  svg.append(el("svg:line", { x1: x(base), x2: x(base), y1: y(0) + 3, y2: y(rows) - 3, class: "base" }));
+  svg.append(el("svg:g", { class: "step base-value", "data-step": "(base)" },
+    el("svg:title", { text: `Base value: the average prediction over ${explanation.background_rows} training patients, ${twoDecimals.format(base)}${unit}` }),
+    label(0, "base value (average)"),
+    el("svg:circle", { cx: x(base), cy: y(0) + row / 2, r: 4, class: "base-dot" }),
+    value(0, twoDecimals.format(base), "value total")));
+
+  steps.forEach((step, k) => {
+    const i = k + 1;
+    const from = ends[k], to = ends[k + 1];
+    const name = step.missing ? `${step.name} (missing)` : step.name;
+    const seen = step.members
+      ? step.members.map(([n, v]) => `${n} ${signedTwo.format(v)}`).join(", ")
+      : `${step.name} = ${step.missing ? "missing (imputed by the model)" : fmt(patient ? patient[step.name] : null)}`;
+    const moves = step.value > 0 ? "raises" : step.value < 0 ? "lowers" : "does not move";
+    const g = el("svg:g", {
+      class: `step ${step.value >= 0 ? "up" : "down"}`, "data-step": step.key,
+    },
+    el("svg:title", { text: `${seen}: ${moves} the prediction by ${signedText(step)}${unit}` }),
+    label(i, name),
+    el("svg:rect", {
+      x: Math.min(x(from), x(to)), y: y(i) + 4, width: Math.max(Math.abs(x(to) - x(from)), 1),
+      height: row - 8, class: "bar",
+    }),
+    value(i, signedText(step)));
+    svg.append(g);
+    // the connector: where this step ends, the next one starts
+    svg.append(el("svg:line", { x1: x(to), x2: x(to), y1: y(i) + row - 4, y2: y(i + 1) + 4, class: "connector" }));
+  });
+
+  const last = rows - 1;
+  svg.append(el("svg:g", { class: "step prediction", "data-step": "(prediction)" },
+    el("svg:title", { text: `Prediction: ${twoDecimals.format(prediction)}${unit}` }),
+    label(last, "prediction", "name strong"),
+    el("svg:rect", {
+      x: Math.min(x(base), x(prediction)), y: y(last) + 4,
+      width: Math.max(Math.abs(x(prediction) - x(base)), 1), height: row - 8, class: "bar",
+    }),
+    value(last, twoDecimals.format(prediction), "value total")));
+  $("waterfall").replaceChildren(svg);
 }
 
 // ---- the prediction log (needs the API key) -------------------------------------------------

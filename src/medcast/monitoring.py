@@ -1,7 +1,9 @@
 """Read the service's prediction log (any SQLAlchemy URL) as a DataFrame with one column per
 input feature, for monitoring notebooks: volume, latency and drift against the training data;
 join true outcomes, once known, to it by request id and measure the realised coverage of the
-served prediction intervals over time.
+served prediction intervals over time; compare the mean contribution per feature of the served
+patients' logged explanations (MEDCAST_LOG_EXPLANATIONS) with the test set's
+(reports/explanations.csv).
 The log's table and URL rule come from medcast.predlog (SQLAlchemy only): the lab never imports
 the service, so a pipeline-only install reads the log."""
 
@@ -166,3 +168,61 @@ def realised_coverage(joined: pd.DataFrame, freq: str = "1D") -> pd.DataFrame:
         "coverage": grouped["covered"].mean(),
         "mean_width": (rows["upper"] - rows["lower"]).resample(freq).mean(),
     })
+
+
+# Columns of an explanations table that are no feature's contribution (reports/explanations.csv
+# also holds the explained rows' values as `value:<feature>`).
+NOT_CONTRIBUTIONS = ("base_value", "prediction")
+VALUE_PREFIX = "value:"
+
+
+def logged_contributions(log: pd.DataFrame, model_md5: str | None = None) -> pd.DataFrame:
+    """The logged explanations as a table shaped like reports/explanations.csv: one row per
+    logged prediction that kept its explanation (optionally only the model `model_md5`'s),
+    one column per feature holding its contribution, then base_value and prediction. Empty
+    (no rows) when none was kept: MEDCAST_LOG_EXPLANATIONS was off or nobody asked
+    ?explain=true."""
+    if log.empty or "explanation" not in log.columns:
+        return pd.DataFrame(columns=list(NOT_CONTRIBUTIONS))
+    rows = log[log["explanation"].notna()]
+    if model_md5 is not None:
+        rows = rows[rows["model_md5"] == model_md5]
+    if rows.empty:
+        return pd.DataFrame(columns=list(NOT_CONTRIBUTIONS))
+    explanations = [_as_dict(e) for e in rows["explanation"]]
+    table = pd.DataFrame([e["contributions"] for e in explanations], dtype="float64")
+    table["base_value"] = [float(e["base_value"]) for e in explanations]
+    table["prediction"] = rows["prediction"].astype(float).to_numpy()
+    return table
+
+
+def contribution_columns(table: pd.DataFrame) -> list[str]:
+    """The features of an explanations table: every column but base_value, prediction and the
+    `value:<feature>` columns."""
+    return [c for c in table.columns
+            if c not in NOT_CONTRIBUTIONS and not str(c).startswith(VALUE_PREFIX)]
+
+
+def contribution_drift(logged: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Per feature of `reference` (the test set's explanations, reports/explanations.csv), its
+    mean contribution over the served patients (`logged`, e.g. logged_contributions(log)) and
+    over the test patients, and the difference served − test (target units), largest
+    |difference| first; with the base values, a shift of the mean prediction splits exactly
+    into these differences. ValueError when either table is empty or `logged` lacks one of
+    the reference's features."""
+    features = contribution_columns(reference)
+    if not features or reference.empty:
+        raise ValueError("the reference explanations have no rows or no feature columns")
+    if logged.empty:
+        raise ValueError("no served explanation to compare: the log kept none")
+    absent = [f for f in features if f not in logged.columns]
+    if absent:
+        raise ValueError(f"the logged explanations lack the reference's features {absent}: "
+                         "another model's? compare explanations of one model")
+    served = logged[features].astype(float).mean()
+    test = reference[features].astype(float).mean()
+    table = pd.DataFrame({"feature": features, "served": served.to_numpy(),
+                          "test": test.to_numpy()})
+    table["difference"] = table["served"] - table["test"]
+    order = table["difference"].abs().sort_values(ascending=False, kind="stable").index
+    return table.loc[order].reset_index(drop=True)

@@ -40,6 +40,11 @@ predictions = sa.Table(
     # The prediction interval's bounds (level in the model card); null for a model without.
     sa.Column("lower", sa.Float(), nullable=True),
     sa.Column("upper", sa.Float(), nullable=True),
+    # The prediction's explanation (base_value, contributions, method, margin) when it was asked
+    # for (?explain=true) and MEDCAST_LOG_EXPLANATIONS is on; else SQL NULL (none_as_null: never
+    # the JSON text 'null').
+    sa.Column("explanation", sa.JSON(none_as_null=True).with_variant(
+        JSONB(none_as_null=True), "postgresql"), nullable=True),
     sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
     sa.Index("ix_predictions_created_at", "created_at"),
     sa.Index("ix_predictions_model_md5", "model_md5"),

@@ -357,6 +357,122 @@ def test_dashboard_in_a_browser(
         assert not problems, problems
 
 
+def fill_patient(page: Any, card: dict[str, Any], patient: dict[str, Any]) -> None:
+    for f in card["features"]:
+        control = page.locator(f'[data-feature="{f["name"]}"]')
+        value = patient.get(f["name"])
+        if f["type"] == "category":
+            control.select_option("" if value is None else value)
+        else:
+            control.fill("" if value is None else str(value))
+
+
+def signed(value: float) -> str:
+    """A contribution as the dashboard writes it (en-US: sign, thousands, two decimals)."""
+    text = f"{value:+,.2f}"
+    return text.lstrip("+-") if text.lstrip("+-") == "0.00" else text
+
+
+def test_dashboard_explains_a_prediction_with_a_waterfall(
+    tiny: TinyModel, figures: Path, tmp_path: Path, pycache: Path
+) -> None:
+    """The card has an explainer: the form asks /predict?explain=true, and the waterfall draws
+    one bar per feature (largest |contribution| first) from the base value to the prediction,
+    each bar's text its signed contribution as the API answered it. Then, with the answers
+    replaced by the test: 12 features (the smallest four share one bar), a missing one, a
+    sampling margin; and a card without an explainer (no chart, no error)."""
+    sync_api = require_browser()
+    expect = sync_api.expect
+    expect.set_options(timeout=10_000)
+    patient = tiny.examples[1]
+    with real_service(tiny.root, figures, tmp_path, pycache) as base, \
+            chromium_page(sync_api, viewport={"width": 1100, "height": 900},
+                          locale="en-US") as page:
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.goto(f"{base}/dashboard", timeout=15_000)
+        expect(page.locator("#status")).to_have_text("ready")
+        fill_patient(page, tiny.card, patient)
+        with page.expect_response(lambda r: "/predict" in r.url) as answered:
+            page.locator("#predict-button").click()
+        response = answered.value
+        assert response.url.endswith("/predict?explain=true"), response.url
+        out = response.json()
+        e = out["explanation"]
+        chart = page.locator("#waterfall svg")
+        expect(chart).to_be_visible()
+        label = chart.get_attribute("aria-label")
+        assert label and f"{out['prediction']:,.2f}" in label and f"{e['base_value']:,.2f}" in label
+
+        # one bar per feature, largest |contribution| first, each with its signed value and a
+        # <title>; the base value labelled, the prediction last
+        order = sorted(e["contributions"], key=lambda n: -abs(e["contributions"][n]))
+        bars = chart.locator("g.step[data-step]")
+        keys = [bars.nth(i).get_attribute("data-step") for i in range(bars.count())]
+        assert keys == ["(base)", *order, "(prediction)"]
+        top = order[0]
+        bar = chart.locator(f'g.step[data-step="{top}"]')
+        assert bar.locator(".contribution").text_content() == signed(e["contributions"][top])
+        assert bar.get_attribute("class") == (
+            "step up" if e["contributions"][top] >= 0 else "step down")
+        assert signed(e["contributions"][top]) in bar.locator("title").text_content()
+        for name in order:
+            shown = chart.locator(f'g.step[data-step="{name}"] .contribution').text_content()
+            assert shown == signed(e["contributions"][name]), name
+        base_text = chart.locator('g.step[data-step="(base)"] .total').text_content()
+        assert base_text == f"{e['base_value']:,.2f}"
+        assert chart.locator('g.step[data-step="(prediction)"] .total').text_content() == (
+            f"{out['prediction']:,.2f}")
+        reading = page.locator("#explanation-reading")
+        expect(reading).to_contain_text(f"({e['base_value']:,.2f}) to {out['prediction']:,.2f} "
+                                        f"{tiny.card['target_unit']}")
+        expect(reading).to_contain_text("red raises it, blue lowers it")
+        expect(page.locator("#explanation-sampling")).to_be_hidden()
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.locator("#result").screenshot(path=str(SCREENSHOT.with_name("waterfall.png")))
+
+        # 12 features, sampled: the 8 largest alone, the 4 smallest as "4 other features";
+        # a missing feature says so; every value carries its margin
+        names = [f"x{i}" for i in range(12)]
+        contributions = {n: (-1) ** i * (12 - i) * 1.5 for i, n in enumerate(names)}
+        fake = {**out, "explanation": {
+            "base_value": 100.0, "contributions": contributions, "method": "sampling",
+            "missing": ["x1"], "background_rows": 50,
+            "margin": {n: 0.25 for n in names}}}
+        fake["prediction"] = 100.0 + sum(contributions.values())
+        page.route("**/predict?explain=true", lambda route: route.fulfill(json=fake))
+        page.locator("#predict-button").click()
+        expect(chart.locator('g.step[data-step="(other)"]')).to_be_visible()
+        keys = [bars.nth(i).get_attribute("data-step") for i in range(bars.count())]
+        assert keys == ["(base)", *names[:8], "(other)", "(prediction)"]
+        other = chart.locator('g.step[data-step="(other)"]')
+        expect(other.locator(".name")).to_have_text("4 other features")
+        expect(other.locator(".contribution")).to_have_text(
+            signed(sum(contributions[n] for n in names[8:])))
+        expect(chart.locator('g.step[data-step="x1"] .name')).to_have_text("x1 (missing)")
+        expect(chart.locator('g.step[data-step="x0"] .contribution')).to_have_text(
+            "+18.00 ± 0.25")
+        expect(chart.locator('g.step[data-step="x1"]')).to_have_class("step down")
+        expect(page.locator("#explanation-sampling")).to_contain_text("95% confidence")
+        expect(page.locator("#explanation-reading")).to_contain_text("50 training patients")
+
+        # a card exported before explanations: a plain /predict, no chart, no error
+        card = json.loads(page.evaluate("fetch('/model').then(r => r.text())"))
+        del card["explainer"]
+        page.route("**/model", answer(card))
+        page.reload()
+        expect(page.locator("#status")).to_have_text("ready")
+        fill_patient(page, tiny.card, patient)
+        with page.expect_response(lambda r: "/predict" in r.url) as answered:
+            page.locator("#predict-button").click()
+        assert answered.value.url.endswith("/predict"), answered.value.url
+        expect(page.locator("#result")).to_be_visible()
+        expect(page.locator("#explanation")).to_be_hidden()
+        assert "explanation" not in answered.value.json()
+        assert not problems, problems
+
+
 def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: Path,
                                                        pycache: Path) -> None:
     """A model that imputes missing values (medcast's own pipeline on a messy table): its
@@ -376,7 +492,7 @@ def test_dashboard_lets_nullable_fields_be_left_blank(figures: Path, tmp_path: P
             chromium_page(sync_api) as page:
         bodies: list[Any] = []
         page.on("request", lambda r: bodies.append(r.post_data)
-                if r.method == "POST" and r.url.endswith("/predict") else None)
+                if r.method == "POST" and r.url.split("?")[0].endswith("/predict") else None)
         page.goto(f"{base}/dashboard", timeout=15_000)
         expect(page.locator("#status")).to_have_text("ready", timeout=10_000)
         field = {f["name"]: page.locator(f'[data-feature="{f["name"]}"]')

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 import sqlalchemy as sa
 
@@ -94,5 +95,46 @@ def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
         page = servedb.fetch_page(engine, 0, n + 5)
         assert [r["item"] for r in page] == list(range(n))
         assert page[0]["features"] == {"age": 30, "smoker": "no"}
+    finally:
+        engine.dispose()
+
+
+def test_get_predictions_rows_are_the_tables_columns_in_order() -> None:
+    """GET /predictions' documented row (serve.schemas.LoggedPrediction) is the table's row."""
+    from serve.schemas import LoggedPrediction
+
+    assert LoggedPrediction.__struct_fields__ == ("id", *servedb.COLUMNS)
+
+
+@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_explanation_is_stored_as_json_and_absent_is_sql_null(
+        backend: str, n: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Rows with an explanation keep it as JSON; rows without keep SQL NULL (never the JSON
+    text 'null'), on every insert path."""
+    from serve.schemas import LoggedExplanation
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{tmp_path / 'e.db'}")
+    engine = servedb.make_engine(url)
+    try:
+        servemigrate.ensure_schema(engine)
+        rows = _rows(n)
+        for i, row in enumerate(rows[::2]):
+            margin = {"age": 0.5, "smoker": 0.25} if i % 2 else None
+            row.explanation = LoggedExplanation(
+                base_value=100.0 + i, contributions={"age": 1.5 * i, "smoker": -2.0},
+                method="sampling" if margin else "exact", margin=margin)
+        servedb.insert_rows(engine, rows)
+        page = servedb.fetch_page(engine, 0, n)
+        for row, got in zip(rows, page, strict=True):
+            expected = (None if row.explanation is None
+                        else msgspec.structs.asdict(row.explanation))
+            assert got["explanation"] == expected, got["item"]
+        predictions = servedb.predictions
+        with engine.connect() as conn:
+            nulls = conn.execute(sa.select(sa.func.count()).select_from(predictions)
+                                 .where(predictions.c.explanation.is_(None))).scalar_one()
+        assert nulls == n // 2
     finally:
         engine.dispose()

@@ -179,3 +179,53 @@ def test_the_openapi_document_declares_explain_and_the_explanation(tiny: TinyMod
         assert params["explain"]["in"] == "query"
         assert params["explain"]["schema"]["type"] == "boolean"
     assert "ExplanationOut" in doc["components"]["schemas"]
+
+
+@pytest.mark.parametrize("durability", ["ack", "buffered"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_log_explanations_keeps_each_explained_rows_explanation_and_only_those(
+        tiny: TinyModel, repo: Path, backend: str, durability: str,
+        request: pytest.FixtureRequest) -> None:
+    """MEDCAST_LOG_EXPLANATIONS on: an explained prediction's row holds its explanation
+    (base_value, contributions, method, margin), as answered; a batch of 40 rows goes through
+    PostgreSQL's COPY; a prediction asked without explain=true keeps NULL. GET /predictions
+    answers what its OpenAPI schema (PredictionsPage) says."""
+    import msgspec
+
+    from serve.schemas import PredictionsPage
+    from tests.support.serving import written
+    from tests.support.settings import KEY
+
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{repo / 'serve.db'}")
+    patients = [tiny.examples[i % len(tiny.examples)] for i in range(40)]
+    settings = make_settings(repo, database_url=url, log_durability=durability,
+                             log_explanations=True)
+    with serving(settings) as client:
+        one = client.post("/predict?explain=true", json=patients[0]).json()
+        batch = client.post("/predict/batch?explain=true", json={"instances": patients}).json()
+        plain = client.post("/predict", json=patients[0]).json()
+        written(client, 42)
+        r = client.get("/predictions", params={"limit": 100}, headers={"X-API-Key": KEY})
+    assert r.status_code == 200
+    page = msgspec.json.decode(r.content, type=PredictionsPage)
+    assert len(page.items) == 42
+    logged = {(row.request_id, row.item): row.explanation for row in page.items}
+    answered = {(one["request_id"], 0): one["explanation"],
+                **{(batch["request_id"], i): e for i, e in enumerate(batch["explanations"])}}
+    for key, e in answered.items():
+        kept = msgspec.to_builtins(logged[key])
+        assert kept == {k: e[k] for k in ("base_value", "contributions", "method", "margin")}
+    assert logged[(plain["request_id"], 0)] is None
+
+
+def test_without_log_explanations_an_explained_row_keeps_null(tiny: TinyModel,
+                                                              repo: Path) -> None:
+    from tests.support.serving import written
+    from tests.support.settings import KEY
+
+    with serving(make_settings(repo)) as client:
+        assert client.post("/predict?explain=true", json=tiny.examples[0]).status_code == 200
+        written(client, 1)
+        (row,) = client.get("/predictions", headers={"X-API-Key": KEY}).json()["items"]
+    assert row["explanation"] is None

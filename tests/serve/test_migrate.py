@@ -108,6 +108,33 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0004_gives_the_rows_logged_before_a_null_explanation_and_downgrades(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{tmp_path / 'm4.db'}")
+    engine = servedb.make_engine(url)
+    insert = sa.text("INSERT INTO predictions (request_id, item, created_at, model_md5, "
+                     "model_revision, dataset, features, prediction, latency_ms, lower, upper) "
+                     "VALUES ('r', 0, '2026-12-01 08:00:00', 'm', 'workspace', 'insurance', "
+                     "'{\"age\": 40}', 1.5, 0.1, 1.0, 2.0)")
+    try:
+        servemigrate.upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(insert)
+        servemigrate.upgrade(engine, "head")
+        assert servemigrate.current_revision(engine) == "0004" == servemigrate.HEAD
+        (row,) = servedb.fetch_page(engine, 0, 10)
+        assert row["explanation"] is None and row["features"] == {"age": 40}
+        servemigrate.downgrade(engine, "0003")
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("predictions")}
+        assert "explanation" not in columns and {"lower", "upper", "client"} <= columns
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT prediction FROM predictions")).scalar_one() == 1.5
+    finally:
+        engine.dispose()
+
+
 # ---- least privilege (PostgreSQL) -----------------------------------------------------------
 
 

@@ -61,6 +61,8 @@ def test_workers_default_to_the_usable_cores_and_take_a_number() -> None:
         ({"MEDCAST_LOG_DURABILITY": "eventually"}, "expected one of ack, buffered"),
         ({"MEDCAST_LOG_ACK_TIMEOUT_MS": "0"}, "MEDCAST_LOG_ACK_TIMEOUT_MS='0': must be"),
         ({"MEDCAST_SQLITE_SYNCHRONOUS": "off"}, "expected one of normal, full, extra"),
+        ({"MEDCAST_LOG_EXPLANATIONS": "sometimes"}, "MEDCAST_LOG_EXPLANATIONS='sometimes': "
+                                                    "expected on or off"),
     ],
 )
 def test_settings_reject_malformed_values(env: dict[str, str], message: str) -> None:
@@ -78,3 +80,11 @@ def test_settings_durability_defaults_and_the_window_per_mode() -> None:
         "buffered", 20.0, "normal")
     w = Settings.from_env({"MEDCAST_LOG_FLUSH_MS": "2.5", "MEDCAST_LOG_ACK_TIMEOUT_MS": "500"})
     assert (w.flush_window_ms, w.log_ack_timeout_ms) == (2.5, 500.0)
+
+
+def test_log_explanations_is_off_unless_switched_on() -> None:
+    assert Settings.from_env({}).log_explanations is False
+    for on in ("on", "1", "true", "YES"):
+        assert Settings.from_env({"MEDCAST_LOG_EXPLANATIONS": on}).log_explanations is True
+    for off in ("off", "0", "False", "no", ""):
+        assert Settings.from_env({"MEDCAST_LOG_EXPLANATIONS": off}).log_explanations is False
