@@ -31,7 +31,6 @@ check against an independent reference. Pure functions; medcast.export reads and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,8 +45,6 @@ from medcast.onnx.contract import DOUBLE_SUFFIX, OUTPUT_NAME, column
 
 if TYPE_CHECKING:
     from medcast.card import ExplainerCard
-
-log = logging.getLogger("medcast.explain")
 
 EXACT_MAX_FEATURES = 12  # the largest game compared exactly: 2^12 coalitions per background row
 MAX_ROWS = 200  # test rows explained and compared (medcast.export.parity_sample picks them)
@@ -307,7 +304,11 @@ def explain_and_check(graph: bytes, estimator: Any, schema: FeatureSchema, rows:
     served = [shapley.explain(served_predict, x, columns, served_plan) for x in xs]
 
     free = compared_features(m, len(rows), seed)
-    exact = exact_values(graph_model.predict(batch_rows(graph)), xs, columns, free)
+    subset = m > EXACT_MAX_FEATURES
+    if served_plan.method == "exact" and not subset:  # every coalition already, as served
+        exact = np.array([[e.base_value, *e.contributions] for e in served])
+    else:
+        exact = exact_values(graph_model.predict(batch_rows(graph)), xs, columns, free)
     reference, tied = reference_values(estimator, Codes.of(schema, rows, bg), rows, bg, free,
                                        inference_session(graph))
     tolerance = RTOL * target_sd
@@ -315,7 +316,6 @@ def explain_and_check(graph: bytes, estimator: Any, schema: FeatureSchema, rows:
     diff[~np.isfinite(exact) | ~np.isfinite(reference)] = np.inf
     worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
     max_diff = float(diff[worst])
-    subset = m > EXACT_MAX_FEATURES
     what = (f"shap {shap.__version__} ExactExplainer, maskers.Independent"
             + (f", on {EXACT_MAX_FEATURES} of the {m} features per row (the rest held at the "
                "patient's values)" if subset else ""))
