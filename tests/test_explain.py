@@ -160,6 +160,18 @@ def test_a_graph_wrong_only_off_the_data_fails_the_check_with_one_message(messy)
     assert "from the graph" in message and "× the target's standard deviation" in message
 
 
+def test_a_graph_that_is_not_the_models_fails_the_check(messy):
+    """The graph of the same pipeline fitted to a target 2 % larger: every contribution is
+    2 % off, the stage stops and names the row and feature."""
+    est, _ = _fitted("ridge", messy)
+    p, schema, train, _ = messy
+    other = models.build("ridge", p.models["ridge"].defaults, schema, seed=0)
+    other.fit(train[schema.names], train[schema.target] * 1.02)
+    with pytest.raises(ArtifactError, match=r"test row index \d+, (feature '[^']+'|the base "
+                                            r"value): .* from the graph"):
+        _run(est, to_onnx(other, schema).SerializeToString(), messy)
+
+
 def test_a_background_that_is_not_the_cards_training_rows_fails_the_check(messy):
     est, graph = _fitted("ridge", messy)
     _, schema, train, _ = messy
