@@ -89,14 +89,15 @@ def plot_importance(perm: pd.DataFrame, weights: pd.DataFrame | None, model: str
 def shap_explanation(table: pd.DataFrame, schema: FeatureSchema) -> Any:
     """reports/explanations.csv as a shap.Explanation: the contributions, the base values, and
     the feature values that colour the dots. A number is its value; a category of two levels
-    its level's position in the card's list (0 low, 1 high: the label names them); missing
-    values and categories of more levels have no colour (NaN: grey)."""
+    its level's position in the card's list (0 low, 1 high: the label names them); a missing
+    value is NaN (grey). A category of more levels keeps its text, which shap draws grey (an
+    order of its levels would be made up)."""
     import numpy as np
     import shap
 
     from medcast.explain import VALUE_PREFIX
 
-    data = np.full((len(table), len(schema.names)), np.nan)
+    data = np.full((len(table), len(schema.names)), np.nan, dtype=object)
     labels = []
     for j, f in enumerate(schema.features):
         values = table[VALUE_PREFIX + f.name]
@@ -110,6 +111,7 @@ def shap_explanation(table: pd.DataFrame, schema: FeatureSchema) -> Any:
                           for v in values.where(values.notna(), None)]
             labels.append(f"{f.name} ({levels[0]} < {levels[1]})")
         else:
+            data[:, j] = values.fillna("").astype(str).to_numpy(dtype=object)
             labels.append(f"{f.name} (category)")
     return shap.Explanation(values=table[schema.names].to_numpy(dtype=np.float64),
                             base_values=table["base_value"].to_numpy(dtype=np.float64),

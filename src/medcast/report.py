@@ -165,7 +165,7 @@ def importance_lines(perm: pd.DataFrame, explanations: pd.DataFrame,
         markdown_table(pd.DataFrame(rows)), "",
         "The two answer different questions. Permutation importance is the drop in the test R² "
         "when a feature's values are shuffled across patients: a population-level measure of "
-        "how much the model's accuracy relies on the feature. The mean |contribution| is the "
+        "how much the model's accuracy relies on the feature. The mean absolute contribution is the "
         "average size of a feature's Shapley contribution to individual predictions, in the "
         "target's units and relative to the background's mean prediction: how far the feature "
         "moves a patient's prediction, whether or not that makes it more accurate.", "",
