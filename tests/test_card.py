@@ -22,6 +22,7 @@ from medcast.card import (
     RETIRED,
     CardError,
     ExplainerCard,
+    ExplainerCheck,
     ModelCard,
     build_card,
     card_dict,
@@ -43,7 +44,9 @@ CONDITIONAL = {"parity.n_tied",  # only when some parity rows tie at a kNN's k-t
                # the export stage's check against shap (the tiny model is built without it)
                "explainer.check", "explainer.check.reference", "explainer.check.n",
                "explainer.check.max_abs_diff", "explainer.check.tolerance",
-               "explainer.check.margin_coverage"}
+               "explainer.check.margin_coverage",
+               # only when a kNN's coalition rows tie at its k-th neighbour (medcast.explain)
+               "explainer.check.n_tied"}
 
 
 # Keys the service reads but GET /model does not serve (the background rows are patients).
@@ -331,3 +334,23 @@ def test_a_mondrian_interval_card_round_trips() -> None:
     parsed, raw = parse_card(card_json(card).encode())
     assert parsed.interval is not None and parsed.interval.cell_q == cells["cell_q"]
     assert raw["interval"]["groups"] == ["smoker"]
+
+
+def test_an_explainer_with_the_exports_check_round_trips() -> None:
+    """The export's explainer (medcast.explain): background rows with nulls, the sampling plan
+    and its check against shap; the same card and bytes back, absent keys not written."""
+    check = ExplainerCheck("shap 0.51.0 ExactExplainer, maskers.Independent", 89, 1.339e-06,
+                           0.07806, margin_coverage=1.0)
+    explainer = ExplainerCard([[40.0, None, "no"], [61.0, 27.5, None]], 150, 42, "sampling",
+                              check)
+    card = build(explainer=explainer)
+    text = card_json(card)
+    parsed, raw = parse_card(text.encode())
+    assert parsed == card and parsed.explainer == explainer and card_json(parsed) == text
+    assert raw["explainer"]["background"][1] == [61.0, 27.5, None]
+    assert "n_tied" not in raw["explainer"]["check"]  # written only when some rows tied
+    tied = build(explainer=ExplainerCard([[1.0, 2.0, "no"]], 150, 42, "exact",
+                                         ExplainerCheck("shap", 3, 0.0, 0.1, n_tied=2)))
+    assert parse_card(card_json(tied).encode())[1]["explainer"]["check"]["n_tied"] == 2
+    with pytest.raises(CardError, match="rows of 3 values"):
+        build(explainer=ExplainerCard([[1.0, "no"]], 150, 42, "exact"))

@@ -1,4 +1,5 @@
-"""medcast.plot's figures and the raw table's provenance for the TRIPOD checklist."""
+"""medcast.plot's figures (the served explanations' beeswarm among them) and the raw table's
+provenance for the TRIPOD checklist."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import numpy as np
 import pandas as pd
 
 from medcast import calibration
-from medcast.plot import plot_calibration, plot_instability, raw_source
+from medcast.plot import (
+    plot_calibration,
+    plot_instability,
+    plot_shap_summary,
+    raw_source,
+    shap_explanation,
+)
 from tests.conftest import tiny
 
 
@@ -35,3 +42,52 @@ def test_raw_source_names_the_file_and_its_md5_or_the_bundled_table(tmp_path, mo
     content = b"age,sex\n1,m\n"
     path.write_bytes(content)
     assert raw_source(insurance) == f"`{insurance.raw}` (md5 {hashlib.md5(content).hexdigest()})"
+
+
+def _explanations(schema, n: int = 40, seed: int = 0) -> pd.DataFrame:
+    """reports/explanations.csv's columns for `schema`, with made-up numbers and a missing
+    value in every feature."""
+    from medcast.explain import VALUE_PREFIX
+
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.normal(0, 10, (n, len(schema.names))), columns=schema.names)
+    table["base_value"] = 100.0
+    table["prediction"] = 100.0 + table[schema.names].sum(axis=1)
+    for f in schema.features:
+        values = (rng.choice(list(f.categories), n).astype(object) if f.type == "category"
+                  else rng.normal(50, 5, n))
+        values[0] = None if f.type == "category" else np.nan
+        table[VALUE_PREFIX + f.name] = values
+    return table
+
+
+def test_the_shap_summary_is_written_the_same_every_time_and_leaves_numpy_s_seed_alone(tmp_path):
+    import warnings
+
+    from tests.support.study import insurance_study
+
+    _, schema, _, _ = insurance_study(60, seed=0, n_train=40)  # categories of 2 and of 4 levels
+    table = _explanations(schema)
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # e.g. "All-NaN slice": a stage log line
+        plot_shap_summary(table, schema, "ridge", "exact", 42, tmp_path / "a.png")
+    assert np.array_equal(np.random.get_state()[1], before)  # the beeswarm's jitter: seeded, restored
+    plot_shap_summary(table, schema, "ridge", "exact", 42, tmp_path / "b.png")
+    a, b = (tmp_path / "a.png").read_bytes(), (tmp_path / "b.png").read_bytes()
+    assert a[:8] == b"\x89PNG\r\n\x1a\n" and a == b
+
+
+def test_the_shap_explanation_colours_numbers_and_two_level_categories_only():
+    from tests.support.study import insurance_study
+
+    _, schema, _, _ = insurance_study(60, seed=0, n_train=40)
+    table = _explanations(schema)
+    e = shap_explanation(table, schema)
+    assert e.values.shape == (len(table), len(schema.names))
+    names = dict(zip(schema.names, e.feature_names, strict=True))
+    assert names["smoker"] == "smoker (no < yes)" and names["region"] == "region (category)"
+    region, smoker = schema.names.index("region"), schema.names.index("smoker")
+    assert all(isinstance(v, str) for v in e.data[:, region])  # 4 levels: text, drawn grey
+    assert set(e.data[1:, smoker]) <= {0.0, 1.0} and np.isnan(e.data[0, smoker])  # missing: grey

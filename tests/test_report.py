@@ -41,3 +41,32 @@ def test_the_candidate_table_has_differences_and_no_test_scores():
     assert "test" not in head.lower()
     assert "**ridge** (selected)" in table
     assert "+5900 [+5300, +6500]" in table  # the mean against the best
+
+
+def test_which_features_matter_sets_mean_shap_beside_permutation_importance_and_says_why():
+    import pandas as pd
+
+    from medcast.report import importance_lines
+
+    perm = pd.DataFrame({"feature": ["age", "smoker"], "importance": [0.05, 0.6],
+                         "std": [0.01, 0.04]})
+    explanations = pd.DataFrame({"age": [1000.0, -3000.0], "smoker": [20000.0, -6000.0],
+                                 "base_value": [13000.0] * 2, "prediction": [34000.0, 4000.0],
+                                 "value:age": [60, 20], "value:smoker": ["yes", "no"]})
+    explainer = {"background": [[1.0, "no"]] * 50, "method": "exact", "coalitions": 150,
+                 "seed": 42, "check": {"reference": "shap 0.51.0 ExactExplainer, "
+                                                    "maskers.Independent", "n": 2,
+                                       "max_abs_diff": 1e-6, "tolerance": 12.1}}
+    lines = importance_lines(perm, explanations, explainer, "charges")
+    text = "\n".join(lines)
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert table[0] == "| feature | mean absolute contribution (charges) | permutation importance (Δ test R²) |"
+    assert table[1].startswith("| smoker | 1.3e+04 | 0.6 ± 0.04 |")  # largest contribution first
+    for needle in ("drop in the test R²", "population-level", "individual predictions",
+                   "background's mean prediction", "Lundberg & Lee", "Janzing",
+                   "Štrumbelj & Kononenko", "against 50 training rows", "exactly, over every "
+                   "coalition", "largest difference 1e-06 (limit 12.1"):
+        assert needle in text, needle
+    report = report_markdown(_schema(), METRICS, board(), TUNING, {}, None, VALIDATION,
+                             importance=lines)
+    assert report.index("## Which features matter") < report.index("## Figures")

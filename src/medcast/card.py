@@ -114,6 +114,9 @@ class ExplainerCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True, om
     max_abs_diff: float  # exact contributions, graph vs reference, in target units
     tolerance: float  # the stage fails above it: 1e-3 × the target's standard deviation
     margin_coverage: float | None = None  # sampling plan only
+    # rows with a kNN tie at the k-th neighbour in one of their coalition rows, where the
+    # reference took the graph's neighbour (either is the model's: medcast.explain); if any
+    n_tied: int | None = None
 
 
 class ExplainerCard(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

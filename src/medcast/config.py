@@ -63,6 +63,7 @@ class PathsConfig:
     instability: str
     predictions: str
     importance: str
+    explanations: str
     figures: str
     report: str
     tripod: str

@@ -1,7 +1,10 @@
 """Stage export: the tuned model and its conformal interval as one ONNX graph
 (models/model.onnx, checked against the native pipeline on every test row and on copies of some
-with each nullable feature missing), its model card (models/model.json, medcast.card), and the
-model's registration in MLflow (medcast.registry: `champion` only if better).
+with each nullable feature missing), its model card (models/model.json, medcast.card) with the
+per-patient explainer (background rows from the training split, checked against `shap`:
+medcast.explain), the service's explanations of up to 200 test rows
+(reports/explanations.csv, for the plot stage), and the model's registration in MLflow
+(medcast.registry: `champion` only if better).
 
 Reads models/tuned (tune), models/interval and reports/metrics.json (evaluate),
 models/selection.json (train: whether any candidate beat the mean) and the splits; the graph
@@ -12,17 +15,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from medcast import explain
 from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.intervals import load_interval_model
 from medcast.models.io import load_meta, load_model
 from medcast.parallel import n_workers
+
+if TYPE_CHECKING:
+    from medcast.card import ExplainerCard
 
 log = logging.getLogger("medcast.export")
 
@@ -34,7 +41,8 @@ LOGGED = ("test", "cv", "interval", "validation", "calibration")
 def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSchema,
                onnx_bytes: bytes, parity: dict[str, float], train_bytes: bytes,
                interval: dict[str, Any] | None = None,
-               signal: dict[str, Any] | None = None) -> dict[str, Any]:
+               signal: dict[str, Any] | None = None,
+               explainer: ExplainerCard | None = None) -> dict[str, Any]:
     """models/model.json (medcast.card): what the service validates requests against and shows
     at GET /model.
 
@@ -45,7 +53,7 @@ def model_card(report: dict[str, Any], meta: dict[str, Any], schema: FeatureSche
     from medcast.card import build_card, card_dict
 
     return card_dict(build_card(report, meta, schema, onnx_bytes, parity, train_bytes, interval,
-                                signal))
+                                signal, explainer))
 
 
 def parity_sample(X: pd.DataFrame, schema: FeatureSchema, max_rows: int, seed: int,
@@ -91,6 +99,20 @@ def parity_rows(X: pd.DataFrame, schema: FeatureSchema, per_feature: int = 5) ->
     return frame
 
 
+def _explain(params: Any, schema: FeatureSchema, estimator: Any, graph: bytes,
+             X: pd.DataFrame) -> explain.Explained:
+    """The explainer's background (training rows), the served explanations of a sample of test
+    rows (with every pattern of missing values) and their check against shap (medcast.explain)."""
+    train, y_train = read_split(Path(params.paths.train), schema)
+    cfg, seed = params.export, params.cv.seed
+    rows = parity_sample(X, schema, explain.MAX_ROWS, seed)
+    explained = explain.explain_and_check(
+        graph, estimator, schema, rows, explain.background(train, cfg.explain_background, seed),
+        cfg.explain_coalitions, seed, float(y_train.std()))
+    log.info("%s", explain.describe(explained.card, len(schema.names)))
+    return explained
+
+
 @cli
 def main() -> None:
     params = load_params()
@@ -125,11 +147,15 @@ def main() -> None:
              "(limit %.0e)", parity["n"], int(rows.isna().any(axis=1).sum()),
              parity["max_rel_diff"], params.export.parity_rtol)
     save_onnx(onnx_model, paths.onnx)
+    graph = Path(paths.onnx).read_bytes()
+    explained = _explain(params, schema, estimator, graph, X)
+    explained.table.to_csv(paths.explanations, index=False)
     card_interval = {**interval.card(), "coverage": report["interval.coverage"]}
     signal = json.loads(Path(paths.selection).read_text()).get("signal")
-    card = model_card(report, meta, schema, Path(paths.onnx).read_bytes(), parity,
-                      Path(paths.train).read_bytes(), card_interval,
-                      signal and {"signal": signal["signal"], "message": signal["message"]})
+    card = model_card(report, meta, schema, graph, parity, Path(paths.train).read_bytes(),
+                      card_interval,
+                      signal and {"signal": signal["signal"], "message": signal["message"]},
+                      explained.card)
     Path(paths.card).write_text(json.dumps(card, indent=2) + "\n")
     from medcast.registry import register
 

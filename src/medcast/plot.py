@@ -1,7 +1,8 @@
 """Stage plot: figures in reports/figures/ (CV scores per candidate, calibration, prediction
-instability, feature importance, MLP training history, predicted vs actual, residuals,
-prediction intervals and their coverage per group), reports/report.md, the study at a glance
-(medcast.report), and reports/tripod.md, the TRIPOD+AI checklist filled from the run
+instability, feature importance, the Shapley contributions of the served explanations
+(reports/explanations.csv, written by export), MLP training history, predicted vs actual,
+residuals, prediction intervals and their coverage per group), reports/report.md, the study at
+a glance (medcast.report), and reports/tripod.md, the TRIPOD+AI checklist filled from the run
 (medcast.tripod)."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from medcast.errors import cli
 from medcast.features import FeatureSchema, encoded_name, load_schema, read_split
 from medcast.models import NULL_MODEL
 from medcast.models.io import find_mlp, load_meta, load_model
-from medcast.report import report_markdown
+from medcast.report import importance_lines, report_markdown
 from medcast.tripod import RunFacts, tripod_markdown
 
 log = logging.getLogger("medcast.plot")
@@ -82,6 +83,62 @@ def plot_importance(perm: pd.DataFrame, weights: pd.DataFrame | None, model: str
         ax.barh(order["feature"], order["mean_abs_weight"], color="tab:orange")
         ax.set_xlabel("mean |weight| of first Dense layer (standardised inputs)")
         ax.set_title("MLP first-layer weights")
+    _save(fig, path)
+
+
+def shap_explanation(table: pd.DataFrame, schema: FeatureSchema) -> Any:
+    """reports/explanations.csv as a shap.Explanation: the contributions, the base values, and
+    the feature values that colour the dots. A number is its value; a category of two levels
+    its level's position in the card's list (0 low, 1 high: the label names them); a missing
+    value is NaN (grey). A category of more levels keeps its text, which shap draws grey (an
+    order of its levels would be made up)."""
+    import numpy as np
+    import shap
+
+    from medcast.explain import VALUE_PREFIX
+
+    data = np.full((len(table), len(schema.names)), np.nan, dtype=object)
+    labels = []
+    for j, f in enumerate(schema.features):
+        values = table[VALUE_PREFIX + f.name]
+        if f.type != "category":
+            data[:, j] = pd.to_numeric(values, errors="coerce")
+            labels.append(f.name)
+            continue
+        levels = [str(c) for c in f.categories or ()]
+        if len(levels) == 2:
+            data[:, j] = [levels.index(str(v)) if str(v) in levels else np.nan
+                          for v in values.where(values.notna(), None)]
+            labels.append(f"{f.name} ({levels[0]} < {levels[1]})")
+        else:
+            data[:, j] = values.fillna("").astype(str).to_numpy(dtype=object)
+            labels.append(f"{f.name} (category)")
+    return shap.Explanation(values=table[schema.names].to_numpy(dtype=np.float64),
+                            base_values=table["base_value"].to_numpy(dtype=np.float64),
+                            data=data, feature_names=labels)
+
+
+def plot_shap_summary(table: pd.DataFrame, schema: FeatureSchema, model: str, method: str,
+                      seed: int, path: Path) -> None:
+    """shap's beeswarm of the served explanations: one dot per explained test row and feature,
+    at its contribution, coloured by the feature's value. The beeswarm jitters with NumPy's
+    global generator: seeded here and restored after, so the same table gives the same PNG."""
+    import numpy as np
+    import shap
+
+    fig, axes = _figure(1, width=7.5)
+    fig.set_size_inches(7.5, 1.5 + 0.45 * len(schema.names))
+    ax = axes[0][0]
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        shap.plots.beeswarm(shap_explanation(table, schema), max_display=len(schema.names),
+                            ax=ax, show=False, plot_size=None, s=12)
+    finally:
+        np.random.set_state(state)
+    ax.set_xlabel(f"contribution to the predicted {schema.target}\n(0: the background's mean "
+                  "prediction)", fontsize=10)
+    ax.set_title(f"Shapley contributions, {len(table)} test rows — {model} ({method})")
     _save(fig, path)
 
 
@@ -235,6 +292,7 @@ FIGURES = {
     "Calibration (test set)": "calibration.png",
     "Prediction instability (bootstrap models)": "instability.png",
     "Feature importance": "feature_importance.png",
+    "Shapley contributions of the served explanations (test rows)": "shap_summary.png",
     "MLP training history": "training_history.png",
     "Predicted vs actual (test set)": "predicted_vs_actual.png",
     "Residuals (test set)": "residuals.png",
@@ -253,6 +311,9 @@ def _figures(params: Any, schema: FeatureSchema, metrics: dict[str, Any],
     perm.to_csv(paths.importance, index=False)
     plot_importance(perm, mlp_weight_table(estimator), meta["model"],
                     figures / "feature_importance.png")
+    card = json.loads(Path(paths.card).read_text())
+    plot_shap_summary(pd.read_csv(paths.explanations), schema, meta["model"],
+                      card["explainer"]["method"], cfg.seed, figures / "shap_summary.png")
     plot_history(pd.read_csv(paths.history), schema.target, figures / "training_history.png")
     plot_predicted_vs_actual(pred, schema.target, metrics["test.r2"],
                              figures / "predicted_vs_actual.png")
@@ -285,16 +346,19 @@ def main() -> None:
     board = pd.read_csv(paths.leaderboard_csv)
     tuning = json.loads(Path(paths.tuning).read_text())
     cv = params.cv
+    card = json.loads(Path(paths.card).read_text())
     Path(paths.report).write_text(report_markdown(
         schema, metrics, board, tuning, rel, json.loads(Path(paths.intervals).read_text()),
-        validation, f"{cv.folds}-fold × {cv.repeats}"))
+        validation, f"{cv.folds}-fold × {cv.repeats}",
+        importance_lines(pd.read_csv(paths.importance), pd.read_csv(paths.explanations),
+                         card.get("explainer"), schema.target)))
     facts = RunFacts(
         dataset=params.dataset, schema=schema, raw=raw_source(params.dataset),
         design={"folds": cv.folds, "repeats": cv.repeats,
                 "test_size": params.preprocess.test_size,
                 "interval_groups": list(getattr(params.evaluate, "interval_groups", []))},
         metrics=metrics, validation=validation, tuning=tuning,
-        card=json.loads(Path(paths.card).read_text()),
+        card=card,
         n_candidates=int((board["model"] != NULL_MODEL).sum()))
     Path(paths.tripod).write_text(tripod_markdown(facts))
     log.info("figures in %s, report in %s, TRIPOD+AI checklist in %s", figures, paths.report,

@@ -1,8 +1,9 @@
 """reports/report.md, the study at a glance, written by the plot stage from the run's outputs:
 whether any candidate beats the mean (first, and loud when none does), how sure the result is
 (reports/validation.json: medcast.validation), the candidates compared fold by fold, the tuned
-model's scores with their intervals, the prediction intervals, the figures. Pure functions from
-the outputs' contents to Markdown."""
+model's scores with their intervals, the prediction intervals, which features matter
+(permutation importance beside the served explanations' mean |Shapley contribution|), the
+figures. Pure functions from the outputs' contents to Markdown."""
 
 from __future__ import annotations
 
@@ -144,11 +145,70 @@ def _point(g: dict[str, Any], key: str, digits: str) -> str:
     return f"{value:{digits}} {_ci(g.get(f'{key}_low'), g.get(f'{key}_high'), digits)}".strip()
 
 
+def importance_lines(perm: pd.DataFrame, explanations: pd.DataFrame,
+                     explainer: dict[str, Any] | None, target: str) -> list[str]:
+    """'Which features matter': reports/importance.csv's permutation importance beside the mean
+    |Shapley contribution| of the served explanations (reports/explanations.csv), largest
+    contribution first; how the two differ; the method and its check (the card's
+    `explainer`), with its references."""
+    from medcast.explain import mean_abs
+
+    shap_mean = mean_abs(explanations)
+    perm = perm.set_index("feature")
+    rows = [{"feature": name, f"mean absolute contribution ({target})": float(value),
+             "permutation importance (Δ test R²)": f"{perm.loc[name, 'importance']:.4g} ± "
+                                                   f"{perm.loc[name, 'std']:.2g}"
+             if name in perm.index else ""}
+            for name, value in shap_mean.items()]
+    lines = [
+        "## Which features matter", "",
+        markdown_table(pd.DataFrame(rows)), "",
+        "The two answer different questions. Permutation importance is the drop in the test R² "
+        "when a feature's values are shuffled across patients: a population-level measure of "
+        "how much the model's accuracy relies on the feature. The mean absolute contribution is the "
+        "average size of a feature's Shapley contribution to individual predictions, in the "
+        "target's units and relative to the background's mean prediction: how far the feature "
+        "moves a patient's prediction, whether or not that makes it more accurate.", "",
+    ]
+    if explainer:
+        n = len(explanations)
+        method = ("exactly, over every coalition of features" if explainer["method"] == "exact"
+                  else "by antithetic permutation sampling (Štrumbelj & Kononenko 2014), each "
+                       "contribution with a stated 95 % margin")
+        lines += [
+            f"The contributions are those the service answers (`POST /predict?explain=true`) "
+            f"for {n} test rows: interventional Shapley values (Janzing, Minorics & Blöbaum "
+            f"2020) against {len(explainer['background'])} training rows, in the SHAP framework "
+            f"of Lundberg & Lee (2017), computed {method}.", "",
+        ]
+        check = explainer.get("check")
+        if check:
+            coverage = (f"; {check['margin_coverage']:.1%} of the served contributions within "
+                        "their 95 % margin of the exact ones"
+                        if check.get("margin_coverage") is not None else "")
+            lines += [f"Checked by the export on {check['n']} test rows against "
+                      f"{check['reference']} on the native model: largest difference "
+                      f"{check['max_abs_diff']:.3g} (limit {check['tolerance']:.3g}, 10⁻³ × "
+                      f"the target's standard deviation){coverage}.", ""]
+    return [*lines, *REFERENCES, ""]
+
+
+REFERENCES = [
+    "References: Lundberg & Lee 2017, *A unified approach to interpreting model predictions* "
+    "(NeurIPS); Janzing, Minorics & Blöbaum 2020, *Feature relevance quantification in "
+    "explainable AI: a causal problem* (AISTATS; the interventional value function); Štrumbelj "
+    "& Kononenko 2014, *Explaining prediction models and individual predictions with feature "
+    "contributions* (Knowledge and Information Systems; permutation sampling); Breiman 2001, "
+    "*Random forests* (Machine Learning; permutation importance).",
+]
+
+
 def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.DataFrame,
                     tuning: dict[str, Any], figures: dict[str, str],
                     intervals: dict[str, Any] | None = None,
-                    validation: dict[str, Any] | None = None, folds: str = "") -> str:
-    """reports/report.md (figure paths relative to reports/)."""
+                    validation: dict[str, Any] | None = None, folds: str = "",
+                    importance: list[str] | None = None) -> str:
+    """reports/report.md (figure paths relative to reports/); `importance`: importance_lines."""
     scores = split_scores(metrics)
     test, cv = scores["test"], scores["cv"]
     level = metrics.get("interval.level", 0.9)
@@ -175,6 +235,7 @@ def report_markdown(schema: FeatureSchema, metrics: dict[str, Any], board: pd.Da
         f"{_test_cell(test, validation, 'rmse', '.4g')} | "
         f"{_test_cell(test, validation, 'mae', '.4g')} | {_coverage(metrics)} |", "",
         *_interval_lines(metrics, intervals),
+        *(importance or []),
         "## Figures", "",
     ]
     for title, rel in figures.items():
