@@ -39,11 +39,10 @@ def main() -> int:
         print(f"{args.model_dir}/model.json has no explainer: run `make repro` first")
         return 1
     m = len(card["features"])
-    plan = shapley.plan(m, explainer["coalitions"], explainer["seed"])
-    rows = len(plan.masks) * len(explainer["background"])
-    print(f"{card['dataset']} {card['model']}: {m} features, {plan.method}, {len(plan.masks)} "
-          f"coalitions × {len(explainer['background'])} background rows = {rows:,} graph rows "
-          "per explanation")
+    n_bg = len(explainer["background"])
+    plan = shapley.plan(m, explainer["coalitions"], explainer["seed"], n_bg)
+    print(f"{card['dataset']} {card['model']}: {m} features, {plan.method}, {n_bg} background "
+          f"rows, {plan.rows(n_bg):,} graph rows per explanation")
     bodies = bodies_from_card(card, 64)
     with tempfile.TemporaryDirectory() as tmp:
         env = service_env(base=None, MEDCAST_MODEL_DIR=args.model_dir, MEDCAST_WORKERS="1",

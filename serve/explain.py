@@ -21,20 +21,17 @@ import numpy as np
 
 from medcast import shapley
 from medcast.card import ModelCard
-from medcast.onnx.contract import DOUBLE_SUFFIX, OUTPUT_NAME, column
+from medcast.onnx.cut import CutGraph
 from serve.schemas import ExplanationOut
 from serve.served import ModelError
 
 
 @dataclass
 class Explainer:
-    """The served model's explainer: the cut graph's sessions, the background as the body's
-    input columns, and the plan of coalitions."""
+    """The served model's explainer: the cut graph, the background as the body's input
+    columns, and the plan of model rows."""
 
-    body: Any  # onnxruntime.InferenceSession: body inputs → prediction
-    door: Any | None  # onnxruntime.InferenceSession: float32 numeric inputs → doubles
-    features: tuple[tuple[str, str], ...]  # (name, type) in card order
-    numeric: tuple[str, ...]  # the features the door converts (the body takes their doubles)
+    graph: CutGraph
     background: list[np.ndarray]  # one body input column per feature
     plan: shapley.Plan
     seconds: float = 0.0  # loading and the warm-up explanation
@@ -43,33 +40,11 @@ class Explainer:
     def rows(self) -> int:
         return len(self.background[0])
 
-    def _body_names(self) -> list[str]:
-        return [name + DOUBLE_SUFFIX if name in self.numeric else name
-                for name, _ in self.features]
-
-    def body_columns(self, rows: Sequence[Sequence[Any]]) -> list[np.ndarray]:
-        """The body's input columns for rows in card feature order (None where missing):
-        the feed's columns, the numeric ones through the door."""
-        cols = [column([r[i] for r in rows], kind).reshape(-1)
-                for i, (_, kind) in enumerate(self.features)]
-        if self.door is not None:
-            index = {name: i for i, (name, _) in enumerate(self.features)}
-            feed = {name: cols[index[name]].reshape(-1, 1) for name in self.numeric}
-            for name, out in zip(self.numeric, self.door.run(None, feed), strict=True):
-                cols[index[name]] = np.asarray(out).reshape(-1)
-        return cols
-
-    def _predict(self, columns: list[np.ndarray]) -> np.ndarray:
-        feed = {name: col.reshape(-1, 1) for name, col in zip(self._body_names(), columns,
-                                                              strict=True)}
-        (out,) = self.body.run([OUTPUT_NAME], feed)
-        return np.asarray(out).reshape(-1)
-
     def explain(self, row: Sequence[Any]) -> ExplanationOut:
         """One patient (a tuple in card feature order, None where missing)."""
-        x = [col[0] for col in self.body_columns([row] * 2)]  # two rows: see LoadedModel._run
-        e = shapley.explain(self._predict, x, self.background, self.plan)
-        names = [name for name, _ in self.features]
+        e = shapley.explain(self.graph.predict(), self.graph.patient(row), self.background,
+                            self.plan)
+        names = [name for name, _ in self.graph.features]
         margin = (dict(zip(names, e.margin.tolist(), strict=True))
                   if e.margin is not None else None)
         return ExplanationOut(
@@ -93,23 +68,20 @@ def load_explainer(model_bytes: bytes, card: ModelCard, session_options: Any,
         return None
     import onnxruntime as ort
 
-    from medcast.onnx.cut import at_the_door
+    def session(graph: bytes) -> Any:
+        return ort.InferenceSession(graph, sess_options=session_options,
+                                    providers=["CPUExecutionProvider"])
 
     start = time.perf_counter()
+    features = tuple((f.name, f.type) for f in card.features)
     try:
-        cut = at_the_door(model_bytes)
-        body = ort.InferenceSession(cut.body, sess_options=session_options,
-                                    providers=["CPUExecutionProvider"])
-        door = (ort.InferenceSession(cut.door, sess_options=session_options,
-                                     providers=["CPUExecutionProvider"])
-                if cut.door is not None else None)
+        graph = CutGraph.of(model_bytes, features, session)
     except Exception as exc:  # noqa: BLE001 - onnx/ORT raise their own types
         raise ModelError(f"cannot build the explainer's graph: {exc}") from None
-    features = tuple((f.name, f.type) for f in card.features)
-    plan = shapley.plan(len(features), card.explainer.coalitions, card.explainer.seed)
-    explainer = Explainer(body, door, features, cut.numeric, [], plan)
+    rows = card.explainer.background
+    plan = shapley.plan(len(features), card.explainer.coalitions, card.explainer.seed, len(rows))
     try:
-        explainer.background = explainer.body_columns(card.explainer.background)
+        explainer = Explainer(graph, graph.columns(rows), plan)
         out = explainer.explain(example)
     except Exception as exc:  # noqa: BLE001
         raise ModelError(f"the explainer fails on a valid example row: {exc}") from None

@@ -82,7 +82,11 @@ def test_card_rows_are_json_values_in_card_order_with_null_where_missing(messy):
             assert value is None or type(value) is expected
     assert any(v is None for row in rows for v in row)
     _, graph = _fitted("ridge", messy)
-    columns = explain.Served.of(graph, schema).columns(rows)  # the background as served
+    from medcast.onnx.cut import CutGraph
+    from medcast.onnx.runtime import inference_session
+
+    features = [(f.name, f.type) for f in schema.features]
+    columns = CutGraph.of(graph, features, inference_session).columns(rows)  # as served
     cat = schema.names.index(schema.categorical[0])
     assert columns[cat].dtype == object and "" in set(columns[cat])
     num = schema.names.index(schema.nullable[0])

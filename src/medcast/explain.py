@@ -5,11 +5,11 @@ check against an independent reference. Pure functions; medcast.export reads and
 * **background** — `export.explain_background` rows of the training split, drawn without
   replacement with seed `cv.seed`, kept in training order; in the card as JSON rows in card
   feature order (numbers as floats, categories as strings, null where missing).
-* **served** — medcast.shapley on the exported graph as the service runs it (`Served`: cut to
-  its `prediction` output and split at its door, medcast.onnx.cut; fed as medcast.onnx.contract
-  says: float32 with NaN, strings with "" for a missing category), with the plan the card's
-  budget gives (`shapley.plan(m, explain_coalitions, cv.seed)`), one graph call per patient:
-  what `POST /predict?explain=true` answers for these rows.
+* **served** — medcast.shapley on the exported graph as the service runs it (the same
+  medcast.onnx.cut.CutGraph: cut to its `prediction` output and split at its door; fed as
+  medcast.onnx.contract says: float32 with NaN, strings with "" for a missing category), with
+  the plan the card's budget gives (`shapley.plan(m, explain_coalitions, cv.seed, B)`), one
+  graph call per patient: what `POST /predict?explain=true` answers for these rows.
 * **check** — the same Shapley values computed two independent ways on the same background:
   medcast.shapley in exact mode (every coalition) on the graph, and `shap`'s ExactExplainer with
   `maskers.Independent` on the native model (the tuned scikit-learn/Keras pipeline), which shap
@@ -41,7 +41,6 @@ import pandas as pd
 from medcast import shapley
 from medcast.errors import ArtifactError
 from medcast.features import FeatureSchema
-from medcast.onnx.contract import DOUBLE_SUFFIX, OUTPUT_NAME, column
 
 if TYPE_CHECKING:
     from medcast.card import ExplainerCard
@@ -69,61 +68,6 @@ def card_rows(frame: pd.DataFrame, schema: FeatureSchema) -> list[CardRow]:
     return [[None if pd.isna(v) else (str(v) if kind == "category" else float(v))
              for v, kind in zip(row, kinds, strict=True)]
             for row in frame[schema.names].itertuples(index=False)]
-
-
-@dataclass(frozen=True)
-class Served:
-    """The graph as the service runs it for an explanation (serve/explain.py's Explainer, kept
-    in step with it): cut to its `prediction` output and split at its door (medcast.onnx.cut);
-    numeric values go through the door (float32 → the graph's doubles) once, the coalitions
-    through the body only. Rows are given in card feature order, None where missing."""
-
-    body: Any  # onnxruntime.InferenceSession
-    door: Any | None  # onnxruntime.InferenceSession, None for a graph without a door
-    schema: FeatureSchema
-    numeric: tuple[str, ...]  # the features the door converts
-
-    @classmethod
-    def of(cls, graph: bytes, schema: FeatureSchema) -> Served:
-        from medcast.onnx.cut import at_the_door
-        from medcast.onnx.runtime import inference_session
-
-        cut = at_the_door(graph)
-        door = inference_session(cut.door) if cut.door is not None else None
-        return cls(inference_session(cut.body), door, schema, cut.numeric)
-
-    def columns(self, rows: Sequence[Sequence[Any]]) -> list[np.ndarray]:
-        """The body's input columns (1-D, one per feature) for `rows`."""
-        cols = [column([r[i] for r in rows], f.type).reshape(-1)
-                for i, f in enumerate(self.schema.features)]
-        if self.door is not None:
-            index = {name: i for i, name in enumerate(self.schema.names)}
-            feed = {name: cols[index[name]].reshape(-1, 1) for name in self.numeric}
-            for name, out in zip(self.numeric, self.door.run(None, feed), strict=True):
-                cols[index[name]] = np.asarray(out).reshape(-1)
-        return cols
-
-    def patient(self, row: Sequence[Any]) -> list[Any]:
-        """One patient's body values (through the door in a call of two rows, as the service)."""
-        return [col[0] for col in self.columns([row] * 2)]
-
-    def predict(self, batch: int | None = None) -> shapley.Predict:
-        """The body's `prediction` for body columns: one call (as the service), or calls of at
-        most `batch` rows (the exact check's 2^m coalitions per background row)."""
-        names = [n + DOUBLE_SUFFIX if n in self.numeric else n for n in self.schema.names]
-
-        def run(columns: list[np.ndarray]) -> np.ndarray:
-            n = len(columns[0])
-            step = n if batch is None else max(1, batch)
-            parts = []
-            for start in range(0, max(n, 1), step):
-                feed = {name: col[start:start + step].reshape(-1, 1)
-                        for name, col in zip(names, columns, strict=True)}
-                (out,) = self.body.run([OUTPUT_NAME], feed)
-                parts.append(np.asarray(out, dtype=np.float64).reshape(-1))
-            return np.concatenate(parts)
-
-        return run
 
 
 @dataclass(frozen=True)
@@ -292,13 +236,15 @@ def explain_and_check(graph: bytes, estimator: Any, schema: FeatureSchema, rows:
     import shap
 
     from medcast.card import ExplainerCard, ExplainerCheck
+    from medcast.onnx.cut import CutGraph
     from medcast.onnx.runtime import batch_rows, inference_session
 
     m = len(schema.names)
     bg_rows = card_rows(bg, schema)
-    graph_model = Served.of(graph, schema)
+    graph_model = CutGraph.of(graph, [(f.name, f.type) for f in schema.features],
+                              inference_session)
     columns = graph_model.columns(bg_rows if graph_background is None else graph_background)
-    served_plan = shapley.plan(m, coalitions, seed)
+    served_plan = shapley.plan(m, coalitions, seed, len(bg_rows))
     xs = [graph_model.patient(r) for r in card_rows(rows, schema)]
     served_predict = graph_model.predict()
     served = [shapley.explain(served_predict, x, columns, served_plan) for x in xs]

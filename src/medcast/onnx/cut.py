@@ -11,15 +11,21 @@ single bit of any prediction:
   converts the patient's and the background's values once (1 + background rows) and runs only
   the body on the coalitions, which hold nothing but those values.
 
+`CutGraph` runs the two parts: the service's explainer (serve/explain.py) and the export's
+check of it (medcast.explain) both call it, so both compute the same bits.
+
 Needs the `onnx` package (in the serve extra; imported only for a model with an explainer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from medcast.onnx.contract import DECIMAL_PREFIX, DOUBLE_SUFFIX, OUTPUT_NAME
+import numpy as np
+
+from medcast.onnx.contract import DECIMAL_PREFIX, DOUBLE_SUFFIX, OUTPUT_NAME, column
 
 
 @dataclass(frozen=True)
@@ -89,3 +95,58 @@ def at_the_door(model_bytes: bytes) -> Cut:
     door_bytes = part(door, [inputs[name] for name in numeric], doubles, "door")
     body_bytes = part(body, [*doubles, *rest], list(graph.output), "body")
     return Cut(body_bytes, door_bytes, numeric)
+
+
+@dataclass(frozen=True)
+class CutGraph:
+    """A graph cut at its door, as ONNX Runtime sessions: numeric values go through the door
+    (float32 → the graph's doubles) once, the coalition rows through the body only. Rows are
+    given in feature order, None where a value is missing."""
+
+    body: Any  # onnxruntime.InferenceSession: body inputs → prediction
+    door: Any | None  # onnxruntime.InferenceSession: float32 numeric inputs → doubles
+    features: tuple[tuple[str, str], ...]  # (name, type) in card order
+    numeric: tuple[str, ...]  # the features the door converts (the body takes their doubles)
+
+    @classmethod
+    def of(cls, graph: bytes, features: Sequence[tuple[str, str]],
+           session: Callable[[bytes], Any]) -> CutGraph:
+        """`session` opens a graph's bytes (the caller's ONNX Runtime options)."""
+        cut = at_the_door(graph)
+        door = session(cut.door) if cut.door is not None else None
+        return cls(session(cut.body), door, tuple(features), cut.numeric)
+
+    def columns(self, rows: Sequence[Sequence[Any]]) -> list[np.ndarray]:
+        """The body's input columns (1-D, one per feature) for `rows`."""
+        cols = [column([r[i] for r in rows], kind).reshape(-1)
+                for i, (_, kind) in enumerate(self.features)]
+        if self.door is not None:
+            index = {name: i for i, (name, _) in enumerate(self.features)}
+            feed = {name: cols[index[name]].reshape(-1, 1) for name in self.numeric}
+            for name, out in zip(self.numeric, self.door.run(None, feed), strict=True):
+                cols[index[name]] = np.asarray(out).reshape(-1)
+        return cols
+
+    def patient(self, row: Sequence[Any]) -> list[Any]:
+        """One patient's body values (through the door in a call of two rows: a lone row may
+        take another kernel path, serve.model.LoadedModel._run)."""
+        return [col[0] for col in self.columns([row] * 2)]
+
+    def predict(self, batch: int | None = None) -> Callable[[list[np.ndarray]], np.ndarray]:
+        """The body's `prediction` for body columns: one call, or calls of at most `batch`
+        rows (a check's 2^m coalitions per background row)."""
+        names = [name + DOUBLE_SUFFIX if name in self.numeric else name
+                 for name, _ in self.features]
+
+        def run(columns: list[np.ndarray]) -> np.ndarray:
+            n = len(columns[0])
+            step = n if batch is None else max(1, batch)
+            parts = []
+            for start in range(0, max(n, 1), step):
+                feed = {name: col[start:start + step].reshape(-1, 1)
+                        for name, col in zip(names, columns, strict=True)}
+                (out,) = self.body.run([OUTPUT_NAME], feed)
+                parts.append(np.asarray(out, dtype=np.float64).reshape(-1))
+            return np.concatenate(parts)
+
+        return run
