@@ -7,6 +7,8 @@ reads. PostgreSQL tests use a throwaway schema at 127.0.0.1:5432 (skipped when u
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -77,15 +79,24 @@ def test_postgresql_staging_table_has_the_log_tables_columns_and_types(pg_url: s
     assert [name for name, _ in staged] == list(servedb.COLUMNS)
 
 
+@contextmanager
+def migrated(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
+    """An engine on a migrated log: a throwaway PostgreSQL schema or a SQLite file."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{tmp_path / 'log.db'}")
+    engine = servedb.make_engine(url)
+    try:
+        servemigrate.ensure_schema(engine)
+        yield engine
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
                               request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
-        f"sqlite:///{tmp_path / 'i.db'}")
-    engine = servedb.make_engine(url)
-    try:
-        servemigrate.ensure_schema(engine)
+    with migrated(backend, tmp_path, request) as engine:
         rows = _rows(n)
         servedb.insert_rows(engine, rows[:3])
         servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
@@ -95,8 +106,6 @@ def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
         page = servedb.fetch_page(engine, 0, n + 5)
         assert [r["item"] for r in page] == list(range(n))
         assert page[0]["features"] == {"age": 30, "smoker": "no"}
-    finally:
-        engine.dispose()
 
 
 def test_get_predictions_rows_are_the_tables_columns_in_order() -> None:
@@ -114,11 +123,7 @@ def test_explanation_is_stored_as_json_and_absent_is_sql_null(
     text 'null'), on every insert path."""
     from serve.schemas import LoggedExplanation
 
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
-        f"sqlite:///{tmp_path / 'e.db'}")
-    engine = servedb.make_engine(url)
-    try:
-        servemigrate.ensure_schema(engine)
+    with migrated(backend, tmp_path, request) as engine:
         rows = _rows(n)
         for i, row in enumerate(rows[::2]):
             margin = {"age": 0.5, "smoker": 0.25} if i % 2 else None
@@ -136,5 +141,3 @@ def test_explanation_is_stored_as_json_and_absent_is_sql_null(
             nulls = conn.execute(sa.select(sa.func.count()).select_from(predictions)
                                  .where(predictions.c.explanation.is_(None))).scalar_one()
         assert nulls == n // 2
-    finally:
-        engine.dispose()
