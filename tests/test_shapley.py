@@ -102,7 +102,7 @@ def test_contributions_add_up_to_the_prediction(budget: int) -> None:
 
 def test_the_stated_95_percent_margin_holds_on_1000_patients() -> None:
     """Sampling's margin against exact values on a network with interactions of every order:
-    95 % of the contributions inside, over 1,000 patients × 8 features (measured 0.958; the
+    95 % of the contributions inside, over 1,000 patients × 8 features (measured 0.962; the
     bounds are wide of the binomial's spread), and the errors in standard errors have a
     standard deviation near 1 (the standard error is right, not merely conservative)."""
     background = RNG.normal(size=(20, 8))

@@ -173,8 +173,8 @@ class ExportConfig:
     parity_max_rows: int = 5000
     # Per-patient explanations (medcast.shapley): training rows in the background, and the
     # coalitions one explanation evaluates (exact if 2^features ≤ it, else sampling).
-    explain_background: int = 50
-    explain_coalitions: int = 150
+    explain_background: int = 25
+    explain_coalitions: int = 300
 
     def check(self) -> None:
         if self.parity_max_rows < 100:

@@ -26,11 +26,12 @@ the prediction: base_value + Σ φ_j = v(all) = f(x) (efficiency), in both metho
   background row gets K random orders of the features and their reverses of its own. Each
   order's marginal contributions are unbiased for its game's φ_j and add up to f(x) − f(b);
   every row gets as many orders, so the estimate adds up to f(x) − v(∅) exactly.
-  `standard_error` is the stratified estimator's (within-row variance over the K pairs, B·(K−1)
-  degrees of freedom) and `margin` = t(0.975, B·(K−1)) × it the stated error: a 95 %
-  confidence half-width of each contribution (Student's t by its Cornish–Fisher expansion,
-  `t975`); with many independent pairs the interval holds its level (measured on 1,000
-  patients: tests/test_shapley.py). The orders come from a fixed seed, so the same patient
+  `standard_error` is the stratified estimator's (the within-row variance of each row's K
+  pairs) and `margin` = t(0.975, df) × it the stated error: a 95 % confidence half-width of
+  each contribution, with Welch–Satterthwaite's degrees of freedom (Satterthwaite 1946): when
+  a few background rows carry most of the variance the margin widens (Student's t by its
+  Cornish–Fisher expansion, `t975`). Measured: tests/test_shapley.py (1,000 patients) and
+  docs/explanations.md (the candidates of the built-in tables). The orders come from a fixed seed, so the same patient
   gets the same explanation every time. Antithetic pairs are exact for a model without
   interactions of three or more features (a linear or additive model: margin 0).
 
@@ -205,20 +206,32 @@ def explain(predict: Predict, x: Sequence[object], background: Sequence[np.ndarr
     paired = ((delta[0::2] + delta[1::2]) / 2).reshape(n_bg, pairs, -1)  # (B, K, m)
     phi = paired.mean(axis=(0, 1))
     if pairs > 1:  # stratified: the variance within each background row's pairs
-        variance = paired.var(axis=1, ddof=1).sum(axis=0) / pairs / n_bg**2
-        df = n_bg * (pairs - 1)
+        parts = paired.var(axis=1, ddof=1) / pairs  # (B, m): each row's mean's variance
+        variance = parts.sum(axis=0) / n_bg**2
+        # Welch–Satterthwaite: few rows that carry most of the variance leave few degrees of
+        # freedom (between pairs − 1 and B·(pairs − 1)); t widens the margin accordingly.
+        spread = (parts**2).sum(axis=0) / (pairs - 1)
+        df = np.where(spread > 0, parts.sum(axis=0)**2 / np.where(spread > 0, spread, 1.0),
+                      n_bg * (pairs - 1))
     else:
         variance = paired[:, 0].var(axis=0, ddof=1) / n_bg if n_bg > 1 else np.zeros_like(phi)
-        df = max(1, n_bg - 1)
+        df = np.full_like(phi, max(1, n_bg - 1))
     se = np.sqrt(variance)
     return Explanation(float(values[:n_bg].mean()), phi, float(values[n_bg]), "sampling", se,
-                       t975(df) * se)
+                       np.array([t975(d) for d in df]) * se)
 
 
-def t975(df: int) -> float:
-    """Student's t 97.5 % quantile with `df` degrees of freedom, by the Cornish–Fisher
+# Student's t 97.5 % quantiles below 5 degrees of freedom, where the expansion is off.
+T975_SMALL = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105}
+
+
+def t975(df: float) -> float:
+    """Student's t 97.5 % quantile with `df` degrees of freedom (not an integer from
+    Welch–Satterthwaite): the table below 5 (df rounded down: wider), else the Cornish–Fisher
     expansion in 1/df (Abramowitz & Stegun 26.7.5; within 1e-3 of the exact value from df = 5,
     tests/test_shapley.py checks it against SciPy)."""
+    if df < 5:
+        return T975_SMALL[max(1, int(df))]
     z, n = Z975, float(df)
     return (z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
