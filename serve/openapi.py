@@ -21,6 +21,7 @@ from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
     OpenAPIType,
+    Parameter,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -99,6 +100,15 @@ def json_schema_to_openapi(d: dict[str, Any]) -> Schema:
     )
 
 
+# ?explain=true, read by serve.routes.explain_asked (not a handler parameter: see there).
+EXPLAIN = Parameter(
+    name="explain", param_in="query", required=False,
+    schema=Schema(type=OpenAPIType.BOOLEAN, default=False),
+    description="true: also each prediction's explanation, the Shapley contribution of every "
+                "feature (`explanation`; in a batch, `explanations`, at most MEDCAST_MAX_EXPLAIN "
+                "rows). A model whose card has no explainer answers 422.")
+
+
 async def add_card_bodies(request: Request[Any, Any, Any]) -> None:
     """before_request of every /schema route: the prediction routes' request bodies, from the
     card of the model being served, into the app's OpenAPI document (once); without client keys
@@ -119,6 +129,7 @@ async def add_card_bodies(request: Request[Any, Any, Any]) -> None:
         operation.request_body = RequestBody(
             content={JSON: OpenAPIMediaType(schema=schema)}, required=True
         )
+        operation.parameters = [*(operation.parameters or []), EXPLAIN]
 
 
 def openapi_config() -> OpenAPIConfig:
