@@ -31,9 +31,10 @@ the prediction: base_value + Σ φ_j = v(all) = f(x) (efficiency), in both metho
   each contribution, with Welch–Satterthwaite's degrees of freedom (Satterthwaite 1946): when
   a few background rows carry most of the variance the margin widens (Student's t by its
   Cornish–Fisher expansion, `t975`). Measured: tests/test_shapley.py (1,000 patients) and
-  docs/explanations.md (the candidates of the built-in tables). The orders come from a fixed seed, so the same patient
-  gets the same explanation every time. Antithetic pairs are exact for a model without
-  interactions of three or more features (a linear or additive model: margin 0).
+  docs/explanations.md (the candidates of the built-in tables). The orders come from a fixed
+  seed, so the same patient gets the same explanation every time. Antithetic pairs are exact
+  for a model without interactions of three or more features (a linear or additive model:
+  margin 0).
 
 Every coalition of every background row is one row of a single batched model call, so a
 served explanation is one ONNX Runtime call (serve.model). NumPy only: the service imports it.
