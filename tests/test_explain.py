@@ -240,3 +240,16 @@ def test_the_served_explanations_are_the_services_own_to_the_bit(messy):
         answer = service.explain(row)
         assert [answer.contributions[n] for n in schema.names] == list(out.table.loc[i, schema.names])
         assert answer.base_value == out.table["base_value"][i]
+
+
+def test_a_low_margin_coverage_is_a_warning_and_a_good_one_is_not():
+    from medcast.card import ExplainerCard, ExplainerCheck
+
+    def card(coverage):
+        check = ExplainerCheck("shap", 10, 0.0, 1.0, margin_coverage=coverage)
+        return ExplainerCard([[1.0]], 300, 0, "sampling", check)
+
+    assert explain.coverage_warning(card(0.95)) is None
+    assert explain.coverage_warning(card(None)) is None
+    warning = explain.coverage_warning(card(0.8))
+    assert warning is not None and "80.0%" in warning and "explain_coalitions" in warning

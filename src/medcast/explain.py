@@ -332,6 +332,22 @@ def describe(card: ExplainerCard, m: int) -> str:
     return line
 
 
+LOW_COVERAGE = 0.9  # below it, the stage warns that the stated margins are too narrow
+
+
+def coverage_warning(card: ExplainerCard) -> str | None:
+    """The stage's warning when the served sampling margins cover clearly less than 95 % of
+    the exact contributions on the checked rows (few pairs of orders per background row and
+    skewed marginal contributions: docs/explanations.md), else None."""
+    coverage = card.check.margin_coverage if card.check is not None else None
+    if coverage is None or coverage >= LOW_COVERAGE:
+        return None
+    return (f"the served explanations' 95 % margins held only {coverage:.1%} of the exact "
+            "contributions on the checked test rows: the stated error is too small for this "
+            "model; raise export.explain_coalitions (more orders per background row) or lower "
+            "export.explain_background")
+
+
 def mean_abs(table: pd.DataFrame) -> pd.Series:
     """Mean |contribution| per feature of reports/explanations.csv, largest first."""
     features = [c for c in table.columns if not c.startswith(VALUE_PREFIX)

@@ -110,6 +110,8 @@ def _explain(params: Any, schema: FeatureSchema, estimator: Any, graph: bytes,
         graph, estimator, schema, rows, explain.background(train, cfg.explain_background, seed),
         cfg.explain_coalitions, seed, float(y_train.std()))
     log.info("%s", explain.describe(explained.card, len(schema.names)))
+    if (warning := explain.coverage_warning(explained.card)) is not None:
+        log.warning("%s", warning)
     return explained
 
 
