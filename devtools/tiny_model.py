@@ -173,15 +173,13 @@ def build_tiny_model(root: Path, n: int = 300, seed: int = 0, interval: str | No
 
 def explainer_card(train: Any, schema: Any, seed: int, rows: int = 20,
                    coalitions: int = 150) -> Any:
-    """The card's explainer: `rows` training rows as the background (seeded), the budget."""
-    from medcast import shapley
+    """The card's explainer as the export draws it (medcast.explain): `rows` training rows as
+    the background (seeded), the budget."""
+    from medcast import explain, shapley
     from medcast.card import ExplainerCard
 
-    picked = train.sample(min(rows, len(train)), random_state=seed).sort_index()
-    background = [[None if value is None or value != value else
-                   (str(value) if f.type == "category" else float(value))
-                   for f, value in zip(schema.features, row, strict=True)]
-                  for row in picked[[f.name for f in schema.features]].itertuples(index=False)]
+    picked = explain.background(train[schema.names], rows, seed)
+    background = explain.card_rows(picked, schema)
     method = shapley.plan(len(schema.features), coalitions, seed).method
     return ExplainerCard(background, coalitions, seed, method)
 

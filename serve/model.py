@@ -280,19 +280,19 @@ def load_model(settings: Settings, artifacts: Artifacts | None = None) -> Loaded
     # with every nullable feature missing (the graph's imputation).
     example = example_patient(card.features)
     rows = [example, {**example, **{f.name: None for f in card.features if f.nullable}}]
+    warmed: list[tuple[tuple[Any, ...], float]] = []
     for row, what in zip(rows, ("a valid example row", "an example row with its nullable "
                                 "features missing"), strict=True):
-        patient = msgspec.convert(row, schema.patient_type)
+        patient = msgspec.structs.astuple(msgspec.convert(row, schema.patient_type))
         try:
-            value = model.predict_rows([msgspec.structs.astuple(patient)])[0]
+            value = model.predict_rows([patient])[0]
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"the model fails on {what}: {exc}") from None
         if not np.isfinite(value):
             raise ModelError(f"the model predicts a non-finite value for {what}")
+        warmed.append((patient, float(value)))
     model.batch_invariant = batch_invariant(model)
-    first = msgspec.structs.astuple(msgspec.convert(example, schema.patient_type))
-    model.explainer = load_explainer(model_bytes, card, _options(), first,
-                                     float(model.predict_rows([first])[0]))
+    model.explainer = load_explainer(model_bytes, card, _options(), *warmed[0])
     model.load_seconds = time.perf_counter() - start
     return model
 
