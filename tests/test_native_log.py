@@ -28,3 +28,30 @@ def test_quiet_native_log_drops_harmless_lines_and_passes_the_rest_in_order(capf
     assert err == b"first\n" + E_REAL + b"no newline at the end"
     os.write(2, E_THREADPOOL)  # after the block, stderr is the real one again
     assert capfd.readouterr().err.encode() == E_THREADPOOL
+
+
+def test_a_child_process_holding_stderr_does_not_hold_up_the_end(capfd):
+    """A worker started inside (loky keeps its workers for minutes) inherits the pipe as its
+    stderr: the block ends once what was written has passed, not when the child exits."""
+    import subprocess
+    import sys
+    import time
+
+    child = None
+    try:
+        with quiet_native_log():
+            child = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                                      "sys.stderr.write('child line\\n'); sys.stderr.flush(); "
+                                      "time.sleep(60)"])
+            time.sleep(0.5)  # the child's line is in the pipe
+            os.write(2, b"last line\n" + E_THREADPOOL)
+            start = time.monotonic()
+        took = time.monotonic() - start
+        assert child.poll() is None  # still holding the pipe
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+    assert took < 5, f"the block waited {took:.1f} s for a child process"
+    err = capfd.readouterr().err
+    assert "child line\n" in err and err.endswith("last line\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,12 +38,28 @@ def harmless(line: bytes) -> bool:
     return HARMLESS.search(line) is not None
 
 
+def _pass(held: bytes, chunk: bytes, real: int) -> bytes:
+    """Write the complete lines of held + chunk that are not harmless to `real`; return the
+    unfinished last line."""
+    *lines, rest = (held + chunk).split(b"\n")
+    for line in lines:
+        if not harmless(line + b"\n"):
+            os.write(real, line + b"\n")
+    return rest
+
+
 @contextlib.contextmanager
 def quiet_native_log() -> Iterator[None]:
     """Inside: file descriptor 2 goes through a pipe; a thread writes every line that is not
     `harmless` to the real stderr. Set before TensorFlow is imported (TF_CPP_MIN_LOG_LEVEL,
     unless the user set it). A line without a newline is held until its newline or the end.
-    Nested uses are no-ops."""
+    Nested uses are no-ops.
+
+    At the end the thread passes on what is already in the pipe and stops: it does not wait
+    for the pipe to close, because worker processes started inside (joblib's loky keeps its
+    workers alive for minutes, Dask's likewise) inherited the pipe as their stderr and hold it
+    open until they exit, after the stage. Waiting for them cost every stage that started one
+    a 10 s time-out."""
     if not _active.acquire(blocking=False):
         yield
         return
@@ -50,14 +67,27 @@ def quiet_native_log() -> Iterator[None]:
     sys.stderr.flush()
     real = os.dup(2)
     read_end, write_end = os.pipe()
+    stop_read, stop_write = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
 
     def pump() -> None:
-        with os.fdopen(read_end, "rb") as lines:
-            for line in lines:
-                if not harmless(line):
-                    os.write(real, line)
+        held = b""
+        while True:
+            ready, _, _ = select.select([read_end, stop_read], [], [])
+            if read_end in ready:  # data first: everything written before the stop passes
+                chunk = os.read(read_end, 1 << 16)
+                if not chunk:  # every writer closed the pipe
+                    break
+                held = _pass(held, chunk, real)
+                continue
+            os.set_blocking(read_end, False)  # stopped: drain what the pipe holds, then end
+            with contextlib.suppress(BlockingIOError):
+                while chunk := os.read(read_end, 1 << 16):
+                    held = _pass(held, chunk, real)
+            break
+        if held and not harmless(held):
+            os.write(real, held)
 
     thread = threading.Thread(target=pump, name="medcast-stderr", daemon=True)
     thread.start()
@@ -65,7 +95,9 @@ def quiet_native_log() -> Iterator[None]:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(real, 2)  # the pipe's last writer closes: the pump drains it and ends
-        thread.join(timeout=10)  # a child process still holding the pipe: do not hang on it
-        os.close(real)
+        os.dup2(real, 2)  # this process writes to the real stderr again
+        os.write(stop_write, b"x")
+        thread.join(timeout=10)
+        for fd in (real, read_end, stop_read, stop_write):
+            os.close(fd)
         _active.release()
