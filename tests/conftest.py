@@ -28,6 +28,9 @@ TINY_OVERRIDES = [
     # (tests/test_train.py and tests/test_selection.py cover repeats; bench.coverage the folds).
     "cv.repeats=1",
     "evaluate.interval_folds=5",
+    # The shap check of the explanations on 20 test rows, not 200: the MLP's costs seconds a
+    # row (tests/test_explain.py checks every model type on its own rows).
+    "export.explain_check_rows=20",
 ]
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 4, "patience": 2, "lr_patience": 1},

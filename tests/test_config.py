@@ -79,6 +79,7 @@ def test_load_params_typo_names_key_and_suggestion(base_params, tmp_path):
         ("train", "select", "svr_x", "train.select: 'svr_x' is not in train.candidates"),
         ("tune", "n_trials", 0, "tune.n_trials: must be at least 1"),
         ("train", "rule", "simplest", "train.rule: 'simplest' is not one of best, one_se"),
+        ("export", "explain_check_rows", 5, "export.explain_check_rows: 5 must be at least 10"),
         ("evaluate", "bootstrap", 5, "evaluate.bootstrap: 5 refits are too few"),
     ],
 )

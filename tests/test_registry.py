@@ -80,3 +80,17 @@ def test_promoting_an_unknown_version_is_one_message(client, capsys):
         main(["promote", "99", "--name", "medcast-trial"])
     assert exit_.value.code == 2
     assert "error: medcast-trial:" in capsys.readouterr().err
+
+
+def test_the_pyfunc_states_its_requirements_pinned_and_keras_only_for_a_keras_model(tmp_path):
+    from importlib.metadata import version
+
+    from medcast.registry import pip_requirements
+
+    (tmp_path / "pipeline.skops").write_bytes(b"")
+    plain = pip_requirements(tmp_path)
+    assert plain == [f"{n}=={version(n)}" for n in ("mlflow", "numpy", "pandas", "scikit-learn",
+                                                     "skops")]
+    (tmp_path / "mlp.keras").write_bytes(b"")
+    assert pip_requirements(tmp_path) == [*plain, f"tensorflow-cpu=={version('tensorflow-cpu')}",
+                                          f"keras=={version('keras')}"]

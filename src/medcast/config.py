@@ -175,6 +175,9 @@ class ExportConfig:
     # coalitions one explanation evaluates (exact if 2^features ≤ it, else sampling).
     explain_background: int = 25
     explain_coalitions: int = 300
+    # Test rows explained as the service would and checked against shap (a seeded sample with
+    # every pattern of missing values, as the parity rows; medcast.explain).
+    explain_check_rows: int = 200
 
     def check(self) -> None:
         if self.parity_max_rows < 100:
@@ -186,6 +189,9 @@ class ExportConfig:
         if self.explain_coalitions < 2:
             raise ConfigError(f"export.explain_coalitions: {self.explain_coalitions} must be at "
                               "least 2 (the empty and the full coalition)")
+        if self.explain_check_rows < 10:
+            raise ConfigError(f"export.explain_check_rows: {self.explain_check_rows} must be at "
+                              "least 10 (the rows the explanations are checked on)")
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,6 @@ if TYPE_CHECKING:
     from medcast.card import ExplainerCard
 
 EXACT_MAX_FEATURES = 12  # the largest game compared exactly: 2^12 coalitions per background row
-MAX_ROWS = 200  # test rows explained and compared (medcast.export.parity_sample picks them)
 RTOL = 1e-3  # the check's tolerance, in standard deviations of the training target
 VALUE_PREFIX = "value:"  # the explained rows' feature values in reports/explanations.csv
 

@@ -2,7 +2,7 @@
 (models/model.onnx, checked against the native pipeline on every test row and on copies of some
 with each nullable feature missing), its model card (models/model.json, medcast.card) with the
 per-patient explainer (background rows from the training split, checked against `shap`:
-medcast.explain), the service's explanations of up to 200 test rows
+medcast.explain), the service's explanations of up to export.explain_check_rows test rows
 (reports/explanations.csv, for the plot stage), and the model's registration in MLflow
 (medcast.registry: `champion` only if better).
 
@@ -105,7 +105,7 @@ def _explain(params: Any, schema: FeatureSchema, estimator: Any, graph: bytes,
     rows (with every pattern of missing values) and their check against shap (medcast.explain)."""
     train, y_train = read_split(Path(params.paths.train), schema)
     cfg, seed = params.export, params.cv.seed
-    rows = parity_sample(X, schema, explain.MAX_ROWS, seed)
+    rows = parity_sample(X, schema, cfg.explain_check_rows, seed)
     explained = explain.explain_and_check(
         graph, estimator, schema, rows, explain.background(train, cfg.explain_background, seed),
         cfg.explain_coalitions, seed, float(y_train.std()))

@@ -35,6 +35,22 @@ DECISION_TAGS = ("dataset", "training_data_md5", "cv_rmse", "signal")
 # holding its md5 (what the service checks the downloaded bytes against).
 SERVING_DIR = "serving"
 SERVED_FILES = {"model.onnx": "onnx_md5", "model.json": "card_md5"}
+# What the registered pyfunc (medcast.mlflow_model) needs to load and run the model, pinned to
+# the installed versions (Keras' only for a model saved with a .keras file). Stated, not
+# inferred: MLflow's inference loads the model in a subprocess (8 s of a 20 s export) and
+# listed pytest and IPython for one model and no scikit-learn for another. medcast itself is
+# not on PyPI: `mlflow models serve --env-manager local` runs in this virtualenv.
+PYFUNC_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "skops")
+KERAS_REQUIREMENTS = ("tensorflow-cpu", "keras")
+
+
+def pip_requirements(model_dir: str | Path) -> list[str]:
+    """The pinned requirements of the pyfunc over the saved model in `model_dir`."""
+    from importlib.metadata import version
+
+    keras = any(Path(model_dir).glob("*.keras"))
+    return [f"{name}=={version(name)}"
+            for name in (*PYFUNC_REQUIREMENTS, *(KERAS_REQUIREMENTS if keras else ()))]
 
 
 def served_tags(served: list[str]) -> dict[str, str]:
@@ -116,7 +132,8 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], artifacts:
                             **({"signal": float(report["signal"])} if "signal" in report else {})})
         info = mlflow.pyfunc.log_model(
             name="model", python_model=pyfunc, artifacts=artifacts, registered_model_name=name,
-            signature=mlflow.models.infer_signature(example, predicted), input_example=example)
+            signature=mlflow.models.infer_signature(example, predicted), input_example=example,
+            pip_requirements=pip_requirements(artifacts["model_dir"]))
         for path in served:  # the exact ONNX graph and card the service loads
             mlflow.log_artifact(path, artifact_path=SERVING_DIR)
     version = info.registered_model_version
