@@ -44,11 +44,12 @@ PYFUNC_REQUIREMENTS = ("mlflow", "numpy", "pandas", "scikit-learn", "skops")
 KERAS_REQUIREMENTS = ("tensorflow-cpu", "keras")
 
 
-def pip_requirements(model_dir: str | Path) -> list[str]:
-    """The pinned requirements of the pyfunc over the saved model in `model_dir`."""
+def pip_requirements(model_dir: str | Path | None) -> list[str]:
+    """The pinned requirements of the pyfunc over the saved model in `model_dir` (None: no
+    saved model among its artifacts)."""
     from importlib.metadata import version
 
-    keras = any(Path(model_dir).glob("*.keras"))
+    keras = model_dir is not None and any(Path(model_dir).glob("*.keras"))
     return [f"{name}=={version(name)}"
             for name in (*PYFUNC_REQUIREMENTS, *(KERAS_REQUIREMENTS if keras else ()))]
 
@@ -133,7 +134,7 @@ def register(report: dict[str, Any], hyperparameters: dict[str, Any], artifacts:
         info = mlflow.pyfunc.log_model(
             name="model", python_model=pyfunc, artifacts=artifacts, registered_model_name=name,
             signature=mlflow.models.infer_signature(example, predicted), input_example=example,
-            pip_requirements=pip_requirements(artifacts["model_dir"]))
+            pip_requirements=pip_requirements(artifacts.get("model_dir")))
         for path in served:  # the exact ONNX graph and card the service loads
             mlflow.log_artifact(path, artifact_path=SERVING_DIR)
     version = info.registered_model_version
