@@ -57,13 +57,22 @@ def test_history_frame_without_mlp_is_empty_with_columns():
 
 
 def test_leaderboard_holds_no_wall_clock_time(data):
-    """A DVC output must be the same bytes for the same inputs: fit times go to MLflow only."""
+    """A DVC output must be the same bytes for the same inputs: fit times and serving latencies
+    go to MLflow only."""
+    from medcast.config import ServingBudget
+
     p, schema, X, y = data
-    results = [evaluate_candidate("ridge", {}, p.cv, schema, X, y)]
-    assert results[0].seconds > 0  # measured (logged to MLflow), ...
+
+    def run():
+        return list(evaluate_candidates(["ridge"], {"ridge": {}}, p.cv, schema, X, y,
+                                        budget=ServingBudget()))
+
+    results = run()
+    assert results[0].seconds > 0 and results[0].cost.ms > 0  # measured (logged to MLflow), ...
     board = leaderboard(results)  # ... but not written
-    assert not [c for c in board.columns if "second" in c or "time" in c]
-    twin = leaderboard([evaluate_candidate("ridge", {}, p.cv, schema, X, y)])
+    assert not [c for c in board.columns if "second" in c or "time" in c or c.endswith("_ms")]
+    assert board.loc[0, "serving"] == "within budget" and board.loc[0, "onnx_mb"] > 0
+    twin = leaderboard(run())
     assert board.to_csv(index=False) == twin.to_csv(index=False)
 
 
