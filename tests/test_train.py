@@ -287,7 +287,7 @@ def test_a_candidate_over_the_serving_budget_is_not_selected_and_the_leaderboard
     assert chosen.model == "svr" and eligible(results) == ["svr"]
     board = leaderboard(results, chosen).set_index("model")
     forest = board.loc["random_forest"]
-    assert forest["serving"] == (f"ONNX graph {forest['onnx_mb']:.3g} MB > "
+    assert forest["serving"] == (f"ONNX graph {forest['onnx_mb']:g} MB > "
                                  f"train.serving_budget.max_mb {limit:g}")
     assert board.loc["svr", "serving"] == "within budget" and board.loc["svr", "onnx_mb"] < limit
     assert board.loc["mean", "serving"] == ""  # the null model is never measured
@@ -346,3 +346,38 @@ def test_an_unexportable_candidate_is_excluded_with_the_reason(data, monkeypatch
     assert r.cost is None and eligible([r]) == []
     assert r.over_budget == ("not exportable to ONNX: cannot export Pipeline(… SVR) to ONNX: "
                              "no converter")
+
+
+def test_halving_confirms_the_next_best_in_place_of_one_over_the_serving_budget(data,
+                                                                              monkeypatch):
+    """The subsample's best candidate is over the budget (its graph made 1 GB here): the third
+    best is confirmed on all rows in its place, so two servable candidates are compared."""
+    import re
+    from dataclasses import replace
+
+    from medcast import models, train
+    from medcast.config import ServingBudget
+
+    p, schema, X, y = data
+    hps = {n: p.models[n].defaults for n in HALVING_NAMES}
+    plain = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y,
+                                     budget=ServingBudget()))
+    rank = {r.model: int(re.search(r"ranked (\d) of", r.note)[1]) for r in plain}
+    first, second, third = sorted(rank, key=rank.get)[:3]
+    heavy = models.regressor_class(models.get(first))
+    real = train.measure
+
+    def measure(pipeline, schema, row):
+        cost = real(pipeline, schema, row)
+        is_first = type(pipeline.named_steps["model"].regressor_) is heavy
+        return replace(cost, onnx_mb=1e3) if is_first else cost
+
+    monkeypatch.setattr(train, "measure", measure)
+    results = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60),
+                                                       schema, X, y, budget=ServingBudget())}
+    confirmed = sorted(m for m, r in results.items() if r.fidelity != "screened")
+    assert confirmed == sorted([first, second, third])
+    assert results[first].over_budget == "ONNX graph 1000 MB > train.serving_budget.max_mb 50"
+    assert results[third].note.endswith("confirmed on all rows in place of a candidate over "
+                                        "train.serving_budget")
+    assert sorted(eligible(list(results.values()))) == sorted([second, third])

@@ -65,7 +65,7 @@ def over_budget(cost: ServingCost, budget: ServingBudget) -> str | None:
     The size is stated (it is the same on every machine), the latency is not."""
     reasons = []
     if budget.max_mb is not None and cost.onnx_mb > budget.max_mb:
-        reasons.append(f"ONNX graph {cost.onnx_mb:.3g} MB > train.serving_budget.max_mb "
+        reasons.append(f"ONNX graph {significant(cost.onnx_mb):g} MB > train.serving_budget.max_mb "
                        f"{budget.max_mb:g}")
     if budget.max_ms is not None and cost.ms > budget.max_ms:
         reasons.append(f"single-row latency over train.serving_budget.max_ms {budget.max_ms:g} ms")

@@ -166,7 +166,9 @@ def evaluate_candidates(
     Above cv.large.halving_above rows (successive halving, medcast.models.large): every
     candidate is first cross-validated on a stratified subsample of that many rows; the best
     halving_keep (and the `forced` one, train.select) then run as above on all rows, the others
-    come back `screened` with their subsample CV scores and no train scores. Without screening,
+    come back `screened` with their subsample CV scores and no train scores; one confirmed but
+    over the serving `budget` is replaced by the next best screened one (until halving_keep
+    can be served, or none is left). Without screening,
     `on_result` is called with each candidate as soon as it finishes (progress)."""
     subsample = large.screening_set(X, y, cfg.large, cfg.seed)
     if subsample is None:
@@ -182,6 +184,18 @@ def evaluate_candidates(
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
     kept = large.keep(ranked, cfg.large, forced) + [n for n in names if n == NULL]
     confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True, budget=budget)}
+    # A confirmed candidate over the serving budget cannot be selected: the next best screened
+    # ones are confirmed in its place, until halving_keep can be served or none is left (at
+    # 1,000× insurance both of the top two, kNN and the random forest, are over it).
+    instead: list[str] = []
+    while True:
+        servable = sum(not r.over_budget for m, r in confirmed.items() if m != NULL)
+        more = [m for m in ranked if m not in confirmed][:max(0, cfg.large.halving_keep - servable)]
+        if not more:
+            break
+        instead += more
+        confirmed |= {r.model: r for r in _run(more, hps, cfg, schema, (X, y), True,
+                                               budget=budget)}
     for name in names:
         if name in confirmed:
             r = confirmed[name]
@@ -189,6 +203,8 @@ def evaluate_candidates(
                 r.seconds += screened[name].seconds
                 note = large.screened_note(rows, len(X), ranked.index(name) + 1, len(ranked),
                                            cfg.large, kept=True)
+                if name in instead:
+                    note += " in place of a candidate over train.serving_budget"
                 r.note = f"{r.note}; {note}" if r.note else note
         elif name in screened:
             r = screened[name]
