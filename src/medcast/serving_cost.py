@@ -6,17 +6,20 @@ Reads a fitted medcast pipeline, its FeatureSchema and one row of features; writ
   bytes). The export stage adds the conformal interval's `lower`/`upper` outputs to that graph
   (medcast.onnx.bounds: a few nodes and at most a small table of quantiles per interval group),
   so the served file is this size plus a few kB.
-* Latency: the median of single-row predictions (ONNX Runtime, one thread, as the service runs
-  it: medcast.onnx.runtime.inference_session) after one warm-up run, MIN_RUNS to MAX_RUNS runs
-  within about MAX_SECONDS. A wall-clock measurement: it depends on the machine and on what
-  else runs, so it goes to the log and MLflow, never into a DVC output.
+* Latency: the fastest of MIN_RUNS to MAX_RUNS single-row predictions within about MAX_SECONDS
+  (ONNX Runtime, one thread, as the service runs it: medcast.onnx.runtime.inference_session),
+  after one warm-up run. The minimum, not the median: other processes only ever add time, so
+  the fastest run is the estimate of the graph's own cost that load disturbs least (Chen &
+  Revels, "Robust benchmarking in noisy environments", arXiv:1608.04295, 2016). Under a load
+  average of 7 on 2 cores the median of a kNN at 100× insurance doubled (2.4 → 4.8 ms), close
+  to the 5 ms default. Still a wall-clock measurement: it depends on the machine, so it goes to
+  the log and MLflow, never into a DVC output.
 * Budget: over_budget names the limit a cost exceeds, not the measured milliseconds, so that
   the leaderboard holds the same text on any machine where the verdict is the same.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +35,7 @@ MIN_RUNS, MAX_RUNS, MAX_SECONDS = 5, 100, 0.5
 @dataclass(frozen=True)
 class ServingCost:
     """One candidate's served cost: its ONNX graph's size (MB) and a single-row prediction's
-    median latency (ms)."""
+    latency (ms, the fastest run)."""
 
     onnx_mb: float
     ms: float
@@ -57,7 +60,7 @@ def measure(pipeline: Any, schema: FeatureSchema, row: pd.DataFrame) -> ServingC
         begin = time.perf_counter()
         session.run([OUTPUT_NAME], feed)
         times.append(time.perf_counter() - begin)
-    return ServingCost(onnx_mb=len(data) / 1e6, ms=statistics.median(times) * 1e3)
+    return ServingCost(onnx_mb=len(data) / 1e6, ms=min(times) * 1e3)
 
 
 def over_budget(cost: ServingCost, budget: ServingBudget) -> str | None:
