@@ -14,8 +14,9 @@ Each stage runs as `python -m medcast.<stage>` in a scratch copy of conf/ with p
 as `dvc exp run -S` would. Printed per stage: wall seconds, the peak RSS of its process tree
 (summed over the stage and its worker processes, sampled every 0.2 s with psutil) and of its
 largest single process (ru_maxrss); per run: the total wall seconds and the largest tree RSS
-of any stage; per candidate: busy seconds (its folds and final fit, summed), its CV R² and
-what ran (fidelity); the selected model with CV R², the tuned CV R² and the test R²; and the
+of any stage; per candidate: busy seconds (its folds and final fit, summed), its CV R², what
+ran (fidelity) and its serving cost (ONNX MB, single-row ms; why it is over
+train.serving_budget); the selected model with CV R², the tuned CV R² and the test R²; and the
 growth exponent of each stage between consecutive scales, log(t2/t1) / log(n2/n1) (1: linear,
 2: quadratic).
 
@@ -66,7 +67,8 @@ COMPARE: dict[str, tuple[Any, Any]] = {
     "halving": (["cv.large.halving_above=null"],
                 lambda rows: [f"cv.large.halving_above={int(rows * (1 - TEST_SIZE)) // 5}"]),
 }
-CANDIDATE_LINE = re.compile(r"\[\d+/\d+\] (\S+)\s+(?:CV RMSE .*?\((\d+\.\d)s\)|(skipped))")
+CANDIDATE_LINE = re.compile(r"\[\d+/\d+\] (\S+)\s+(?:CV RMSE .*?\((\d+\.\d)s\)"
+                            r"(?:, ONNX (\S+) MB, (\S+) ms/row)?|(skipped))")
 
 
 def table(dataset: str, rows: int, source: Path | None) -> pd.DataFrame:
@@ -149,15 +151,20 @@ def run_stage(root: Path, stage: str, timeout: float | None = None) -> dict:
     return result
 
 
-def candidates(root: Path) -> list[tuple[str, str, str, float | None]]:
-    """(model, busy seconds from the train log, fidelity, CV R²) in the leaderboard's order."""
-    busy = {}
+def candidates(root: Path) -> list[tuple[str, str, str, float | None, str]]:
+    """(model, busy seconds from the train log, fidelity, CV R², serving cost) in the
+    leaderboard's order; the serving cost (train.serving_budget) is "ONNX MB, ms/row" from the
+    log, and the leaderboard's reason when the candidate is over the budget."""
+    busy, cost = {}, {}
     for line in (root / "train.log").read_text().splitlines():
         m = CANDIDATE_LINE.search(line)
         if m:
-            busy[m[1]] = "-" if m[3] else m[2]
+            busy[m[1]] = "-" if m[5] else m[2]
+            cost[m[1]] = f"{m[3]} MB, {m[4]} ms" if m[3] else ""
     board = json.loads((root / "reports/leaderboard.json").read_text())
-    return [(r["model"], busy.get(r["model"], "-"), r["fidelity"], r.get("cv_r2"))
+    return [(r["model"], busy.get(r["model"], "-"), r["fidelity"], r.get("cv_r2"),
+             cost.get(r["model"], "") + (f" OVER: {r['serving']}" if r.get("serving") not in
+                                         (None, "", "within budget") else ""))
             for r in board]
 
 
@@ -213,7 +220,8 @@ def show(label: str, runs: list[dict], stages: list[str]) -> None:
                   + (f", test R² {r['test_r2']:.4f}" if "test_r2" in r else ""))
             print("   " + ", ".join(
                 f"{m} {s}s" + (f" R² {r2:.4f}" if r2 is not None else "")
-                + ("" if f == "full" else f" [{f}]") for m, s, f, r2 in r["candidates"]))
+                + ("" if f == "full" else f" [{f}]") + (f" ({c})" if c else "")
+                for m, s, f, r2, c in r["candidates"]))
     for a, b in zip(runs, runs[1:], strict=False):
         print(f"   growth exponent {a['rows']:,} → {b['rows']:,} rows: " + ", ".join(
             f"{stage} {exponent(a, b, stage)}" for stage in stages))

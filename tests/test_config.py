@@ -29,7 +29,7 @@ def test_params_hold_knobs_not_the_dataset_schema_or_file_paths(base_params):
     keys = list(_leaves(base_params))
     assert keys[0] == "dataset" and base_params["dataset"] == "diabetes"
     assert not [k for k in keys if k.startswith(("dataset.", "paths.", "train.models"))]
-    assert len(keys) <= 40  # the knobs (39 today), never the schema: it was 223 columns
+    assert len(keys) <= 45  # the knobs (41 today), never the schema: it was 223 columns
 
 
 def test_composition_switches_dataset_by_name():
@@ -88,6 +88,32 @@ def test_parse_params_rejects_bad_values(base_params, section, key, value, messa
     bad[section][key] = value
     with pytest.raises(ConfigError, match=message):
         parse_params(bad, ROOT)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_mb", 0, r"train.serving_budget.max_mb: 0 MB must be positive \(null: no limit\)"),
+        ("max_ms", -1.5, r"train.serving_budget.max_ms: -1.5 ms must be positive"),
+        ("max_ms", "fast", "train.serving_budget.max_ms: expected a number"),
+        ("max_sec", 1, r"train.serving_budget.max_sec: unknown key \(did you mean 'max_ms'"),
+    ],
+)
+def test_serving_budget_bad_limits_are_refused_naming_the_key(base_params, key, value, message):
+    bad = copy.deepcopy(base_params)
+    bad["train"]["serving_budget"][key] = value
+    with pytest.raises(ConfigError, match=message):
+        parse_params(bad, ROOT)
+
+
+def test_serving_budget_limits_can_be_turned_off_or_left_out(base_params):
+    off = copy.deepcopy(base_params)
+    off["train"]["serving_budget"] = {"max_mb": None, "max_ms": None}
+    assert not parse_params(off, ROOT).train.serving_budget.active
+    absent = copy.deepcopy(base_params)
+    del absent["train"]["serving_budget"]
+    budget = parse_params(absent, ROOT).train.serving_budget
+    assert (budget.max_mb, budget.max_ms) == (50.0, 5.0)
 
 
 def test_parse_params_reports_missing_section(base_params):

@@ -43,6 +43,21 @@ def test_the_candidate_table_has_differences_and_no_test_scores():
     assert "+5900 [+5300, +6500]" in table  # the mean against the best
 
 
+def test_the_candidate_table_says_why_a_candidate_over_the_serving_budget_is_not_selectable():
+    import pandas as pd
+
+    table = board()
+    table["serving"] = ["within budget", ""]
+    extra = {**table.iloc[0].to_dict(), "rank": 3, "model": "knn", "selected": False,
+             "fidelity_note": "fitted on 50000 of 1070400 rows",
+             "serving": "ONNX graph 111 MB > train.serving_budget.max_mb 50"}
+    text = candidate_table(pd.concat([table, pd.DataFrame([extra])], ignore_index=True))
+    knn = next(line for line in text.splitlines() if "| knn |" in line)
+    assert knn.endswith("| fitted on 50000 of 1070400 rows; not selectable: ONNX graph 111 MB > "
+                        "train.serving_budget.max_mb 50 |")
+    assert "within budget" not in text  # a servable candidate's row carries no note
+
+
 def test_which_features_matter_sets_mean_shap_beside_permutation_importance_and_says_why():
     import pandas as pd
 

@@ -55,3 +55,21 @@ def test_no_signal_and_mondrian_intervals_reach_the_checklist():
     by = rows(tripod_markdown(facts(no_signal(VALIDATION), groups=["smoker"])))
     assert by["25"].startswith("No candidate beats the mean")
     assert "group-conditional (Mondrian) intervals for ['smoker']" in by["14"]
+
+
+def test_candidates_over_the_serving_budget_are_named_in_model_building():
+    from dataclasses import replace
+
+    from medcast.plot import not_servable
+    from tests.support.study import board
+
+    table = board()
+    table["serving"] = ["within budget", float("nan")]  # as read from the CSV
+    assert not_servable(table) == ()
+    assert "serving budget" not in rows(tripod_markdown(facts()))["12c"]
+    table.loc[1, "serving"] = "ONNX graph 111 MB > train.serving_budget.max_mb 50"
+    named = not_servable(table)
+    assert named == ("mean (ONNX graph 111 MB > train.serving_budget.max_mb 50)",)
+    by = rows(tripod_markdown(replace(facts(), not_servable=named)))
+    assert "over the serving budget (ONNX graph size, single-row latency): mean (ONNX" in by["12c"]
+    assert not_servable(board()) == ()  # a leaderboard from before the budget

@@ -121,6 +121,20 @@ class CVConfig:
 
 
 @dataclass(frozen=True)
+class ServingBudget:
+    """train.serving_budget: what a served prediction may cost. A candidate whose ONNX graph
+    (medcast.serving_cost) is larger, or whose single-row prediction is slower, is not
+    selected; null turns a limit off."""
+
+    max_mb: float | None = 50.0
+    max_ms: float | None = 5.0
+
+    @property
+    def active(self) -> bool:
+        return self.max_mb is not None or self.max_ms is not None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     # null: the candidate train.rule picks; a name forces that candidate.
     select: str | None = None
@@ -131,6 +145,8 @@ class TrainConfig:
     rule: str = "best"
     # Stop the stage (exit 2) when no candidate beats predicting the mean.
     require_signal: bool = False
+    # The served cost a selected candidate may have (medcast.serving_cost).
+    serving_budget: ServingBudget = field(default_factory=ServingBudget)
 
 
 @dataclass(frozen=True)
@@ -350,6 +366,11 @@ def _check_study(p: StudyParams) -> None:
                           f"{p.train.candidates!r}")
     if p.train.rule not in ("best", "one_se"):
         raise ConfigError(f"train.rule: {p.train.rule!r} is not one of best, one_se")
+    budget = p.train.serving_budget
+    for key, limit, unit in (("max_mb", budget.max_mb, "MB"), ("max_ms", budget.max_ms, "ms")):
+        if limit is not None and not limit > 0:
+            raise ConfigError(f"train.serving_budget.{key}: {limit:g} {unit} must be positive "
+                              "(null: no limit)")
     if p.train.candidates == []:
         raise ConfigError("train.candidates: empty; name at least one model")
     if p.cv.n_jobs is not None and p.cv.n_jobs < 1:

@@ -329,6 +329,14 @@ def _figures(params: Any, schema: FeatureSchema, metrics: dict[str, Any],
                      schema.target, figures / "instability.png")
 
 
+def not_servable(board: pd.DataFrame) -> tuple[str, ...]:
+    """"model (reason)" of each leaderboard row over train.serving_budget."""
+    if "serving" not in board:
+        return ()
+    over = board[board["serving"].fillna("").ne("") & board["serving"].ne("within budget")]
+    return tuple(f"{m} ({why})" for m, why in zip(over["model"], over["serving"], strict=True))
+
+
 @cli
 def main() -> None:
     params = load_params()
@@ -359,7 +367,8 @@ def main() -> None:
                 "interval_groups": list(getattr(params.evaluate, "interval_groups", []))},
         metrics=metrics, validation=validation, tuning=tuning,
         card=card,
-        n_candidates=int((board["model"] != NULL_MODEL).sum()))
+        n_candidates=int((board["model"] != NULL_MODEL).sum()),
+        not_servable=not_servable(board))
     Path(paths.tripod).write_text(tripod_markdown(facts))
     log.info("figures in %s, report in %s, TRIPOD+AI checklist in %s", figures, paths.report,
              paths.tripod)

@@ -54,13 +54,14 @@ def signal_lines(validation: dict[str, Any]) -> list[str]:
 def candidate_table(board: pd.DataFrame) -> str:
     """The leaderboard as the report shows it: CV scores and each candidate's paired RMSE
     difference to the best and to the mean, with 95 % intervals; no test scores (the test split
-    is used once, on the selected model)."""
+    is used once, on the selected model). The note says what ran (fidelity) and why a candidate
+    is not selectable (over train.serving_budget)."""
     rows = []
     for r in board.to_dict(orient="records"):
         if r.get("fidelity") == "skipped":
             rows.append({"rank": r["rank"], "model": r["model"], "CV R²": "", "CV RMSE": "",
                          "Δ RMSE vs best [95% CI]": "", "Δ RMSE vs mean [95% CI]": "",
-                         "note": r.get("fidelity_note", "")})
+                         "note": candidate_note(r)})
             continue
         name = f"**{r['model']}** (selected)" if r.get("selected") is True else r["model"]
         rows.append({
@@ -68,9 +69,19 @@ def candidate_table(board: pd.DataFrame) -> str:
             "CV RMSE": f"{r['cv_rmse']:.4g} ± {r['cv_rmse_std']:.3g}",
             "Δ RMSE vs best [95% CI]": _delta(r, "vs_best"),
             "Δ RMSE vs mean [95% CI]": _delta(r, "vs_null"),
-            "note": r.get("fidelity_note") if isinstance(r.get("fidelity_note"), str) else "",
+            "note": candidate_note(r),
         })
     return markdown_table(pd.DataFrame(rows))
+
+
+def candidate_note(row: dict[str, Any]) -> str:
+    """A leaderboard row's note: its fidelity_note, and its `serving` reason when it is over
+    train.serving_budget (empty cells read from the CSV are NaN)."""
+    note, serving = row.get("fidelity_note"), row.get("serving")
+    texts = [note] if isinstance(note, str) and note else []
+    if isinstance(serving, str) and serving and serving != "within budget":
+        texts.append(f"not selectable: {serving}")
+    return "; ".join(texts)
 
 
 def _delta(row: dict[str, Any], key: str) -> str:

@@ -13,11 +13,14 @@ repeated K-fold, params `cv`) and returns plain records; no I/O.
 * Rule (train.rule): `best`, the lowest mean CV RMSE; or `one_se`, the first candidate of
   medcast.models.SIMPLEST_FIRST whose mean CV RMSE is within one (corrected) standard error of
   the best (Breiman et al. 1984; Hastie, Tibshirani & Friedman 2009, ch. 7). train.select forces
-  a candidate. The null model is never selected.
+  a candidate. The null model is never selected. Train passes as eligible only the candidates
+  within train.serving_budget (medcast.serving_cost): the rule picks among what can be served,
+  and the others are compared with the best of those.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,15 +102,18 @@ def signal_of(best: str, cv_r2: float, comparison: dict[str, float], null_rmse: 
 
 
 def select(folds: pd.DataFrame, cv_means: dict[str, dict[str, float]], eligible: list[str],
-           rule: str, forced: str | None, n_fit: int, n_val: int) -> Selection:
-    """The selection among `eligible` (candidates cross-validated on all rows, the null model
-    excluded) from their per-fold scores `folds` (model, repeat, fold, rmse, …) and mean CV
-    scores `cv_means`."""
+           rule: str, forced: str | None, n_fit: int, n_val: int,
+           also: Sequence[str] = ()) -> Selection:
+    """The selection among `eligible` (candidates cross-validated on all rows and within the
+    serving budget, the null model excluded) from their per-fold scores `folds` (model, repeat,
+    fold, rmse, …) and mean CV scores `cv_means`. Models in `also` (cross-validated on the same
+    rows, but not selectable: over the serving budget) and a forced one are compared with the
+    best eligible one too."""
     if not eligible:
         raise ValueError("no candidate to select from")
     best = min(eligible, key=lambda m: (cv_means[m]["rmse"], eligible.index(m)))
-    comparisons = compare_all(folds[folds["model"].isin([*eligible, NULL_MODEL])], best, n_fit,
-                              n_val)
+    shown = [*eligible, *also, *([forced] if forced else []), NULL_MODEL]
+    comparisons = compare_all(folds[folds["model"].isin(shown)], best, n_fit, n_val)
     signal = signal_of(best, cv_means[best]["r2"], comparisons[best],
                        cv_means[NULL_MODEL]["rmse"])
     if forced is not None:

@@ -1,9 +1,10 @@
 """Stage train: cross-validate every candidate and the null model `mean` on the same seeded
 repeated K-fold (params `cv`), fit each candidate on the training set for its apparent scores,
-compare them by paired fold differences (medcast.selection), select one by train.rule and say
-whether any beats the mean; write the leaderboard, the per-fold scores and the selection; log
-each candidate to MLflow. The test split is not read here: it is used once, by evaluate, on the
-selected model."""
+measure what serving each would cost (medcast.serving_cost), compare them by paired fold
+differences (medcast.selection), select one by train.rule among those within
+train.serving_budget and say whether any beats the mean; write the leaderboard, the per-fold
+scores and the selection; log each candidate to MLflow. The test split is not read here: it is
+used once, by evaluate, on the selected model."""
 
 from __future__ import annotations
 
@@ -12,21 +13,22 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from medcast import models, tracking
-from medcast.config import CVConfig, load_params
-from medcast.errors import ConfigError, NoSignalError, cli
+from medcast.config import CVConfig, ServingBudget, load_params
+from medcast.errors import ArtifactError, ConfigError, NoSignalError, cli, first_line
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import METRICS, capped, fit_score, fold_indices, scores, summarize
 from medcast.models import NULL_MODEL as NULL
 from medcast.models import large
 from medcast.parallel import completed
 from medcast.selection import Selection, as_record, fold_sizes, select
+from medcast.serving_cost import ServingCost, measure, over_budget, significant
 
 log = logging.getLogger("medcast.train")
 
@@ -43,15 +45,31 @@ class CandidateResult:
     # What ran (medcast.models.large): full, approximated, subsampled or skipped, and why.
     fidelity: str = large.FULL
     note: str = ""
+    # The fitted candidate's serving cost (medcast.serving_cost; None: not measured, i.e. the
+    # budget is off, or the candidate was not fitted on all rows), and why it is over
+    # train.serving_budget (None: within it, or not measured).
+    cost: ServingCost | None = None
+    over_budget: str | None = None
 
 
-def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any) -> dict[str, Any]:
-    """One task: fit on `rows` of the training set; its (apparent) scores there, MLP history."""
+def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any,
+              schema: FeatureSchema | None = None) -> dict[str, Any]:
+    """One task: fit on `rows` of the training set; its (apparent) scores there, MLP history;
+    with `schema`, the fitted pipeline's serving cost measured here, in the worker (only the
+    numbers travel back), timed on the first of `rows`, or why it cannot be exported."""
     model = estimator.fit(X.iloc[rows], y.iloc[rows])
     target = model.named_steps["model"]
-    return {"train": scores(y, model.predict(X)),
-            "history": target_units(getattr(target.regressor_, "history_", {}),
-                                    target.transformer_)}
+    out = {"train": scores(y, model.predict(X)),
+           "history": target_units(getattr(target.regressor_, "history_", {}),
+                                   target.transformer_)}
+    if schema is not None:
+        start = time.perf_counter()
+        try:
+            out["cost"] = measure(model, schema, X.iloc[[rows[0]]])
+        except ArtifactError as err:  # a candidate that cannot be served
+            out["unexportable"] = f"not exportable to ONNX: {first_line(err)}"
+        out["measure_seconds"] = time.perf_counter() - start
+    return out
 
 
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -61,10 +79,12 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
 
 def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
          schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series], full: bool,
-         on_result: Callable[[CandidateResult], None] | None = None) -> Iterator[CandidateResult]:
+         on_result: Callable[[CandidateResult], None] | None = None,
+         budget: ServingBudget | None = None) -> Iterator[CandidateResult]:
     """Repeated K-fold CV of each candidate on `train` (X, y), then (with `full`) one fit on all
-    of X for its apparent scores; results in the candidates' order (see evaluate_candidates),
-    and `on_result` called with each as soon as its last task finishes."""
+    of X for its apparent scores and (with an active `budget`) its serving cost; results in the
+    candidates' order (see evaluate_candidates), and `on_result` called with each as soon as its
+    last task finishes."""
     X, y = train
     plans = [large.plan(name, hps[name], len(X), cfg.large, cfg.repeats) for name in names]
     splits = fold_indices(len(X), cfg.folds, cfg.seed, cfg.repeats)
@@ -84,7 +104,9 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
                   for k, (fit, val) in enumerate(splits[:cfg.folds * p.repeats])]
         if full:
             everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
-            calls.append((_timed, (_full_fit, estimator, X, y, everything)))
+            costed = budget is not None and budget.active and p.model != NULL
+            calls.append((_timed, (_full_fit, estimator, X, y, everything,
+                                   schema if costed else None)))
         owner += [p.model] * (cfg.folds * p.repeats + full)
     done = {p.model: CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, 0.0, {},
                                      p.fidelity, p.note)
@@ -96,7 +118,7 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
         mine[i] = result
         if len(mine) == expected[owner[i]]:
             done[owner[i]] = _result(by_plan[owner[i]], hps, [mine[k] for k in sorted(mine)],
-                                     cfg.folds * by_plan[owner[i]].repeats, full)
+                                     cfg.folds * by_plan[owner[i]].repeats, full, budget)
             if on_result is not None:
                 on_result(done[owner[i]])
         while plans and plans[0].model in done:  # in the candidates' order
@@ -106,14 +128,18 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
 
 
 def _result(p: large.Plan, hps: dict[str, dict[str, Any]], tasks: list[Any], n: int,
-            full: bool) -> CandidateResult:
-    """A candidate's result from its tasks' (value, seconds), in submission order."""
+            full: bool, budget: ServingBudget | None = None) -> CandidateResult:
+    """A candidate's result from its tasks' (value, seconds), in submission order. Its seconds
+    are its fits' and scores' (the serving cost's measurement left out)."""
     folds = [fold for fold, _ in tasks[:n]]
     fit = tasks[-1][0] if full else {"train": {}, "history": {}}
+    cost = fit.get("cost")
+    why = fit.get("unexportable") or (over_budget(cost, budget) if cost and budget else None)
     return CandidateResult(model=p.model, params=dict(hps[p.model]), folds=folds,
                            cv=summarize(folds), train=fit["train"],
-                           seconds=sum(s for _, s in tasks), history=fit["history"],
-                           fidelity=p.fidelity, note=p.note)
+                           seconds=sum(s for _, s in tasks) - fit.get("measure_seconds", 0.0),
+                           history=fit["history"], fidelity=p.fidelity, note=p.note,
+                           cost=cost, over_budget=why)
 
 
 def evaluate_candidates(
@@ -125,6 +151,7 @@ def evaluate_candidates(
     y: pd.Series,
     forced: str | None = None,
     on_result: Callable[[CandidateResult], None] | None = None,
+    budget: ServingBudget | None = None,
 ) -> Iterator[CandidateResult]:
     """Repeated K-fold CV of each candidate on the training set (params `cv`), then one fit on
     all of it for its apparent scores. Every fold and final fit of every candidate is one
@@ -132,14 +159,20 @@ def evaluate_candidates(
     not depend on where they ran. `seconds` sums the candidate's tasks (busy time, not wall
     time).
 
+    With a `budget` (train.serving_budget) that sets a limit, each candidate's final fit also
+    measures its serving cost (medcast.serving_cost) in its task, and `over_budget` says why a
+    candidate is over it (or cannot be exported to ONNX); the null model is not measured.
+
     Above cv.large.halving_above rows (successive halving, medcast.models.large): every
     candidate is first cross-validated on a stratified subsample of that many rows; the best
     halving_keep (and the `forced` one, train.select) then run as above on all rows, the others
-    come back `screened` with their subsample CV scores and no train scores. Without screening,
+    come back `screened` with their subsample CV scores and no train scores; one confirmed but
+    over the serving `budget` is replaced by the next best screened one (until halving_keep
+    can be served, or none is left). Without screening,
     `on_result` is called with each candidate as soon as it finishes (progress)."""
     subsample = large.screening_set(X, y, cfg.large, cfg.seed)
     if subsample is None:
-        yield from _run(names, hps, cfg, schema, (X, y), True, on_result)
+        yield from _run(names, hps, cfg, schema, (X, y), True, on_result, budget)
         return
     rows = len(subsample[0])
     # Candidates skipped on all rows are not screened (their rows come back as skipped), nor is
@@ -150,7 +183,20 @@ def evaluate_candidates(
                                          cfg, schema, subsample, False)}
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
     kept = large.keep(ranked, cfg.large, forced) + [n for n in names if n == NULL]
-    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True)}
+    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True, budget=budget)}
+    # A confirmed candidate over the serving budget cannot be selected: the next best screened
+    # ones are confirmed in its place, until halving_keep can be served or none is left (on the
+    # resampled insurance table the screening's top two are kNN and the random forest; at
+    # 1,000× both graphs are over 50 MB: 94 MB, and 104 MB fitted on 50,000 rows).
+    instead: list[str] = []
+    while True:
+        servable = sum(not r.over_budget for m, r in confirmed.items() if m != NULL)
+        more = [m for m in ranked if m not in confirmed][:max(0, cfg.large.halving_keep - servable)]
+        if not more:
+            break
+        instead += more
+        confirmed |= {r.model: r for r in _run(more, hps, cfg, schema, (X, y), True,
+                                               budget=budget)}
     for name in names:
         if name in confirmed:
             r = confirmed[name]
@@ -158,6 +204,8 @@ def evaluate_candidates(
                 r.seconds += screened[name].seconds
                 note = large.screened_note(rows, len(X), ranked.index(name) + 1, len(ranked),
                                            cfg.large, kept=True)
+                if name in instead:
+                    note += " in place of a candidate over train.serving_budget"
                 r.note = f"{r.note}; {note}" if r.note else note
         elif name in screened:
             r = screened[name]
@@ -184,18 +232,59 @@ def target_units(history: dict[str, list[float]], scaler: Any) -> dict[str, list
     }
 
 
-def eligible(results: list[CandidateResult]) -> list[str]:
-    """Candidates that can be selected: cross-validated on all rows (not skipped, not only
-    screened), the null model excluded."""
+def confirmed(results: list[CandidateResult]) -> list[str]:
+    """Candidates cross-validated on all rows (not skipped, not only screened), the null model
+    excluded: those compared with the best on the same folds."""
     return [r.model for r in results if r.model != NULL
             and r.fidelity not in (large.SKIPPED, large.SCREENED)]
 
 
-def check_forced(results: list[CandidateResult], forced: str | None) -> None:
-    """train.select names a candidate that ran on all rows."""
+def eligible(results: list[CandidateResult]) -> list[str]:
+    """Candidates that can be selected: confirmed on all rows and within train.serving_budget
+    (`over_budget` None)."""
+    over = {r.model for r in results if r.over_budget}
+    return [m for m in confirmed(results) if m not in over]
+
+
+def over_budget_error(results: list[CandidateResult], budget: ServingBudget) -> ConfigError:
+    """The error when every confirmed candidate is over train.serving_budget: each one's reason,
+    and what to change."""
+    reasons = "; ".join(f"{r.model}: {r.over_budget}" for r in results if r.over_budget)
+    return ConfigError(
+        f"train: every candidate is over train.serving_budget (max_mb {budget.max_mb}, max_ms "
+        f"{budget.max_ms}), none can be served: {reasons}. Raise train.serving_budget.max_mb or "
+        ".max_ms, or set a limit to null (dvc exp run -S train.serving_budget.max_ms=null)")
+
+
+def check_forced(results: list[CandidateResult], forced: str | None) -> str | None:
+    """train.select names a candidate that ran on all rows; why it is over train.serving_budget
+    (None: within it, or nothing forced). Forcing one over the budget is allowed: its caller
+    warns and the selection's reason says so."""
     chosen = next((r for r in results if r.model == forced), None)
     if chosen is not None and chosen.fidelity == large.SKIPPED:
         raise ConfigError(f"train.select: '{forced}' was skipped ({chosen.note})")
+    return chosen.over_budget if chosen is not None else None
+
+
+def choose(results: list[CandidateResult], folds: pd.DataFrame, rule: str, forced: str | None,
+           budget: ServingBudget, n_fit: int, n_val: int) -> Selection:
+    """The selection (medcast.selection) among the eligible candidates: train.rule picks among
+    those within train.serving_budget, so every comparison is with the best servable one (a
+    candidate over it is still compared with that best). A forced candidate is selected
+    whatever its cost, its reason saying if it is over the budget."""
+    forced_over = check_forced(results, forced)
+    choices = eligible(results)
+    ran = confirmed(results)
+    if not ran:
+        raise ConfigError("train: every candidate was skipped (cv.large.skip_above)")
+    if not choices and forced is None:
+        raise over_budget_error(results, budget)
+    chosen = select(folds, {r.model: r.cv for r in results}, choices or [forced], rule, forced,
+                    n_fit, n_val, also=[m for m in ran if m not in choices])
+    if forced_over:
+        log.warning("train.select forces %s, over the serving budget: %s", forced, forced_over)
+        return replace(chosen, reason=f"{chosen.reason} (over the serving budget: {forced_over})")
+    return chosen
 
 
 def fold_table(results: list[CandidateResult], n_folds: int) -> pd.DataFrame:
@@ -209,7 +298,10 @@ def leaderboard(results: list[CandidateResult], chosen: Selection | None = None)
     in CV RMSE to the best and to the null model (95 % intervals, medcast.selection) and which
     was selected. No test scores: the test split is used once, on the selected model. The
     wall-clock fit time goes to MLflow (`fit_seconds`) and the log, never into this DVC output,
-    so the same inputs give the same bytes."""
+    so the same inputs give the same bytes; so does the measured latency (`serve_ms`): a row
+    says only whether the candidate is within train.serving_budget (`serving`: "within budget",
+    or why it is not selectable; empty when not measured) and its ONNX graph's size in MB
+    (`onnx_mb`, 3 significant digits)."""
     rows = []
     by_cv = sorted((r for r in results if r.fidelity != large.SKIPPED), key=lambda r: r.cv["rmse"])
     # Screened candidates after those that ran on all rows: their CV is the subsample's.
@@ -223,15 +315,26 @@ def leaderboard(results: list[CandidateResult], chosen: Selection | None = None)
         if chosen is not None:
             row.update({k: compared.get(r.model, {}).get(k, float("nan")) for k in COMPARED})
             row["selected"] = r.model == chosen.model
-        row.update({"fidelity": r.fidelity, "fidelity_note": r.note})
+        row.update({"fidelity": r.fidelity, "fidelity_note": r.note,
+                    "onnx_mb": significant(r.cost.onnx_mb) if r.cost else float("nan"),
+                    "serving": serving(r)})
         rows.append(row)
     # Skipped candidates last, without scores (null in the JSON, empty in the CSV; a screened
     # one's train scores and comparisons likewise).
-    rows += [{"model": r.model, "fidelity": r.fidelity, "fidelity_note": r.note}
+    rows += [{"model": r.model, "fidelity": r.fidelity, "fidelity_note": r.note,
+              "onnx_mb": float("nan"), "serving": ""}
              for r in results if r.fidelity == large.SKIPPED]
     table = pd.DataFrame(rows)
     table.insert(0, "rank", range(1, len(table) + 1))
     return table
+
+
+def serving(r: CandidateResult) -> str:
+    """The leaderboard's `serving`: why a candidate is over train.serving_budget, "within
+    budget", or empty when its cost was not measured."""
+    if r.over_budget:
+        return r.over_budget
+    return "within budget" if r.cost else ""
 
 
 COMPARED = ("vs_best", "vs_best_low", "vs_best_high", "vs_null", "vs_null_low", "vs_null_high")
@@ -268,16 +371,20 @@ def _log_mlflow(dataset: str, cfg: CVConfig, results: list[CandidateResult],
                 mlflow.log_metrics(tracking.flat("fold", fold), step=k)
             mlflow.log_metrics({**tracking.flat("cv", r.cv), **tracking.flat("train", r.train),
                                 **chosen.comparisons.get(r.model, {}), "fit_seconds": r.seconds,
-                                "selected": float(r.model == chosen.model)})
+                                "selected": float(r.model == chosen.model),
+                                **({"onnx_mb": r.cost.onnx_mb, "serve_ms": r.cost.ms}
+                                   if r.cost else {})})
 
 
 def _say(i: int, n: int, r: CandidateResult) -> None:
     if r.fidelity == large.SKIPPED:
         log.info("[%d/%d] %-17s skipped: %s", i, n, r.model, r.note)
     else:
-        log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)%s", i, n, r.model,
-                 r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds,
-                 f" [{r.fidelity}: {r.note}]" if r.note else "")
+        cost = f", ONNX {r.cost.onnx_mb:.3g} MB, {r.cost.ms:.3g} ms/row" if r.cost else ""
+        log.info("[%d/%d] %-17s CV RMSE %.4g ± %.3g, R² %.3f (%.1fs)%s%s%s", i, n, r.model,
+                 r.cv["rmse"], r.cv["rmse_std"], r.cv["r2"], r.seconds, cost,
+                 f" [{r.fidelity}: {r.note}]" if r.note else "",
+                 f"; not selectable: {r.over_budget}" if r.over_budget else "")
 
 
 def _write(paths: Any, table: pd.DataFrame, folds: pd.DataFrame, history: pd.DataFrame,
@@ -310,16 +417,13 @@ def main() -> None:
         _say(len(said), len(names), r)
 
     results = []
-    for r in evaluate_candidates(names, hps, cv, schema, X, y, cfg.select, on_result=say):
+    for r in evaluate_candidates(names, hps, cv, schema, X, y, cfg.select, on_result=say,
+                                 budget=cfg.serving_budget):
         if r.model not in said:
             say(r)
         results.append(r)
-    check_forced(results, cfg.select)
-    choices = eligible(results)
-    if not choices:
-        raise ConfigError("train: every candidate was skipped (cv.large.skip_above)")
     folds = fold_table(results, cv.folds)
-    chosen = select(folds, {r.model: r.cv for r in results}, choices, cfg.rule, cfg.select,
+    chosen = choose(results, folds, cfg.rule, cfg.select, cfg.serving_budget,
                     *fold_sizes(len(X), cv.folds))
     by = {r.model: r for r in results}
     log.info("selected %s (%s)", chosen.model, chosen.reason)

@@ -35,6 +35,9 @@ class RunFacts:
     tuning: dict[str, Any]
     card: dict[str, Any]
     n_candidates: int
+    # Candidates not selectable because serving them would cost too much (the leaderboard's
+    # `serving` reason, train.serving_budget): "model (reason)".
+    not_servable: tuple[str, ...] = ()
 
 
 def _author(what: str) -> str:
@@ -105,8 +108,11 @@ def _methods(f: RunFacts) -> list[tuple[str, str, str]]:
                 "interactions or cut-off indicators where a candidate declares them); "
                 "categories one-hot encoded; target standardised inside each model."),
         ("12c", "Model type and building", f"{f.n_candidates} candidate model families and a "
-                f"null model (the training mean) compared on the same folds; selection rule "
-                f"`{v['selection']['rule']}` ({v['selection']['reason']}); the selected "
+                f"null model (the training mean) compared on the same folds; "
+                + (f"not selectable, over the serving budget (ONNX graph size, single-row "
+                   f"latency): {'; '.join(f.not_servable)}; " if f.not_servable else "")
+                + f"selection rule `{v['selection']['rule']}` ({v['selection']['reason']}); "
+                f"the selected "
                 f"`{m['model']}` tuned by Optuna ({f.tuning['n_trials']} trial(s)); internal "
                 f"validation by {boot['n_boot']} bootstrap refits (Harrell's optimism "
                 "correction)."),
