@@ -85,3 +85,8 @@ def test_which_features_matter_sets_mean_shap_beside_permutation_importance_and_
     report = report_markdown(_schema(), METRICS, board(), TUNING, {}, None, VALIDATION,
                              importance=lines)
     assert report.index("## Which features matter") < report.index("## Figures")
+    assert "seeded sample" not in text  # every test row
+    sampled = "\n".join(importance_lines(perm, explanations, explainer, "charges",
+                                         sampled=(10000, 267600)))
+    assert ("permutation importance was computed on a seeded sample of 10,000 of the 267,600 "
+            "test rows (plot.permutation_max_rows)") in sampled

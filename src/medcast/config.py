@@ -214,6 +214,9 @@ class ExportConfig:
 class PlotConfig:
     seed: int = 42
     permutation_repeats: int = 10
+    # Test rows the permutation importance is computed on: all of them up to this many, else a
+    # seeded sample of this size (medcast.plot.permutation_table).
+    permutation_max_rows: int = 10000
 
 
 @dataclass(frozen=True)
@@ -395,6 +398,9 @@ def _check_study(p: StudyParams) -> None:
     if p.evaluate.bootstrap < 10:
         raise ConfigError(f"evaluate.bootstrap: {p.evaluate.bootstrap} refits are too few for an "
                           "optimism estimate (at least 10; 200 is usual)")
+    if p.plot.permutation_max_rows < 100:
+        raise ConfigError(f"plot.permutation_max_rows: {p.plot.permutation_max_rows} must be at "
+                          "least 100 (the test rows a shuffled feature is scored on)")
     if not 0.0 < p.evaluate.interval_level < 1.0:
         raise ConfigError(f"evaluate.interval_level: {p.evaluate.interval_level} is not in (0, 1)")
 

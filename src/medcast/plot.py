@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medcast.card import md5_hex
@@ -30,10 +31,16 @@ PNG_META = {"Software": None}  # no version stamp: identical inputs give identic
 
 
 def permutation_table(estimator: Any, X: pd.DataFrame, y: pd.Series, repeats: int,
-                      seed: int) -> pd.DataFrame:
-    """Drop in test R² when each raw feature is shuffled (works for any model)."""
+                      seed: int, max_rows: int | None = None) -> pd.DataFrame:
+    """Drop in test R² when each raw feature is shuffled (works for any model; Breiman 2001),
+    on every row of X, or with `max_rows` below its length on a seeded sample of that many rows
+    (drawn without replacement, kept in order; the baseline R² and every shuffle on the same
+    rows, which scikit-learn's own `max_samples` does not do: it scores the baseline on all)."""
     from sklearn.inspection import permutation_importance
 
+    if max_rows is not None and len(X) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
+        X, y = X.iloc[keep], y.iloc[keep]
     result = permutation_importance(estimator, X, y, n_repeats=repeats, random_state=seed,
                                     scoring="r2", n_jobs=1)
     table = pd.DataFrame({"feature": X.columns, "importance": result.importances_mean,
@@ -307,7 +314,11 @@ def _figures(params: Any, schema: FeatureSchema, metrics: dict[str, Any],
     model_dir = Path(paths.model_dir)
     meta, estimator = load_meta(model_dir), load_model(model_dir)
     pred = pd.read_csv(paths.predictions)
-    perm = permutation_table(estimator, X, y, cfg.permutation_repeats, cfg.seed)
+    perm = permutation_table(estimator, X, y, cfg.permutation_repeats, cfg.seed,
+                             cfg.permutation_max_rows)
+    if len(X) > cfg.permutation_max_rows:
+        log.info("permutation importance on a seeded sample of %d of the %d test rows "
+                 "(plot.permutation_max_rows)", cfg.permutation_max_rows, len(X))
     perm.to_csv(paths.importance, index=False)
     plot_importance(perm, mlp_weight_table(estimator), meta["model"],
                     figures / "feature_importance.png")
@@ -337,6 +348,12 @@ def not_servable(board: pd.DataFrame) -> tuple[str, ...]:
     return tuple(f"{m} ({why})" for m, why in zip(over["model"], over["serving"], strict=True))
 
 
+def permuted_rows(n_test: int, max_rows: int) -> tuple[int, int] | None:
+    """(rows scored per shuffled feature, test rows) when the permutation importance samples,
+    else None."""
+    return (max_rows, n_test) if n_test > max_rows else None
+
+
 @cli
 def main() -> None:
     params = load_params()
@@ -359,7 +376,8 @@ def main() -> None:
         schema, metrics, board, tuning, rel, json.loads(Path(paths.intervals).read_text()),
         validation, f"{cv.folds}-fold × {cv.repeats}",
         importance_lines(pd.read_csv(paths.importance), pd.read_csv(paths.explanations),
-                         card.get("explainer"), schema.target)))
+                         card.get("explainer"), schema.target,
+                         permuted_rows(int(metrics["n_test"]), params.plot.permutation_max_rows))))
     facts = RunFacts(
         dataset=params.dataset, schema=schema, raw=raw_source(params.dataset),
         design={"folds": cv.folds, "repeats": cv.repeats,

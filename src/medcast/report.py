@@ -157,7 +157,8 @@ def _point(g: dict[str, Any], key: str, digits: str) -> str:
 
 
 def importance_lines(perm: pd.DataFrame, explanations: pd.DataFrame,
-                     explainer: dict[str, Any] | None, target: str) -> list[str]:
+                     explainer: dict[str, Any] | None, target: str,
+                     sampled: tuple[int, int] | None = None) -> list[str]:
     """'Which features matter': reports/importance.csv's permutation importance beside the mean
     |Shapley contribution| of the served explanations (reports/explanations.csv), largest
     contribution first; how the two differ; the method and its check (the card's
@@ -181,6 +182,10 @@ def importance_lines(perm: pd.DataFrame, explanations: pd.DataFrame,
         "target's units and relative to the background's mean prediction: how far the feature "
         "moves a patient's prediction, whether or not that makes it more accurate.", "",
     ]
+    if sampled is not None:
+        lines += [f"The permutation importance was computed on a seeded sample of "
+                  f"{sampled[0]:,} of the {sampled[1]:,} test rows (plot.permutation_max_rows).",
+                  ""]
     if explainer:
         n = len(explanations)
         method = ("exactly, over every coalition of features" if explainer["method"] == "exact"
