@@ -172,6 +172,9 @@ class EvaluateConfig:
     interval_level: float = 0.9
     # Bootstrap refits of the tuned model for its internal validation (medcast.validation).
     bootstrap: int = 200
+    # Above this many training rows the refits run on a seeded sample of this many (null:
+    # never): a conservative optimism (medcast.validation.internal_validation).
+    bootstrap_max_rows: int | None = 20000
     # Categorical features whose levels (crossed) each get their own conformal quantile, so
     # that the level holds within each (Mondrian conformal; medcast.mondrian); (): one for all.
     interval_groups: tuple[str, ...] = ()
@@ -401,6 +404,9 @@ def _check_study(p: StudyParams) -> None:
     if p.plot.permutation_max_rows < 100:
         raise ConfigError(f"plot.permutation_max_rows: {p.plot.permutation_max_rows} must be at "
                           "least 100 (the test rows a shuffled feature is scored on)")
+    if p.evaluate.bootstrap_max_rows is not None and p.evaluate.bootstrap_max_rows < 100:
+        raise ConfigError(f"evaluate.bootstrap_max_rows: {p.evaluate.bootstrap_max_rows} must "
+                          "be at least 100 (null: every training row)")
     if not 0.0 < p.evaluate.interval_level < 1.0:
         raise ConfigError(f"evaluate.interval_level: {p.evaluate.interval_level} is not in (0, 1)")
 

@@ -168,7 +168,8 @@ def main() -> None:
         estimator, X_train, y_train, X, y, predicted, schema, cfg.interval_level, folds,
         cv.seed, max_rows, tuple(cfg.interval_groups))
     boot = validation.internal_validation(estimator, X_train, y_train, X, meta["model"],
-                                          cfg.bootstrap, cv.seed, cv.n_jobs, cv.cluster)
+                                          cfg.bootstrap, cv.seed, cv.n_jobs, cv.cluster,
+                                          cfg.bootstrap_max_rows)
     stability = bootstrap.stability(predicted, boot.test_preds)
     calib, deciles, curve = validation.calibration_report(y, predicted)
     summary = intervals.interval_report(interval, y, lower, upper)

@@ -70,11 +70,27 @@ class Bootstrap:
 
 def internal_validation(estimator: Any, X: pd.DataFrame, y: pd.Series, X_test: pd.DataFrame,
                         model: str, n_boot: int, seed: int, n_jobs: int | None,
-                        cluster: str | None) -> Bootstrap:
+                        cluster: str | None, max_rows: int | None = None) -> Bootstrap:
     """Refit the tuned pipeline on n_boot bootstrap samples of the training rows (in n_jobs
-    processes or on the cluster), scoring each on its sample and on the original rows."""
+    processes or on the cluster), scoring each on its sample and on the original rows.
+
+    Above `max_rows` training rows (evaluate.bootstrap_max_rows) the bootstrap runs within a
+    seeded sample of max_rows of them (drawn without replacement, in order): each refit fits
+    max_rows rows and is scored on the sample, the apparent performance stays the tuned model's
+    on every row. The optimism of a model fitted on fewer rows is larger (it shrinks as the
+    rows grow: Steyerberg, Clinical Prediction Models, 2nd ed., 2019, ch. 5 and 17), so the
+    corrected figures are conservative, as is the instability of those smaller models; the
+    note says so."""
     n, note = n_boot_for(model, n_boot)
     apparent = bootstrap.performance(y, estimator.predict(X))
+    if max_rows is not None and len(X) > max_rows:
+        sampled = (f"the bootstrap ran within a seeded sample of {max_rows:,} of the "
+                   f"{len(X):,} training rows (evaluate.bootstrap_max_rows): models fitted on "
+                   "fewer rows are more optimistic, so the corrected figures and the "
+                   "instability are conservative")
+        note = f"{note}; {sampled}" if note else sampled
+        keep = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
+        X, y = X.iloc[keep], y.iloc[keep]
     tasks = bootstrap.refits(estimator, X, y, n, seed, X_test, n_jobs, cluster)
     preds = np.stack([t["test_pred"] for t in tasks])
     return Bootstrap(bootstrap.optimism_table(apparent, tasks), preds, note)
