@@ -70,3 +70,16 @@ def test_capped_rows_are_a_seeded_subset_in_order():
     a, b = capped(rows, 10, 0, 1), capped(rows, 10, 0, 1)
     assert len(a) == 10 and list(a) == sorted(a) and set(a) <= set(rows)
     assert list(a) == list(b) and list(a) != list(capped(rows, 10, 0, 2))
+
+
+def test_capped_without_a_fold_is_the_single_seed_draw():
+    """k=None (a stage's one sample) is numpy's default_rng(seed) draw, sorted: the stream the
+    permutation sample, the bootstrap's and the explainer's background were drawn with before
+    they shared capped, so the artifacts they fed are unchanged."""
+    from medcast.metrics import capped
+
+    rows = np.arange(5000)
+    expected = np.sort(np.random.default_rng(7).choice(5000, 200, replace=False))
+    assert list(capped(rows, 200, 7)) == list(expected)
+    assert list(capped(rows, 200, 7)) != list(capped(rows, 200, 7, 0))
+    assert list(capped(rows, 5000, 7)) == list(rows)

@@ -41,6 +41,7 @@ import pandas as pd
 from medcast import shapley
 from medcast.errors import ArtifactError
 from medcast.features import FeatureSchema
+from medcast.metrics import capped
 
 if TYPE_CHECKING:
     from medcast.card import ExplainerCard
@@ -54,10 +55,8 @@ CardRow = list[float | str | None]
 
 def background(train: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """`n` rows of the training features (all of them if fewer), drawn without replacement by
-    numpy's default_rng(seed), in training order."""
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(len(train), size=min(n, len(train)), replace=False))
-    return train.iloc[take]
+    numpy's default_rng(seed), in training order (metrics.capped)."""
+    return train.iloc[capped(np.arange(len(train)), n, seed)]
 
 
 def card_rows(frame: pd.DataFrame, schema: FeatureSchema) -> list[CardRow]:

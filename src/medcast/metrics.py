@@ -63,13 +63,16 @@ def fold_indices(n_rows: int, n_folds: int, seed: int, repeats: int = 1) -> list
     return list(splitter.split(np.zeros((n_rows, 1))))
 
 
-def capped(rows: Any, max_rows: int | None, seed: int, k: int) -> Any:
-    """At most max_rows of `rows` (a seeded draw per fold k, in the original order); all of
-    them when max_rows is None or not exceeded."""
+def capped(rows: Any, max_rows: int | None, seed: int, k: int | None = None) -> Any:
+    """At most max_rows of `rows`, drawn without replacement by numpy's default_rng and kept in
+    their original order; all of them when max_rows is None or not exceeded. The draw is seeded
+    by (seed, k) for fold k of a cross-validation, by seed alone when k is None (the one sample
+    a stage draws: permutation importance, the bootstrap's, the explainer's background)."""
     rows = np.asarray(rows)
     if max_rows is None or len(rows) <= max_rows:
         return rows
-    return np.sort(np.random.default_rng([seed, k]).choice(rows, max_rows, replace=False))
+    rng = np.random.default_rng(seed if k is None else [seed, k])
+    return np.sort(rng.choice(rows, max_rows, replace=False))
 
 
 def fit_score(estimator: Any, X: pd.DataFrame, y: pd.Series, fit_rows: Any,

@@ -20,6 +20,7 @@ from medcast.config import load_params
 from medcast.datasets.spec import DatasetConfig
 from medcast.errors import cli
 from medcast.features import FeatureSchema, encoded_name, load_schema, read_split
+from medcast.metrics import capped
 from medcast.models import NULL_MODEL
 from medcast.models.io import find_mlp, load_meta, load_model
 from medcast.report import importance_lines, report_markdown
@@ -38,9 +39,8 @@ def permutation_table(estimator: Any, X: pd.DataFrame, y: pd.Series, repeats: in
     rows, which scikit-learn's own `max_samples` does not do: it scores the baseline on all)."""
     from sklearn.inspection import permutation_importance
 
-    if max_rows is not None and len(X) > max_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
-        X, y = X.iloc[keep], y.iloc[keep]
+    keep = capped(np.arange(len(X)), max_rows, seed)
+    X, y = X.iloc[keep], y.iloc[keep]
     result = permutation_importance(estimator, X, y, n_repeats=repeats, random_state=seed,
                                     scoring="r2", n_jobs=1)
     table = pd.DataFrame({"feature": X.columns, "importance": result.importances_mean,

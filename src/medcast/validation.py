@@ -31,6 +31,7 @@ import pandas as pd
 from medcast import bootstrap, calibration, models, samplesize, subgroups
 from medcast.datasets.spec import DatasetConfig
 from medcast.features import FeatureSchema
+from medcast.metrics import capped
 
 # Test-row resamples for the intervals of test metrics (cheap: no refit).
 TEST_BOOT = 2000
@@ -89,7 +90,7 @@ def internal_validation(estimator: Any, X: pd.DataFrame, y: pd.Series, X_test: p
                    "fewer rows are more optimistic, so the corrected figures and the "
                    "instability are conservative")
         note = f"{note}; {sampled}" if note else sampled
-        keep = np.sort(np.random.default_rng(seed).choice(len(X), max_rows, replace=False))
+        keep = capped(np.arange(len(X)), max_rows, seed)
         X, y = X.iloc[keep], y.iloc[keep]
     tasks = bootstrap.refits(estimator, X, y, n, seed, X_test, n_jobs, cluster)
     preds = np.stack([t["test_pred"] for t in tasks])
@@ -158,9 +159,7 @@ def instability_frame(pred: Any, test_preds: np.ndarray, seed: int) -> pd.DataFr
     """reports/instability.csv: for up to INSTABILITY_PATIENTS test patients (a seeded draw),
     their original prediction beside each bootstrap model's (long form, one row per pair)."""
     p = np.asarray(pred, dtype=float).reshape(-1)
-    rows = np.arange(len(p))
-    if len(p) > INSTABILITY_PATIENTS:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, INSTABILITY_PATIENTS, replace=False))
+    rows = capped(np.arange(len(p)), INSTABILITY_PATIENTS, seed)
     b = test_preds[:, rows]
     return pd.DataFrame({"patient": np.tile(rows, len(b)), "predicted": np.tile(p[rows], len(b)),
                          "bootstrap": b.reshape(-1)}).round(6)
