@@ -81,5 +81,5 @@ def test_capped_without_a_fold_is_the_single_seed_draw():
     rows = np.arange(5000)
     expected = np.sort(np.random.default_rng(7).choice(5000, 200, replace=False))
     assert list(capped(rows, 200, 7)) == list(expected)
-    assert list(capped(rows, 200, 7)) != list(capped(rows, 200, 7, 0))
+    assert list(capped(rows, 200, 7)) != list(capped(rows, 200, 7, 1))
     assert list(capped(rows, 5000, 7)) == list(rows)
