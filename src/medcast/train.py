@@ -1,10 +1,10 @@
 """Stage train: cross-validate every candidate and the null model `mean` on the same seeded
 repeated K-fold (params `cv`), fit each candidate on the training set for its apparent scores,
 measure what serving each would cost (medcast.serving_cost), compare them by paired fold
-differences (medcast.selection), select one by train.rule among those within (medcast.candidates)
-train.serving_budget and say whether any beats the mean; write the leaderboard, the per-fold
-scores and the selection; log each candidate to MLflow. The test split is not read here: it is
-used once, by evaluate, on the selected model."""
+differences (medcast.selection), select one by train.rule among those within
+train.serving_budget (medcast.candidates) and say whether any beats the mean; write the
+leaderboard, the per-fold scores and the selection; log each candidate to MLflow. The test
+split is not read here: it is used once, by evaluate, on the selected model."""
 
 from __future__ import annotations
 
