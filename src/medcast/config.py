@@ -77,6 +77,10 @@ class PreprocessConfig:
     # stopping): for a first look at a table, never for a result to share.
     allow_review: bool = False
 
+    def check(self) -> None:
+        if not 0.0 < self.test_size < 1.0:
+            raise ConfigError(f"preprocess.test_size: {self.test_size} is not in (0, 1)")
+
 
 @dataclass(frozen=True)
 class LargeConfig:
@@ -101,6 +105,14 @@ class LargeConfig:
     halving_above: int | None = None
     halving_keep: int = 2
 
+    def check(self, folds: int) -> None:
+        if self.halving_above is not None and self.halving_above < 10 * folds:
+            raise ConfigError(f"cv.large.halving_above: {self.halving_above} rows cannot be "
+                              f"cross-validated in {folds} folds (at least {10 * folds}; null: "
+                              "off)")
+        if self.halving_keep < 1:
+            raise ConfigError(f"cv.large.halving_keep: {self.halving_keep} must be at least 1")
+
 
 @dataclass(frozen=True)
 class CVConfig:
@@ -119,6 +131,23 @@ class CVConfig:
     cluster: str | None = None
     large: LargeConfig = field(default_factory=LargeConfig)
 
+    def check(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"cv.folds: {self.folds} must be at least 2")
+        if self.repeats < 1:
+            raise ConfigError(f"cv.repeats: {self.repeats} must be at least 1")
+        if self.n_jobs is not None and self.n_jobs < 1:
+            raise ConfigError(f"cv.n_jobs: {self.n_jobs} must be at least 1 (null: every core)")
+        check_cluster("cv.cluster", self.cluster, "local processes")
+        self.large.check(self.folds)
+
+
+def check_cluster(key: str, address: str | None, null: str) -> None:
+    """A Dask scheduler address (cv.cluster, tune.cluster), or null (meaning `null`)."""
+    if address is not None and "://" not in address:
+        raise ConfigError(f"{key}: '{address}' is not a scheduler address like "
+                          f"tcp://host:8786 (null: {null})")
+
 
 @dataclass(frozen=True)
 class ServingBudget:
@@ -132,6 +161,12 @@ class ServingBudget:
     @property
     def active(self) -> bool:
         return self.max_mb is not None or self.max_ms is not None
+
+    def check(self) -> None:
+        for key, limit, unit in (("max_mb", self.max_mb, "MB"), ("max_ms", self.max_ms, "ms")):
+            if limit is not None and not limit > 0:
+                raise ConfigError(f"train.serving_budget.{key}: {limit:g} {unit} must be "
+                                  "positive (null: no limit)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +182,16 @@ class TrainConfig:
     require_signal: bool = False
     # The served cost a selected candidate may have (medcast.serving_cost).
     serving_budget: ServingBudget = field(default_factory=ServingBudget)
+
+    def check(self) -> None:
+        if isinstance(self.candidates, str) and self.candidates != "all":
+            raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
+                              f"{self.candidates!r}")
+        if self.rule not in ("best", "one_se"):
+            raise ConfigError(f"train.rule: {self.rule!r} is not one of best, one_se")
+        self.serving_budget.check()
+        if self.candidates == []:
+            raise ConfigError("train.candidates: empty; name at least one model")
 
 
 @dataclass(frozen=True)
@@ -165,6 +210,16 @@ class TuneConfig:
     # A Dask scheduler for the trials' CV folds; null: where cv's fits run (cv.cluster).
     cluster: str | None = None
 
+    def check(self) -> None:
+        if (self.heartbeat_interval < 1 or self.grace_period <= self.heartbeat_interval
+                or self.max_retry < 0):
+            raise ConfigError(
+                f"tune: need heartbeat_interval ≥ 1 s < grace_period and max_retry ≥ 0, got "
+                f"{self.heartbeat_interval}, {self.grace_period}, {self.max_retry}")
+        if self.n_trials < 1:
+            raise ConfigError("tune.n_trials: must be at least 1")
+        check_cluster("tune.cluster", self.cluster, "as cv.cluster")
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -181,6 +236,33 @@ class EvaluateConfig:
     # Folds of the out-of-fold residuals the intervals are calibrated on (an expensive
     # candidate uses cv.folds).
     interval_folds: int = 20
+
+    def check(self) -> None:
+        if self.interval_folds < 2:
+            raise ConfigError(f"evaluate.interval_folds: {self.interval_folds} must be at least 2")
+        if self.bootstrap < 10:
+            raise ConfigError(f"evaluate.bootstrap: {self.bootstrap} refits are too few for an "
+                              "optimism estimate (at least 10; 200 is usual)")
+        if self.bootstrap_max_rows is not None and self.bootstrap_max_rows < 100:
+            raise ConfigError(f"evaluate.bootstrap_max_rows: {self.bootstrap_max_rows} must be "
+                              "at least 100 (null: every training row)")
+        if not 0.0 < self.interval_level < 1.0:
+            raise ConfigError(f"evaluate.interval_level: {self.interval_level} is not in (0, 1)")
+
+    def check_groups(self, ds: DatasetConfig, label: str) -> None:
+        """Each name in interval_groups is a categorical feature of the dataset, once."""
+        groups = self.interval_groups
+        categorical = [c for c in ds.features if ds.columns[c].type == "category"]
+        where = f"{label + ': ' if label else ''}evaluate.interval_groups"
+        for name in groups:
+            if name not in categorical:
+                kind = ("the target" if name == ds.target else
+                        "a numeric feature" if name in ds.features else "not a feature")
+                raise ConfigError(f"{where}: column '{name}' is {kind} of dataset '{ds.name}'; "
+                                  f"its categorical features: {', '.join(categorical) or 'none'}")
+        repeated = sorted({name for name in groups if groups.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"{where}: {', '.join(repeated)} listed more than once")
 
 
 @dataclass(frozen=True)
@@ -220,6 +302,11 @@ class PlotConfig:
     # Test rows the permutation importance is computed on: all of them up to this many, else a
     # seeded sample of this size (medcast.plot.permutation_table).
     permutation_max_rows: int = 10000
+
+    def check(self) -> None:
+        if self.permutation_max_rows < 100:
+            raise ConfigError(f"plot.permutation_max_rows: {self.permutation_max_rows} must be "
+                              "at least 100 (the size of the sample the importance is scored on)")
 
 
 @dataclass(frozen=True)
@@ -306,7 +393,9 @@ def parse_study(raw: Any, label: str = "") -> StudyParams:
     """params.yaml's own keys, checked; `label` (the file) prefixes messages."""
     try:
         study = build(StudyParams, raw)
-        _check_study(study)
+        for section in (study.preprocess, study.cv, study.train, study.tune, study.evaluate,
+                        study.export, study.plot):
+            section.check()
     except ConfigError as err:
         raise ConfigError(f"{label}: {err}" if label else str(err)) from None
     return study
@@ -334,81 +423,8 @@ def parse_params(raw: dict[str, Any], root: str | os.PathLike[str] = ".",
     if params.train.select is not None and params.train.select not in params.candidates:
         raise ConfigError(f"{label + ': ' if label else ''}train.select: "
                           f"'{params.train.select}' is not in train.candidates")
-    _check_interval_groups(params.evaluate.interval_groups, params.dataset, label)
+    params.evaluate.check_groups(params.dataset, label)
     return params
-
-
-def _check_interval_groups(groups: tuple[str, ...], ds: DatasetConfig, label: str) -> None:
-    """Each name in evaluate.interval_groups is a categorical feature of the dataset, once."""
-    categorical = [c for c in ds.features if ds.columns[c].type == "category"]
-    where = f"{label + ': ' if label else ''}evaluate.interval_groups"
-    for name in groups:
-        if name not in categorical:
-            kind = ("the target" if name == ds.target else
-                    "a numeric feature" if name in ds.features else "not a feature")
-            raise ConfigError(f"{where}: column '{name}' is {kind} of dataset '{ds.name}'; "
-                              f"its categorical features: {', '.join(categorical) or 'none'}")
-    repeated = sorted({name for name in groups if groups.count(name) > 1})
-    if repeated:
-        raise ConfigError(f"{where}: {', '.join(repeated)} listed more than once")
-
-
-def _check_study(p: StudyParams) -> None:
-    t = p.tune
-    if t.heartbeat_interval < 1 or t.grace_period <= t.heartbeat_interval or t.max_retry < 0:
-        raise ConfigError(
-            f"tune: need heartbeat_interval ≥ 1 s < grace_period and max_retry ≥ 0, got "
-            f"{t.heartbeat_interval}, {t.grace_period}, {t.max_retry}"
-        )
-    if not 0.0 < p.preprocess.test_size < 1.0:
-        raise ConfigError(f"preprocess.test_size: {p.preprocess.test_size} is not in (0, 1)")
-    if p.cv.folds < 2:
-        raise ConfigError(f"cv.folds: {p.cv.folds} must be at least 2")
-    if p.cv.repeats < 1:
-        raise ConfigError(f"cv.repeats: {p.cv.repeats} must be at least 1")
-    p.export.check()
-    if isinstance(p.train.candidates, str) and p.train.candidates != "all":
-        raise ConfigError(f"train.candidates: 'all' or a list of model names, got "
-                          f"{p.train.candidates!r}")
-    if p.train.rule not in ("best", "one_se"):
-        raise ConfigError(f"train.rule: {p.train.rule!r} is not one of best, one_se")
-    budget = p.train.serving_budget
-    for key, limit, unit in (("max_mb", budget.max_mb, "MB"), ("max_ms", budget.max_ms, "ms")):
-        if limit is not None and not limit > 0:
-            raise ConfigError(f"train.serving_budget.{key}: {limit:g} {unit} must be positive "
-                              "(null: no limit)")
-    if p.train.candidates == []:
-        raise ConfigError("train.candidates: empty; name at least one model")
-    if p.cv.n_jobs is not None and p.cv.n_jobs < 1:
-        raise ConfigError(f"cv.n_jobs: {p.cv.n_jobs} must be at least 1 (null: every core)")
-    for key, address, null in (("cv.cluster", p.cv.cluster, "local processes"),
-                               ("tune.cluster", p.tune.cluster, "as cv.cluster")):
-        if address is not None and "://" not in address:
-            raise ConfigError(f"{key}: '{address}' is not a scheduler address like "
-                              f"tcp://host:8786 (null: {null})")
-    large = p.cv.large
-    if large.halving_above is not None and large.halving_above < 10 * p.cv.folds:
-        raise ConfigError(f"cv.large.halving_above: {large.halving_above} rows cannot be "
-                          f"cross-validated in {p.cv.folds} folds (at least "
-                          f"{10 * p.cv.folds}; null: off)")
-    if large.halving_keep < 1:
-        raise ConfigError(f"cv.large.halving_keep: {large.halving_keep} must be at least 1")
-    if p.tune.n_trials < 1:
-        raise ConfigError("tune.n_trials: must be at least 1")
-    if p.evaluate.interval_folds < 2:
-        raise ConfigError(f"evaluate.interval_folds: {p.evaluate.interval_folds} must be at "
-                          "least 2")
-    if p.evaluate.bootstrap < 10:
-        raise ConfigError(f"evaluate.bootstrap: {p.evaluate.bootstrap} refits are too few for an "
-                          "optimism estimate (at least 10; 200 is usual)")
-    if p.plot.permutation_max_rows < 100:
-        raise ConfigError(f"plot.permutation_max_rows: {p.plot.permutation_max_rows} must be at "
-                          "least 100 (the test rows a shuffled feature is scored on)")
-    if p.evaluate.bootstrap_max_rows is not None and p.evaluate.bootstrap_max_rows < 100:
-        raise ConfigError(f"evaluate.bootstrap_max_rows: {p.evaluate.bootstrap_max_rows} must "
-                          "be at least 100 (null: every training row)")
-    if not 0.0 < p.evaluate.interval_level < 1.0:
-        raise ConfigError(f"evaluate.interval_level: {p.evaluate.interval_level} is not in (0, 1)")
 
 
 def load_params(path: str | os.PathLike[str] = PARAMS_FILE) -> Params:
