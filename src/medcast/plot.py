@@ -349,8 +349,8 @@ def not_servable(board: pd.DataFrame) -> tuple[str, ...]:
 
 
 def permuted_rows(n_test: int, max_rows: int) -> tuple[int, int] | None:
-    """(rows scored per shuffled feature, test rows) when the permutation importance samples,
-    else None."""
+    """(rows in the one seeded sample the whole permutation importance is scored on, test rows)
+    when it samples (n_test above plot.permutation_max_rows), else None."""
     return (max_rows, n_test) if n_test > max_rows else None
 
 
