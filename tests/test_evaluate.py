@@ -55,3 +55,41 @@ def test_validation_json_holds_the_table_the_rule_and_the_signal():
     assert out["calibration"]["corrected"]["slope"] == 0.97
     assert out["stability"] == {"mape": 3.0, "n_boot": 20, "method": "Riley & Collins 2023"}
     assert out["signal"]["signal"] is True and out["selection"]["rule"] == "one_se"
+
+
+def test_intervals_above_interval_max_rows_are_calibrated_within_a_sample_and_say_so(
+        monkeypatch):
+    """evaluate.interval_max_rows: with 1,500 of 6,000 training rows the folds, σ and q see
+    only the sample, intervals.json names it, and the coverage on 4,000 new rows still reaches
+    the level (the bound errs wide); at or above the table's size nothing changes."""
+    import numpy as np
+
+    from medcast import intervals, models
+    from medcast.evaluate import calibrate
+    from tests.test_intervals import LEVEL, SCHEMA, heteroscedastic
+
+    X, y = heteroscedastic(6000, seed=5)
+    X_new, y_new = heteroscedastic(4000, seed=6)
+    estimator = models.build("ridge", {"alpha": 1.0}, SCHEMA, 0).fit(X, y)
+    predicted = estimator.predict(X_new)
+    seen: list[int] = []
+    real = intervals.oof_predictions
+
+    def oof(estimator, X, *args, **kwargs):
+        seen.append(len(X))
+        return real(estimator, X, *args, **kwargs)
+
+    monkeypatch.setattr(intervals, "oof_predictions", oof)
+    model, lower, upper, detail = calibrate(estimator, X, y, X_new, y_new, predicted, SCHEMA,
+                                            LEVEL, 5, 0, calibration_rows=1500)
+    assert seen == [1500, 1500]  # the model's folds and σ's
+    assert detail["calibration_sample"]["rows"] == 1500
+    assert detail["calibration_sample"]["training_rows"] == 6000
+    assert "evaluate.interval_max_rows" in detail["calibration_sample"]["rule"]
+    coverage = intervals.covered(y_new, lower, upper).mean()
+    assert coverage >= LEVEL - 0.015, coverage  # binomial sd on 4,000 rows: 0.5 points
+    whole = calibrate(estimator, X, y, X_new, y_new, predicted, SCHEMA, LEVEL, 5, 0)
+    at_size = calibrate(estimator, X, y, X_new, y_new, predicted, SCHEMA, LEVEL, 5, 0,
+                        calibration_rows=6000)
+    assert "calibration_sample" not in whole[3] and whole[3] == at_size[3]
+    assert np.array_equal(whole[1], at_size[1])

@@ -305,3 +305,15 @@ def test_no_groups_gives_todays_interval_card_file_and_graph(fitted, tmp_path):
         assert list(q.dims) == []
     assert intervals.fit_intervals(X, y, oof, SCHEMA, LEVEL, 5, 0).card() == \
         intervals.choose(again).card()
+
+
+def test_folds_in_processes_give_the_same_predictions_and_intervals():
+    """oof_predictions and the σ folds in 2 processes (cv.n_jobs) equal the one-process run."""
+    X, y = heteroscedastic(400, seed=3)
+    estimator = models.build("ridge", {"alpha": 1.0}, SCHEMA, 0)
+    one = intervals.oof_predictions(estimator, X, y, 5, 0)
+    two = intervals.oof_predictions(estimator, X, y, 5, 0, n_jobs=2)
+    assert np.allclose(one, two, rtol=1e-12, atol=1e-12)
+    here = intervals.fit_intervals(X, y, one, SCHEMA, LEVEL, 5, 0).card()
+    there = intervals.fit_intervals(X, y, one, SCHEMA, LEVEL, 5, 0, n_jobs=2).card()
+    assert here == there

@@ -90,3 +90,19 @@ def test_which_features_matter_sets_mean_shap_beside_permutation_importance_and_
                                          sampled=(10000, 267600)))
     assert ("permutation importance was computed on a seeded sample of 10,000 of the 267,600 "
             "test rows (plot.permutation_max_rows)") in sampled
+
+
+def test_intervals_calibrated_within_a_sample_state_the_budget_rule():
+    intervals = {"method": "adaptive", "training_worst_group_gap": {"adaptive": 0.01},
+                 "coverage_by_group": {"smoker=yes": {"n": 58, "coverage": 0.9,
+                                                      "mean_width": 1.0}}}
+    metrics = {**METRICS, "interval.level": 0.9, "interval.coverage": 0.91,
+               "interval.mean_width": 1.0}
+    plain = report_markdown(_schema(), metrics, board(), TUNING, {}, intervals, VALIDATION)
+    assert "## Prediction intervals" in plain and "interval_max_rows" not in plain
+    rule = "calibrated within a seeded sample of 100,000 of the 1,070,400 training rows " \
+           "(evaluate.interval_max_rows): …"
+    sampled = report_markdown(_schema(), metrics, board(), TUNING, {}, {
+        **intervals, "calibration_sample": {"rows": 100000, "training_rows": 1070400,
+                                            "rule": rule}}, VALIDATION)
+    assert f"Budget rule: {rule}." in sampled

@@ -236,6 +236,9 @@ class EvaluateConfig:
     # Folds of the out-of-fold residuals the intervals are calibrated on (an expensive
     # candidate uses cv.folds).
     interval_folds: int = 20
+    # Above this many training rows the intervals are calibrated within a seeded sample of this
+    # many (null: never): wider, never narrower (medcast.evaluate.calibrate).
+    interval_max_rows: int | None = 100000
 
     def check(self) -> None:
         if self.interval_folds < 2:
@@ -246,6 +249,10 @@ class EvaluateConfig:
         if self.bootstrap_max_rows is not None and self.bootstrap_max_rows < 100:
             raise ConfigError(f"evaluate.bootstrap_max_rows: {self.bootstrap_max_rows} must be "
                               "at least 100 (null: every training row)")
+        if self.interval_max_rows is not None and self.interval_max_rows < 1000:
+            raise ConfigError(f"evaluate.interval_max_rows: {self.interval_max_rows} must be at "
+                              "least 1000 (fewer conformal scores move the coverage by points; "
+                              "null: every training row)")
         if not 0.0 < self.interval_level < 1.0:
             raise ConfigError(f"evaluate.interval_level: {self.interval_level} is not in (0, 1)")
 

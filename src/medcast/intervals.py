@@ -103,18 +103,32 @@ class IntervalModel:
 
 
 def oof_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, n_folds: int, seed: int,
-                    max_rows: int | None = None) -> np.ndarray:
+                    max_rows: int | None = None, n_jobs: int | None = 1,
+                    cluster: str | None = None) -> np.ndarray:
     """Out-of-fold predictions of a fresh clone of `estimator` per fold (the seeded KFold of
     medcast.metrics.cross_validate: the folds train and tune score on), each fitted on at most
-    max_rows of its rows as tune's folds were (cv.large.max_rows)."""
+    max_rows of its rows as tune's folds were (cv.large.max_rows). The folds run in n_jobs
+    processes (None: every core) or on the Dask cluster (medcast.parallel.ordered), one thread
+    each; the predictions do not depend on where."""
+    from medcast.parallel import ordered
+
+    folds = list(fold_indices(len(X), n_folds, seed))
+    calls = [(fold_predictions, (estimator, X, y, capped(fit_idx, max_rows, seed, k), val_idx))
+             for k, (fit_idx, val_idx) in enumerate(folds)]
+    out = np.empty(len(X))
+    for (_, val_idx), pred in zip(folds, ordered(calls, n_jobs, cluster), strict=True):
+        out[val_idx] = pred
+    return out
+
+
+def fold_predictions(estimator: Any, X: pd.DataFrame, y: pd.Series, fit_idx: Any,
+                     val_idx: Any) -> np.ndarray:
+    """One task of oof_predictions: a fresh clone fitted on fit_idx, its predictions on
+    val_idx."""
     from sklearn.base import clone
 
-    out = np.empty(len(X))
-    for k, (fit_idx, val_idx) in enumerate(fold_indices(len(X), n_folds, seed)):
-        fit_idx = capped(fit_idx, max_rows, seed, k)
-        model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
-        out[val_idx] = np.asarray(model.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
-    return out
+    model = clone(estimator).fit(X.iloc[fit_idx], y.iloc[fit_idx])
+    return np.asarray(model.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
 
 
 def difficulty_model(schema: FeatureSchema, seed: int) -> Any:
@@ -198,7 +212,8 @@ def calibrate_scores(scores: np.ndarray, X: pd.DataFrame, schema: FeatureSchema,
 
 
 def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, level: float,
-             n_folds: int, seed: int, groups: Sequence[str] = ()) -> dict[str, IntervalModel]:
+             n_folds: int, seed: int, groups: Sequence[str] = (), n_jobs: int | None = 1,
+             cluster: str | None = None) -> dict[str, IntervalModel]:
     """Both variants calibrated on the OOF residuals of the training split (q per cell of
     `groups` when given: Mondrian), each with the worst-group gaps of both (how fit_intervals
     chooses)."""
@@ -210,11 +225,8 @@ def fit_both(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, lev
     # refitted on every row for serving.
     floor = FLOOR_SHARE * float(residual.mean()) or 1e-12
     target = pd.Series(residual, index=X.index)
-    sigma = np.empty(len(X))
-    for fit_idx, val_idx in fold_indices(len(X), n_folds, seed):
-        part = difficulty_model(schema, seed).fit(X.iloc[fit_idx], target.iloc[fit_idx])
-        sigma[val_idx] = np.asarray(part.predict(X.iloc[val_idx]), dtype=float).reshape(-1)
-    sigma = np.maximum(sigma, floor)
+    sigma = np.maximum(oof_predictions(difficulty_model(schema, seed), X, target, n_folds, seed,
+                                       n_jobs=n_jobs, cluster=cluster), floor)
     q_adapt, adapt_cells, rows_adapt = calibrate_scores(residual / sigma, X, schema, groups,
                                                         level)
     adapt_groups = coverage_by_group(y, oof - rows_adapt * sigma, oof + rows_adapt * sigma, X,
@@ -236,11 +248,12 @@ def choose(variants: dict[str, IntervalModel]) -> IntervalModel:
 
 
 def fit_intervals(X: pd.DataFrame, y: pd.Series, oof: Any, schema: FeatureSchema, level: float,
-                  n_folds: int, seed: int, groups: Sequence[str] = ()) -> IntervalModel:
+                  n_folds: int, seed: int, groups: Sequence[str] = (), n_jobs: int | None = 1,
+                  cluster: str | None = None) -> IntervalModel:
     """Calibrate both variants (Mondrian over the cells of `groups` when given: q per cell,
     the pooled q for a cell too small or a level unseen) and keep the one better calibrated
-    per group."""
-    return choose(fit_both(X, y, oof, schema, level, n_folds, seed, groups))
+    per group. The σ folds run as oof_predictions' (n_jobs, cluster)."""
+    return choose(fit_both(X, y, oof, schema, level, n_folds, seed, groups, n_jobs, cluster))
 
 
 def interval_report(model: IntervalModel, y: Any, lower: Any, upper: Any

@@ -293,6 +293,8 @@ def _interval_lines(metrics: dict[str, Any], intervals: dict[str, Any] | None) -
         + f"). For {level:.0%} of new patients the true value should fall inside; measured "
         f"on the test set: {metrics['interval.coverage']:.1%}.",
         "",
+        *([f"Budget rule: {intervals['calibration_sample']['rule']}.", ""]
+          if "calibration_sample" in intervals else []),
         markdown_table(table),
         "",
     ]
