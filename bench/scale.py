@@ -18,7 +18,10 @@ of any stage; per candidate: busy seconds (its folds and final fit, summed), its
 ran (fidelity) and its serving cost (ONNX MB, single-row ms; why it is over
 train.serving_budget); the selected model with CV R², the tuned CV R² and the test R²; and the
 growth exponent of each stage between consecutive scales, log(t2/t1) / log(n2/n1) (1: linear,
-2: quadratic).
+2: quadratic). After export: the served model, i.e. models/model.onnx's size and single-row
+`POST /predict` latency at 1 connection (p50, p99: the median of 3 rounds of 3 s) from
+`python -m serve` with one worker and a SQLite log on the run's own workspace (its dvc.lock
+written from the files' md5s, as `dvc repro` would record them).
 
 --compare runs every table twice, "before" then "after": n_jobs (cv.n_jobs=1 against all
 cores), policy (every cv.large rule off against the defaults) or halving
@@ -193,7 +196,40 @@ def one(dataset: str, rows: int, stages: list[str], overrides: list[str],
             result["tuned_cv_r2"] = json.loads((root / "reports/tuning.json").read_text())["cv"]["r2"]
         if "evaluate" in ran:
             result["test_r2"] = json.loads((root / "reports/metrics.json").read_text())["test.r2"]
+        if "export" in ran:
+            result["served"] = served(root)
         return result
+
+
+def served(root: Path, rounds: int = 3, seconds: float = 3.0) -> dict:
+    """The exported model as `make serve` serves it from this workspace: ONNX MB and the
+    medians over `rounds` of single-row /predict p50 and p99 at 1 connection (bench.serve)."""
+    import hashlib
+    import statistics
+
+    from bench.serve import bodies_from_card, run_load
+    from devtools.service import service_env, start
+
+    outs = [{"path": f"models/{name}",
+             "md5": hashlib.md5((root / "models" / name).read_bytes()).hexdigest()}
+            for name in ("model.onnx", "model.json")]
+    (root / "dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {"export": {"outs": outs}}}))
+    card = json.loads((root / "models/model.json").read_text())
+    env = service_env(base=None, MEDCAST_WORKERS="1", MEDCAST_RATE_LIMIT="off",
+                      MEDCAST_DATABASE_URL=f"sqlite:///{root / 'serve.db'}")
+    service = start(env, cwd=root, log=root / "serve.log", timeout=120)
+    try:
+        runs = [run_load(service.port, 1, seconds, "raw", "/predict", bodies_from_card(card, 64))
+                for _ in range(rounds)]
+    finally:
+        service.stop()
+    bad = {k: v for r in runs for k, v in r["statuses"].items() if k != 200}
+    if bad:
+        raise SystemExit(f"bench.scale: /predict answered {bad}; see {root / 'serve.log'}")
+    return {"model": card["model"], "onnx_mb": (root / "models/model.onnx").stat().st_size / 1e6,
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs)}
 
 
 def exponent(a: dict, b: dict, stage: str) -> str:
@@ -222,6 +258,10 @@ def show(label: str, runs: list[dict], stages: list[str]) -> None:
                 f"{m} {s}s" + (f" R² {r2:.4f}" if r2 is not None else "")
                 + ("" if f == "full" else f" [{f}]") + (f" ({c})" if c else "")
                 for m, s, f, r2, c in r["candidates"]))
+        if "served" in r:
+            v = r["served"]
+            print(f"   served {v['model']}: ONNX {v['onnx_mb']:.2f} MB, POST /predict at 1 "
+                  f"connection p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms")
     for a, b in zip(runs, runs[1:], strict=False):
         print(f"   growth exponent {a['rows']:,} → {b['rows']:,} rows: " + ", ".join(
             f"{stage} {exponent(a, b, stage)}" for stage in stages))
