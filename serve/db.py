@@ -45,7 +45,7 @@ class LogRow(msgspec.Struct, gc=False):
     client: str | None = None  # None: client keys are off
     lower: float | None = None
     upper: float | None = None
-    # the explanation (serve.schemas.LoggedExplanation) with MEDCAST_LOG_EXPLANATIONS on and
+    # the explanation (serve.answers.LoggedExplanation) with MEDCAST_LOG_EXPLANATIONS on and
     # ?explain=true; None: SQL NULL
     explanation: Any = None
 

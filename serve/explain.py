@@ -22,7 +22,7 @@ import numpy as np
 from medcast import shapley
 from medcast.card import ModelCard
 from medcast.onnx.cut import CutGraph
-from serve.schemas import ExplanationOut
+from serve.answers import ExplanationOut
 from serve.served import ModelError
 
 

@@ -27,7 +27,8 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
-from serve.schemas import ErrorOut, RequestSchema
+from serve.answers import ErrorOut
+from serve.schemas import RequestSchema
 from serve.service import service_of
 
 logger = logging.getLogger("medcast.serve")

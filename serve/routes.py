@@ -26,17 +26,11 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
+from serve.answers import BatchOut, IntervalOut, LoggedExplanation, PredictionOut, PredictionsPage
 from serve.db import LogRow, fetch_page
 from serve.openapi import ERRORS, JSON, error_response, error_spec
 from serve.prometheus import CONTENT_TYPE
-from serve.schemas import (
-    BatchOut,
-    InputError,
-    IntervalOut,
-    LoggedExplanation,
-    PredictionOut,
-    PredictionsPage,
-)
+from serve.schemas import InputError
 from serve.served import ModelOut, ServingOut
 from serve.service import caller_of, client_of, service_of
 

@@ -139,7 +139,7 @@ def test_served_card_is_the_logged_models_never_another(tmp_path, monkeypatch):
 def _explained_log(tmp_path):
     """Four logged predictions: two explained by model m, one not explained, one explained by
     another model; written through the service's insert path."""
-    from serve.schemas import LoggedExplanation
+    from serve.answers import LoggedExplanation
 
     start = datetime(2026, 12, 1, 8, tzinfo=UTC)
     rows = _rows(4, start)

@@ -109,8 +109,8 @@ def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
 
 
 def test_get_predictions_rows_are_the_tables_columns_in_order() -> None:
-    """GET /predictions' documented row (serve.schemas.LoggedPrediction) is the table's row."""
-    from serve.schemas import LoggedPrediction
+    """GET /predictions' documented row (serve.answers.LoggedPrediction) is the table's row."""
+    from serve.answers import LoggedPrediction
 
     assert LoggedPrediction.__struct_fields__ == ("id", *servedb.COLUMNS)
 
@@ -121,7 +121,7 @@ def test_explanation_is_stored_as_json_and_absent_is_sql_null(
         backend: str, n: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Rows with an explanation keep it as JSON; rows without keep SQL NULL (never the JSON
     text 'null'), on every insert path."""
-    from serve.schemas import LoggedExplanation
+    from serve.answers import LoggedExplanation
 
     with migrated(backend, tmp_path, request) as engine:
         rows = _rows(n)

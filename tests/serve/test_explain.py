@@ -192,7 +192,7 @@ def test_log_explanations_keeps_each_explained_rows_explanation_and_only_those(
     answers what its OpenAPI schema (PredictionsPage) says."""
     import msgspec
 
-    from serve.schemas import PredictionsPage
+    from serve.answers import PredictionsPage
     from tests.support.serving import written
     from tests.support.settings import KEY
 
