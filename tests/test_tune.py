@@ -131,3 +131,86 @@ def test_a_point_drawn_twice_is_confirmed_once(tmp_path):
     assert len({str(t.params) for t in study.trials}) == 1 and len(study.trials) == 3
     best, _, records = confirm(p, "knn", schema, X, y, study)
     assert [r["number"] for r in records] == [best.number] == [0]
+
+
+@pytest.fixture(scope="module")
+def forests(tmp_path_factory):
+    """A forest study whose space is stumps or trees 12 deep, the defaults stumps: the best
+    trial (deep trees) and its refit, with both refits' ONNX sizes."""
+    from medcast.metrics import summarize
+    from medcast.serving_cost import measure
+    from medcast.tune import Tuned, refit
+
+    tmp_path = tmp_path_factory.mktemp("forests")
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=4", "cv.n_jobs=1")
+    forest = dataclasses.replace(p.models["random_forest"],
+                                 defaults={**p.models["random_forest"].defaults,
+                                           "n_estimators": 20, "max_depth": 1},
+                                 search_space={"max_depth": {"choices": [1, 12]}})
+    p = dataclasses.replace(p, models={**p.models, "random_forest": forest})
+    study = run_study(p, "random_forest", schema, X, y)
+    best = study.best_trial
+    assert best.params == {"max_depth": 12} and best.number != 0
+    hp = {**forest.defaults, **best.params}
+    tuned = Tuned(best, best.user_attrs["folds"], hp, *refit(p, "random_forest", hp, schema, X, y,
+                                                             0))
+    small = refit(p, "random_forest", forest.defaults, schema, X, y, 0)[0]
+    sizes = [measure(m, schema, X.iloc[:1]).onnx_mb for m in (small, tuned.estimator)]
+    assert sizes[0] < sizes[1] and summarize(tuned.folds)["rmse"] == best.value
+    return p, schema, X, y, study, tuned, sizes
+
+
+def _budget(p, max_mb):
+    from medcast.config import ServingBudget
+
+    return dataclasses.replace(p, train=dataclasses.replace(
+        p.train, serving_budget=ServingBudget(max_mb, None)))
+
+
+def test_a_tuned_model_over_the_serving_budget_is_replaced_by_the_defaults(forests, caplog):
+    from medcast.tune import within_budget
+
+    p, schema, X, y, study, tuned, (small, large_mb) = forests
+    limit = round((small + large_mb) / 2, 4)
+    with caplog.at_level("WARNING", logger="medcast.tune"):
+        kept, record = within_budget(_budget(p, limit), "random_forest", schema, X, y, study,
+                                     tuned, 0)
+    assert kept.trial.number == 0 and kept.hp["max_depth"] == 1
+    assert kept.folds == study.trials[0].user_attrs["folds"]  # the defaults' own, all rows
+    assert record == {"serving_budget": {
+        "best_trial": tuned.trial.number, "kept": 0,
+        "over": record["serving_budget"]["over"]}}
+    assert record["serving_budget"]["over"].endswith(f"train.serving_budget.max_mb {limit:g}")
+    assert f"the best trial {tuned.trial.number} is over train.serving_budget" in caplog.text
+
+
+def test_a_tuned_model_within_the_budget_or_without_one_is_kept(forests):
+    from medcast.tune import within_budget
+
+    p, schema, X, y, study, tuned, (_, large_mb) = forests
+    for budget in (_budget(p, large_mb * 2), _budget(p, None)):
+        assert within_budget(budget, "random_forest", schema, X, y, study, tuned, 0) == (tuned, {})
+
+
+def test_a_forced_model_over_the_budget_with_its_defaults_is_kept_with_a_warning(forests, caplog):
+    from medcast.tune import within_budget
+
+    p, schema, X, y, study, tuned, (small, _) = forests
+    with caplog.at_level("WARNING", logger="medcast.tune"):
+        kept = within_budget(_budget(p, small / 2), "random_forest", schema, X, y, study, tuned, 0)
+    assert kept == (tuned, {}) and "as are the defaults" in caplog.text
+
+
+def test_the_defaults_folds_on_all_rows_when_trials_ran_on_a_subsample(tmp_path):
+    from medcast.metrics import cross_validate
+    from medcast.models import large
+    from medcast.tune import defaults_folds
+
+    p, schema, X, y = _setup(tmp_path, "tune.n_trials=3", "cv.n_jobs=1",
+                             "cv.large.halving_above=60")
+    study = run_study(p, "knn", schema, X, y)
+    first, folds = defaults_folds(p, "knn", schema, X, y, study)
+    plan = large.plan("knn", p.models["knn"].defaults, len(X), p.cv.large, p.cv.repeats)
+    assert first.number == 0 and folds == cross_validate(
+        large.build(plan, schema, 42), X, y, 5, 42, repeats=plan.repeats)
+    assert folds != first.user_attrs["folds"]  # the subsample's were not reused

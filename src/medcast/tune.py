@@ -1,11 +1,14 @@
 """Stage tune: Optuna search (seeded TPE, median pruner over CV folds) on the selected candidate,
-then refit the best on the whole training set and save it (skops / .keras)."""
+then refit the best on the whole training set and save it (skops / .keras). A refit over
+train.serving_budget (its ONNX graph measured as train measures candidates, medcast.serving_cost)
+is replaced by the defaults' refit, which train measured within it; tuning.json says so."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,12 @@ import pandas as pd
 from medcast import study as shared
 from medcast import tracking
 from medcast.config import Params, load_params
-from medcast.errors import ArtifactError, ConfigError, cli
+from medcast.errors import ArtifactError, ConfigError, cli, first_line
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import capped, cross_validate, summarize
 from medcast.models import large
 from medcast.models.io import save_model
+from medcast.serving_cost import measure, over_budget
 from medcast.study import TICKET, SurplusTrial, budget_trials, count
 
 log = logging.getLogger("medcast.tune")
@@ -165,6 +169,69 @@ def refit(params: Params, model: str, hp: dict[str, Any], schema: FeatureSchema,
     return large.build(plan, schema, cv.seed).fit(X.iloc[rows], y.iloc[rows]), plan, note
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """The kept trial, its folds on all rows, its hyperparameters, and its refit (refit())."""
+
+    trial: Any
+    folds: list[dict[str, float]]
+    hp: dict[str, Any]
+    estimator: Any
+    plan: large.Plan
+    note: str
+
+
+def within_budget(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame,
+                  y: pd.Series, study: Any, tuned: Tuned, n_confirmed: int
+                  ) -> tuple[Tuned, dict[str, Any]]:
+    """`tuned` if its refit is within train.serving_budget; else the defaults' trial refitted
+    (train measured the defaults within it when it selected the model), with the record
+    tuning.json keeps ({"serving_budget": {best_trial, over, kept}}). When the defaults are over
+    it too (train.select forced the model), `tuned` is kept with a warning."""
+    over = over_budget_reason(params, tuned.estimator, schema, X)
+    if not over or tuned.trial.user_attrs.get(TICKET) == 0:
+        return tuned, {}
+    first, folds = defaults_folds(params, model, schema, X, y, study)
+    hp = {**params.models[model].defaults, **first.params}
+    fallback = Tuned(first, folds, hp, *refit(params, model, hp, schema, X, y, n_confirmed))
+    if over_budget_reason(params, fallback.estimator, schema, X) is not None:
+        log.warning("the tuned model is over train.serving_budget (%s), as are the defaults "
+                    "(train.select forced %s)", over, model)
+        return tuned, {}
+    log.warning("the best trial %d is over train.serving_budget (%s): keeping the defaults' "
+                "trial %d, within it", tuned.trial.number, over, first.number)
+    return fallback, {"serving_budget": {"best_trial": tuned.trial.number, "over": over,
+                                         "kept": first.number}}
+
+
+def over_budget_reason(params: Params, estimator: Any, schema: FeatureSchema,
+                       X: pd.DataFrame) -> str | None:
+    """Why the fitted `estimator` is over train.serving_budget (None: within it, or no limit
+    set), measured on the first training row as train measures candidates."""
+    budget = params.train.serving_budget
+    if not budget.active:
+        return None
+    try:
+        return over_budget(measure(estimator, schema, X.iloc[:1]), budget)
+    except ArtifactError as err:
+        return f"not exportable to ONNX: {first_line(str(err))}"
+
+
+def defaults_folds(params: Params, model: str, schema: FeatureSchema, X: pd.DataFrame,
+                   y: pd.Series, study: Any) -> tuple[Any, list[dict[str, float]]]:
+    """The defaults' trial (the first ticket) and its folds on all rows: its own when trials
+    ran on all rows, else cross-validated again there (the same folds as train's)."""
+    first = next(t for t in budget_trials(study) if t.user_attrs.get(TICKET) == 0)
+    if large.screening_rows(len(X), params.cv.large) is None and "folds" in first.user_attrs:
+        return first, first.user_attrs["folds"]
+    cfg = params.cv
+    plan = large.plan(model, {**params.models[model].defaults, **first.params}, len(X),
+                      cfg.large, cfg.repeats)
+    return first, cross_validate(large.build(plan, schema, cfg.seed), X, y, cfg.folds, cfg.seed,
+                                 n_jobs=cfg.n_jobs, cluster=params.trial_cluster,
+                                 max_rows=plan.max_rows, repeats=plan.repeats)
+
+
 def _inputs(params: Params) -> tuple[str, FeatureSchema, pd.DataFrame, pd.Series]:
     paths = params.paths
     try:
@@ -214,7 +281,12 @@ def stage(params: Params) -> None:
         cv = summarize(folds)
         log.info("best trial %d of %d: %s → CV RMSE %.4g, R² %.3f; refitting on all %d rows",
                  best.number, finished, best.params, cv["rmse"], cv["r2"], len(X))
-        estimator, plan, note = refit(params, model, hp, schema, X, y, len(confirmed))
+        tuned = Tuned(best, folds, hp, *refit(params, model, hp, schema, X, y, len(confirmed)))
+        tuned, budget_record = within_budget(params, model, schema, X, y, study, tuned,
+                                             len(confirmed))
+        best, folds, hp, estimator, plan, note = (tuned.trial, tuned.folds, tuned.hp,
+                                                  tuned.estimator, tuned.plan, tuned.note)
+        cv = summarize(folds)
         mlflow_.log_params({"dataset": schema.dataset, "model": model, "tune.n_trials": finished,
                             "study": study.study_name, **tracking.flat("hp", hp)})
         mlflow_.log_metrics(tracking.flat("cv", cv))
@@ -229,6 +301,7 @@ def stage(params: Params) -> None:
         "best_trial": best.number, "best_params": best.params, "cv": cv,
         "trials": shared.trial_records(study),
         **({"confirmed_on_all_rows": confirmed} if confirmed else {}),
+        **budget_record,
     }, indent=2, default=str) + "\n")
 
 
