@@ -8,13 +8,13 @@ import pytest
 from medcast.candidates import choose, eligible, fold_table, leaderboard
 from medcast.errors import ConfigError
 from medcast.train import evaluate_candidate, evaluate_candidates
-from tests.support.study import insurance_study
+from tests.support.study import train_rows
 
 
 @pytest.fixture(scope="module")
 def data():
-    p, schema, (X, y), _ = insurance_study(150, 1, 120)
-    return p, schema, X, y
+    """A tiny insurance study's training rows (tests.support.study.train_rows)."""
+    return train_rows()
 
 
 def test_leaderboard_ranks_by_cv_rmse(data):

@@ -66,8 +66,9 @@ def test_intervals_above_interval_max_rows_are_calibrated_within_a_sample_and_sa
 
     from medcast import intervals, models
     from medcast.evaluate import calibrate
-    from tests.test_intervals import LEVEL, SCHEMA, heteroscedastic
+    from tests.support.synthetic import SCHEMA, heteroscedastic
 
+    LEVEL = 0.9
     X, y = heteroscedastic(6000, seed=5)
     X_new, y_new = heteroscedastic(4000, seed=6)
     estimator = models.build("ridge", {"alpha": 1.0}, SCHEMA, 0).fit(X, y)

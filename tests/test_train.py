@@ -5,13 +5,13 @@ import pytest
 from medcast.candidates import check_forced, eligible, leaderboard
 from medcast.errors import ConfigError
 from medcast.train import evaluate_candidate, evaluate_candidates, history_frame
-from tests.support.study import insurance_study
+from tests.support.study import train_rows
 
 
 @pytest.fixture(scope="module")
 def data():
-    p, schema, (X, y), _ = insurance_study(150, 1, 120)
-    return p, schema, X, y
+    """A tiny insurance study's training rows (tests.support.study.train_rows)."""
+    return train_rows()
 
 
 def test_candidate_gets_cv_and_train_scores_and_never_test_scores(data):

@@ -81,3 +81,10 @@ def board() -> pd.DataFrame:
          "vs_null": float("nan"), "vs_null_low": float("nan"), "vs_null_high": float("nan"),
          "selected": False, "fidelity": "full", "fidelity_note": float("nan")},
     ])
+
+
+def train_rows() -> tuple[Any, Any, Any, Any]:
+    """(params, schema, X, y): 120 training rows of a 150-row tiny insurance study, one seed
+    (what tests/test_train.py and tests/test_candidates.py fit their candidates on)."""
+    p, schema, (X, y), _ = insurance_study(150, 1, 120)
+    return p, schema, X, y
