@@ -10,7 +10,8 @@ from medcast.config import LargeConfig, parse_params
 from medcast.models.large import keep, plan, screening_rows, stratified_subsample
 from tests.conftest import ROOT, tiny_params
 
-DEFAULTS = LargeConfig(max_rows={"svr": 10000, "random_forest": 50000}, hist_boosting_above=20000,
+DEFAULTS = LargeConfig(max_rows={"svr": 10000, "random_forest": 50000, "mlp": 50000},
+                       hist_boosting_above=20000,
                        mlp_max_steps=64, halving_above=20000, halving_keep=2)
 MLP = {"batch_size": 16, "validation_split": 0.2, "epochs": 300}
 GB = {"n_estimators": 200, "learning_rate": 0.05, "max_depth": 2, "subsample": 0.8,
@@ -42,9 +43,18 @@ def test_gradient_boosting_above_threshold_runs_as_histogram_boosting():
 
 
 def test_mlp_batch_grows_so_an_epoch_has_bounded_steps():
-    p = plan("mlp", MLP, 107_040, DEFAULTS)
-    assert p.fidelity == "approximated" and p.hp["batch_size"] == 1338  # ceil(85632 / 64)
-    assert 107_040 * 0.8 / p.hp["batch_size"] <= 64
+    p = plan("mlp", MLP, 40_000, DEFAULTS)
+    assert p.fidelity == "approximated" and p.hp["batch_size"] == 500  # ceil(32000 / 64)
+    assert 40_000 * 0.8 / p.hp["batch_size"] <= 64
+
+
+def test_a_capped_mlp_sizes_its_batch_for_the_rows_it_fits():
+    """Above cv.large.max_rows.mlp the MLP fits 50,000 rows: its batch gives those rows (not
+    the table's) at most mlp_max_steps steps an epoch, so an epoch still has 64 steps."""
+    p = plan("mlp", MLP, 1_070_400, DEFAULTS)
+    assert p.fidelity == "subsampled" and p.max_rows == 50_000
+    assert p.hp["batch_size"] == 625  # ceil(50,000 × 0.8 / 64), not ceil(856,320 / 64)
+    assert "batch 16 → 625" in p.note and "fitted on 50000 of 1070400 rows" in p.note
     timed = plan("mlp", MLP, 100, LargeConfig(mlp_time_budget=60.0))
     assert timed.fidelity == "approximated" and timed.hp["time_budget"] == 60.0
 

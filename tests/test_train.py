@@ -132,10 +132,11 @@ def _halving(p, above, **changes):
 HALVING_NAMES = ["linear", "knn", "decision_tree", "ridge", "lasso"]
 
 
-def test_successive_halving_confirms_only_the_best_on_all_rows(data):
+def test_successive_halving_confirms_only_the_best_on_all_rows(data, caplog):
     """Above halving_above rows every candidate is ranked on a stratified subsample; the best
     halving_keep then run exactly as without halving (same folds, same scores), the others are
-    listed as screened, after them, without train/test scores, and are never selected."""
+    listed as screened, after them, without train/test scores, and are never selected. Each
+    rung logs its candidates as they finish."""
     import math
     from dataclasses import replace
 
@@ -143,8 +144,13 @@ def test_successive_halving_confirms_only_the_best_on_all_rows(data):
 
     p, schema, X, y = data
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
-    halved = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema,
-                                                      X, y)}
+    with caplog.at_level("INFO", logger="medcast.train"):
+        halved = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60),
+                                                          schema, X, y)}
+    for m in HALVING_NAMES:
+        assert f"{m:<17} screened on 60 of 120 rows: CV RMSE" in caplog.text
+    assert sum("confirmed on all 120 rows: CV RMSE" in line
+               for line in caplog.text.splitlines()) == 2
     full = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, replace(p.cv, n_jobs=1),
                                                     schema, X, y)}
     sub = stratified_subsample(y, 60, p.cv.seed)

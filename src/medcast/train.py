@@ -155,7 +155,8 @@ def evaluate_candidates(
     come back `screened` with their subsample CV scores and no train scores; one confirmed but
     over the serving `budget` is replaced by the next best screened one (until halving_keep
     can be served, or none is left). Without screening,
-    `on_result` is called with each candidate as soon as it finishes (progress)."""
+    `on_result` is called with each candidate as soon as it finishes (progress); with it, each
+    rung logs its candidates as they finish."""
     subsample = large.screening_set(X, y, cfg.large, cfg.seed)
     if subsample is None:
         yield from _run(names, hps, cfg, schema, (X, y), True, on_result, budget)
@@ -166,10 +167,12 @@ def evaluate_candidates(
     skipped = {n for n in names
                if large.plan(n, hps[n], len(X), cfg.large, cfg.repeats).fidelity == large.SKIPPED}
     screened = {r.model: r for r in _run([n for n in names if n not in skipped | {NULL}], hps,
-                                         cfg, schema, subsample, False)}
+                                         cfg, schema, subsample, False,
+                                         _progress(f"screened on {rows} of {len(X)} rows"))}
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
     kept = large.keep(ranked, cfg.large, forced) + [n for n in names if n == NULL]
-    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True, budget=budget)}
+    on_all = _progress(f"confirmed on all {len(X)} rows")
+    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True, on_all, budget)}
     # A confirmed candidate over the serving budget cannot be selected: the next best screened
     # ones are confirmed in its place, until halving_keep can be served or none is left (on the
     # resampled insurance table the screening's top two are kNN and the random forest; at
@@ -181,8 +184,8 @@ def evaluate_candidates(
         if not more:
             break
         instead += more
-        confirmed |= {r.model: r for r in _run(more, hps, cfg, schema, (X, y), True,
-                                               budget=budget)}
+        confirmed |= {r.model: r for r in _run(more, hps, cfg, schema, (X, y), True, on_all,
+                                               budget)}
     for name in names:
         if name in confirmed:
             r = confirmed[name]
@@ -202,6 +205,17 @@ def evaluate_candidates(
             p = large.plan(name, hps[name], len(X), cfg.large, cfg.repeats)
             r = CandidateResult(name, dict(hps[name]), [], {}, {}, 0.0, {}, p.fidelity, p.note)
         yield r
+
+
+def _progress(what: str) -> Callable[[CandidateResult], None]:
+    """A log line as each candidate of a successive-halving rung finishes (the stage's own
+    lines, in the candidates' order, come once every rung is done)."""
+    def say(r: CandidateResult) -> None:
+        if r.model != NULL:
+            log.info("%-17s %s: CV RMSE %.4g, R² %.3f (%.1fs)%s", r.model, what, r.cv["rmse"],
+                     r.cv["r2"], r.seconds,
+                     f"; not selectable: {r.over_budget}" if r.over_budget else "")
+    return say
 
 
 def evaluate_candidate(name: str, hp: dict[str, Any], cfg: CVConfig, schema: FeatureSchema,

@@ -82,10 +82,14 @@ def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig, repeat
             hp = candidate.approximate_params(hp)
         name = get(build_as).regressor.partition(":")[2].removesuffix("Regressor")
         reasons.append(f"{name}: {n_rows} rows > cv.large.hist_boosting_above={above}")
+    cap = large.max_rows.get(model)
+    if cap is not None and n_rows <= cap:
+        cap = None
     if candidate.epochs:
         steps = large.mlp_max_steps
         batch = int(hp.get("batch_size", 16))
-        fit_rows = n_rows * (1.0 - float(hp.get("validation_split", 0.2)))
+        # The rows a fit sees: the subsample's when max_rows caps them.
+        fit_rows = (cap or n_rows) * (1.0 - float(hp.get("validation_split", 0.2)))
         if steps is not None and fit_rows / batch > steps:
             hp["batch_size"] = math.ceil(fit_rows / steps)
             fidelity = APPROXIMATED
@@ -96,12 +100,9 @@ def plan(model: str, hp: dict[str, Any], n_rows: int, large: LargeConfig, repeat
             fidelity = APPROXIMATED
             reasons.append(f"stops after cv.large.mlp_time_budget={large.mlp_time_budget:g} s "
                            "a fit")
-    cap = large.max_rows.get(model)
-    if cap is not None and n_rows > cap:
+    if cap is not None:
         fidelity = SUBSAMPLED
         reasons.append(f"fitted on {cap} of {n_rows} rows: cv.large.max_rows.{model}={cap}")
-    else:
-        cap = None
     return Plan(model, build_as, hp, fidelity, tuple(reasons), cap, repeats)
 
 
