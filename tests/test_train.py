@@ -235,8 +235,9 @@ def test_an_unexportable_candidate_is_excluded_with_the_reason(data, monkeypatch
 
 def test_halving_confirms_the_next_best_in_place_of_one_over_the_serving_budget(data,
                                                                               monkeypatch):
-    """The subsample's best candidate is over the budget (its graph made 1 GB here): the third
-    best is confirmed on all rows in its place, so two servable candidates are compared."""
+    """The subsample's best candidate is over the budget (its graph made 1 GB here): its final
+    fit, run first, says so, so it is not cross-validated on all rows; the third best is
+    confirmed in its place, so two servable candidates are compared."""
     import re
     from dataclasses import replace
 
@@ -247,6 +248,7 @@ def test_halving_confirms_the_next_best_in_place_of_one_over_the_serving_budget(
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
     plain = list(evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60), schema, X, y,
                                      budget=ServingBudget()))
+    plain_by = {r.model: r for r in plain}
     rank = {r.model: int(re.search(r"ranked (\d) of", r.note)[1]) for r in plain}
     first, second, third = sorted(rank, key=rank.get)[:3]
     heavy = models.regressor_class(models.get(first))
@@ -261,8 +263,13 @@ def test_halving_confirms_the_next_best_in_place_of_one_over_the_serving_budget(
     results = {r.model: r for r in evaluate_candidates(HALVING_NAMES, hps, _halving(p, 60),
                                                        schema, X, y, budget=ServingBudget())}
     confirmed = sorted(m for m, r in results.items() if r.fidelity != "screened")
-    assert confirmed == sorted([first, second, third])
-    assert results[first].over_budget == "ONNX graph 1000 MB > train.serving_budget.max_mb 50"
+    assert confirmed == sorted([second, third])
+    heavy_row = results[first]
+    assert heavy_row.over_budget == "ONNX graph 1000 MB > train.serving_budget.max_mb 50"
+    assert heavy_row.cost.onnx_mb == 1e3 and heavy_row.train == {}
+    assert heavy_row.folds != plain_by[first].folds  # the subsample's, not all rows'
+    assert heavy_row.note.endswith("over train.serving_budget when fitted on all rows, so not "
+                                   "cross-validated there")
     assert results[third].note.endswith("confirmed on all rows in place of a candidate over "
                                         "train.serving_budget")
     assert sorted(eligible(list(results.values()))) == sorted([second, third])

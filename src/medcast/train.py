@@ -66,11 +66,12 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
 def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
          schema: FeatureSchema, train: tuple[pd.DataFrame, pd.Series], full: bool,
          on_result: Callable[[CandidateResult], None] | None = None,
-         budget: ServingBudget | None = None) -> Iterator[CandidateResult]:
+         budget: ServingBudget | None = None,
+         fitted: dict[str, tuple[Any, float]] | None = None) -> Iterator[CandidateResult]:
     """Repeated K-fold CV of each candidate on `train` (X, y), then (with `full`) one fit on all
     of X for its apparent scores and (with an active `budget`) its serving cost; results in the
     candidates' order (see evaluate_candidates), and `on_result` called with each as soon as its
-    last task finishes."""
+    last task finishes. `fitted` holds final fits already done (_final_fits), not run again."""
     X, y = train
     plans = [large.plan(name, hps[name], len(X), cfg.large, cfg.repeats) for name in names]
     splits = fold_indices(len(X), cfg.folds, cfg.seed, cfg.repeats)
@@ -88,12 +89,10 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
         estimator = large.build(p, schema, cfg.seed)
         calls += [(_timed, (fit_score, estimator, X, y, capped(fit, p.max_rows, cfg.seed, k), val))
                   for k, (fit, val) in enumerate(splits[:cfg.folds * p.repeats])]
-        if full:
-            everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
-            costed = budget is not None and budget.active and p.model != NULL
-            calls.append((_timed, (_full_fit, estimator, X, y, everything,
-                                   schema if costed else None)))
-        owner += [p.model] * (cfg.folds * p.repeats + full)
+        final = full and p.model not in (fitted or {})
+        if final:
+            calls.append(_final_call(p, estimator, X, y, cfg, schema, budget))
+        owner += [p.model] * (cfg.folds * p.repeats + final)
     done = {p.model: CandidateResult(p.model, dict(hps[p.model]), [], {}, {}, 0.0, {},
                                      p.fidelity, p.note)
             for p in plans if p.fidelity == large.SKIPPED}
@@ -103,14 +102,45 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
         mine = tasks.setdefault(owner[i], {})
         mine[i] = result
         if len(mine) == expected[owner[i]]:
-            done[owner[i]] = _result(by_plan[owner[i]], hps, [mine[k] for k in sorted(mine)],
-                                     cfg.folds * by_plan[owner[i]].repeats, full, budget)
+            prefit = [fitted[owner[i]]] if owner[i] in (fitted or {}) else []
+            done[owner[i]] = _result(by_plan[owner[i]], hps, [mine[k] for k in sorted(mine)]
+                                     + prefit, cfg.folds * by_plan[owner[i]].repeats, full, budget)
             if on_result is not None:
                 on_result(done[owner[i]])
         while plans and plans[0].model in done:  # in the candidates' order
             yield done.pop(plans.pop(0).model)
     while plans:  # skipped candidates after the last task
         yield done.pop(plans.pop(0).model)
+
+
+def _final_call(p: large.Plan, estimator: Any, X: pd.DataFrame, y: pd.Series, cfg: CVConfig,
+                schema: FeatureSchema, budget: ServingBudget | None) -> tuple[Any, tuple[Any, ...]]:
+    """The task of a candidate's final fit on all rows (as cv.large plans it), measuring its
+    serving cost when `budget` sets a limit (not for the null model)."""
+    everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
+    costed = budget is not None and budget.active and p.model != NULL
+    return (_timed, (_full_fit, estimator, X, y, everything, schema if costed else None))
+
+
+def _final_fits(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
+                schema: FeatureSchema, X: pd.DataFrame, y: pd.Series,
+                budget: ServingBudget) -> dict[str, tuple[Any, float]]:
+    """Each candidate's final fit on all rows with its serving cost, before its folds: under
+    successive halving a candidate over the budget is then not cross-validated on all rows
+    (at 1,000× insurance kNN's folds there took 639 busy s, only to find its graph 94 MB)."""
+    plans = [large.plan(n, hps[n], len(X), cfg.large, cfg.repeats) for n in names]
+    calls = [_final_call(p, large.build(p, schema, cfg.seed), X, y, cfg, schema, budget)
+             for p in plans]
+    out: dict[str, tuple[Any, float]] = {}
+    for i, result in completed(calls, cfg.n_jobs, cfg.cluster):
+        out[names[i]] = result
+    return out
+
+
+def _over(fit: dict[str, Any], budget: ServingBudget) -> str | None:
+    """Why a final fit (_full_fit's result) cannot be served within `budget` (None: it can)."""
+    return fit.get("unexportable") or (over_budget(fit["cost"], budget) if fit.get("cost")
+                                       else None)
 
 
 def _result(p: large.Plan, hps: dict[str, dict[str, Any]], tasks: list[Any], n: int,
@@ -120,7 +150,7 @@ def _result(p: large.Plan, hps: dict[str, dict[str, Any]], tasks: list[Any], n: 
     folds = [fold for fold, _ in tasks[:n]]
     fit = tasks[-1][0] if full else {"train": {}, "history": {}}
     cost = fit.get("cost")
-    why = fit.get("unexportable") or (over_budget(cost, budget) if cost and budget else None)
+    why = _over(fit, budget) if budget else None
     return CandidateResult(model=p.model, params=dict(hps[p.model]), folds=folds,
                            cv=summarize(folds), train=fit["train"],
                            seconds=sum(s for _, s in tasks) - fit.get("measure_seconds", 0.0),
@@ -172,20 +202,38 @@ def evaluate_candidates(
     ranked = sorted(screened, key=lambda n: screened[n].cv["rmse"])
     kept = large.keep(ranked, cfg.large, forced) + [n for n in names if n == NULL]
     on_all = _progress(f"confirmed on all {len(X)} rows")
-    confirmed = {r.model: r for r in _run(kept, hps, cfg, schema, (X, y), True, on_all, budget)}
-    # A confirmed candidate over the serving budget cannot be selected: the next best screened
-    # ones are confirmed in its place, until halving_keep can be served or none is left (on the
-    # resampled insurance table the screening's top two are kNN and the random forest; at
-    # 1,000× both graphs are over 50 MB: 94 MB, and 104 MB fitted on 50,000 rows).
+    # A candidate over the serving budget cannot be selected: with a budget, each one's final
+    # fit runs first, and one over it (unless forced) is not cross-validated on all rows; the
+    # next best screened ones are confirmed in its place, until halving_keep can be served or
+    # none is left (on the resampled insurance table the screening's top two are kNN and the
+    # random forest; at 1,000× both graphs are over 50 MB: 94 MB, and 104 MB fitted on 50,000
+    # rows).
+    costly: dict[str, CandidateResult] = {}  # over the budget, left as screened
+
+    def confirm(batch: list[str]) -> dict[str, CandidateResult]:
+        fitted = (_final_fits([m for m in batch if m != NULL], hps, cfg, schema, X, y, budget)
+                  if budget is not None and budget.active else {})
+        for m, (fit, seconds) in fitted.items():
+            why = _over(fit, budget) if budget is not None else None
+            if why and m != forced:
+                screened[m].cost, screened[m].over_budget = fit.get("cost"), why
+                screened[m].seconds += seconds
+                costly[m] = screened[m]
+                log.info("%-17s not confirmed on all rows: %s", m, why)
+        return {r.model: r for r in _run([m for m in batch if m not in costly], hps, cfg, schema,
+                                         (X, y), True, on_all, budget,
+                                         {m: f for m, f in fitted.items() if m not in costly})}
+
+    confirmed = confirm(kept)
     instead: list[str] = []
     while True:
         servable = sum(not r.over_budget for m, r in confirmed.items() if m != NULL)
-        more = [m for m in ranked if m not in confirmed][:max(0, cfg.large.halving_keep - servable)]
+        more = [m for m in ranked if m not in confirmed and m not in costly
+                ][:max(0, cfg.large.halving_keep - servable)]
         if not more:
             break
         instead += more
-        confirmed |= {r.model: r for r in _run(more, hps, cfg, schema, (X, y), True, on_all,
-                                               budget)}
+        confirmed |= confirm(more)
     for name in names:
         if name in confirmed:
             r = confirmed[name]
@@ -198,8 +246,10 @@ def evaluate_candidates(
                 r.note = f"{r.note}; {note}" if r.note else note
         elif name in screened:
             r = screened[name]
-            note = large.screened_note(rows, len(X), ranked.index(name) + 1, len(ranked),
-                                       cfg.large, kept=False)
+            note = large.screened_note(
+                rows, len(X), ranked.index(name) + 1, len(ranked), cfg.large, kept=False,
+                instead=("over train.serving_budget when fitted on all rows, so not "
+                         "cross-validated there") if name in costly else None)
             r.fidelity, r.note = large.SCREENED, f"{r.note}; {note}" if r.note else note
         else:
             p = large.plan(name, hps[name], len(X), cfg.large, cfg.repeats)

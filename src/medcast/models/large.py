@@ -156,10 +156,13 @@ def keep(ranked: list[T], large: LargeConfig, forced: T | None = None) -> list[T
 
 
 def screened_note(rows: int, n_rows: int, rank: int, of: int, large: LargeConfig,
-                  kept: bool) -> str:
-    """What screening did to a candidate, for its leaderboard row."""
+                  kept: bool, instead: str | None = None) -> str:
+    """What screening did to a candidate, for its leaderboard row (`instead`: why one that
+    was not kept was not run on all rows, when not its rank)."""
     where = (f"ranked {rank} of {of} on a stratified {rows}-row subsample of {n_rows} rows "
              f"(cv.large.halving_above={large.halving_above})")
+    if instead:
+        return f"{where}; {instead}"
     if kept:
         return f"{where}; confirmed on all rows"
     return f"{where}; not in the top {large.halving_keep}, not run on all rows"
