@@ -39,15 +39,17 @@ log = logging.getLogger("medcast.train")
 
 
 def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any,
-              schema: FeatureSchema | None = None) -> dict[str, Any]:
+              schema: FeatureSchema | None = None,
+              unless_over: ServingBudget | None = None) -> dict[str, Any]:
     """One task: fit on `rows` of the training set; its (apparent) scores there, MLP history;
     with `schema`, the fitted pipeline's serving cost measured here, in the worker (only the
-    numbers travel back), timed on the first of `rows`, or why it cannot be exported."""
+    numbers travel back), timed on the first of `rows`, or why it cannot be exported. With
+    `unless_over`, a fit over that budget skips its apparent scores (`train` empty): it will not
+    be selected, and predicting every training row is what costs (kNN at 1,000×: minutes)."""
     model = estimator.fit(X.iloc[rows], y.iloc[rows])
     target = model.named_steps["model"]
-    out = {"train": scores(y, model.predict(X)),
-           "history": target_units(getattr(target.regressor_, "history_", {}),
-                                   target.transformer_)}
+    out: dict[str, Any] = {"history": target_units(getattr(target.regressor_, "history_", {}),
+                                                   target.transformer_)}
     if schema is not None:
         start = time.perf_counter()
         try:
@@ -55,6 +57,8 @@ def _full_fit(estimator: Any, X: pd.DataFrame, y: pd.Series, rows: Any,
         except ArtifactError as err:  # a candidate that cannot be served
             out["unexportable"] = f"not exportable to ONNX: {first_line(err)}"
         out["measure_seconds"] = time.perf_counter() - start
+    out["train"] = ({} if unless_over is not None and _over(out, unless_over)
+                    else scores(y, model.predict(X)))
     return out
 
 
@@ -114,23 +118,26 @@ def _run(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
 
 
 def _final_call(p: large.Plan, estimator: Any, X: pd.DataFrame, y: pd.Series, cfg: CVConfig,
-                schema: FeatureSchema, budget: ServingBudget | None) -> tuple[Any, tuple[Any, ...]]:
+                schema: FeatureSchema, budget: ServingBudget | None, first: bool = False
+                ) -> tuple[Any, tuple[Any, ...]]:
     """The task of a candidate's final fit on all rows (as cv.large plans it), measuring its
-    serving cost when `budget` sets a limit (not for the null model)."""
+    serving cost when `budget` sets a limit (not for the null model); `first`: before its
+    folds (_final_fits), without apparent scores if over the budget."""
     everything = capped(range(len(X)), p.max_rows, cfg.seed, cfg.folds)
     costed = budget is not None and budget.active and p.model != NULL
-    return (_timed, (_full_fit, estimator, X, y, everything, schema if costed else None))
+    return (_timed, (_full_fit, estimator, X, y, everything, schema if costed else None,
+                     budget if first and costed else None))
 
 
 def _final_fits(names: list[str], hps: dict[str, dict[str, Any]], cfg: CVConfig,
-                schema: FeatureSchema, X: pd.DataFrame, y: pd.Series,
-                budget: ServingBudget) -> dict[str, tuple[Any, float]]:
+                schema: FeatureSchema, X: pd.DataFrame, y: pd.Series, budget: ServingBudget,
+                forced: str | None = None) -> dict[str, tuple[Any, float]]:
     """Each candidate's final fit on all rows with its serving cost, before its folds: under
     successive halving a candidate over the budget is then not cross-validated on all rows
     (at 1,000× insurance kNN's folds there took 639 busy s, only to find its graph 94 MB)."""
     plans = [large.plan(n, hps[n], len(X), cfg.large, cfg.repeats) for n in names]
-    calls = [_final_call(p, large.build(p, schema, cfg.seed), X, y, cfg, schema, budget)
-             for p in plans]
+    calls = [_final_call(p, large.build(p, schema, cfg.seed), X, y, cfg, schema, budget,
+                         first=p.model != forced) for p in plans]
     out: dict[str, tuple[Any, float]] = {}
     for i, result in completed(calls, cfg.n_jobs, cfg.cluster):
         out[names[i]] = result
@@ -211,7 +218,8 @@ def evaluate_candidates(
     costly: dict[str, CandidateResult] = {}  # over the budget, left as screened
 
     def confirm(batch: list[str]) -> dict[str, CandidateResult]:
-        fitted = (_final_fits([m for m in batch if m != NULL], hps, cfg, schema, X, y, budget)
+        fitted = (_final_fits([m for m in batch if m != NULL], hps, cfg, schema, X, y, budget,
+                              forced)
                   if budget is not None and budget.active else {})
         for m, (fit, seconds) in fitted.items():
             why = _over(fit, budget) if budget is not None else None
