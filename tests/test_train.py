@@ -273,3 +273,24 @@ def test_halving_confirms_the_next_best_in_place_of_one_over_the_serving_budget(
     assert results[third].note.endswith("confirmed on all rows in place of a candidate over "
                                         "train.serving_budget")
     assert sorted(eligible(list(results.values()))) == sorted([second, third])
+
+
+def test_under_halving_every_candidate_over_the_budget_is_one_error_naming_each(data):
+    """Final fits first: none is cross-validated on all rows, and the error is the budget's,
+    not "skipped"."""
+    from medcast.candidates import choose, fold_table
+    from medcast.config import ServingBudget
+    from medcast.selection import fold_sizes
+
+    p, schema, X, y = data
+    budget = ServingBudget(1e-4, None)
+    hps = {n: p.models[n].defaults for n in HALVING_NAMES}
+    results = list(evaluate_candidates(["mean", *HALVING_NAMES], {"mean": {}, **hps},
+                                       _halving(p, 60), schema, X, y, budget=budget))
+    assert {r.fidelity for r in results if r.model != "mean"} == {"screened"}
+    with pytest.raises(ConfigError) as err:
+        choose(results, fold_table(results, 5), "best", None, budget, *fold_sizes(120, 5))
+    assert "every candidate is over train.serving_budget" in str(err.value)
+    for name in HALVING_NAMES:
+        assert f"{name}: ONNX graph" in str(err.value)
+

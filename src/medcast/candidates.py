@@ -85,9 +85,9 @@ def choose(results: list[CandidateResult], folds: pd.DataFrame, rule: str, force
     forced_over = check_forced(results, forced)
     choices = eligible(results)
     ran = confirmed(results)
-    if not ran:
+    if not ran and not any(r.over_budget for r in results):
         raise ConfigError("train: every candidate was skipped (cv.large.skip_above)")
-    if not choices and forced is None:
+    if not choices and forced is None:  # under halving, those over it may not have run
         raise over_budget_error(results, budget)
     chosen = select(folds, {r.model: r.cv for r in results}, choices or [forced], rule, forced,
                     n_fit, n_val, also=[m for m in ran if m not in choices])
