@@ -61,6 +61,22 @@ def test_mlp_is_a_sklearn_regressor_and_deterministic(insurance):
     assert set(mlp.history_) >= {"loss", "val_loss", "mae", "val_mae", "learning_rate"}
 
 
+def test_mlp_steps_per_execution_changes_no_weight(insurance, monkeypatch):
+    """Several train steps per compiled call (mlp.STEPS_PER_EXECUTION) is a speed-up only: the
+    same steps in the same order give the same predictions as one step per call."""
+    from medcast.models import mlp as mlp_module
+
+    p, schema, X, y = insurance
+    hp = {**p.models["mlp"].defaults, "epochs": 6, "batch_size": 16}  # 8 steps an epoch
+    fused = models.build("mlp", hp, schema, seed=7).fit(X, y).predict(X)
+    monkeypatch.setattr(mlp_module, "STEPS_PER_EXECUTION", 1)
+    np.testing.assert_array_equal(models.build("mlp", hp, schema, seed=7).fit(X, y).predict(X),
+                                  fused)
+    monkeypatch.setattr(mlp_module, "STEPS_PER_EXECUTION", 3)  # not a divisor of 8
+    np.testing.assert_array_equal(models.build("mlp", hp, schema, seed=7).fit(X, y).predict(X),
+                                  fused)
+
+
 def test_mlp_stops_on_its_time_budget(insurance):
     """cv.large.mlp_time_budget: a fit stops after the first epoch that ends past it."""
     p, schema, X, y = insurance

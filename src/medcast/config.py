@@ -104,6 +104,10 @@ class LargeConfig:
     # only the best halving_keep are cross-validated again on all rows.
     halving_above: int | None = None
     halving_keep: int = 2
+    # Above halving_above rows, tune runs at most this many trials of an expensive candidate
+    # (the registry's `expensive`: the MLP), whose fits cost seconds where the others' cost
+    # milliseconds (null: tune.n_trials, whatever the rows).
+    expensive_trials: int | None = None
 
     def check(self, folds: int) -> None:
         if self.halving_above is not None and self.halving_above < 10 * folds:
@@ -112,6 +116,9 @@ class LargeConfig:
                               "off)")
         if self.halving_keep < 1:
             raise ConfigError(f"cv.large.halving_keep: {self.halving_keep} must be at least 1")
+        if self.expensive_trials is not None and self.expensive_trials < 1:
+            raise ConfigError(f"cv.large.expensive_trials: {self.expensive_trials} must be at "
+                              "least 1 (null: tune.n_trials)")
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,26 @@ def pruner() -> Any:
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
+def n_trials(params: Params, model: str, n_rows: int) -> tuple[int, str | None]:
+    """The study's budget of tickets on n_rows training rows, and why it is not tune.n_trials
+    (None when it is): 1 without a search space (nothing to tune, the defaults are scored);
+    at most cv.large.expensive_trials for an expensive candidate (the registry's `expensive`)
+    above cv.large.halving_above rows."""
+    from medcast import models
+    from medcast.models import large
+
+    wanted = params.tune.n_trials
+    if not params.models[model].search_space:
+        return 1, None
+    cap = params.cv.large.expensive_trials
+    if (cap is None or cap >= wanted or not models.get(model).expensive
+            or large.screening_rows(n_rows, params.cv.large) is None):
+        return wanted, None
+    return cap, (f"{cap} of tune.n_trials={wanted} trials (cv.large.expensive_trials: an "
+                 f"expensive candidate on more than cv.large.halving_above="
+                 f"{params.cv.large.halving_above} rows)")
+
+
 def count(study: Any, *states: str) -> int:
     import optuna
 
@@ -106,7 +126,6 @@ def run(params: Params, model: str, dataset: str, X: pd.DataFrame,
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are raised or logged here
     cfg = params.tune
-    space = params.models[model].search_space
     name = study_name(params, model, dataset, X)
     storage = open_storage(cfg)
     with contextlib.suppress(KeyError):  # no leftover study of that name
@@ -114,9 +133,8 @@ def run(params: Params, model: str, dataset: str, X: pd.DataFrame,
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize",
                                 sampler=sampler(cfg.seed), pruner=pruner())
     study.set_user_attr("model", model)
-    # Without a search space there is nothing to tune: one trial scores the defaults.
-    n_trials = cfg.n_trials if space else 1
-    for k in range(n_trials):
+    budget, _ = n_trials(params, model, len(X))
+    for k in range(budget):
         study.enqueue_trial(first if k == 0 else {}, user_attrs={TICKET: k})
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
     try:

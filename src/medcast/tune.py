@@ -165,6 +165,9 @@ def refit(params: Params, model: str, hp: dict[str, Any], schema: FeatureSchema,
                      f"(cv.large.halving_above), the best {n_confirmed} confirmed on all "
                      f"{len(X)} rows")
         note = f"{note}; {screening}" if note else screening
+    _, cut = shared.n_trials(params, model, len(X))
+    if cut:
+        note = f"{note}; {cut}" if note else cut
     rows = capped(range(len(X)), plan.max_rows, cv.seed, cv.folds)
     return large.build(plan, schema, cv.seed).fit(X.iloc[rows], y.iloc[rows]), plan, note
 
@@ -259,7 +262,9 @@ def stage(params: Params) -> None:
 
     paths = params.paths
     model, schema, X, y = _inputs(params)
-    n_budget = params.tune.n_trials if params.models[model].search_space else 1
+    n_budget, cut = shared.n_trials(params, model, len(X))
+    if cut:
+        log.info("%s: %s", model, cut)
 
     def on_trial(study: Any, trial: Any) -> None:
         value = f"{trial.value:.4g}" if trial.value is not None else trial.state.name.lower()
