@@ -93,3 +93,25 @@ def test_batches_on_every_core_give_the_same_results(messy):
     (one,) = run_batched(session, [OUTPUT_NAME], rows, batch=256, workers=1)
     (many,) = run_batched(session, [OUTPUT_NAME], rows, batch=256, workers=4)
     assert np.array_equal(one, many)
+
+
+def test_the_served_graph_is_measured_against_the_serving_budget(messy, caplog):
+    """export.served_cost measures the graph export writes (here the ridge's) as train measures
+    candidates: within the default budget nothing is said beyond the figures; over a limit the
+    reason is returned and logged as a warning; without limits nothing is judged."""
+    import logging
+
+    from medcast.config import ServingBudget
+    from medcast.export import served_cost
+
+    _, graph, schema, X = messy
+    data = graph.SerializeToString()
+    with caplog.at_level(logging.INFO, logger="medcast.export"):
+        assert served_cost(data, schema, X, ServingBudget(max_mb=50, max_ms=1000)) is None
+        over = served_cost(data, schema, X, ServingBudget(max_mb=1e-6, max_ms=1000))
+        assert served_cost(data, schema, X, ServingBudget(max_mb=None, max_ms=None)) is None
+    assert over is not None and over.startswith("ONNX graph ") and "max_mb 1e-06" in over
+    mb = f"{len(data) / 1e6:.3g} MB"
+    assert sum(f"served graph: {mb}" in r.message for r in caplog.records) == 3
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"the served graph is over train.serving_budget: {over}"]

@@ -214,3 +214,26 @@ def test_the_defaults_folds_on_all_rows_when_trials_ran_on_a_subsample(tmp_path)
     assert first.number == 0 and folds == cross_validate(
         large.build(plan, schema, 42), X, y, 5, 42, repeats=plan.repeats)
     assert folds != first.user_attrs["folds"]  # the subsample's were not reused
+
+
+def test_without_the_defaults_trial_the_budget_fallback_is_a_clear_error(tmp_path):
+    """The defaults' trial always runs first and is never pruned; if a worker failed it anyway,
+    the fallback for a tuned model over the budget says so instead of a StopIteration."""
+    import optuna
+
+    from medcast.errors import ArtifactError
+    from medcast.study import TICKET
+    from medcast.tune import defaults_folds
+
+    p, schema, X, y = _setup(tmp_path)
+    study = optuna.create_study(study_name="s")
+    study.enqueue_trial({}, user_attrs={TICKET: 0})
+
+    def fails(trial):
+        raise ValueError("a worker's fit failed")
+
+    study.optimize(fails, n_trials=1, catch=(ValueError,))
+    assert study.trials[0].state.name == "FAIL"
+    with pytest.raises(ArtifactError, match=r"study s: the defaults' trial \(the first\) did not "
+                                            "complete"):
+        defaults_folds(p, "knn", schema, X, y, study)

@@ -111,7 +111,8 @@ def calibrate(estimator: Any, X_train: pd.DataFrame, y_train: pd.Series, X: pd.D
     predictors"; Angelopoulos & Bates 2023, "Conformal prediction: a gentle introduction",
     §3.2)."""
     rows = capped(np.arange(len(X_train)), calibration_rows, seed)
-    X_cal, y_cal = X_train.iloc[rows], y_train.iloc[rows]
+    sampled = len(rows) < len(X_train)
+    X_cal, y_cal = (X_train.iloc[rows], y_train.iloc[rows]) if sampled else (X_train, y_train)
     oof = intervals.oof_predictions(estimator, X_cal, y_cal, n_folds, seed, max_rows, n_jobs,
                                     cluster)
     model = intervals.fit_intervals(X_cal, y_cal, oof, schema, level, n_folds, seed, groups,
@@ -122,7 +123,7 @@ def calibrate(estimator: Any, X_train: pd.DataFrame, y_train: pd.Series, X: pd.D
         "rule": f"calibrated within a seeded sample of {len(rows):,} of the {len(X_train):,} "
                 "training rows (evaluate.interval_max_rows): fold models fitted on fewer rows "
                 "err more than the served model, so the intervals err wide"}}
-              if len(rows) < len(X_train) else {})
+              if sampled else {})
     detail = {
         **model.card(),
         **sample,

@@ -1,10 +1,11 @@
 """Stage export: the tuned model and its conformal interval as one ONNX graph
-(models/model.onnx, checked against the native pipeline on every test row and on copies of some
-with each nullable feature missing), its model card (models/model.json, medcast.card) with the
-per-patient explainer (background rows from the training split, checked against `shap`:
-medcast.explain), the service's explanations of up to export.explain_check_rows test rows
-(reports/explanations.csv, for the plot stage), and the model's registration in MLflow
-(medcast.registry: `champion` only if better).
+(models/model.onnx, checked against the native pipeline on the test rows, a bounded sample of
+them on a large table, and on copies of some with each nullable feature missing; its size and
+single-row latency measured against train.serving_budget), its model card (models/model.json,
+medcast.card) with the per-patient explainer (background rows from the training split, checked
+against `shap`: medcast.explain), the service's explanations of up to
+export.explain_check_rows test rows (reports/explanations.csv, for the plot stage), and the
+model's registration in MLflow (medcast.registry: `champion` only if better).
 
 Reads models/tuned (tune), models/interval and reports/metrics.json (evaluate),
 models/selection.json (train: whether any candidate beat the mean) and the splits; the graph
@@ -21,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from medcast import explain
-from medcast.config import load_params
+from medcast.config import ServingBudget, load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.intervals import load_interval_model
 from medcast.models.io import load_meta, load_model
 from medcast.parallel import n_workers
+from medcast.serving_cost import measure_graph, over_budget
 
 if TYPE_CHECKING:
     from medcast.card import ExplainerCard
@@ -115,6 +117,23 @@ def _explain(params: Any, schema: FeatureSchema, estimator: Any, graph: bytes,
     return explained
 
 
+def served_cost(graph: bytes, schema: FeatureSchema, X: pd.DataFrame, budget: ServingBudget
+                ) -> str | None:
+    """Measure the served graph (the tuned model with its interval's bounds) as train measured
+    its candidates (medcast.serving_cost), log its cost and return why it is over
+    train.serving_budget (None: within it, or no limit set). Train kept the candidate within
+    the budget and tune its refit; this checks the graph that is actually served."""
+    cost = measure_graph(graph, schema, X.iloc[:1])
+    log.info("served graph: %.3g MB, single-row prediction %.2f ms (fastest of repeated runs)",
+             cost.onnx_mb, cost.ms)
+    if not budget.active:
+        return None
+    over = over_budget(cost, budget)
+    if over is not None:
+        log.warning("the served graph is over train.serving_budget: %s", over)
+    return over
+
+
 @cli
 def main() -> None:
     params = load_params()
@@ -150,6 +169,7 @@ def main() -> None:
              parity["max_rel_diff"], params.export.parity_rtol)
     save_onnx(onnx_model, paths.onnx)
     graph = Path(paths.onnx).read_bytes()
+    served_cost(graph, schema, X, params.train.serving_budget)
     explained = _explain(params, schema, estimator, graph, X)
     explained.table.to_csv(paths.explanations, index=False)
     card_interval = {**interval.card(), "coverage": report["interval.coverage"]}

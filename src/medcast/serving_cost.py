@@ -45,20 +45,25 @@ def measure(pipeline: Any, schema: FeatureSchema, row: pd.DataFrame) -> ServingC
     """The serving cost of the fitted `pipeline`, timed on `row` (one row of features; extra
     columns are ignored). Raises medcast.errors.ArtifactError when the pipeline cannot be
     exported to ONNX."""
-    from medcast.onnx.contract import OUTPUT_NAME
     from medcast.onnx.export import to_onnx
+
+    return measure_graph(to_onnx(pipeline, schema).SerializeToString(), schema, row)
+
+
+def measure_graph(data: bytes, schema: FeatureSchema, row: pd.DataFrame) -> ServingCost:
+    """The serving cost of the ONNX graph `data` (every output it has, as the service runs it:
+    the export stage's graph adds the interval's bounds), timed on `row`."""
     from medcast.onnx.runtime import inference_session, onnx_inputs
 
-    data = to_onnx(pipeline, schema).SerializeToString()
     session = inference_session(data)
     feed = onnx_inputs(row.iloc[:1], schema)
-    session.run([OUTPUT_NAME], feed)  # warm-up: the first run allocates
+    session.run(None, feed)  # warm-up: the first run allocates
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < MIN_RUNS or (len(times) < MAX_RUNS
                                     and time.perf_counter() - start < MAX_SECONDS):
         begin = time.perf_counter()
-        session.run([OUTPUT_NAME], feed)
+        session.run(None, feed)
         times.append(time.perf_counter() - begin)
     return ServingCost(onnx_mb=len(data) / 1e6, ms=min(times) * 1e3)
 

@@ -224,7 +224,12 @@ def defaults_folds(params: Params, model: str, schema: FeatureSchema, X: pd.Data
                    y: pd.Series, study: Any) -> tuple[Any, list[dict[str, float]]]:
     """The defaults' trial (the first ticket) and its folds on all rows: its own when trials
     ran on all rows, else cross-validated again there (the same folds as train's)."""
-    first = next(t for t in budget_trials(study) if t.user_attrs.get(TICKET) == 0)
+    first = next((t for t in budget_trials(study) if t.user_attrs.get(TICKET) == 0
+                  and t.state.name == "COMPLETE"), None)
+    if first is None:  # it runs first and is never pruned (study.pruner): a worker failed it
+        raise ArtifactError(f"study {study.study_name}: the defaults' trial (the first) did not "
+                            "complete, so the tuned model over train.serving_budget has no "
+                            "fallback; run `dvc repro tune` again")
     if large.screening_rows(len(X), params.cv.large) is None and "folds" in first.user_attrs:
         return first, first.user_attrs["folds"]
     cfg = params.cv
