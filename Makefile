@@ -9,7 +9,7 @@ UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
 # Stages run `python`: the virtualenv's must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install repro test docs lint lock params rollback params-reset push pull data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve s3 s3-stop s3-status bench-storage clean-venv
+.PHONY: help install repro test docs lint lock params rollback params-reset push pull data insurance-data notebooks bench tune-worker bench-tune bench-scale serve bench-serve bench-ceiling s3 s3-stop s3-status bench-storage clean-venv
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -118,6 +118,10 @@ serve: install  ## run the prediction service on 127.0.0.1:8000 (MEDCAST_* setti
 
 bench-serve: install  ## service throughput/latency/cold start over loopback; asserts every 2xx is logged
 	$(BIN)/python -m bench.serve
+
+bench-ceiling: install  ## make serve vs its own GET /health/live and mlflow models serve (wrk; after make repro)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python -m bench.serve_ceiling
 
 lint: install  ## ruff
 	$(BIN)/ruff check src serve tests bench scripts devtools

@@ -67,7 +67,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 def _request_bytes(host: str, port: int, path: str, body: bytes, key: str | None = None) -> bytes:
+    """A POST of `body`; without a body (b""), a GET."""
     extra = f"X-API-Key: {key}\r\n" if key else ""
+    if not body:
+        return f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
     return (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"{extra}Content-Length: {len(body)}\r\n\r\n"
@@ -151,7 +154,7 @@ async def _load(port: int, conc: int, seconds: float, client: str, path: str,
 def load_main(argv: list[str]) -> None:
     port, conc, seconds, client, path, body_file, *secure = argv
     bodies = json.loads(Path(body_file).read_text())
-    raw = [json.dumps(b).encode() for b in bodies]
+    raw = [b"" if b is None else json.dumps(b).encode() for b in bodies]  # None: a GET
     options = json.loads(secure[0]) if secure else {}  # {"ca": CA file, "key": client key}
     out = asyncio.run(_load(int(port), int(conc), float(seconds), client, path, raw,
                             options.get("ca"), options.get("key")))

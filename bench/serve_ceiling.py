@@ -1,0 +1,249 @@
+"""The prediction service against its own ceiling and against MLflow's server, in one run.
+
+Three servers, started as a user starts them, at the same number of worker processes (one per
+core unless `--workers`), driven one at a time at 16 connections over loopback in interleaved
+rounds (a shared machine's load drifts: the medians are compared):
+
+* `python -m serve`, as `make serve` runs it (MEDCAST_WORKERS unset: one per core), its
+  prediction log in its default durable `ack` mode (PostgreSQL on 127.0.0.1:5432 in a
+  throwaway schema when reachable, else SQLite): `POST /predict`, one patient a request;
+* the same server's trivial `GET /health/live`: what uvicorn, Litestar and the middlewares
+  answer at most, the ceiling a prediction is compared with;
+* `mlflow models serve` of the same study's champion (the model export registered;
+  `--env-manager local`, `--workers` the same): `POST /invocations`, one patient a request as
+  `{"dataframe_records": [...]}`.
+
+The load comes from wrk (`--client wrk`, the default when it is on PATH: `apt-get install
+wrk`, or `make bench-ceiling`, which installs it), one thread, or from bench.serve's raw
+asyncio client. The log's rows are counted against the predictions answered 2xx.
+
+    python -m bench.serve_ceiling [--seconds 5] [--rounds 3] [--workers N] [--client wrk|raw]
+                                  [--no-mlflow]
+
+Needs a model built by `make repro` (models/, its md5s in dvc.lock) and its registered
+champion in the MLflow store (mlflow.db, or MLFLOW_TRACKING_URI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.serve import PG_URL, ROOT, bodies_from_card, count_log, pg_available, run_load
+from devtools.ports import HOST, free_port
+from devtools.service import ServiceProcess, service_env, start
+
+CONNECTIONS = 16
+# The issue's targets (#28), for the defaults on 2 cores.
+TARGETS = {"of_ceiling": 0.40, "of_mlflow": 30.0, "p99_ms": 10.0}
+
+
+def wrk_script(method: str, path: str, bodies: list[bytes]) -> str:
+    """A wrk Lua script: with bodies, `method path` with each body in turn (a GET without them
+    is wrk's own static request, the cheapest for the client); done() prints one JSON line
+    (requests, answers ≥ 400, socket errors, latency percentiles in µs)."""
+    request = ""
+    if bodies:
+        quoted = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
+        request = f"""
+local bodies = {{{quoted}}}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("{method}", "{path}", {{["Content-Type"] = "application/json"}},
+                    bodies[(i % #bodies) + 1])
+end
+"""
+    return request + """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"n": %d, "elapsed_us": %d, "non2xx": %d, "socket_errors": %d, "p50_us": %d, ' ..
+    '"p99_us": %d}\n', summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_load(port: int, method: str, path: str, bodies: list[bytes], seconds: float,
+             tmp: Path) -> dict[str, Any]:
+    script = tmp / f"wrk-{uuid.uuid4().hex[:8]}.lua"
+    script.write_text(wrk_script(method, path, bodies))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "10s", "-s",
+         str(script), f"http://{HOST}:{port}{path}"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    ok = result["n"] - result["non2xx"]
+    return {"rps": result["n"] / (result["elapsed_us"] / 1e6), "ok": ok,
+            "failed": result["non2xx"] + result["socket_errors"],
+            "p50": result["p50_us"] / 1000, "p99": result["p99_us"] / 1000}
+
+
+def raw_load(port: int, method: str, path: str, bodies: list[Any], seconds: float
+             ) -> dict[str, Any]:
+    r = run_load(port, CONNECTIONS, seconds, "raw", path,
+                 bodies if method == "POST" else [None])
+    ok = sum(v for k, v in r["statuses"].items() if 200 <= k < 300)
+    return {"rps": r["n"] / r["elapsed"], "ok": ok, "failed": r["n"] - ok,
+            "p50": r["p50_ms"], "p99": r["p99_ms"]}
+
+
+def start_mlflow(model_uri: str, workers: int, log: Path, timeout: float = 180
+                 ) -> subprocess.Popen[bytes]:
+    """`mlflow models serve` of model_uri on a free port (returned as the process's `port`
+    attribute), waited for until GET /ping answers 200."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", model_uri,
+             "-h", HOST, "-p", str(port), "-w", str(workers), "--env-manager", "local"],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    proc.port = port  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow models serve exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/ping", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"mlflow models serve not ready in {timeout:g} s:\n"
+                       f"{log.read_text()[-3000:]}")
+
+
+def tracking_uri() -> str:
+    from medcast.tracking import tracking_uri as uri
+
+    return uri(ROOT)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5, help="per cell and round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="worker processes of both servers (default: one per core)")
+    ap.add_argument("--client", choices=["wrk", "raw"],
+                    default="wrk" if shutil.which("wrk") else "raw")
+    ap.add_argument("--no-mlflow", action="store_true", help="leave MLflow's server out")
+    args = ap.parse_args()
+    workers = args.workers or len(os.sched_getaffinity(0))
+    card_path = ROOT / "models" / "model.json"
+    if not card_path.exists():
+        print("no models/model.json: run `make repro` first", file=sys.stderr)
+        return 2
+    card = json.loads(card_path.read_text())
+    bodies = bodies_from_card(card, 64)
+    raw_bodies = [json.dumps(b).encode() for b in bodies]
+    tmp = Path(tempfile.mkdtemp(prefix="medcast-bench-ceiling-"))
+    import sqlalchemy as sa
+
+    use_pg = pg_available()
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_URL) if use_pg else None
+    if admin is not None:
+        with admin.begin() as c:
+            c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    db_url = (f"{PG_URL}?options=-csearch_path%3D{schema}" if use_pg
+              else f"sqlite:///{tmp / 'log.db'}")
+    env = service_env(Path(tempfile.gettempdir()) / "medcast-bench-pycache",
+                      MEDCAST_DATABASE_URL=db_url, MEDCAST_LOG_LEVEL="WARNING",
+                      MEDCAST_RATE_LIMIT="1000000/second",  # one client IP
+                      **({} if args.workers is None else {"MEDCAST_WORKERS": str(workers)}))
+    print(f"{workers} worker processes each; {args.client} at {CONNECTIONS} connections; "
+          f"{'PostgreSQL' if use_pg else 'SQLite'} log (ack); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
+
+    def load(port: int, method: str, path: str, payload: list[Any]) -> dict[str, Any]:
+        if args.client == "wrk":
+            return wrk_load(port, method, path, payload, args.seconds, tmp)
+        return raw_load(port, method, path, [json.loads(b) for b in payload], args.seconds)
+
+    service: ServiceProcess | None = None
+    mlflow_proc: subprocess.Popen[bytes] | None = None
+    cells: dict[str, list[dict[str, Any]]] = {"live": [], "predict": [], "mlflow": []}
+    try:
+        service = start(env, cwd=ROOT, log=tmp / "serve.log", timeout=120)
+        if not args.no_mlflow:
+            uri = f"models:/medcast-{card['dataset']}@champion"
+            mlflow_proc = start_mlflow(uri, workers, tmp / "mlflow.log")
+            mlflow_bodies = [json.dumps({"dataframe_records": [b]}).encode() for b in bodies]
+            probe = urllib.request.Request(
+                f"http://{HOST}:{mlflow_proc.port}/invocations",  # type: ignore[attr-defined]
+                data=mlflow_bodies[0], headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(probe, timeout=30) as r:
+                print(f"mlflow models serve {uri}: {r.read()[:80]!r}")
+        for k in range(args.rounds):
+            cells["live"].append(load(service.port, "GET", "/health/live", []))
+            cells["predict"].append(load(service.port, "POST", "/predict", raw_bodies))
+            if mlflow_proc is not None:
+                cells["mlflow"].append(load(mlflow_proc.port,  # type: ignore[attr-defined]
+                                            "POST", "/invocations", mlflow_bodies))
+            print(f"round {k + 1}: " + ", ".join(
+                f"{name} {runs[-1]['rps']:,.0f} req/s" for name, runs in cells.items() if runs))
+        service.stop(timeout=60)  # drains the log
+        rows, dup = count_log(db_url)
+    finally:
+        if service is not None:
+            service.kill()
+        if mlflow_proc is not None:
+            mlflow_proc.terminate()
+            try:
+                mlflow_proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                mlflow_proc.kill()
+        if admin is not None:
+            with admin.begin() as c:
+                c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in cells[name]) if cells[name] else float("nan")
+
+    print(f"\nmedian of {args.rounds} interleaved rounds of {args.seconds:g} s, {workers} "
+          f"processes each (load average {os.getloadavg()[0]:.1f} at the end):")
+    print("| server | req/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|")
+    names = {"live": "medcast GET /health/live (the ceiling)", "predict": "medcast POST /predict",
+             "mlflow": "mlflow models serve POST /invocations"}
+    for name, label in names.items():
+        if cells[name]:
+            print(f"| {label} | {med(name, 'rps'):,.0f} | {med(name, 'p50'):.2f} | "
+                  f"{med(name, 'p99'):.2f} | {sum(r['failed'] for r in cells[name])} |")
+    of_ceiling = med("predict", "rps") / med("live", "rps")
+    of_mlflow = med("predict", "rps") / med("mlflow", "rps")
+    answered = sum(r["ok"] for r in cells["predict"])
+    logged = rows == answered and dup == 0
+    print(f"\nprediction log: {rows} rows for {answered} predictions answered 2xx (duplicates "
+          f"{dup}) → {'OK' if logged else 'MISMATCH'}")
+    checks = [(f"≥ {TARGETS['of_ceiling']:.0%} of the trivial route's rate: {of_ceiling:.0%}",
+               of_ceiling >= TARGETS["of_ceiling"]),
+              (f"p99 ≤ {TARGETS['p99_ms']:g} ms: {med('predict', 'p99'):.2f} ms",
+               med("predict", "p99") <= TARGETS["p99_ms"]),
+              ("every 2xx has its row", logged)]
+    if cells["mlflow"]:
+        checks.insert(1, (f"≥ {TARGETS['of_mlflow']:g}× mlflow models serve: {of_mlflow:.1f}×",
+                          of_mlflow >= TARGETS["of_mlflow"]))
+    for text, ok in checks:
+        print(f"  {'met    ' if ok else 'NOT met'}  {text}")
+    return 0 if logged else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
