@@ -27,6 +27,7 @@ champion in the MLflow store (mlflow.db, or MLFLOW_TRACKING_URI).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -115,7 +116,8 @@ def start_mlflow(model_uri: str, workers: int, log: Path, timeout: float = 180
         proc = subprocess.Popen(
             [str(Path(venv_bin) / "mlflow"), "models", "serve", "-m", model_uri,
              "-h", HOST, "-p", str(port), "-w", str(workers), "--env-manager", "local"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its uvicorn and workers: one process group to stop
     proc.port = port  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,9 +129,24 @@ def start_mlflow(model_uri: str, workers: int, log: Path, timeout: float = 180
                     return proc
         except OSError:
             time.sleep(0.5)
-    proc.kill()
+    stop_group(proc)
     raise RuntimeError(f"mlflow models serve not ready in {timeout:g} s:\n"
                        f"{log.read_text()[-3000:]}")
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group of `proc` (MLflow's CLI, its uvicorn and its workers),
+    SIGKILL after 30 s."""
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def tracking_uri() -> str:
@@ -208,11 +225,7 @@ def main() -> int:
         if service is not None:
             service.kill()
         if mlflow_proc is not None:
-            mlflow_proc.terminate()
-            try:
-                mlflow_proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                mlflow_proc.kill()
+            stop_group(mlflow_proc)
         if admin is not None:
             with admin.begin() as c:
                 c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

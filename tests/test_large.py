@@ -12,7 +12,8 @@ from tests.conftest import ROOT, tiny_params
 
 DEFAULTS = LargeConfig(max_rows={"svr": 10000, "random_forest": 50000, "mlp": 50000},
                        hist_boosting_above=20000,
-                       mlp_max_steps=64, halving_above=20000, halving_keep=2)
+                       mlp_max_steps=64, halving_above=20000, halving_keep=2,
+                       expensive_trials=10)
 MLP = {"batch_size": 16, "validation_split": 0.2, "epochs": 300}
 GB = {"n_estimators": 200, "learning_rate": 0.05, "max_depth": 2, "subsample": 0.8,
       "min_samples_leaf": 10}
