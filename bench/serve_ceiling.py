@@ -44,6 +44,7 @@ from typing import Any
 from bench.serve import PG_URL, ROOT, bodies_from_card, count_log, pg_available, run_load
 from devtools.ports import HOST, free_port
 from devtools.service import ServiceProcess, service_env, start
+from medcast.tracking import tracking_uri
 
 CONNECTIONS = 16
 # The issue's targets (#28), for the defaults on 2 cores.
@@ -105,12 +106,12 @@ def raw_load(port: int, method: str, path: str, bodies: list[Any], seconds: floa
 
 
 def start_mlflow(model_uri: str, workers: int, log: Path, timeout: float = 180
-                 ) -> subprocess.Popen[bytes]:
-    """`mlflow models serve` of model_uri on a free port (returned as the process's `port`
-    attribute), waited for until GET /ping answers 200."""
+                 ) -> tuple[subprocess.Popen[bytes], int]:
+    """`mlflow models serve` of model_uri on a free port, waited for until GET /ping answers
+    200: the process and its port."""
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(ROOT),
            "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")])}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -118,7 +119,6 @@ def start_mlflow(model_uri: str, workers: int, log: Path, timeout: float = 180
              "-h", HOST, "-p", str(port), "-w", str(workers), "--env-manager", "local"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)  # its uvicorn and workers: one process group to stop
-    proc.port = port  # type: ignore[attr-defined]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -126,7 +126,7 @@ def start_mlflow(model_uri: str, workers: int, log: Path, timeout: float = 180
         try:
             with urllib.request.urlopen(f"http://{HOST}:{port}/ping", timeout=1) as r:
                 if r.status == 200:
-                    return proc
+                    return proc, port
         except OSError:
             time.sleep(0.5)
     stop_group(proc)
@@ -147,12 +147,6 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def tracking_uri() -> str:
-    from medcast.tracking import tracking_uri as uri
-
-    return uri(ROOT)
 
 
 def main() -> int:
@@ -199,15 +193,16 @@ def main() -> int:
 
     service: ServiceProcess | None = None
     mlflow_proc: subprocess.Popen[bytes] | None = None
+    mlflow_port = 0
     cells: dict[str, list[dict[str, Any]]] = {"live": [], "predict": [], "mlflow": []}
     try:
         service = start(env, cwd=ROOT, log=tmp / "serve.log", timeout=120)
         if not args.no_mlflow:
             uri = f"models:/medcast-{card['dataset']}@champion"
-            mlflow_proc = start_mlflow(uri, workers, tmp / "mlflow.log")
+            mlflow_proc, mlflow_port = start_mlflow(uri, workers, tmp / "mlflow.log")
             mlflow_bodies = [json.dumps({"dataframe_records": [b]}).encode() for b in bodies]
             probe = urllib.request.Request(
-                f"http://{HOST}:{mlflow_proc.port}/invocations",  # type: ignore[attr-defined]
+                f"http://{HOST}:{mlflow_port}/invocations",
                 data=mlflow_bodies[0], headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(probe, timeout=30) as r:
                 print(f"mlflow models serve {uri}: {r.read()[:80]!r}")
@@ -215,8 +210,8 @@ def main() -> int:
             cells["live"].append(load(service.port, "GET", "/health/live", []))
             cells["predict"].append(load(service.port, "POST", "/predict", raw_bodies))
             if mlflow_proc is not None:
-                cells["mlflow"].append(load(mlflow_proc.port,  # type: ignore[attr-defined]
-                                            "POST", "/invocations", mlflow_bodies))
+                cells["mlflow"].append(load(mlflow_port, "POST", "/invocations",
+                                            mlflow_bodies))
             print(f"round {k + 1}: " + ", ".join(
                 f"{name} {runs[-1]['rps']:,.0f} req/s" for name, runs in cells.items() if runs))
         service.stop(timeout=60)  # drains the log
