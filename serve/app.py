@@ -2,7 +2,8 @@
 lifespan and OpenAPI document together; `app_from_env` is the factory for ASGI servers.
 
 Where things live: the state and the lifespan in serve.service, the REST handlers in
-serve.routes, the dashboard in serve.dashboard, errors and the OpenAPI document in
+serve.routes (a prediction's answer in serve.predict, `POST /predict`'s hot path in
+serve.hotpath), the dashboard in serve.dashboard, errors and the OpenAPI document in
 serve.openapi, metrics in serve.prometheus.
 """
 
@@ -20,6 +21,7 @@ from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 
 from serve.dashboard import DASHBOARD
+from serve.hotpath import HotPath
 from serve.model import Artifacts
 from serve.openapi import log_exception, openapi_config
 from serve.prometheus import MetricsMiddleware
@@ -44,9 +46,11 @@ def create_app(
     settings = settings or Settings.from_env()
     service = Service(settings, artifacts, database)
     middleware: list[Any] = [DefineMiddleware(MetricsMiddleware, metrics=service.metrics)]
+    limit = None
     if settings.rate_limit is not None:
-        middleware.append(rate_limit_config(settings.rate_limit, UNLIMITED).middleware)
-    return Litestar(
+        limit = rate_limit_config(settings.rate_limit, UNLIMITED)
+        middleware.append(limit.middleware)
+    app = Litestar(
         route_handlers=[*API, *DASHBOARD],
         state=State({"service": service}),
         lifespan=[lifespan],
@@ -57,6 +61,10 @@ def create_app(
         before_send=[security_headers()],
         openapi_config=openapi_config(),
     )
+    # POST /predict answered in front of the router, as its stack would (serve.hotpath)
+    app.asgi_handler = HotPath(app.asgi_handler, service, limit.counter if limit else None,
+                               settings.max_body_bytes)
+    return app
 
 
 def app_from_env() -> Litestar:

@@ -28,6 +28,7 @@ from litestar.openapi.spec import (
 )
 
 from serve.answers import ErrorOut
+from serve.predict import Reply, error_reply
 from serve.schemas import RequestSchema
 from serve.service import service_of
 
@@ -61,10 +62,11 @@ ERRORS = {
 def error_response(status: int, detail: str, field: str | None = None,
                    **headers: str) -> Response:
     """An ErrorOut body: the status, what is wrong, and the offending field when there is one."""
-    body: dict[str, Any] = {"status_code": status, "detail": detail}
-    if field is not None:
-        body["field"] = field
-    return Response(_encode(body), status_code=status, media_type=JSON, headers=headers or None)
+    return to_response(error_reply(status, detail, field, **headers))
+
+
+def to_response(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=JSON, headers=reply.headers)
 
 
 def log_exception(exc: Exception, scope: Any) -> None:
@@ -101,7 +103,7 @@ def json_schema_to_openapi(d: dict[str, Any]) -> Schema:
     )
 
 
-# ?explain=true, read by serve.routes.explain_asked (not a handler parameter: see there).
+# ?explain=true, read by serve.predict.explain_asked (not a handler parameter: see there).
 EXPLAIN = Parameter(
     name="explain", param_in="query", required=False,
     schema=Schema(type=OpenAPIType.BOOLEAN, default=False),

@@ -12,11 +12,8 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import time
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -26,108 +23,17 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
-from serve.answers import BatchOut, IntervalOut, LoggedExplanation, PredictionOut, PredictionsPage
-from serve.db import LogRow, fetch_page
-from serve.openapi import ERRORS, JSON, error_response, error_spec
+from serve.answers import BatchOut, PredictionOut, PredictionsPage
+from serve.db import fetch_page
+from serve.openapi import ERRORS, JSON, error_response, error_spec, to_response
+from serve.predict import UNAUTHORIZED, answer
 from serve.prometheus import CONTENT_TYPE
-from serve.schemas import InputError
 from serve.served import ModelOut, ServingOut
 from serve.service import caller_of, client_of, service_of
 
 logger = logging.getLogger("medcast.serve")
 
 _encode = msgspec.json.encode
-UNAUTHORIZED = "missing or wrong X-API-Key header"  # one message: no hint which part was wrong
-
-
-async def _answer(request: Request[Any, Any, Any], batch: bool) -> Response:
-    """Both prediction routes: decode, one model call, rows recorded in the log before the
-    2xx (a full buffer, or no commit in time, answers 503 instead). With `?explain=true`, each
-    row's explanation too (serve.explain), computed off the event loop."""
-    start = time.perf_counter()
-    try:
-        explain = explain_asked(request.scope["query_string"])
-    except InputError as exc:
-        return error_response(exc.status, exc.detail, exc.field)
-    service = service_of(request)
-    # Client keys on (MEDCAST_CLIENTS_FILE): a client's key first. Checked here rather than by a
-    # route guard, which Litestar runs with a copy of the handler: 8% of the route's req/s.
-    if service.clients is not None and client_of(request.scope) is None:
-        return error_response(401, UNAUTHORIZED)
-    model = service.model
-    if model is None:
-        return error_response(503, f"model not ready: {service.model_error}")
-    body = await request.body()
-    try:
-        patients = model.schema.decode_batch(body) if batch else [model.schema.decode_one(body)]
-    except InputError as exc:
-        return error_response(exc.status, exc.detail, exc.field)
-    astuple = msgspec.structs.astuple
-    rows = [astuple(p) for p in patients]
-    explanations = None
-    if explain:
-        if model.explainer is None:
-            return error_response(422, "this model's card has no explainer (exported before "
-                                  "explanations, or without them): ask without explain=true",
-                                  "explain")
-        if len(rows) > service.settings.max_explain:
-            return error_response(422, f"explain=true takes at most {service.settings.max_explain}"
-                                  f" patients per batch (MEDCAST_MAX_EXPLAIN), got {len(rows)}",
-                                  "explain")
-        explanations = await asyncio.to_thread(model.explainer.explain_rows, rows)
-    coalescer = service.coalescer
-    values, lower, upper = (await coalescer.predict(rows) if coalescer is not None and not batch
-                            else model.predict_with_bounds(rows))
-    rid = uuid.uuid4().hex
-    latency = (time.perf_counter() - start) * 1000
-    now = datetime.now(UTC)
-    md5, revision, dataset = model.md5, model.revision, model.card.dataset
-    client = client_of(request.scope)
-    level = model.interval_level
-    intervals = None
-    if level is not None and lower is not None and upper is not None:
-        logged = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client, lo, hi)
-                  for i, (p, v, lo, hi) in enumerate(zip(patients, values, lower, upper,
-                                                         strict=True))]
-        intervals = [IntervalOut(level, lo, hi) for lo, hi in zip(lower, upper, strict=True)]
-    else:
-        logged = [LogRow(rid, i, now, md5, revision, dataset, p, v, latency, client)
-                  for i, (p, v) in enumerate(zip(patients, values, strict=True))]
-    if explanations is not None and service.settings.log_explanations:  # off: nothing done
-        for row, e in zip(logged, explanations, strict=True):
-            row.explanation = LoggedExplanation.of(e)
-    refused = await service.log.record(logged)  # ack: returns once the rows are committed
-    if refused is not None:  # X-Request-ID: its row may still appear (see serve.log)
-        return error_response(503, refused, **{"Retry-After": "1", "X-Request-ID": rid})
-    service.metrics.predictions.inc(len(logged))
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("%s request_id=%s n=%d latency_ms=%.2f", "batch" if batch else "predict",
-                     rid, len(logged), latency)
-    out = (BatchOut(values, intervals, md5, rid, len(values), explanations) if batch
-           else PredictionOut(values[0], intervals[0] if intervals else None, md5, rid,
-                              explanations[0] if explanations else None))
-    return Response(_encode(out), media_type=JSON, headers={"X-Request-ID": rid})
-
-
-def explain_asked(query: bytes) -> bool:
-    """`?explain=true|false` (also 1|0, any case; absent: false). Read here, not declared in
-    the handlers' signatures: Litestar would then parse the query of every prediction (6-13 %
-    of /predict's rate at 16 connections, bench.serve --against); serve.openapi documents it.
-    Anything else is a 400 naming `explain`."""
-    if not query:
-        return False
-    values = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("explain")
-    if not values:
-        return False
-    value = values[-1].lower()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise InputError(400, f"query parameter explain: expected true or false, got {values[-1]!r}",
-                     "explain")
-
-
 def _answers(out: type, description: str) -> dict[int, ResponseSpec]:
     """A prediction route's documented responses: its result, or one of the ERRORS."""
     return {200: ResponseSpec(out, description=description),
@@ -139,7 +45,7 @@ def _answers(out: type, description: str) -> dict[int, ResponseSpec]:
       security=[{"ApiKey": []}],
       responses=_answers(PredictionOut, "the prediction and its interval"))
 async def predict(request: Request[Any, Any, Any]) -> Response:
-    return await _answer(request, batch=False)
+    return to_response(await answer(service_of(request), request.scope, request.body, False))
 
 
 @post("/predict/batch", status_code=200, summary="Predict for many patients (one model call)",
@@ -147,7 +53,7 @@ async def predict(request: Request[Any, Any, Any]) -> Response:
       security=[{"ApiKey": []}],
       responses=_answers(BatchOut, "predictions and their intervals in input order"))
 async def predict_batch(request: Request[Any, Any, Any]) -> Response:
-    return await _answer(request, batch=True)
+    return to_response(await answer(service_of(request), request.scope, request.body, True))
 
 
 @get("/model", summary="The model card of the served model",

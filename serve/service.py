@@ -27,7 +27,7 @@ from litestar.connection import ASGIConnection
 from medcast.errors import first_line
 from serve.clients import CLIENT, Clients, Entry
 from serve.coalesce import Coalescer
-from serve.db import LogRow, insert_rows, make_engine
+from serve.db import LogRow, RowWriter, make_engine
 from serve.log import PredictionLog
 from serve.migrate import ensure_schema
 from serve.model import Artifacts, LoadedModel, ModelError, load_model
@@ -45,6 +45,7 @@ class Database:
         self.url = url
         self.sqlite_synchronous = sqlite_synchronous
         self._engine: sa.Engine | None = None
+        self._writer: RowWriter | None = None
         self.schema_status: str | None = None
 
     @property
@@ -62,7 +63,9 @@ class Database:
         self.schema_status = ensure_schema(self.engine)
 
     def write(self, rows: list[LogRow]) -> int:
-        return insert_rows(self.engine, rows)
+        if self._writer is None:
+            self._writer = RowWriter(self.engine)
+        return self._writer.write(rows)
 
     def ping(self) -> None:
         """One round trip (raises while the database is unreachable)."""
@@ -70,6 +73,8 @@ class Database:
             conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         if self._engine is not None:
             self._engine.dispose()
 

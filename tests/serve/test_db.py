@@ -7,7 +7,7 @@ reads. PostgreSQL tests use a throwaway schema at 127.0.0.1:5432 (skipped when u
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,20 +92,61 @@ def migrated(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> It
         engine.dispose()
 
 
-@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
+@contextmanager
+def inserting(how: str, engine: sa.Engine) -> Iterator[Callable[[list[servedb.LogRow]], int]]:
+    """`insert_rows`, or the service's `RowWriter` (PostgreSQL: its held autocommit connection
+    and one multi-row INSERT below PG_COPY_FROM_ROWS rows)."""
+    if how == "insert_rows":
+        yield lambda rows: servedb.insert_rows(engine, rows)
+        return
+    writer = servedb.RowWriter(engine)
+    try:
+        yield writer.write
+    finally:
+        writer.close()
+
+
+HOW = ["insert_rows", "RowWriter"]
+
+
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: every path
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_insert_is_idempotent(backend: str, n: int, tmp_path: Path,
+def test_insert_is_idempotent(backend: str, n: int, how: str, tmp_path: Path,
                               request: pytest.FixtureRequest) -> None:
-    with migrated(backend, tmp_path, request) as engine:
+    with migrated(backend, tmp_path, request) as engine, inserting(how, engine) as insert:
         rows = _rows(n)
-        servedb.insert_rows(engine, rows[:3])
-        servedb.insert_rows(engine, rows)  # a retry of a batch partly committed before
+        insert(rows[:3])
+        assert insert(rows) == n  # a retry of a batch partly committed before
         assert servedb.count_rows(engine) == n
-        servedb.insert_rows(engine, rows)  # all of it again
+        insert(rows)  # all of it again
         assert servedb.count_rows(engine) == n
         page = servedb.fetch_page(engine, 0, n + 5)
         assert [r["item"] for r in page] == list(range(n))
         assert page[0]["features"] == {"age": 30, "smoker": "no"}
+
+
+def test_row_writer_replaces_a_connection_the_server_closed(pg_url: str) -> None:
+    """The held connection dies (a server restart, an idle timeout): that write fails, as any
+    failed write does (the log keeps its rows and retries), and the next opens a fresh one."""
+    engine = servedb.make_engine(pg_url)
+    writer = servedb.RowWriter(engine)
+    try:
+        servemigrate.ensure_schema(engine)
+        writer.write(_rows(2))
+        pid = writer._conn.info.backend_pid
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        again = _rows(3)
+        with pytest.raises(Exception, match="terminat|closed|connection"):
+            writer.write(again)
+        assert writer._conn is None
+        assert writer.write(again) == 3  # a fresh connection
+        assert writer._conn.info.backend_pid != pid
+        assert servedb.count_rows(engine) == 5
+    finally:
+        writer.close()
+        engine.dispose()
 
 
 def test_get_predictions_rows_are_the_tables_columns_in_order() -> None:
@@ -115,22 +156,23 @@ def test_get_predictions_rows_are_the_tables_columns_in_order() -> None:
     assert LoggedPrediction.__struct_fields__ == ("id", *servedb.COLUMNS)
 
 
-@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: both paths
+@pytest.mark.parametrize("how", HOW)
+@pytest.mark.parametrize("n", [5, servedb.PG_COPY_FROM_ROWS + 5])  # PostgreSQL: every path
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_explanation_is_stored_as_json_and_absent_is_sql_null(
-        backend: str, n: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+        backend: str, n: int, how: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Rows with an explanation keep it as JSON; rows without keep SQL NULL (never the JSON
     text 'null'), on every insert path."""
     from serve.answers import LoggedExplanation
 
-    with migrated(backend, tmp_path, request) as engine:
+    with migrated(backend, tmp_path, request) as engine, inserting(how, engine) as insert:
         rows = _rows(n)
         for i, row in enumerate(rows[::2]):
             margin = {"age": 0.5, "smoker": 0.25} if i % 2 else None
             row.explanation = LoggedExplanation(
                 base_value=100.0 + i, contributions={"age": 1.5 * i, "smoker": -2.0},
                 method="sampling" if margin else "exact", margin=margin)
-        servedb.insert_rows(engine, rows)
+        insert(rows)
         page = servedb.fetch_page(engine, 0, n)
         for row, got in zip(rows, page, strict=True):
             expected = (None if row.explanation is None

@@ -1,6 +1,6 @@
 """Rate limiting (serve/ratelimit.py): 429 with the RateLimit-* headers and Retry-After once
-the budget is spent, health and metrics never limited; with client keys on, one budget per
-client name and another for requests without a valid key.
+the budget is spent (one budget for every limited route), health and metrics never limited;
+with client keys on, one budget per client name and another for requests without a valid key.
 """
 
 from __future__ import annotations
@@ -47,3 +47,14 @@ def test_rate_limit_counts_per_client_name_with_keys_on(
         assert [status("ward-a") for _ in range(3)] == [200, 200, 429]
         assert [status("ward-b") for _ in range(3)] == [200, 200, 429]
         assert [status(None) for _ in range(3)] == [401, 401, 429]
+
+
+def test_one_budget_for_every_limited_route(tiny: TinyModel, repo: Path) -> None:
+    """Litestar builds a middleware per route; the count is the app's (it was per route)."""
+    with serving(make_settings(repo, rate_limit=("minute", 3))) as client:
+        assert client.post("/predict", json=tiny.examples[0]).status_code == 200
+        r = client.post("/predict/batch", json={"instances": [tiny.examples[1]]})
+        assert r.status_code == 200 and r.headers["RateLimit-Remaining"] == "1"
+        assert client.get("/model").status_code == 200
+        assert client.post("/predict", json=tiny.examples[0]).status_code == 429
+        assert client.get("/model").status_code == 429
