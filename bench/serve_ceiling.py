@@ -18,7 +18,11 @@ wrk`, or `make bench-ceiling`, which installs it), one thread, or from bench.ser
 asyncio client. The log's rows are counted against the predictions answered 2xx.
 
     python -m bench.serve_ceiling [--seconds 5] [--rounds 3] [--workers N] [--client wrk|raw]
-                                  [--no-mlflow]
+                                  [--no-mlflow] [--against REV]
+
+`--against REV` also starts REV's service (its files from `git archive`, the same model, the
+same settings, its own log schema) and drives its `POST /predict` and `GET /health/live` in the
+same rounds: the before/after of one run.
 
 Needs a model built by `make repro` (models/, its md5s in dvc.lock) and its registered
 champion in the MLflow store (mlflow.db, or MLFLOW_TRACKING_URI).
@@ -41,7 +45,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.serve import PG_URL, ROOT, bodies_from_card, count_log, pg_available, run_load
+from bench.serve import (
+    PG_URL,
+    ROOT,
+    bodies_from_card,
+    count_log,
+    pg_available,
+    revision_tree,
+    run_load,
+)
 from devtools.ports import HOST, free_port
 from devtools.service import ServiceProcess, service_env, start
 from medcast.tracking import tracking_uri
@@ -158,6 +170,7 @@ def main() -> int:
     ap.add_argument("--client", choices=["wrk", "raw"],
                     default="wrk" if shutil.which("wrk") else "raw")
     ap.add_argument("--no-mlflow", action="store_true", help="leave MLflow's server out")
+    ap.add_argument("--against", metavar="REV", help="also measure REV's service (git archive)")
     args = ap.parse_args()
     workers = args.workers or len(os.sched_getaffinity(0))
     card_path = ROOT / "models" / "model.json"
@@ -171,17 +184,19 @@ def main() -> int:
     import sqlalchemy as sa
 
     use_pg = pg_available()
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    trees = {"this checkout": ROOT}
+    if args.against:
+        tree, short = revision_tree(args.against, tmp)
+        trees = {short: tree, **trees}
+    schemas = {name: f"bench_{uuid.uuid4().hex[:10]}" for name in trees}
     admin = sa.create_engine(PG_URL) if use_pg else None
     if admin is not None:
         with admin.begin() as c:
-            c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    db_url = (f"{PG_URL}?options=-csearch_path%3D{schema}" if use_pg
-              else f"sqlite:///{tmp / 'log.db'}")
-    env = service_env(Path(tempfile.gettempdir()) / "medcast-bench-pycache",
-                      MEDCAST_DATABASE_URL=db_url, MEDCAST_LOG_LEVEL="WARNING",
-                      MEDCAST_RATE_LIMIT="1000000/second",  # one client IP
-                      **({} if args.workers is None else {"MEDCAST_WORKERS": str(workers)}))
+            for schema in schemas.values():
+                c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    db_urls = {name: (f"{PG_URL}?options=-csearch_path%3D{schema}" if use_pg
+                      else f"sqlite:///{tmp / f'log-{schema}.db'}")
+               for name, schema in schemas.items()}
     print(f"{workers} worker processes each; {args.client} at {CONNECTIONS} connections; "
           f"{'PostgreSQL' if use_pg else 'SQLite'} log (ack); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
@@ -191,12 +206,25 @@ def main() -> int:
             return wrk_load(port, method, path, payload, args.seconds, tmp)
         return raw_load(port, method, path, [json.loads(b) for b in payload], args.seconds)
 
-    service: ServiceProcess | None = None
+    services: dict[str, ServiceProcess] = {}
     mlflow_proc: subprocess.Popen[bytes] | None = None
     mlflow_port = 0
-    cells: dict[str, list[dict[str, Any]]] = {"live": [], "predict": [], "mlflow": []}
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for name in trees:
+        cells[cell(name, "live")], cells[cell(name, "predict")] = [], []
+    cells["mlflow"] = []
+    logs: dict[str, tuple[int, int]] = {}
     try:
-        service = start(env, cwd=ROOT, log=tmp / "serve.log", timeout=120)
+        for name, tree in trees.items():
+            env = service_env(Path(tempfile.gettempdir()) / "medcast-bench-pycache",
+                              MEDCAST_REPO=str(ROOT), MEDCAST_DATABASE_URL=db_urls[name],
+                              MEDCAST_LOG_LEVEL="WARNING",
+                              MEDCAST_RATE_LIMIT="1000000/second",  # one client IP
+                              **({} if args.workers is None
+                                 else {"MEDCAST_WORKERS": str(workers)}))
+            env["PYTHONPATH"] = os.pathsep.join([str(tree / "src"), str(tree)])
+            services[name] = start(env, cwd=tree, log=tmp / f"serve-{len(services)}.log",
+                                   timeout=120)
         if not args.no_mlflow:
             uri = f"models:/medcast-{card['dataset']}@champion"
             mlflow_proc, mlflow_port = start_mlflow(uri, workers, tmp / "mlflow.log")
@@ -207,23 +235,27 @@ def main() -> int:
             with urllib.request.urlopen(probe, timeout=30) as r:
                 print(f"mlflow models serve {uri}: {r.read()[:80]!r}")
         for k in range(args.rounds):
-            cells["live"].append(load(service.port, "GET", "/health/live", []))
-            cells["predict"].append(load(service.port, "POST", "/predict", raw_bodies))
+            for name, service in services.items():
+                cells[cell(name, "live")].append(load(service.port, "GET", "/health/live", []))
+                cells[cell(name, "predict")].append(load(service.port, "POST", "/predict",
+                                                         raw_bodies))
             if mlflow_proc is not None:
                 cells["mlflow"].append(load(mlflow_port, "POST", "/invocations",
                                             mlflow_bodies))
             print(f"round {k + 1}: " + ", ".join(
                 f"{name} {runs[-1]['rps']:,.0f} req/s" for name, runs in cells.items() if runs))
-        service.stop(timeout=60)  # drains the log
-        rows, dup = count_log(db_url)
+        for name, service in services.items():
+            service.stop(timeout=60)  # drains the log
+            logs[name] = count_log(db_urls[name])
     finally:
-        if service is not None:
+        for service in services.values():
             service.kill()
         if mlflow_proc is not None:
             stop_group(mlflow_proc)
         if admin is not None:
             with admin.begin() as c:
-                c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+                for schema in schemas.values():
+                    c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -233,33 +265,50 @@ def main() -> int:
     print(f"\nmedian of {args.rounds} interleaved rounds of {args.seconds:g} s, {workers} "
           f"processes each (load average {os.getloadavg()[0]:.1f} at the end):")
     print("| server | req/s | p50 ms | p99 ms | failed |\n|---|---:|---:|---:|---:|")
-    names = {"live": "medcast GET /health/live (the ceiling)", "predict": "medcast POST /predict",
-             "mlflow": "mlflow models serve POST /invocations"}
-    for name, label in names.items():
-        if cells[name]:
-            print(f"| {label} | {med(name, 'rps'):,.0f} | {med(name, 'p50'):.2f} | "
-                  f"{med(name, 'p99'):.2f} | {sum(r['failed'] for r in cells[name])} |")
-    of_ceiling = med("predict", "rps") / med("live", "rps")
-    of_mlflow = med("predict", "rps") / med("mlflow", "rps")
-    answered = sum(r["ok"] for r in cells["predict"])
-    # wrk stops with up to one request a connection in flight: the server answers and logs it,
-    # wrk does not count it. A 2xx without its row would make rows < answered.
-    in_flight = CONNECTIONS * args.rounds if args.client == "wrk" else 0
-    logged = answered <= rows <= answered + in_flight and dup == 0
-    print(f"\nprediction log: {rows} rows for {answered} predictions answered 2xx"
-          + (f" (+ at most {in_flight} in flight when wrk stopped)" if in_flight else "")
-          + f", duplicates {dup} → {'OK' if logged else 'MISMATCH'}")
-    checks = [(f"≥ {TARGETS['of_ceiling']:.0%} of the trivial route's rate: {of_ceiling:.0%}",
-               of_ceiling >= TARGETS["of_ceiling"]),
-              (f"p99 ≤ {TARGETS['p99_ms']:g} ms: {med('predict', 'p99'):.2f} ms",
-               med("predict", "p99") <= TARGETS["p99_ms"]),
-              ("every 2xx has its row", logged)]
-    if cells["mlflow"]:
-        checks.insert(1, (f"≥ {TARGETS['of_mlflow']:g}× mlflow models serve: {of_mlflow:.1f}×",
-                          of_mlflow >= TARGETS["of_mlflow"]))
-    for text, ok in checks:
-        print(f"  {'met    ' if ok else 'NOT met'}  {text}")
-    return 0 if logged else 1
+    labels = {}
+    for name in trees:
+        labels[cell(name, "live")] = f"medcast ({name}) GET /health/live (the ceiling)"
+        labels[cell(name, "predict")] = f"medcast ({name}) POST /predict"
+    labels["mlflow"] = "mlflow models serve POST /invocations"
+    for key, label in labels.items():
+        if cells[key]:
+            print(f"| {label} | {med(key, 'rps'):,.0f} | {med(key, 'p50'):.2f} | "
+                  f"{med(key, 'p99'):.2f} | {sum(r['failed'] for r in cells[key])} |")
+    all_logged = True
+    for name in trees:
+        live, predict = cell(name, "live"), cell(name, "predict")
+        of_ceiling = med(predict, "rps") / med(live, "rps")
+        of_mlflow = med(predict, "rps") / med("mlflow", "rps")
+        answered = sum(r["ok"] for r in cells[predict])
+        rows, dup = logs[name]
+        # wrk stops with up to one request a connection in flight: the server answers and logs
+        # it, wrk does not count it. A 2xx without its row would make rows < answered.
+        in_flight = CONNECTIONS * args.rounds if args.client == "wrk" else 0
+        logged = answered <= rows <= answered + in_flight and dup == 0
+        all_logged = all_logged and logged
+        print(f"\n{name}: prediction log: {rows} rows for {answered} predictions answered 2xx"
+              + (f" (+ at most {in_flight} in flight when wrk stopped)" if in_flight else "")
+              + f", duplicates {dup} → {'OK' if logged else 'MISMATCH'}")
+        checks = [(f"≥ {TARGETS['of_ceiling']:.0%} of the trivial route's rate: "
+                   f"{of_ceiling:.0%}", of_ceiling >= TARGETS["of_ceiling"]),
+                  (f"p99 ≤ {TARGETS['p99_ms']:g} ms: {med(predict, 'p99'):.2f} ms",
+                   med(predict, "p99") <= TARGETS["p99_ms"]),
+                  ("every 2xx has its row", logged)]
+        if cells["mlflow"]:
+            checks.insert(1, (f"≥ {TARGETS['of_mlflow']:g}× mlflow models serve: "
+                              f"{of_mlflow:.1f}×", of_mlflow >= TARGETS["of_mlflow"]))
+        for text, ok in checks:
+            print(f"  {'met    ' if ok else 'NOT met'}  {text}")
+    if len(trees) > 1:
+        before, after = (cell(name, "predict") for name in trees)
+        print(f"\nPOST /predict, this checkout against {next(iter(trees))}: "
+              f"{med(after, 'rps') / med(before, 'rps'):.2f}× the req/s")
+    return 0 if all_logged else 1
+
+
+def cell(name: str, kind: str) -> str:
+    """The key of one service's cell: `kind` (live, predict) of the service `name`."""
+    return f"{kind} ({name})"
 
 
 if __name__ == "__main__":
