@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 import msgspec
@@ -25,9 +25,7 @@ import msgspec
 from serve.answers import BatchOut, IntervalOut, LoggedExplanation, PredictionOut
 from serve.db import LogRow
 from serve.schemas import InputError
-
-if TYPE_CHECKING:
-    from serve.service import Service
+from serve.service import Service, client_of
 
 logger = logging.getLogger("medcast.serve")
 
@@ -74,8 +72,6 @@ def explain_asked(query: bytes) -> bool:
 async def answer(service: Service, scope: Any, read_body: Callable[[], Awaitable[bytes]],
                  batch: bool) -> Reply:
     """Both prediction routes, from the ASGI scope and the request body's reader."""
-    from serve.service import client_of  # serve.service imports the log, which imports db
-
     start = time.perf_counter()
     try:
         explain = explain_asked(scope["query_string"])

@@ -123,7 +123,7 @@ def test_what_it_passes_on_to_the_framework(tiny: TinyModel, repo: Path) -> None
 
 def test_a_server_fault_is_logged_and_answered_500(tiny: TinyModel, repo: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    with serving(make_settings(repo)) as client:
+    with serving(make_settings(repo, rate_limit=("minute", 100))) as client:
         service = client.app.state.service
 
         def broken(rows: Any) -> Any:
@@ -136,6 +136,7 @@ def test_a_server_fault_is_logged_and_answered_500(tiny: TinyModel, repo: Path,
         assert hot.status_code == 500
         same(hot, framework)
         assert hot.json() == {"status_code": 500, "detail": "Internal Server Error"}
+        assert hot.headers["ratelimit-limit"] == "100"  # Litestar's 500 has them too
         assert [r.getMessage() for r in caplog.records].count(
             "POST /predict failed: RuntimeError: the model broke") == 2
         assert scraped(client, "medcast_http_requests_total", route="/predict", method="POST",
