@@ -299,6 +299,15 @@ def main() -> int:
                               f"{of_mlflow:.1f}×", of_mlflow >= TARGETS["of_mlflow"]))
         for text, ok in checks:
             print(f"  {'met    ' if ok else 'NOT met'}  {text}")
+        # the same ratios round by round (each round's cells ran minutes apart at most)
+        per_round = [f"{p['rps'] / c['rps']:.0%}" for p, c in zip(cells[predict], cells[live],
+                                                                   strict=True)]
+        print(f"  per round, of the trivial route: {', '.join(per_round)}")
+        if cells["mlflow"]:
+            per_round = [f"{p['rps'] / m['rps']:.1f}×" for p, m in zip(cells[predict],
+                                                                       cells["mlflow"],
+                                                                       strict=True)]
+            print(f"  per round, of mlflow models serve: {', '.join(per_round)}")
     if len(trees) > 1:
         before, after = (cell(name, "predict") for name in trees)
         print(f"\nPOST /predict, this checkout against {next(iter(trees))}: "
