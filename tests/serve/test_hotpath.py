@@ -42,14 +42,17 @@ def both(client: Any, body: bytes, path: str = "/predict",
     return hot, framework
 
 
+def steady_headers(response: Any) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in VARYING}
+
+
 def same(hot: Any, framework: Any) -> None:
     assert hot.status_code == framework.status_code
     a, b = hot.json(), framework.json()
     for answer in (a, b):
         answer.pop("request_id", None)
     assert a == b
-    keep = lambda r: {k: v for k, v in r.headers.items() if k not in VARYING}  # noqa: E731
-    assert keep(hot) == keep(framework)
+    assert steady_headers(hot) == steady_headers(framework)
     assert ("x-request-id" in hot.headers) == ("x-request-id" in framework.headers)
 
 
