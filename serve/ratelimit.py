@@ -44,6 +44,8 @@ class RateCounter:
         self.max_requests = max_requests
         self.window = DURATION_VALUES[unit]
         self.policy = f"{max_requests}; w={self.window}"
+        self._constant = [(b"ratelimit-policy", self.policy.encode()),
+                          (b"ratelimit-limit", str(max_requests).encode())]
         self.counters: dict[str, list[int]] = {}  # client → [count, window end]
         self.last_sweep = 0
 
@@ -68,8 +70,7 @@ class RateCounter:
         if allowed:
             entry[0] += 1
         headers = [
-            (b"ratelimit-policy", self.policy.encode()),
-            (b"ratelimit-limit", str(self.max_requests).encode()),
+            *self._constant,
             (b"ratelimit-remaining", str(self.max_requests - entry[0]).encode()),
             (b"ratelimit-reset", reset),
         ]
