@@ -70,13 +70,21 @@ def wrk_script(method: str, path: str, bodies: list[bytes]) -> str:
     request = ""
     if bodies:
         quoted = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
+        # Each request formatted once, in init (as wrk's own static request is): wrk.format
+        # per request would count the client's Lua work against the prediction's rate.
         request = f"""
 local bodies = {{{quoted}}}
+local prepared = {{}}
 local i = 0
+init = function(args)
+  for k, body in ipairs(bodies) do
+    prepared[k] = wrk.format("{method}", "{path}", {{["Content-Type"] = "application/json"}},
+                             body)
+  end
+end
 request = function()
   i = i + 1
-  return wrk.format("{method}", "{path}", {{["Content-Type"] = "application/json"}},
-                    bodies[(i % #bodies) + 1])
+  return prepared[(i % #prepared) + 1]
 end
 """
     return request + """
@@ -277,8 +285,12 @@ def main() -> int:
     all_logged = True
     for name in trees:
         live, predict = cell(name, "live"), cell(name, "predict")
-        of_ceiling = med(predict, "rps") / med(live, "rps")
-        of_mlflow = med(predict, "rps") / med("mlflow", "rps")
+        # Each round's cells ran within seconds of each other, the rounds minutes apart on a
+        # host whose speed drifts: the verdict is the median of the round-by-round ratios
+        # (paired); the ratio of the medians is printed beside it.
+        of_ceiling_rounds = ratios(cells[predict], cells[live])
+        of_mlflow_rounds = ratios(cells[predict], cells["mlflow"])
+        of_ceiling = statistics.median(of_ceiling_rounds)
         answered = sum(r["ok"] for r in cells[predict])
         rows, dup = logs[name]
         # wrk stops with up to one request a connection in flight: the server answers and logs
@@ -290,29 +302,37 @@ def main() -> int:
               + (f" (+ at most {in_flight} in flight when wrk stopped)" if in_flight else "")
               + f", duplicates {dup} → {'OK' if logged else 'MISMATCH'}")
         checks = [(f"≥ {TARGETS['of_ceiling']:.0%} of the trivial route's rate: "
-                   f"{of_ceiling:.0%}", of_ceiling >= TARGETS["of_ceiling"]),
+                   f"{of_ceiling:.0%} (ratio of the medians "
+                   f"{med(predict, 'rps') / med(live, 'rps'):.0%})",
+                   of_ceiling >= TARGETS["of_ceiling"]),
                   (f"p99 ≤ {TARGETS['p99_ms']:g} ms: {med(predict, 'p99'):.2f} ms",
                    med(predict, "p99") <= TARGETS["p99_ms"]),
                   ("every 2xx has its row", logged)]
-        if cells["mlflow"]:
+        if of_mlflow_rounds:
+            of_mlflow = statistics.median(of_mlflow_rounds)
             checks.insert(1, (f"≥ {TARGETS['of_mlflow']:g}× mlflow models serve: "
-                              f"{of_mlflow:.1f}×", of_mlflow >= TARGETS["of_mlflow"]))
+                              f"{of_mlflow:.1f}× (ratio of the medians "
+                              f"{med(predict, 'rps') / med('mlflow', 'rps'):.1f}×)",
+                              of_mlflow >= TARGETS["of_mlflow"]))
         for text, ok in checks:
             print(f"  {'met    ' if ok else 'NOT met'}  {text}")
-        # the same ratios round by round (each round's cells ran minutes apart at most)
-        per_round = [f"{p['rps'] / c['rps']:.0%}" for p, c in zip(cells[predict], cells[live],
-                                                                   strict=True)]
-        print(f"  per round, of the trivial route: {', '.join(per_round)}")
-        if cells["mlflow"]:
-            per_round = [f"{p['rps'] / m['rps']:.1f}×" for p, m in zip(cells[predict],
-                                                                       cells["mlflow"],
-                                                                       strict=True)]
-            print(f"  per round, of mlflow models serve: {', '.join(per_round)}")
+        print(f"  per round, of the trivial route: "
+              f"{', '.join(f'{r:.0%}' for r in of_ceiling_rounds)}")
+        if of_mlflow_rounds:
+            print(f"  per round, of mlflow models serve: "
+                  f"{', '.join(f'{r:.1f}×' for r in of_mlflow_rounds)}")
     if len(trees) > 1:
         before, after = (cell(name, "predict") for name in trees)
+        paired = ratios(cells[after], cells[before])
         print(f"\nPOST /predict, this checkout against {next(iter(trees))}: "
-              f"{med(after, 'rps') / med(before, 'rps'):.2f}× the req/s")
+              f"{statistics.median(paired):.2f}× the req/s (median of the rounds: "
+              f"{', '.join(f'{r:.2f}×' for r in paired)})")
     return 0 if all_logged else 1
+
+
+def ratios(runs: list[dict[str, Any]], against: list[dict[str, Any]]) -> list[float]:
+    """req/s of `runs` over req/s of `against`, round by round (empty without `against`)."""
+    return [r["rps"] / a["rps"] for r, a in zip(runs, against, strict=True)] if against else []
 
 
 def cell(name: str, kind: str) -> str:
