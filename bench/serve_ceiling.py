@@ -15,7 +15,11 @@ rounds (a shared machine's load drifts: the medians are compared):
 
 The load comes from wrk (`--client wrk`, the default when it is on PATH: `apt-get install
 wrk`, or `make bench-ceiling`, which installs it), one thread, or from bench.serve's raw
-asyncio client. The log's rows are counted against the predictions answered 2xx.
+asyncio client; its requests are formatted once, in wrk's init, so the client's own work per
+request is the same for a prediction as for wrk's static GET. The log's rows are counted
+against the predictions answered 2xx. Each ratio is judged on the median of its round-by-round
+values (a round's cells run seconds apart, the rounds minutes apart on a host whose speed
+drifts); the ratio of the medians is printed beside it.
 
     python -m bench.serve_ceiling [--seconds 5] [--rounds 3] [--workers N] [--client wrk|raw]
                                   [--no-mlflow] [--against REV]
