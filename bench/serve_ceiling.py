@@ -15,8 +15,8 @@ rounds (a shared machine's load drifts: the medians are compared):
 
 The load comes from wrk (`--client wrk`, the default when it is on PATH: `apt-get install
 wrk`, or `make bench-ceiling`, which installs it), one thread, or from bench.serve's raw
-asyncio client; its requests are formatted once, in wrk's init, so the client's own work per
-request is the same for a prediction as for wrk's static GET. The log's rows are counted
+asyncio client; its requests are formatted once, in wrk's init: per request the client picks
+one (a Lua call), as wrk's static GET formats nothing per request either. The log's rows are counted
 against the predictions answered 2xx. Each ratio is judged on the median of its round-by-round
 values (a round's cells run seconds apart, the rounds minutes apart on a host whose speed
 drifts); the ratio of the medians is printed beside it.
