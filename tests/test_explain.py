@@ -253,3 +253,28 @@ def test_a_low_margin_coverage_is_a_warning_and_a_good_one_is_not():
     assert explain.coverage_warning(card(None)) is None
     warning = explain.coverage_warning(card(0.8))
     assert warning is not None and "80.0%" in warning and "explain_coalitions" in warning
+
+
+def test_masked_rows_counts_every_coalition_of_each_rows_features_on_every_background_row():
+    free = [np.arange(10), np.arange(3), np.array([0, 5])]
+    assert explain.masked_rows(free, 25) == (1024 + 8 + 4) * 25
+
+
+@pytest.mark.parametrize(("masked", "compiled"), [(explain.JIT_MIN_MASKED_ROWS - 1, False),
+                                                  (explain.JIT_MIN_MASKED_ROWS, True)])
+def test_shap_s_numba_loops_are_compiled_only_for_a_large_check(masked, compiled):
+    """In a fresh process (shap not yet imported): below the threshold shap's masking loops are
+    plain Python functions, from it numba's dispatchers; numba's own setting is left as it
+    was, so nothing imported later changes."""
+    import subprocess
+    import sys
+
+    code = ("from medcast import explain\n"
+            f"shap = explain.import_shap({masked})\n"
+            "from numba.core import config\n"
+            "from numba.core.dispatcher import Dispatcher\n"
+            "from shap.utils import _masked_model\n"
+            "print(isinstance(_masked_model._build_fixed_single_output, Dispatcher), config.DISABLE_JIT)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.split() == [str(compiled), "0"]

@@ -47,6 +47,11 @@ if TYPE_CHECKING:
     from medcast.card import ExplainerCard
 
 EXACT_MAX_FEATURES = 12  # the largest game compared exactly: 2^12 coalitions per background row
+# shap's maskers run loops that numba compiles on their first call in a process: about 8 s here
+# whatever the work (more under coverage). Run as Python they cost about 0.7 µs per masked
+# background row, against 0.1 µs compiled (2 cores, shap 0.51, numba 0.68). A check of fewer
+# masked rows than this runs them as Python: at most ~7 s, never slower than the compile alone.
+JIT_MIN_MASKED_ROWS = 10_000_000
 RTOL = 1e-3  # the check's tolerance, in standard deviations of the training target
 VALUE_PREFIX = "value:"  # the explained rows' feature values in reports/explanations.csv
 
@@ -201,6 +206,32 @@ def reference_values(estimator: Any, codes: Codes, rows: pd.DataFrame, bg: pd.Da
     return np.array(out), np.array(tied, dtype=bool)
 
 
+def masked_rows(free: list[np.ndarray], n_background: int) -> int:
+    """The background rows shap's ExactExplainer masks for the check: every coalition of each
+    row's compared features, on every background row."""
+    return sum(2 ** len(keep) for keep in free) * n_background
+
+
+def import_shap(masked: int) -> Any:
+    """shap, its numba loops compiled only if the check masks at least JIT_MIN_MASKED_ROWS
+    rows. numba reads its DISABLE_JIT setting (the documented NUMBA_DISABLE_JIT) when a
+    function is decorated, that is on shap's import; the setting is restored at once. A shap
+    imported before in this process is returned as it is."""
+    import sys
+
+    if "shap" in sys.modules:
+        return sys.modules["shap"]
+    from numba.core import config
+
+    previous = config.DISABLE_JIT
+    config.DISABLE_JIT = masked < JIT_MIN_MASKED_ROWS
+    try:
+        import shap
+    finally:
+        config.DISABLE_JIT = previous
+    return shap
+
+
 def exact_values(predict: shapley.Predict, xs: list[list[Any]], columns: list[np.ndarray],
                  free: list[np.ndarray]) -> np.ndarray:
     """medcast.shapley in exact mode on the graph: per row, base value and contributions of
@@ -231,8 +262,6 @@ def explain_and_check(graph: bytes, estimator: Any, schema: FeatureSchema, rows:
     (module docstring). `bg` is the background as training rows: shap takes them as they are,
     the graph as the card's rows (`graph_background` replaces those: tests give wrong ones).
     Raises ArtifactError when the check fails."""
-    import shap
-
     from medcast.card import ExplainerCard, ExplainerCheck
     from medcast.onnx.cut import CutGraph
     from medcast.onnx.runtime import batch_rows, inference_session
@@ -248,6 +277,7 @@ def explain_and_check(graph: bytes, estimator: Any, schema: FeatureSchema, rows:
     served = [shapley.explain(served_predict, x, columns, served_plan) for x in xs]
 
     free = compared_features(m, len(rows), seed)
+    shap = import_shap(masked_rows(free, len(bg)))
     subset = m > EXACT_MAX_FEATURES
     if served_plan.method == "exact" and not subset:  # every coalition already, as served
         exact = np.array([[e.base_value, *e.contributions] for e in served])
