@@ -30,7 +30,7 @@ def test_leaderboard_ranks_by_cv_rmse(data):
 def test_leaderboard_holds_no_wall_clock_time(data):
     """A DVC output must be the same bytes for the same inputs: fit times and serving latencies
     go to MLflow only."""
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
 
     p, schema, X, y = data
 
@@ -56,7 +56,7 @@ def costed(data):
     their sizes (measured under a budget that excludes nothing)."""
     from dataclasses import replace
 
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
 
     p, schema, X, y = data
     names = ["mean", *SERVED]
@@ -73,7 +73,7 @@ def costed(data):
 
 
 def _choose(results, rule="best", forced=None, budget=None):
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
     from medcast.selection import fold_sizes
 
     return choose(results, fold_table(results, 5), rule, forced, budget or ServingBudget(),
@@ -102,7 +102,7 @@ def test_a_candidate_over_the_serving_budget_is_not_selected_and_the_leaderboard
 def test_every_candidate_over_the_serving_budget_stops_train_naming_each_reason(data):
     from dataclasses import replace
 
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
 
     p, schema, X, y = data
     budget = ServingBudget(1e-4, None)

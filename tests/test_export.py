@@ -101,8 +101,8 @@ def test_the_served_graph_is_measured_against_the_serving_budget(messy, caplog):
     reason is returned and logged as a warning; without limits nothing is judged."""
     import logging
 
-    from medcast.config import ServingBudget
     from medcast.export import served_cost
+    from medcast.params import ServingBudget
 
     _, graph, schema, X = messy
     data = graph.SerializeToString()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medcast.config import LargeConfig, parse_params
+from medcast.config import parse_params
 from medcast.models.large import keep, plan, screening_rows, stratified_subsample
+from medcast.params import LargeConfig
 from tests.conftest import ROOT, tiny_params
 
 DEFAULTS = LargeConfig(max_rows={"svr": 10000, "random_forest": 50000, "mlp": 50000},

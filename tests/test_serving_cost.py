@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from medcast import models
-from medcast.config import ServingBudget
+from medcast.params import ServingBudget
 from medcast.serving_cost import ServingCost, measure, over_budget, significant
 from tests.support.study import insurance_study
 

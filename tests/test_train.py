@@ -98,7 +98,7 @@ def test_large_data_policy_is_recorded_in_the_leaderboard(data):
     a skipped candidate is listed last without scores and is never selected."""
     from dataclasses import replace
 
-    from medcast.config import LargeConfig
+    from medcast.params import LargeConfig
 
     p, schema, X, y = data
     policy = LargeConfig(max_rows={"svr": 50}, skip_above={"knn": 100}, hist_boosting_above=100,
@@ -217,8 +217,8 @@ def test_an_unexportable_candidate_is_excluded_with_the_reason(data, monkeypatch
     from dataclasses import replace
 
     from medcast import train
-    from medcast.config import ServingBudget
     from medcast.errors import ArtifactError
+    from medcast.params import ServingBudget
 
     def refuse(pipeline, schema, row):
         raise ArtifactError("cannot export Pipeline(… SVR) to ONNX: no converter\nmore")
@@ -242,7 +242,7 @@ def test_halving_confirms_the_next_best_in_place_of_one_over_the_serving_budget(
     from dataclasses import replace
 
     from medcast import models, train
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
 
     p, schema, X, y = data
     hps = {n: p.models[n].defaults for n in HALVING_NAMES}
@@ -279,7 +279,7 @@ def test_under_halving_every_candidate_over_the_budget_is_one_error_naming_each(
     """Final fits first: none is cross-validated on all rows, and the error is the budget's,
     not "skipped"."""
     from medcast.candidates import choose, fold_table
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
     from medcast.selection import fold_sizes
 
     p, schema, X, y = data

@@ -161,7 +161,7 @@ def forests(tmp_path_factory):
 
 
 def _budget(p, max_mb):
-    from medcast.config import ServingBudget
+    from medcast.params import ServingBudget
 
     return dataclasses.replace(p, train=dataclasses.replace(
         p.train, serving_budget=ServingBudget(max_mb, None)))

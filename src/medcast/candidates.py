@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from medcast.config import ServingBudget
 from medcast.errors import ConfigError
 from medcast.metrics import METRICS
 from medcast.models import NULL_MODEL as NULL
 from medcast.models import large
+from medcast.params import ServingBudget
 from medcast.selection import Selection, select
 from medcast.serving_cost import ServingCost, significant
 

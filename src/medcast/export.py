@@ -22,12 +22,13 @@ import numpy as np
 import pandas as pd
 
 from medcast import explain
-from medcast.config import ServingBudget, load_params
+from medcast.config import load_params
 from medcast.errors import cli
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.intervals import load_interval_model
 from medcast.models.io import load_meta, load_model
 from medcast.parallel import n_workers
+from medcast.params import ServingBudget
 from medcast.serving_cost import measure_graph, over_budget
 
 if TYPE_CHECKING:

@@ -7,8 +7,8 @@ import time
 import warnings
 from typing import Any
 
-from medcast.config import TuneConfig
 from medcast.errors import ConfigError
+from medcast.params import TuneConfig
 
 POLL_S = 0.5  # how often waiting processes look at the storage again
 

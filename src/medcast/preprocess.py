@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medcast.config import PreprocessConfig, load_params
+from medcast.config import load_params
 from medcast.datasets import DatasetConfig, drop_missing_target, load_raw, validate
 from medcast.datasets.choice import dataset_change
 from medcast.datasets.spec import dataset_file, review_markers
 from medcast.errors import ConfigError, DataValidationError, cli
 from medcast.features import FeatureSchema, infer_schema, save_schema
+from medcast.params import PreprocessConfig
 
 log = logging.getLogger("medcast.preprocess")
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-from medcast.config import ServingBudget
 from medcast.features import FeatureSchema
+from medcast.params import ServingBudget
 
 MIN_RUNS, MAX_RUNS, MAX_SECONDS = 5, 100, 0.5
 

@@ -25,13 +25,14 @@ from medcast.candidates import (
     fold_table,
     leaderboard,
 )
-from medcast.config import CVConfig, ServingBudget, load_params
+from medcast.config import load_params
 from medcast.errors import ArtifactError, NoSignalError, cli, first_line
 from medcast.features import FeatureSchema, load_schema, read_split
 from medcast.metrics import capped, fit_score, fold_indices, scores, summarize
 from medcast.models import NULL_MODEL as NULL
 from medcast.models import large
 from medcast.parallel import completed
+from medcast.params import CVConfig, ServingBudget
 from medcast.selection import Selection, as_record, fold_sizes
 from medcast.serving_cost import measure, over_budget
 

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 
-from medcast.config import LargeConfig
+from medcast.params import LargeConfig
 
 T = TypeVar("T")
 
