@@ -102,29 +102,38 @@ def test_contributions_add_up_to_the_prediction(budget: int) -> None:
 
 def test_the_stated_95_percent_margin_holds_on_1000_patients() -> None:
     """Sampling's margin against exact values on a network with interactions of every order:
-    95 % of the contributions inside, over 1,000 patients × 8 features (measured 0.962; the
-    bounds are wide of the binomial's spread), and the errors in standard errors have a
-    standard deviation near 1 (the standard error is right, not merely conservative)."""
-    background = RNG.normal(size=(20, 8))
+    95 % of the contributions inside, over 4 backgrounds × 250 patients × 8 features, and the
+    errors in standard errors have a standard deviation near 1 (the standard error is right,
+    not merely conservative). Its own generator: the share depends on the background drawn
+    (one background of 1,000 patients ranged 0.934-0.977 over 40 seeds), so a draw shared
+    with other tests made it depend on which tests ran first. Four backgrounds, over 30 seeds:
+    0.948-0.972 (median 0.960), the standard deviation 0.92-1.02."""
+    rng = np.random.default_rng(95)
     exact = shapley.plan(8, 256, seed=0)
     sampled = shapley.plan(8, 120, seed=11, n_background=20)  # 8 pairs per background row
     assert sampled.method == "sampling"
     inside, z = [], []
-    for _ in range(1000):
-        x = RNG.normal(size=8)
-        truth = shapley.explain(as_model(network), list(x), columns(background), exact)
-        e = shapley.explain(as_model(network), list(x), columns(background), sampled)
-        assert e.margin is not None and e.standard_error is not None
-        inside.extend(np.abs(e.contributions - truth.contributions) <= e.margin)
-        z.extend((e.contributions - truth.contributions) / e.standard_error)
+    for _ in range(4):
+        background = rng.normal(size=(20, 8))
+        for _ in range(250):
+            x = rng.normal(size=8)
+            truth = shapley.explain(as_model(network), list(x), columns(background), exact)
+            e = shapley.explain(as_model(network), list(x), columns(background), sampled)
+            assert e.margin is not None and e.standard_error is not None
+            inside.extend(np.abs(e.contributions - truth.contributions) <= e.margin)
+            z.extend((e.contributions - truth.contributions) / e.standard_error)
     share = float(np.mean(inside))
     assert 0.93 <= share <= 0.975, share
     assert 0.9 <= float(np.std(z)) <= 1.1
 
 
 def test_sampling_is_unbiased_over_seeds() -> None:
-    background = RNG.normal(size=(10, 7))
-    x = RNG.normal(size=7)
+    """The mean over 300 sampling seeds is the exact value, within 5 % of the largest
+    contribution (over 20 draws of the patient and background: at most 4.0 %). Its own
+    generator, so the draw does not depend on which tests ran before."""
+    rng = np.random.default_rng(300)
+    background = rng.normal(size=(10, 7))
+    x = rng.normal(size=7)
     truth = shapley.explain(as_model(interacting), list(x), columns(background),
                             shapley.plan(7, 128, seed=0)).contributions
     means = np.mean([shapley.explain(as_model(interacting), list(x), columns(background),
