@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = sa.MetaData()
 
@@ -32,7 +31,8 @@ predictions = sa.Table(
     sa.Column("model_md5", sa.String(32), nullable=False),
     sa.Column("model_revision", sa.String(100), nullable=False),
     sa.Column("dataset", sa.String(100), nullable=False),
-    sa.Column("features", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+    # JSON as written (PostgreSQL's json, not jsonb: no parse into a binary form per row).
+    sa.Column("features", sa.JSON(), nullable=False),
     sa.Column("prediction", sa.Float(), nullable=False),
     sa.Column("latency_ms", sa.Float(), nullable=False),
     # who asked: the client name of the request's X-API-Key (NULL: keys off, or rows before 0002)
@@ -43,11 +43,9 @@ predictions = sa.Table(
     # The prediction's explanation (base_value, contributions, method, margin) when it was asked
     # for (?explain=true) and MEDCAST_LOG_EXPLANATIONS is on; else SQL NULL (none_as_null: never
     # the JSON text 'null').
-    sa.Column("explanation", sa.JSON(none_as_null=True).with_variant(
-        JSONB(none_as_null=True), "postgresql"), nullable=True),
+    sa.Column("explanation", sa.JSON(none_as_null=True), nullable=True),
     sa.UniqueConstraint("request_id", "item", name="uq_predictions_request_item"),
     sa.Index("ix_predictions_created_at", "created_at"),
-    sa.Index("ix_predictions_model_md5", "model_md5"),
     sa.Index("ix_predictions_client_id", "client", "id"),
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -92,7 +93,7 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         insp = sa.inspect(engine)
         assert insp.has_table("predictions")
         indexes = {i["name"] for i in insp.get_indexes("predictions")}
-        assert {"ix_predictions_created_at", "ix_predictions_model_md5"} <= indexes
+        assert {"ix_predictions_created_at", "ix_predictions_client_id"} <= indexes
         assert servemigrate.ensure_schema(engine) == f"schema at {servemigrate.HEAD}"  # idempotent
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
@@ -123,7 +124,7 @@ def test_0004_gives_the_rows_logged_before_a_null_explanation_and_downgrades(
         with engine.begin() as conn:
             conn.execute(insert)
         servemigrate.upgrade(engine, "head")
-        assert servemigrate.current_revision(engine) == "0004" == servemigrate.HEAD
+        assert servemigrate.current_revision(engine) == servemigrate.HEAD
         (row,) = servedb.fetch_page(engine, 0, 10)
         assert row["explanation"] is None and row["features"] == {"age": 40}
         servemigrate.downgrade(engine, "0003")
@@ -131,6 +132,52 @@ def test_0004_gives_the_rows_logged_before_a_null_explanation_and_downgrades(
         assert "explanation" not in columns and {"lower", "upper", "client"} <= columns
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT prediction FROM predictions")).scalar_one() == 1.5
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_0005_keeps_the_logged_json_drops_the_unused_index_and_downgrades(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """On PostgreSQL the JSON columns become json and back to jsonb, the rows logged before
+    read the same both ways; on both backends the index on model_md5 goes and comes back."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{tmp_path / 'm5.db'}")
+    engine = servedb.make_engine(url)
+    insert = sa.text("INSERT INTO predictions (request_id, item, created_at, model_md5, "
+                     "model_revision, dataset, features, prediction, latency_ms, explanation) "
+                     "VALUES ('r', 0, '2026-12-01 08:00:00', 'm', 'workspace', 'insurance', "
+                     "'{\"age\": 40, \"smoker\": \"yes\"}', 1.5, 0.1, '{\"base_value\": 1.0}')")
+
+    def state() -> tuple[dict[str, Any], bool, dict[str, str]]:
+        (row,) = servedb.fetch_page(engine, 0, 10)
+        indexes = {i["name"] for i in sa.inspect(engine).get_indexes("predictions")}
+        types = {}
+        if backend == "postgresql":
+            with engine.connect() as conn:
+                types = dict(conn.execute(sa.text(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE "
+                    "table_schema = current_schema() AND table_name = 'predictions' AND "
+                    "column_name IN ('features', 'explanation')")).tuples().all())
+        logged = {"features": row["features"], "explanation": row["explanation"]}
+        return logged, "ix_predictions_model_md5" in indexes, types
+
+    before = {"features": {"age": 40, "smoker": "yes"}, "explanation": {"base_value": 1.0}}
+    try:
+        servemigrate.upgrade(engine, "0004")
+        with engine.begin() as conn:
+            conn.execute(insert)
+        assert state()[:2] == (before, True)
+        servemigrate.upgrade(engine, "0005")
+        logged, indexed, types = state()
+        assert logged == before and not indexed
+        assert types == ({"features": "json", "explanation": "json"} if backend == "postgresql"
+                         else {})
+        servemigrate.downgrade(engine, "0004")
+        logged, indexed, types = state()
+        assert logged == before and indexed
+        assert types == ({"features": "jsonb", "explanation": "jsonb"} if backend == "postgresql"
+                         else {})
     finally:
         engine.dispose()
 
