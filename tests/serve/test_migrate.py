@@ -109,12 +109,18 @@ def _migrations_round_trip(engine: sa.Engine) -> None:
         engine.dispose()
 
 
+def empty_log(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> sa.Engine:
+    """An engine on an empty database of `backend`: a SQLite file, or the test's PostgreSQL
+    schema."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
+        f"sqlite:///{tmp_path / 'log.db'}")
+    return servedb.make_engine(url)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_0004_gives_the_rows_logged_before_a_null_explanation_and_downgrades(
         backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
-        f"sqlite:///{tmp_path / 'm4.db'}")
-    engine = servedb.make_engine(url)
+    engine = empty_log(backend, tmp_path, request)
     insert = sa.text("INSERT INTO predictions (request_id, item, created_at, model_md5, "
                      "model_revision, dataset, features, prediction, latency_ms, lower, upper) "
                      "VALUES ('r', 0, '2026-12-01 08:00:00', 'm', 'workspace', 'insurance', "
@@ -141,9 +147,7 @@ def test_0005_keeps_the_logged_json_drops_the_unused_index_and_downgrades(
         backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """On PostgreSQL the JSON columns become json and back to jsonb, the rows logged before
     read the same both ways; on both backends the index on model_md5 goes and comes back."""
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else (
-        f"sqlite:///{tmp_path / 'm5.db'}")
-    engine = servedb.make_engine(url)
+    engine = empty_log(backend, tmp_path, request)
     insert = sa.text("INSERT INTO predictions (request_id, item, created_at, model_md5, "
                      "model_revision, dataset, features, prediction, latency_ms, explanation) "
                      "VALUES ('r', 0, '2026-12-01 08:00:00', 'm', 'workspace', 'insurance', "
