@@ -43,8 +43,8 @@ class RateCounter:
         self.unit = unit
         self.max_requests = max_requests
         self.window = DURATION_VALUES[unit]
-        self.policy = f"{max_requests}; w={self.window}"
-        self._constant = [(b"ratelimit-policy", self.policy.encode()),
+        policy = f"{max_requests}; w={self.window}"
+        self._constant = [(b"ratelimit-policy", policy.encode()),
                           (b"ratelimit-limit", str(max_requests).encode())]
         self.counters: dict[str, list[int]] = {}  # client → [count, window end]
         self.last_sweep = 0
