@@ -1,7 +1,7 @@
 """The prediction service against its own ceiling and against MLflow's server, in one run.
 
 Three servers, started as a user starts them, at the same number of worker processes (one per
-core unless `--workers`), driven one at a time at 16 connections over loopback in interleaved
+core unless `--workers`), driven one at a time at 16 connections (`--connections`) over loopback in interleaved
 rounds (a shared machine's load drifts: the medians are compared):
 
 * `python -m serve`, as `make serve` runs it (MEDCAST_WORKERS unset: one per core), its
@@ -22,7 +22,7 @@ values (a round's cells run seconds apart, the rounds minutes apart on a host wh
 drifts); the ratio of the medians is printed beside it.
 
     python -m bench.serve_ceiling [--seconds 5] [--rounds 3] [--workers N] [--client wrk|raw]
-                                  [--no-mlflow] [--against REV]
+                                  [--connections 16] [--no-mlflow] [--against REV]
 
 `--against REV` also starts REV's service (its files from `git archive`, the same model, the
 same settings, its own log schema) and drives its `POST /predict` and `GET /health/live` in the
@@ -62,7 +62,7 @@ from devtools.ports import HOST, free_port
 from devtools.service import ServiceProcess, service_env, start
 from medcast.tracking import tracking_uri
 
-CONNECTIONS = 16
+CONNECTIONS = 16  # the issue's figure; --connections to sweep
 # The issue's targets (#28), for the defaults on 2 cores.
 TARGETS = {"of_ceiling": 0.40, "of_mlflow": 30.0, "p99_ms": 10.0}
 
@@ -103,11 +103,11 @@ end
 
 
 def wrk_load(port: int, method: str, path: str, bodies: list[bytes], seconds: float,
-             tmp: Path) -> dict[str, Any]:
+             tmp: Path, connections: int = CONNECTIONS) -> dict[str, Any]:
     script = tmp / f"wrk-{uuid.uuid4().hex[:8]}.lua"
     script.write_text(wrk_script(method, path, bodies))
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--timeout", "10s", "-s",
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s",
          str(script), f"http://{HOST}:{port}{path}"],
         capture_output=True, text=True, timeout=seconds + 60, check=True)
     try:
@@ -120,9 +120,9 @@ def wrk_load(port: int, method: str, path: str, bodies: list[bytes], seconds: fl
             "p50": result["p50_us"] / 1000, "p99": result["p99_us"] / 1000}
 
 
-def raw_load(port: int, method: str, path: str, bodies: list[Any], seconds: float
-             ) -> dict[str, Any]:
-    r = run_load(port, CONNECTIONS, seconds, "raw", path,
+def raw_load(port: int, method: str, path: str, bodies: list[Any], seconds: float,
+             connections: int = CONNECTIONS) -> dict[str, Any]:
+    r = run_load(port, connections, seconds, "raw", path,
                  bodies if method == "POST" else [None])
     ok = sum(v for k, v in r["statuses"].items() if 200 <= k < 300)
     return {"rps": r["n"] / r["elapsed"], "ok": ok, "failed": r["n"] - ok,
@@ -181,6 +181,8 @@ def main() -> int:
                     help="worker processes of both servers (default: one per core)")
     ap.add_argument("--client", choices=["wrk", "raw"],
                     default="wrk" if shutil.which("wrk") else "raw")
+    ap.add_argument("--connections", type=int, default=CONNECTIONS,
+                    help="concurrent connections of the client (default: %(default)s)")
     ap.add_argument("--no-mlflow", action="store_true", help="leave MLflow's server out")
     ap.add_argument("--against", metavar="REV", help="also measure REV's service (git archive)")
     args = ap.parse_args()
@@ -209,14 +211,15 @@ def main() -> int:
     db_urls = {name: (f"{PG_URL}?options=-csearch_path%3D{schema}" if use_pg
                       else f"sqlite:///{tmp / f'log-{schema}.db'}")
                for name, schema in schemas.items()}
-    print(f"{workers} worker processes each; {args.client} at {CONNECTIONS} connections; "
+    print(f"{workers} worker processes each; {args.client} at {args.connections} connections; "
           f"{'PostgreSQL' if use_pg else 'SQLite'} log (ack); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
 
     def load(port: int, method: str, path: str, payload: list[Any]) -> dict[str, Any]:
         if args.client == "wrk":
-            return wrk_load(port, method, path, payload, args.seconds, tmp)
-        return raw_load(port, method, path, [json.loads(b) for b in payload], args.seconds)
+            return wrk_load(port, method, path, payload, args.seconds, tmp, args.connections)
+        return raw_load(port, method, path, [json.loads(b) for b in payload], args.seconds,
+                        args.connections)
 
     services: dict[str, ServiceProcess] = {}
     mlflow_proc: subprocess.Popen[bytes] | None = None
@@ -299,7 +302,7 @@ def main() -> int:
         rows, dup = logs[name]
         # wrk stops with up to one request a connection in flight: the server answers and logs
         # it, wrk does not count it. A 2xx without its row would make rows < answered.
-        in_flight = CONNECTIONS * args.rounds if args.client == "wrk" else 0
+        in_flight = args.connections * args.rounds if args.client == "wrk" else 0
         logged = answered <= rows <= answered + in_flight and dup == 0
         all_logged = all_logged and logged
         print(f"\n{name}: prediction log: {rows} rows for {answered} predictions answered 2xx"
