@@ -1,8 +1,8 @@
 """The prediction service against its own ceiling and against MLflow's server, in one run.
 
 Three servers, started as a user starts them, at the same number of worker processes (one per
-core unless `--workers`), driven one at a time at 16 connections (`--connections`) over loopback in interleaved
-rounds (a shared machine's load drifts: the medians are compared):
+core unless `--workers`), driven one at a time at 16 connections (`--connections`) over
+loopback in interleaved rounds (a shared machine's load drifts: the medians are compared):
 
 * `python -m serve`, as `make serve` runs it (MEDCAST_WORKERS unset: one per core), its
   prediction log in its default durable `ack` mode (PostgreSQL on 127.0.0.1:5432 in a
@@ -54,6 +54,7 @@ from bench.serve import (
     ROOT,
     bodies_from_card,
     count_log,
+    log_counts,
     pg_available,
     revision_tree,
     run_load,
@@ -252,8 +253,12 @@ def main() -> int:
         for k in range(args.rounds):
             for name, service in services.items():
                 cells[cell(name, "live")].append(load(service.port, "GET", "/health/live", []))
-                cells[cell(name, "predict")].append(load(service.port, "POST", "/predict",
-                                                         raw_bodies))
+                rows0, commits0 = log_counts(service.port)
+                run = load(service.port, "POST", "/predict", raw_bodies)
+                rows1, commits1 = log_counts(service.port)
+                # rows a group commit carried (requests in flight at the end are in neither)
+                run["rows_per_commit"] = (rows1 - rows0) / max(commits1 - commits0, 1)
+                cells[cell(name, "predict")].append(run)
             if mlflow_proc is not None:
                 cells["mlflow"].append(load(mlflow_port, "POST", "/invocations",
                                             mlflow_bodies))
@@ -308,6 +313,8 @@ def main() -> int:
         print(f"\n{name}: prediction log: {rows} rows for {answered} predictions answered 2xx"
               + (f" (+ at most {in_flight} in flight when wrk stopped)" if in_flight else "")
               + f", duplicates {dup} → {'OK' if logged else 'MISMATCH'}")
+        print("  rows a group commit carried, per round: "
+              + ", ".join(f"{r['rows_per_commit']:.1f}" for r in cells[predict]))
         checks = [(f"≥ {TARGETS['of_ceiling']:.0%} of the trivial route's rate: "
                    f"{of_ceiling:.0%} (ratio of the medians "
                    f"{med(predict, 'rps') / med(live, 'rps'):.0%})",
