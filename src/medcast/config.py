@@ -26,6 +26,7 @@ import yaml
 from medcast.datasets.spec import DatasetConfig, dataset_config
 from medcast.errors import ConfigError
 from medcast.params import (
+    SECTIONS,
     CVConfig,
     EvaluateConfig,
     ExportConfig,
@@ -152,9 +153,8 @@ def parse_study(raw: Any, label: str = "") -> StudyParams:
     """params.yaml's own keys, checked; `label` (the file) prefixes messages."""
     try:
         study = build(StudyParams, raw)
-        for section in (study.preprocess, study.cv, study.train, study.tune, study.evaluate,
-                        study.export, study.plot):
-            section.check()
+        for name in SECTIONS:
+            getattr(study, name).check()
     except ConfigError as err:
         raise ConfigError(f"{label}: {err}" if label else str(err)) from None
     return study
@@ -170,8 +170,7 @@ def parse_params(raw: dict[str, Any], root: str | os.PathLike[str] = ".",
     params = Params(
         dataset=dataset_config(study.dataset, root),
         models=load_models(root) if models is None else models,
-        paths=load_paths(root), preprocess=study.preprocess, cv=study.cv, train=study.train,
-        tune=study.tune, evaluate=study.evaluate, export=study.export, plot=study.plot,
+        paths=load_paths(root), **{name: getattr(study, name) for name in SECTIONS},
     )
     for name in params.candidates:
         if name not in params.models:

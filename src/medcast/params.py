@@ -7,7 +7,7 @@ adds what the conf files and dvc.yaml say.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from medcast.datasets.spec import DatasetConfig
 from medcast.errors import ConfigError
@@ -279,3 +279,7 @@ class StudyParams:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
+
+
+# The stage sections, in params.yaml order: what medcast.config checks and hands to a stage.
+SECTIONS = tuple(f.name for f in fields(StudyParams) if f.name != "dataset")
