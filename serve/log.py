@@ -4,17 +4,20 @@ writes them in group commits (one transaction per flush, executemany/COPY).
 Two durabilities (MEDCAST_LOG_DURABILITY):
 
 - `ack` (the default): `record()` returns only once the transaction holding the request's rows
-  has committed, so a 2xx is never sent for a row that is not in the database, whatever happens
-  to the process afterwards (SIGKILL, OOM). Requests that arrive together share one commit: a
-  flush starts when `chunk_rows` rows wait, when as many requests wait as the last commit held,
-  or when the oldest has waited `window_s` (rows arriving during a write form the next batch; a
-  request alone is written at once, the window costs only concurrent requests). When no commit
-  comes within `ack_timeout_s` (the database is down or too slow) `record()` gives a reason
-  and the request answers 503, and its rows are withdrawn: never written, never retried. If a
-  write holds them at that moment, that write decides (committed: the request is answered
-  normally), for at most another `ack_timeout_s`; a write still running then (a hung
-  connection), or a commit whose acknowledgement was lost, may put the row of a request
-  answered 503 in the log: a row without a 2xx is possible, a 2xx without a row is not.
+  has committed, so a 2xx is never sent for a row that is not in the database, whatever
+  happens to the process afterwards (SIGKILL, OOM). Requests that arrive together share one
+  commit: a flush starts when `chunk_rows` rows wait, when as many requests wait as the last
+  commit held, or when the oldest has waited `window_s` (rows arriving during a write form the
+  next batch; a request alone is written at once, the window costs only concurrent requests).
+  A request's wait may start before its rows reach the log (`record(rows, since)`: the
+  prediction's call waited for the same requests, serve.coalesce); `awaited()` tells that call
+  how many to expect. When no commit comes within `ack_timeout_s` (the database is down or too
+  slow) `record()` gives a reason and the request answers 503, and its rows are withdrawn:
+  never written, never retried. If a write holds them at that moment, that write decides
+  (committed: the request is answered normally), for at most another `ack_timeout_s`; a write
+  still running then (a hung connection), or a commit whose acknowledgement was lost, may put
+  the row of a request answered 503 in the log: a row without a 2xx is possible, a 2xx without
+  a row is not.
 - `buffered`: `record()` returns as soon as the rows are in the buffer; they are written at most
   one window (20 ms by default) later. A hard kill loses what was still buffered.
 
@@ -149,12 +152,17 @@ class PredictionLog:
         self.rejected += n
         self.figures.rejected(n)
 
-    def _enqueue(self, rows: list[Any], fut: asyncio.Future[str | None] | None
-                 ) -> _Group | None:
+    def awaited(self) -> int:
+        """How many more requests the next group commit waits for (`ack`: as many as the last
+        commit held, less those waiting already; `buffered`: none)."""
+        return self._expect - len(self._buf) if self.ack else 0
+
+    def _enqueue(self, rows: list[Any], fut: asyncio.Future[str | None] | None,
+                 since: float | None = None) -> _Group | None:
         if self._stopping or self._depth + len(rows) > self.max_rows:
             self._refuse(len(rows))
             return None
-        group = _Group(rows, fut, time.monotonic())
+        group = _Group(rows, fut, time.monotonic() if since is None else since)
         if (not self._buf or self._depth + len(rows) >= self.chunk_rows
                 or len(self._buf) + 1 == self._expect):
             self._wake.set()  # the first row starts the window; a full batch ends it
@@ -168,14 +176,16 @@ class PredictionLog:
         not fit or the log is stopping."""
         return self._enqueue(rows, None) is not None
 
-    async def record(self, rows: list[Any]) -> str | None:
+    async def record(self, rows: list[Any], since: float | None = None) -> str | None:
         """None once the rows are committed (`ack`) or buffered (`buffered`); otherwise why not,
-        for a 503: the buffer is full, or no commit came within `ack_timeout_s`."""
+        for a 503: the buffer is full, or no commit came within `ack_timeout_s`. `since`
+        (time.monotonic()) is when the request began to wait for others to batch with (its
+        prediction's call, serve.coalesce): the flush window counts from then."""
         if not self.ack:
-            return None if self._enqueue(rows, None) is not None else self._refusal()
+            return None if self._enqueue(rows, None, since) is not None else self._refusal()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[str | None] = loop.create_future()
-        group = self._enqueue(rows, fut)
+        group = self._enqueue(rows, fut, since)
         if group is None:
             return self._refusal()
         group.timer = loop.call_later(self.ack_timeout_s, self._expire, group)

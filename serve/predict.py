@@ -103,6 +103,7 @@ async def answer(service: Service, scope: Any, read_body: Callable[[], Awaitable
                                "explain")
         explanations = await asyncio.to_thread(model.explainer.explain_rows, rows)
     coalescer = service.coalescer
+    since = time.monotonic()
     values, lower, upper = (await coalescer.predict(rows) if coalescer is not None and not batch
                             else model.predict_with_bounds(rows))
     rid = os.urandom(16).hex()  # 128 bits from the OS's CSPRNG; uuid4().hex costs 4× more
@@ -123,7 +124,7 @@ async def answer(service: Service, scope: Any, read_body: Callable[[], Awaitable
     if explanations is not None and service.settings.log_explanations:  # off: nothing done
         for row, e in zip(logged, explanations, strict=True):
             row.explanation = LoggedExplanation.of(e)
-    refused = await service.log.record(logged)  # ack: returns once the rows are committed
+    refused = await service.log.record(logged, since)  # ack: returns once the rows are committed
     if refused is not None:  # X-Request-ID: its row may still appear (see serve.log)
         return error_reply(503, refused, **{"Retry-After": "1", "X-Request-ID": rid})
     service.metrics.predictions.inc(len(logged))

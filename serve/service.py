@@ -129,7 +129,8 @@ class Service:
         else:
             self.model, self.model_error = model, None
             if model.batch_invariant:
-                self.coalescer = Coalescer(model.predict_with_bounds)
+                self.coalescer = Coalescer(model.predict_with_bounds, awaited=self.log.awaited,
+                                           window_s=self.log.window_s)
             else:
                 logger.info("this model's answers depend on the rows beside them in a call: "
                             "every request is predicted alone")

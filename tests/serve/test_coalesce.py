@@ -80,3 +80,52 @@ def test_a_failed_call_fails_only_the_bad_request() -> None:
 def test_split_cuts_each_output_by_the_request_sizes() -> None:
     parts = split(([1.0, 2.0, 3.0], [0.0, 1.0, 2.0], None), [2, 1])
     assert parts == [([1.0, 2.0], [0.0, 1.0], None), ([3.0], [2.0], None)]
+
+
+def test_the_call_waits_for_the_requests_the_log_awaits() -> None:
+    """With `awaited` = 3, three requests arriving on separate loop turns share one call; the
+    fourth starts the next."""
+    model = Model()
+    coalescer = Coalescer(model, awaited=lambda: 3, window_s=5.0)
+
+    async def one(i: int) -> Any:
+        for _ in range(i):
+            await asyncio.sleep(0)  # each request on its own turn of the loop
+        return await coalescer.predict([(float(i),)])
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*[one(i) for i in range(3)])
+
+    answers = asyncio.run(main())
+    assert model.calls == [3]
+    assert [a[0] for a in answers] == [[0.0], [2.0], [4.0]]
+
+
+def test_a_call_waits_at_most_the_window() -> None:
+    """Fewer requests than awaited: the call runs once the first has waited `window_s`."""
+    model = Model()
+    coalescer = Coalescer(model, awaited=lambda: 8, window_s=0.05)
+
+    async def main() -> tuple[Any, float]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        answers = await asyncio.gather(coalescer.predict([(1.0,)]), coalescer.predict([(2.0,)]))
+        return answers, loop.time() - start
+
+    answers, waited = asyncio.run(main())
+    assert model.calls == [2]
+    assert [a[0] for a in answers] == [[2.0], [4.0]]
+    assert 0.04 <= waited < 2.0
+
+
+def test_nothing_awaited_runs_on_the_next_turn() -> None:
+    """`awaited` of 0 or 1 (the log expects this request alone, or `buffered`): no wait."""
+    for awaited in (0, 1):
+        model = Model()
+        coalescer = Coalescer(model, awaited=lambda a=awaited: a, window_s=30.0)
+
+        async def main(c: Coalescer = coalescer) -> Any:
+            return await asyncio.wait_for(c.predict([(3.0,)]), 5.0)
+
+        assert asyncio.run(main()) == ([6.0], [5.0], [7.0])
+        assert model.calls == [1]

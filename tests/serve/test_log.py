@@ -115,6 +115,28 @@ def test_ack_alone_is_written_at_once_and_the_window_waits_for_as_many_as_last_t
     assert [len(c) for c in db.commits] == [1, 4, 4]
 
 
+def test_awaited_counts_the_requests_the_next_commit_expects_and_since_starts_its_window(
+) -> None:
+    """`awaited()` is what the coalescer (serve.coalesce) waits for: as many requests as the last
+    commit held, less those buffered; none in `buffered`. A group recorded with `since` in the
+    past has waited that long already: its window has run out, so it is written at once."""
+    db = FakeDb()
+
+    async def body(log: PredictionLog) -> None:
+        assert log.awaited() == 1
+        assert await asyncio.gather(*[log.record([f"a{i}"]) for i in range(4)]) == [None] * 4
+        assert log.awaited() == 4
+        t0 = time.monotonic()
+        # The log now waits (≤ its 5 s window) for 4 requests; this one says it has been
+        # waiting for 10 s already (for its prediction's call): written alone, at once.
+        assert await log.record(["late"], since=t0 - 10) is None
+        assert time.monotonic() - t0 < 2
+
+    run(lambda: PredictionLog(db.write, window_s=5), body)
+    assert [len(c) for c in db.commits] == [4, 1]
+    assert PredictionLog(db.write, durability="buffered").awaited() == 0
+
+
 def test_ack_returns_only_once_the_commit_is_done() -> None:
     db = FakeDb()
     db.gate = threading.Event()
