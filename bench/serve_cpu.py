@@ -125,7 +125,7 @@ def profile(service: ServiceProcess, bodies: list[Any], seconds: float, conc: in
             "samples": split_samples(out.read_text())}
 
 
-def table(results: dict[str, list[dict[str, Any]]]) -> str:
+def table(results: dict[str, list[dict[str, Any]]], conc: int) -> str:
     """Markdown: µs per request by component (medians over rounds), one column per service."""
     names = list(results)
     per: dict[str, dict[str, float]] = {}
@@ -148,7 +148,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
                          + " |")
     lines.append("| **total (process CPU / predictions)** | "
                  + " | ".join(f"**{totals[n]:.0f}**" for n in names) + " |")
-    lines.append("| req/s (one process, 16 connections) | " + " | ".join(
+    lines.append(f"| req/s (one process, {conc} connections) | " + " | ".join(
         f"{statistics.median(r['rps'] for r in results[n]):,.0f}" for n in names) + " |")
     return "\n".join(lines)
 
@@ -205,7 +205,7 @@ def main() -> int:
                 print(f"round {round_ + 1} {name}: {r['us_per_request']:.0f} µs CPU/request, "
                       f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.1f} ms", flush=True)
     print()
-    print(table(results))
+    print(table(results, args.conc))
     return 0
 
 
