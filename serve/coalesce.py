@@ -30,7 +30,8 @@ MAX_ROWS = 32  # rows per coalesced call: the sizes serve.model.batch_invariant 
 
 
 class Coalescer:
-    """Queues the rows of concurrent requests and predicts them in one call per loop turn."""
+    """Queues the rows of concurrent requests and predicts them in one call: on the loop's next
+    turn, or once the requests `awaited()` counts have come (at most `window_s` after the first)."""
 
     def __init__(self, predict: Callable[[Rows], Prediction], max_rows: int = MAX_ROWS,
                  awaited: Callable[[], int] | None = None, window_s: float = 0.0) -> None:

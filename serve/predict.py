@@ -102,9 +102,11 @@ async def answer(service: Service, scope: Any, read_body: Callable[[], Awaitable
                                f" patients per batch (MEDCAST_MAX_EXPLAIN), got {len(rows)}",
                                "explain")
         explanations = await asyncio.to_thread(model.explainer.explain_rows, rows)
-    coalescer = service.coalescer
-    since = time.monotonic()
-    values, lower, upper = (await coalescer.predict(rows) if coalescer is not None and not batch
+    coalescer = service.coalescer if not batch else None
+    # A coalesced request waits for the others of its commit from here (serve.coalesce): the
+    # log's flush window counts from this moment, not once more after the call.
+    since = time.monotonic() if coalescer is not None else None
+    values, lower, upper = (await coalescer.predict(rows) if coalescer is not None
                             else model.predict_with_bounds(rows))
     rid = os.urandom(16).hex()  # 128 bits from the OS's CSPRNG; uuid4().hex costs 4× more
     latency = (time.perf_counter() - start) * 1000
