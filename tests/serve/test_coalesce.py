@@ -84,9 +84,9 @@ def test_split_cuts_each_output_by_the_request_sizes() -> None:
 
 def test_the_call_waits_for_the_requests_the_log_awaits() -> None:
     """With `awaited` = 3, three requests arriving on separate loop turns share one call; the
-    fourth starts the next."""
+    fourth starts the next, which runs alone once its window is over."""
     model = Model()
-    coalescer = Coalescer(model, awaited=lambda: 3, window_s=5.0)
+    coalescer = Coalescer(model, awaited=lambda: 3, window_s=0.05)
 
     async def one(i: int) -> Any:
         for _ in range(i):
@@ -94,11 +94,11 @@ def test_the_call_waits_for_the_requests_the_log_awaits() -> None:
         return await coalescer.predict([(float(i),)])
 
     async def main() -> list[Any]:
-        return await asyncio.gather(*[one(i) for i in range(3)])
+        return await asyncio.gather(*[one(i) for i in range(4)])
 
     answers = asyncio.run(main())
-    assert model.calls == [3]
-    assert [a[0] for a in answers] == [[0.0], [2.0], [4.0]]
+    assert model.calls == [3, 1]
+    assert [a[0] for a in answers] == [[0.0], [2.0], [4.0], [6.0]]
 
 
 def test_a_call_waits_at_most_the_window() -> None:
