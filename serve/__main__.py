@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "keeps its role")
         if name == "revoke":
             action.add_argument("--key", help="revoke only this key of NAME (rotation); "
-                                "'-' reads it from stdin (keeps it out of the shell history)")
+                                "'-' reads it from stdin (keeps it out of the shell history); "
+                                "a key that begins with '-' goes as --key=KEY")
         action.add_argument("--file", type=Path, help="the clients file "
                             "(default: MEDCAST_CLIENTS_FILE)")
     return parser

@@ -213,6 +213,8 @@ def add_key(path: Path, name: str, role: str | None = None) -> str:
                            "choose another name)")
     role = role or known or CLIENT
     key = secrets.token_urlsafe(32)
+    while key.startswith("-"):  # 1 in 64: `keys revoke --key KEY` would read it as an option
+        key = secrets.token_urlsafe(32)
     _write_private(path, f"{text}{name} {key_hash(key)}{'' if role == CLIENT else f' role={role}'}\n")
     return key
 

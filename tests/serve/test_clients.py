@@ -299,3 +299,18 @@ def test_sighup_reloads_the_keys_of_the_running_server(
                        headers={"X-API-Key": key}, timeout=5)
         assert r.status_code == 200, service.output()
         assert service.stop() == 0
+
+
+def test_a_new_key_never_begins_with_a_dash_and_one_that_does_is_revoked_as_key_equals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """argparse reads `--key -abc` as two options: a new key never begins with '-' (drawn
+    again), and a key from before that does is revoked with `--key=KEY`."""
+    path = tmp_path / "clients"
+    tokens = iter(["-first", "second"])
+    monkeypatch.setattr(clientsmod.secrets, "token_urlsafe", lambda n: next(tokens))
+    assert clientsmod.add_key(path, "lab") == "second"
+    path.write_text(path.read_text() + f"lab {clientsmod.key_hash('-older')}\n")
+    assert main(["keys", "revoke", "lab", "--key=-older", "--file", str(path)]) == 0
+    text = path.read_text()
+    assert clientsmod.key_hash("-older") not in text and clientsmod.key_hash("second") in text
