@@ -4,20 +4,17 @@ writes them in group commits (one transaction per flush, executemany/COPY).
 Two durabilities (MEDCAST_LOG_DURABILITY):
 
 - `ack` (the default): `record()` returns only once the transaction holding the request's rows
-  has committed, so a 2xx is never sent for a row that is not in the database, whatever
-  happens to the process afterwards (SIGKILL, OOM). Requests that arrive together share one
-  commit: a flush starts when `chunk_rows` rows wait, when as many requests wait as the last
-  commit held, or when the oldest has waited `window_s` (rows arriving during a write form the
-  next batch; a request alone is written at once, the window costs only concurrent requests).
-  A request's wait may start before its rows reach the log (`record(rows, since)`: the
-  prediction's call waited for the same requests, serve.coalesce); `awaited()` tells that call
-  how many to expect. When no commit comes within `ack_timeout_s` (the database is down or too
-  slow) `record()` gives a reason and the request answers 503, and its rows are withdrawn:
-  never written, never retried. If a write holds them at that moment, that write decides
-  (committed: the request is answered normally), for at most another `ack_timeout_s`; a write
-  still running then (a hung connection), or a commit whose acknowledgement was lost, may put
-  the row of a request answered 503 in the log: a row without a 2xx is possible, a 2xx without
-  a row is not.
+  has committed, so a 2xx is never sent for a row that is not in the database, whatever happens
+  to the process afterwards (SIGKILL, OOM). Requests that arrive together share one commit: a
+  flush starts when `chunk_rows` rows wait, when as many requests wait as the last commit held,
+  or when the oldest has waited `window_s` (rows arriving during a write form the next batch; a
+  request alone is written at once, the window costs only concurrent requests). When no commit
+  comes within `ack_timeout_s` (the database is down or too slow) `record()` gives a reason
+  and the request answers 503, and its rows are withdrawn: never written, never retried. If a
+  write holds them at that moment, that write decides (committed: the request is answered
+  normally), for at most another `ack_timeout_s`; a write still running then (a hung
+  connection), or a commit whose acknowledgement was lost, may put the row of a request
+  answered 503 in the log: a row without a 2xx is possible, a 2xx without a row is not.
 - `buffered`: `record()` returns as soon as the rows are in the buffer; they are written at most
   one window (20 ms by default) later. A hard kill loses what was still buffered.
 
@@ -153,8 +150,7 @@ class PredictionLog:
         self.figures.rejected(n)
 
     def awaited(self) -> int:
-        """How many more requests the next group commit waits for (`ack`: as many as the last
-        commit held, less those waiting already; `buffered`: none)."""
+        """Requests the next commit still waits for (serve.coalesce waits for them too)."""
         return self._expect - len(self._buf) if self.ack else 0
 
     def _enqueue(self, rows: list[Any], fut: asyncio.Future[str | None] | None,
@@ -178,9 +174,8 @@ class PredictionLog:
 
     async def record(self, rows: list[Any], since: float | None = None) -> str | None:
         """None once the rows are committed (`ack`) or buffered (`buffered`); otherwise why not,
-        for a 503: the buffer is full, or no commit came within `ack_timeout_s`. `since`
-        (time.monotonic()) is when the request began to wait for others to batch with (its
-        prediction's call, serve.coalesce): the flush window counts from then."""
+        for a 503: the buffer is full, or no commit came within `ack_timeout_s`. The window
+        counts from `since` (monotonic) when given: its model call waited first (serve.coalesce)."""
         if not self.ack:
             return None if self._enqueue(rows, None, since) is not None else self._refusal()
         loop = asyncio.get_running_loop()
