@@ -167,11 +167,6 @@ class PredictionLog:
         self.figures.buffered(len(rows))
         return group
 
-    def offer(self, rows: list[Any]) -> bool:
-        """Buffer rows without waiting for their commit; False (nothing buffered) when they do
-        not fit or the log is stopping."""
-        return self._enqueue(rows, None) is not None
-
     async def record(self, rows: list[Any], since: float | None = None) -> str | None:
         """None once the rows are committed (`ack`) or buffered (`buffered`); otherwise why not,
         for a 503: the buffer is full, or no commit came within `ack_timeout_s`. The window
