@@ -7,10 +7,11 @@ uvicorn picks uvloop and httptools when they are installed (`loop="auto"`, `http
 neither is required. Access logs are off: request ids and latencies are logged at DEBUG
 (MEDCAST_LOG_LEVEL=DEBUG), request bodies never.
 
-Several workers: uvicorn's supervisor (`uvicorn.supervisors.Multiprocess`) binds the socket
-once and runs the workers (spawned; each builds the app with `serve.app:app_from_env`), replaces
-one that dies, stops them all on SIGTERM/SIGINT (each drains its prediction log) and restarts
-passes SIGHUP on to them (each re-reads the client keys). Before the workers start, the
+Several workers: uvicorn's supervisor (`uvicorn.supervisors.Multiprocess`, through
+serve.workers: on Linux a SO_REUSEPORT socket per worker, so that connections spread) runs the
+workers (spawned; each builds the app with `serve.app:app_from_env`), replaces one that dies,
+stops them all on SIGTERM/SIGINT (each drains its prediction log) and passes SIGHUP on to them
+(each re-reads the client keys). Before the workers start, the
 supervisor migrates the prediction log once (workers would race for it) and gives them a fresh
 PROMETHEUS_MULTIPROC_DIR, removed at the end. A worker whose supervisor is killed stops itself.
 """
@@ -253,9 +254,9 @@ def _serve_workers(settings: Settings, tls: dict[str, Any]) -> int:
     """settings.workers processes under uvicorn's supervisor until SIGTERM/SIGINT; 0 after
     a clean stop."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from serve.clients import Clients
+    from serve.workers import BindError, Supervisor, bind_sockets, close_all, spreads_connections
 
     if settings.clients_file is not None:
         Clients(settings.clients_file)  # a bad keys file stops here, not in every worker
@@ -274,10 +275,24 @@ def _serve_workers(settings: Settings, tls: dict[str, Any]) -> int:
             timeout_graceful_shutdown=int(settings.log_drain_s) + 5,
             **tls,
         )
-        logger.info("%d worker processes, metrics in %s", settings.workers, folder)
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        if spreads_connections():
+            try:
+                sockets = bind_sockets(settings.host, settings.port, settings.workers)
+            except BindError as exc:
+                print(f"medcast serve: {exc}", file=sys.stderr)
+                return 1
+        else:
+            sockets = [config.bind_socket()]
+        port = sockets[0].getsockname()[1]
+        logger.info("%d worker processes on %s:%d (%s), metrics in %s", settings.workers,
+                    settings.host, port, "a socket each" if len(sockets) > 1 else "one socket",
+                    folder)
+        supervisor = Supervisor(config, sockets=sockets)
         supervisor.handle_hup = lambda: _hangup(supervisor, settings)  # type: ignore[method-assign]
-        supervisor.run()
+        try:
+            supervisor.run()
+        finally:
+            close_all(sockets)
     return 0
 
 

@@ -1,7 +1,7 @@
 """`python -m serve` (serve/__main__.py): a malformed setting exits 2 with one line and no
 traceback; `--help`; `--check` verifies the model and touches no database; several workers
 under one supervisor (MEDCAST_WORKERS) share the port, the metrics and the log, stop cleanly,
-and do not outlive a killed supervisor. (`migrate` is in
+and do not outlive a killed supervisor; a port in use exits 1 with one line. (`migrate` is in
 test_migrate.py, `keys` in test_clients.py.)
 """
 
@@ -21,6 +21,7 @@ import pytest
 from devtools.service import running, service_env
 from devtools.tiny_model import TinyModel
 from serve.prometheus import alive
+from serve.workers import spreads_connections
 from tests.support.servers import children
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,3 +115,22 @@ def test_a_killed_supervisor_leaves_no_worker_behind(
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", service.port)) != 0
     assert service.output().count("prediction log drained") == 2, service.output(3000)
+
+
+@pytest.mark.skipif(not spreads_connections(), reason="a socket per worker: Linux only")
+def test_several_workers_on_a_port_in_use_exit_1_with_one_line(
+    tiny: TinyModel, repo: Path, tmp_path: Path, pycache: Path
+) -> None:
+    """Even when the listener there would let a SO_REUSEPORT group in (serve/workers.py)."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "serve"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60,
+                             env={**_workers(tiny, repo, tmp_path, pycache),
+                                  "MEDCAST_PORT": str(port)})
+    assert out.returncode == 1, out.stderr
+    assert f"medcast serve: cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
+    assert "Traceback" not in out.stderr
