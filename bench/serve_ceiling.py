@@ -22,11 +22,14 @@ values (a round's cells run seconds apart, the rounds minutes apart on a host wh
 drifts); the ratio of the medians is printed beside it.
 
     python -m bench.serve_ceiling [--seconds 5] [--rounds 3] [--workers N] [--client wrk|raw]
-                                  [--connections 16] [--no-mlflow] [--against REV]
+                                  [--connections 16] [--durability ack|buffered]
+                                  [--no-mlflow] [--against REV]
 
 `--against REV` also starts REV's service (its files from `git archive`, the same model, the
 same settings, its own log schema) and drives its `POST /predict` and `GET /health/live` in the
-same rounds: the before/after of one run.
+same rounds: the before/after of one run. `--durability buffered` runs every service's log in
+`buffered` mode (rows written at most a flush window after the answer, in large commits): what
+the same server answers without a commit per group of requests, the bound of `ack`'s cost.
 
 Needs a model built by `make repro` (models/, its md5s in dvc.lock) and its registered
 champion in the MLflow store (mlflow.db, or MLFLOW_TRACKING_URI).
@@ -184,6 +187,9 @@ def main() -> int:
                     default="wrk" if shutil.which("wrk") else "raw")
     ap.add_argument("--connections", type=int, default=CONNECTIONS,
                     help="concurrent connections of the client (default: %(default)s)")
+    ap.add_argument("--durability", choices=["ack", "buffered"], default="ack",
+                    help="the services' MEDCAST_LOG_DURABILITY (default: %(default)s, the "
+                         "service's own default)")
     ap.add_argument("--no-mlflow", action="store_true", help="leave MLflow's server out")
     ap.add_argument("--against", metavar="REV", help="also measure REV's service (git archive)")
     args = ap.parse_args()
@@ -213,7 +219,7 @@ def main() -> int:
                       else f"sqlite:///{tmp / f'log-{schema}.db'}")
                for name, schema in schemas.items()}
     print(f"{workers} worker processes each; {args.client} at {args.connections} connections; "
-          f"{'PostgreSQL' if use_pg else 'SQLite'} log (ack); load average "
+          f"{'PostgreSQL' if use_pg else 'SQLite'} log ({args.durability}); load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
 
     def load(port: int, method: str, path: str, payload: list[Any]) -> dict[str, Any]:
@@ -234,7 +240,7 @@ def main() -> int:
         for name, tree in trees.items():
             env = service_env(Path(tempfile.gettempdir()) / "medcast-bench-pycache",
                               MEDCAST_REPO=str(ROOT), MEDCAST_DATABASE_URL=db_urls[name],
-                              MEDCAST_LOG_LEVEL="WARNING",
+                              MEDCAST_LOG_LEVEL="WARNING", MEDCAST_LOG_DURABILITY=args.durability,
                               MEDCAST_RATE_LIMIT="1000000/second",  # one client IP
                               **({} if args.workers is None
                                  else {"MEDCAST_WORKERS": str(workers)}))
