@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,12 @@ def test_a_burst_of_connections_spreads_over_the_workers(
                       MEDCAST_RATE_LIMIT="off")
     body = json.dumps(tiny.examples[0]).encode()
     with running(env, cwd=tmp_path, log=tmp_path / "serve.log", timeout=60) as service:
+        # Ready means one worker answers; the other may still be loading, its socket not yet
+        # listening (the kernel then gives every connection to the first): wait for both.
+        deadline = time.monotonic() + 60
+        while sum(bool(_sockets(pid, service.port, "0A")) for pid in children(service.pid)) < 2:
+            assert time.monotonic() < deadline, service.output(3000)
+            time.sleep(0.1)
         conns = [http.client.HTTPConnection("127.0.0.1", service.port, timeout=20)
                  for _ in range(32)]
         barrier = threading.Barrier(len(conns))
