@@ -11,7 +11,8 @@ takes over its slot's socket.
 
 The supervisor keeps every socket open. A worker that dies leaves the connections its socket
 had queued, and the new ones hashed to it, waiting for the replacement (spawn, imports and the
-model: about 1.5 s), not reset; the other workers keep answering theirs. Elsewhere (macOS's
+model: measured 1.02 s), not reset; the other workers keep answering theirs. A socket listens
+once its worker has started: until then the kernel gives its share to the others. Elsewhere (macOS's
 SO_REUSEPORT does not spread connections), for one worker, or when the platform has no
 SO_REUSEPORT, one shared socket, as uvicorn binds it.
 
