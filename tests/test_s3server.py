@@ -15,7 +15,7 @@ import pytest
 pytest.register_assert_rewrite("tests.support.s3_fixtures")  # imported here before the plugin loads
 
 from devtools import s3server  # noqa: E402
-from devtools.ports import free_ports  # noqa: E402
+from devtools.ports import free_ports, stable_free_port  # noqa: E402
 from devtools.s3server import Credentials, S3Server  # noqa: E402
 from tests.support.s3_fixtures import ROOT, committed_remote_section, isolated_env, run  # noqa: E402
 
@@ -115,7 +115,10 @@ def test_cli_start_configures_dvc_push_then_stop(tmp_path: Path) -> None:
     project.mkdir()
     env = isolated_env(
         tmp_path / "home",
-        MEDCAST_S3_PORT=str(free_ports(1)[0]),
+        # Below the kernel's ephemeral range: a port bind(0) returned could be handed to another
+        # test's connection before `start` (seconds later) binds it, and the server then rightly
+        # takes another (a fresh-clone CI run saw that).
+        MEDCAST_S3_PORT=str(stable_free_port()),
         MEDCAST_S3_BUCKET="clibucket",
     )
     run(["git", "init", "-q", "-b", "main"], project, env)
