@@ -11,8 +11,8 @@ Several workers: uvicorn's supervisor (`uvicorn.supervisors.Multiprocess`, throu
 serve.workers: on Linux a SO_REUSEPORT socket per worker, so that connections spread) runs the
 workers (spawned; each builds the app with `serve.app:app_from_env`), replaces one that dies,
 stops them all on SIGTERM/SIGINT (each drains its prediction log) and passes SIGHUP on to them
-(each re-reads the client keys). Before the workers start, the
-supervisor migrates the prediction log once (workers would race for it) and gives them a fresh
+(each re-reads the client keys). Before the workers start, the supervisor migrates the
+prediction log once (workers would race for it) and gives them a fresh
 PROMETHEUS_MULTIPROC_DIR, removed at the end. A worker whose supervisor is killed stops itself.
 """
 

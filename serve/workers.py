@@ -12,9 +12,9 @@ takes over its slot's socket.
 The supervisor keeps every socket open. A worker that dies leaves the connections its socket
 had queued, and the new ones hashed to it, waiting for the replacement (spawn, imports and the
 model: measured 1.02 s), not reset; the other workers keep answering theirs. A socket listens
-once its worker has started: until then the kernel gives its share to the others. Elsewhere (macOS's
-SO_REUSEPORT does not spread connections), for one worker, or when the platform has no
-SO_REUSEPORT, one shared socket, as uvicorn binds it.
+once its worker has started: until then the kernel gives its share to the others. Elsewhere
+(macOS's SO_REUSEPORT does not spread connections), for one worker, or when the platform has
+no SO_REUSEPORT, one shared socket, as uvicorn binds it.
 
 Only sockets of the same user join a SO_REUSEPORT group: a service already listening on the
 port, ours or another's, is refused (EADDRINUSE) before the group is bound, so a second
@@ -24,12 +24,15 @@ port, ours or another's, is refused (EADDRINUSE) before the group is bound, so a
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.supervisors import Multiprocess
+
+logger = logging.getLogger("medcast.serve")
 
 
 class BindError(Exception):
@@ -87,9 +90,12 @@ class Supervisor(Multiprocess):
         super().__init__(config, sockets)
         self.slots = sockets if len(sockets) > 1 and len(sockets) == config.workers else None
 
-    def _per_slot(self, method: Callable[[], None]) -> None:
+    def _each_slot(self, method: Callable[[], None]) -> None:
+        """`method` (uvicorn's) once per slot, with only that slot's socket and process in view;
+        with one shared socket, once as uvicorn runs it."""
         slots = self.slots
-        assert slots is not None
+        if slots is None:
+            return method()
         shared, processes = self.sockets, self.processes
         try:
             for i, sock in enumerate(slots):
@@ -101,37 +107,26 @@ class Supervisor(Multiprocess):
             self.sockets, self.processes, self.processes_num = shared, processes, len(slots)
 
     def init_processes(self) -> None:
-        if self.slots is None:
-            return super().init_processes()
-        return self._per_slot(super().init_processes)
+        self._each_slot(super().init_processes)
 
     def keep_subprocess_alive(self) -> None:
-        if self.slots is None:
-            return super().keep_subprocess_alive()
-        return self._per_slot(super().keep_subprocess_alive)
+        self._each_slot(super().keep_subprocess_alive)
 
     def restart_all(self) -> None:
-        if self.slots is None:
-            return super().restart_all()
-        return self._per_slot(super().restart_all)
+        self._each_slot(super().restart_all)
 
     def handle_ttin(self) -> None:
-        if self.slots is None:
-            return super().handle_ttin()
-        _refuse_resize()
+        self._resize(super().handle_ttin)
 
     def handle_ttou(self) -> None:
+        self._resize(super().handle_ttou)
+
+    def _resize(self, method: Callable[[], None]) -> None:
         if self.slots is None:
-            return super().handle_ttou()
-        _refuse_resize()
-
-
-def _refuse_resize() -> None:
-    import logging
-
-    logging.getLogger("medcast.serve").warning(
-        "workers listen on a socket each: their number is MEDCAST_WORKERS, set at start "
-        "(SIGTTIN/SIGTTOU ignored)")
+            method()
+        else:
+            logger.warning("workers listen on a socket each: their number is MEDCAST_WORKERS, "
+                           "set at start (SIGTTIN/SIGTTOU ignored)")
 
 
 def close_all(sockets: list[socket.socket]) -> None:
